@@ -1,0 +1,3 @@
+//! tollgate: an authenticating reverse proxy.
+
+pub mod secret;
