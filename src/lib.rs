@@ -1,3 +1,5 @@
 //! tollgate: an authenticating reverse proxy.
 
+pub mod config;
 pub mod secret;
+pub mod tls;

@@ -1,0 +1,149 @@
+//! Config: YAML in, one validated [`Config`] out, or every error with its key path.
+//!
+//! The file is read into a YAML tree, secret references are expanded in place, then each
+//! section is typed separately so that one bad provider does not hide the errors of the
+//! next, and finally cross-references (route → provider) are checked.
+
+mod error;
+mod model;
+mod providers;
+mod raw;
+mod references;
+mod routes;
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde_yaml_ng::{Mapping, Value};
+
+pub use error::{ConfigError, ConfigErrors};
+pub use model::*;
+pub use references::expand as expand_references;
+
+use error::{join, Errors};
+use raw::RawServer;
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
+
+/// Reads and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        ConfigErrors(vec![ConfigError::new(
+            "",
+            format!("cannot read config file {}: {error}", path.display()),
+        )])
+    })?;
+    parse(&text)
+}
+
+/// Validates config text; every problem found is reported, each with its key path.
+pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    let mut tree: Value = serde_yaml_ng::from_str(text).map_err(|error| {
+        ConfigErrors(vec![ConfigError::new("", format!("invalid YAML: {error}"))])
+    })?;
+    let mut errors = Errors::default();
+    references::expand_tree(&mut tree, "", &mut errors);
+
+    let mut top = match tree {
+        Value::Mapping(map) => map,
+        Value::Null => Mapping::new(),
+        _ => {
+            errors.push(
+                "",
+                "the config must be a mapping with server, providers, routes",
+            );
+            return Err(errors.into_errors());
+        }
+    };
+    let server_value = top.remove("server");
+    let providers_value = top.remove("providers");
+    let routes_value = top.remove("routes");
+    for (key, _) in top {
+        errors.push(
+            references::key_name(&key),
+            "unknown key (expected server, providers, routes)",
+        );
+    }
+
+    let server = server_value
+        .and_then(|value| typed::<RawServer>(value, "server", &mut errors))
+        .unwrap_or_default();
+    let server = validate_server(server, &mut errors);
+    let providers = providers::validate_all(providers_value, &mut errors);
+    let provider_names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
+    let routes = routes::validate_all(routes_value, &provider_names, &mut errors);
+
+    errors.into_result(Config {
+        server,
+        providers,
+        routes,
+    })
+}
+
+/// Types one subtree, recording a failure under `path` plus the path inside the subtree.
+pub(crate) fn typed<T: DeserializeOwned>(
+    value: Value,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(typed) => Some(typed),
+        Err(error) => {
+            let inner = error.path().to_string();
+            let at = if inner == "." {
+                path.to_owned()
+            } else {
+                join(path, &inner)
+            };
+            errors.push(at, error.into_inner().to_string());
+            None
+        }
+    }
+}
+
+fn validate_server(raw: RawServer, errors: &mut Errors) -> Server {
+    let listen_texts = raw
+        .listen
+        .unwrap_or_else(|| vec![DEFAULT_LISTEN.to_owned()]);
+    if listen_texts.is_empty() {
+        errors.push("server.listen", "at least one listen address is needed");
+    }
+    let listen = listen_texts
+        .iter()
+        .enumerate()
+        .filter_map(|(index, text)| socket_addr(text, &format!("server.listen[{index}]"), errors))
+        .collect();
+    let admin_text = raw.admin.unwrap_or_else(|| DEFAULT_ADMIN.to_owned());
+    let admin = socket_addr(&admin_text, "server.admin", errors)
+        .unwrap_or_else(|| ([127, 0, 0, 1], 9901).into());
+    let threads = match raw.threads {
+        Some(0) => {
+            errors.push("server.threads", "must be at least 1");
+            1
+        }
+        Some(threads) => threads,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    Server {
+        listen,
+        admin,
+        threads,
+    }
+}
+
+fn socket_addr(text: &str, path: &str, errors: &mut Errors) -> Option<std::net::SocketAddr> {
+    match text.parse() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            errors.push(
+                path,
+                format!("`{text}` is not an address like 127.0.0.1:8080"),
+            );
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

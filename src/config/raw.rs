@@ -1,0 +1,135 @@
+//! The YAML as written, before validation. Every struct rejects unknown keys.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::secret::Secret;
+
+/// A duration written with a unit (`30s`, `5m`, `1h 30m`); bare numbers are refused so a
+/// reader never has to guess the unit.
+#[derive(Debug, Clone, Copy)]
+pub struct DurationText(pub Duration);
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(text.trim())
+            .map(DurationText)
+            .map_err(|error| {
+                serde::de::Error::custom(format!(
+                    "invalid duration `{text}` ({error}): write a number and a unit, like 30s or 5m"
+                ))
+            })
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<Vec<String>>,
+    pub admin: Option<String>,
+    pub threads: Option<usize>,
+}
+
+/// Keys every provider accepts besides its own.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawProviderCommon {
+    pub refresh: Option<RawRefresh>,
+    pub timeout: Option<DurationText>,
+    pub tls: Option<RawTls>,
+}
+
+pub const PROVIDER_COMMON_KEYS: [&str; 3] = ["refresh", "timeout", "tls"];
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRefresh {
+    pub before_expiry: Option<DurationText>,
+    pub default_ttl: Option<DurationText>,
+    pub min_backoff: Option<DurationText>,
+    pub max_backoff: Option<DurationText>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub ca_file: Option<String>,
+    pub insecure_skip_verify: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawGrant {
+    ClientCredentials,
+    Password,
+    RefreshToken,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawClientAuth {
+    Basic,
+    Post,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOAuth2 {
+    pub token_url: String,
+    pub grant: Option<RawGrant>,
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    pub client_auth: Option<RawClientAuth>,
+    pub scopes: Option<Vec<String>>,
+    pub audience: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub refresh_token: Option<Secret>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBigId {
+    pub base_url: String,
+    pub user_token: Option<Secret>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: String,
+    #[serde(rename = "match")]
+    pub matcher: RawMatch,
+    pub strip_prefix: Option<bool>,
+    pub upstream: RawUpstream,
+    pub credential: Option<RawCredential>,
+    pub on_upstream_status: Option<Vec<u16>>,
+    pub preserve_host: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    pub path_prefix: Option<String>,
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub url: Option<String>,
+    pub urls: Option<Vec<String>>,
+    pub tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCredential {
+    pub provider: String,
+    pub header: Option<String>,
+    pub format: Option<String>,
+}

@@ -1,0 +1,114 @@
+//! `${env:NAME}` and `${file:/path}` references, expanded in every string value of the
+//! YAML tree before it is typed, so any key may hold a secret reference.
+
+use serde_yaml_ng::Value;
+
+use super::error::{join, Errors};
+
+pub(crate) fn expand_tree(value: &mut Value, path: &str, errors: &mut Errors) {
+    match value {
+        Value::String(text) => {
+            if text.contains("${") {
+                match expand(text) {
+                    Ok(expanded) => *text = expanded,
+                    Err(message) => errors.push(path, message),
+                }
+            }
+        }
+        Value::Sequence(items) => {
+            for (index, item) in items.iter_mut().enumerate() {
+                expand_tree(item, &join(path, &format!("[{index}]")), errors);
+            }
+        }
+        Value::Mapping(map) => {
+            for (key, item) in map.iter_mut() {
+                let key = key_name(key);
+                expand_tree(item, &join(path, &key), errors);
+            }
+        }
+        Value::Tagged(tagged) => expand_tree(&mut tagged.value, path, errors),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+pub(crate) fn key_name(key: &Value) -> String {
+    match key {
+        Value::String(text) => text.clone(),
+        Value::Number(number) => number.to_string(),
+        Value::Bool(flag) => flag.to_string(),
+        _ => "<non-string key>".to_owned(),
+    }
+}
+
+/// Replaces each `${env:NAME}` / `${file:PATH}` in `text`. The error names the reference,
+/// never a value, so it is safe to print.
+pub fn expand(text: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err("unterminated reference: `${` without a closing `}`".to_owned());
+        };
+        out.push_str(&resolve(&after[..end])?);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn resolve(reference: &str) -> Result<String, String> {
+    if let Some(name) = reference.strip_prefix("env:") {
+        if name.is_empty() {
+            return Err("`${env:}` needs a variable name".to_owned());
+        }
+        return match std::env::var(name) {
+            Ok(value) => Ok(value),
+            Err(std::env::VarError::NotPresent) => Err(format!("env {name} is not set")),
+            Err(std::env::VarError::NotUnicode(_)) => Err(format!("env {name} is not valid UTF-8")),
+        };
+    }
+    if let Some(path) = reference.strip_prefix("file:") {
+        if path.is_empty() {
+            return Err("`${file:}` needs a path".to_owned());
+        }
+        return match std::fs::read_to_string(path) {
+            // Secret mounts usually end with a newline that is not part of the secret.
+            Ok(contents) => Ok(contents.trim_end_matches(['\n', '\r']).to_owned()),
+            Err(error) => Err(format!("file {path} cannot be read: {error}")),
+        };
+    }
+    Err(format!(
+        "unknown reference `${{{reference}}}`: use ${{env:NAME}} or ${{file:/path}}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_env_and_file_references_inside_text() {
+        std::env::set_var("TOLLGATE_TEST_REF", "abc");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let text = format!("x-${{env:TOLLGATE_TEST_REF}}-${{file:{}}}", file.display());
+        assert_eq!(expand(&text).unwrap(), "x-abc-from-file");
+    }
+
+    #[test]
+    fn missing_variable_names_it() {
+        let error = expand("${env:TOLLGATE_SURELY_UNSET_VAR}").unwrap_err();
+        assert_eq!(error, "env TOLLGATE_SURELY_UNSET_VAR is not set");
+    }
+
+    #[test]
+    fn unknown_scheme_and_unterminated_are_errors() {
+        assert!(expand("${vault:x}")
+            .unwrap_err()
+            .contains("unknown reference"));
+        assert!(expand("${env:X").unwrap_err().contains("unterminated"));
+    }
+}

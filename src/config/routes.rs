@@ -1,0 +1,222 @@
+//! Validation of the `routes` section.
+
+use std::collections::HashSet;
+
+use http::HeaderName;
+use serde_yaml_ng::Value;
+
+use super::error::{join, Errors};
+use super::model::*;
+use super::providers::{http_url, tls_settings};
+use super::raw::*;
+use super::typed;
+
+const TOKEN_PLACEHOLDER: &str = "{token}";
+
+pub(crate) fn validate_all(
+    value: Option<Value>,
+    providers: &[&str],
+    errors: &mut Errors,
+) -> Vec<Route> {
+    let items = match value {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Sequence(items)) => items,
+        Some(_) => {
+            errors.push("routes", "must be a list of routes");
+            return Vec::new();
+        }
+    };
+    if items.is_empty() {
+        errors.push("routes", "at least one route is needed");
+    }
+    let mut names = HashSet::new();
+    let mut matches = HashSet::new();
+    let mut routes = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        let path = format!("routes[{index}]");
+        let Some(raw) = typed::<RawRoute>(item, &path, errors) else {
+            continue;
+        };
+        if !names.insert(raw.name.clone()) {
+            errors.push(
+                join(&path, "name"),
+                format!("duplicate route name `{}`", raw.name),
+            );
+        }
+        if let Some(route) = validate_one(raw, &path, providers, errors) {
+            if !matches.insert((route.host.clone(), route.path_prefix.clone())) {
+                errors.push(
+                    join(&path, "match"),
+                    "another route already matches the same host and path_prefix",
+                );
+            }
+            routes.push(route);
+        }
+    }
+    routes
+}
+
+fn validate_one(
+    raw: RawRoute,
+    path: &str,
+    providers: &[&str],
+    errors: &mut Errors,
+) -> Option<Route> {
+    if raw.name.is_empty() || raw.name.chars().any(|c| c.is_control() || c == ' ') {
+        errors.push(
+            join(path, "name"),
+            "must be non-empty, without spaces or control characters",
+        );
+    }
+    let match_path = join(path, "match");
+    let path_prefix = raw.matcher.path_prefix.unwrap_or_else(|| "/".to_owned());
+    if !path_prefix.starts_with('/') || path_prefix.chars().any(|c| c.is_control() || c == ' ') {
+        errors.push(
+            join(&match_path, "path_prefix"),
+            "must start with `/` and hold no spaces",
+        );
+    }
+    let host = raw.matcher.host.map(|host| host.to_ascii_lowercase());
+    if let Some(host) = &host {
+        if host.is_empty() || host.contains(['/', ' ', ':']) || host.chars().any(|c| c.is_control())
+        {
+            errors.push(
+                join(&match_path, "host"),
+                "must be a host name without port or path",
+            );
+        }
+    }
+    let backends = backends(raw.upstream, &join(path, "upstream"), errors);
+    let credential = raw
+        .credential
+        .and_then(|raw| credential(raw, &join(path, "credential"), providers, errors));
+    let on_upstream_status = raw.on_upstream_status.unwrap_or_else(|| vec![401]);
+    for (index, status) in on_upstream_status.iter().enumerate() {
+        if !(100..=599).contains(status) {
+            errors.push(
+                join(path, &format!("on_upstream_status[{index}]")),
+                format!("{status} is not an HTTP status"),
+            );
+        }
+    }
+    Some(Route {
+        name: raw.name,
+        host,
+        path_prefix,
+        strip_prefix: raw.strip_prefix.unwrap_or(false),
+        backends: backends?,
+        credential,
+        on_upstream_status,
+        preserve_host: raw.preserve_host.unwrap_or(false),
+    })
+}
+
+fn backends(raw: RawUpstream, path: &str, errors: &mut Errors) -> Option<Vec<Backend>> {
+    let tls_settings = tls_settings(raw.tls.unwrap_or_default(), &join(path, "tls"), errors);
+    let urls: Vec<(String, String)> = match (raw.url, raw.urls) {
+        (Some(url), None) => vec![(join(path, "url"), url)],
+        (None, Some(urls)) if !urls.is_empty() => urls
+            .into_iter()
+            .enumerate()
+            .map(|(index, url)| (join(path, &format!("urls[{index}]")), url))
+            .collect(),
+        (None, Some(_)) => {
+            errors.push(join(path, "urls"), "needs at least one URL");
+            return None;
+        }
+        (None, None) => {
+            errors.push(
+                join(path, "url"),
+                "missing (give url, or urls for several backends)",
+            );
+            return None;
+        }
+        (Some(_), Some(_)) => {
+            errors.push(path, "give url or urls, not both");
+            return None;
+        }
+    };
+    let mut backends = Vec::new();
+    for (url_path, text) in urls {
+        let Some(url) = http_url(&text, &url_path, errors) else {
+            continue;
+        };
+        if url.query().is_some() || url.fragment().is_some() {
+            errors.push(&url_path, "must not have a query or fragment");
+            continue;
+        }
+        let tls = url.scheme() == "https";
+        let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+            errors.push(&url_path, "needs a host");
+            continue;
+        };
+        let authority = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        backends.push(Backend {
+            tls,
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port,
+            authority,
+            base_path: url.path().trim_end_matches('/').to_owned(),
+            tls_settings: tls_settings.clone(),
+        });
+    }
+    (!backends.is_empty()).then_some(backends)
+}
+
+fn credential(
+    raw: RawCredential,
+    path: &str,
+    providers: &[&str],
+    errors: &mut Errors,
+) -> Option<Credential> {
+    if !providers.contains(&raw.provider.as_str()) {
+        errors.push(
+            join(path, "provider"),
+            format!("no provider named `{}` is configured", raw.provider),
+        );
+    }
+    let header_text = raw.header.unwrap_or_else(|| "Authorization".to_owned());
+    let header = match HeaderName::from_bytes(header_text.as_bytes()) {
+        Ok(header) => Some(header),
+        Err(_) => {
+            errors.push(
+                join(path, "header"),
+                format!("`{header_text}` is not a valid header name"),
+            );
+            None
+        }
+    };
+    let format_text = raw.format.unwrap_or_else(|| "Bearer {token}".to_owned());
+    let format = token_format(&format_text, &join(path, "format"), errors);
+    Some(Credential {
+        provider: raw.provider,
+        header: header?,
+        format: format?,
+    })
+}
+
+fn token_format(text: &str, path: &str, errors: &mut Errors) -> Option<TokenFormat> {
+    if text.matches(TOKEN_PLACEHOLDER).count() != 1 {
+        errors.push(path, "must contain `{token}` exactly once");
+        return None;
+    }
+    if text.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        errors.push(path, "must not contain CR, LF or NUL (header injection)");
+        return None;
+    }
+    let (prefix, suffix) = text.split_once(TOKEN_PLACEHOLDER)?;
+    if http::HeaderValue::from_str(&format!("{prefix}x{suffix}")).is_err() {
+        errors.push(path, "holds characters not allowed in a header value");
+        return None;
+    }
+    Some(TokenFormat {
+        prefix: prefix.to_owned(),
+        suffix: suffix.to_owned(),
+    })
+}

@@ -1,0 +1,201 @@
+use super::*;
+
+const GOOD: &str = r#"
+server:
+  listen: ["127.0.0.1:18080"]
+  admin: "127.0.0.1:19901"
+  threads: 1
+providers:
+  idp:
+    type: oauth2
+    token_url: http://127.0.0.1:1/oauth/token
+    client_id: reporting
+    client_secret: s3cret
+    scopes: [reports.read]
+    refresh: { before_expiry: 30s, default_ttl: 5m }
+  bigid:
+    type: bigid
+    base_url: https://sandbox.bigid.tools
+    user_token: tok
+routes:
+  - name: bigid
+    match: { path_prefix: /bigid/ }
+    strip_prefix: true
+    upstream: { url: https://sandbox.bigid.tools/api }
+    credential: { provider: bigid, header: Authorization, format: "Bearer {token}" }
+  - name: reports
+    match: { host: Reports.Example, path_prefix: / }
+    upstream: { urls: [http://10.0.0.1:8000, http://10.0.0.2:8000] }
+    credential: { provider: idp }
+"#;
+
+fn errors_of(text: &str) -> Vec<String> {
+    match parse(text) {
+        Ok(_) => panic!("config unexpectedly valid"),
+        Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn a_good_config_becomes_the_model() {
+    let config = parse(GOOD).unwrap();
+    assert_eq!(config.server.threads, 1);
+    assert_eq!(config.providers.len(), 2);
+    let idp = config.providers.iter().find(|p| p.name == "idp").unwrap();
+    assert_eq!(
+        idp.refresh.before_expiry,
+        std::time::Duration::from_secs(30)
+    );
+    assert_eq!(idp.refresh.default_ttl, std::time::Duration::from_secs(300));
+    assert_eq!(idp.timeout, std::time::Duration::from_secs(5));
+    let bigid = &config.routes[0];
+    assert_eq!(bigid.backends[0].base_path, "/api");
+    assert!(bigid.backends[0].tls);
+    assert_eq!(bigid.backends[0].port, 443);
+    assert_eq!(bigid.on_upstream_status, vec![401]);
+    let reports = &config.routes[1];
+    assert_eq!(reports.host.as_deref(), Some("reports.example"));
+    assert_eq!(reports.backends.len(), 2);
+    assert_eq!(reports.backends[1].authority, "10.0.0.2:8000");
+    let credential = reports.credential.as_ref().unwrap();
+    assert_eq!(credential.header, "authorization");
+    assert_eq!(credential.format.render("T"), "Bearer T");
+}
+
+#[test]
+fn unknown_keys_are_errors_with_their_path() {
+    let text = GOOD
+        .replace("threads: 1", "threads: 1\n  thread: 2")
+        .replace("strip_prefix: true", "strip_prefix: true\n    strip: true")
+        .replace(
+            "client_id: reporting",
+            "client_id: reporting\n    clientid: x",
+        );
+    let errors = errors_of(&text);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("server.thread: unknown field")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("routes[0].strip: unknown field")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("providers.idp.clientid: unknown field")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn every_error_is_reported_in_one_run() {
+    let text = GOOD
+        .replace("http://127.0.0.1:1/oauth/token", "not a url")
+        .replace("default_ttl: 5m", "default_ttl: five")
+        .replace("provider: idp", "provider: nope")
+        .replace("name: reports", "name: bigid")
+        .replace(
+            "user_token: tok",
+            "user_token: ${env:TOLLGATE_TEST_UNSET_VARIABLE}",
+        );
+    let errors = errors_of(&text);
+    let expect = [
+        "providers.idp.token_url: `not a url` is not a valid URL",
+        "providers.idp.refresh.default_ttl: invalid duration `five`",
+        "routes[1].credential.provider: no provider named `nope`",
+        "routes[1].name: duplicate route name `bigid`",
+        "providers.bigid.user_token: env TOLLGATE_TEST_UNSET_VARIABLE is not set",
+    ];
+    for prefix in expect {
+        assert!(
+            errors.iter().any(|e| e.starts_with(prefix)),
+            "missing {prefix:?} in {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn header_injection_in_format_is_refused() {
+    let text = GOOD.replace(
+        "format: \"Bearer {token}\"",
+        "format: \"Bearer {token}\\r\\nX-Evil: 1\"",
+    );
+    let errors = errors_of(&text);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("routes[0].credential.format: must not contain CR")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn format_needs_exactly_one_placeholder() {
+    let errors = errors_of(&GOOD.replace("format: \"Bearer {token}\"", "format: \"Bearer\""));
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("routes[0].credential.format: must contain `{token}`")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn bad_addresses_and_types_are_named() {
+    let text = GOOD
+        .replace("\"127.0.0.1:19901\"", "\"localhost\"")
+        .replace("type: bigid", "type: bigidd");
+    let errors = errors_of(&text);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("server.admin: `localhost` is not an address")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("providers.bigid.type: unknown provider type `bigidd`")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn grants_need_their_credentials() {
+    let text = GOOD.replace(
+        "client_id: reporting",
+        "client_id: reporting\n    grant: password",
+    );
+    let errors = errors_of(&text);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e == "providers.idp.username: missing (needed by grant: password)"),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e == "providers.idp.password: missing (needed by grant: password)"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn secrets_never_appear_in_debug_output() {
+    let config = parse(GOOD).unwrap();
+    let dump = format!("{config:?}");
+    assert!(!dump.contains("s3cret"));
+    assert!(!dump.contains("user_token: tok") && !dump.contains("\"tok\""));
+}
+
+#[test]
+fn yaml_syntax_errors_are_reported() {
+    let errors = errors_of("server: [unclosed");
+    assert!(errors[0].starts_with("invalid YAML"), "{errors:?}");
+}
