@@ -1,5 +1,8 @@
 //! tollgate: an authenticating reverse proxy.
 
 pub mod config;
+pub mod metrics;
+pub mod providers;
 pub mod secret;
 pub mod tls;
+pub mod tokens;

@@ -1,0 +1,146 @@
+//! The Prometheus metrics of the DESIGN contract, in one registry served by the admin
+//! listener. No label ever carries a path, a user or a token.
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub upstream_retries: IntCounterVec,
+    pub token_requests: IntCounterVec,
+    pub token_request_duration: HistogramVec,
+    pub token_expiry: GaugeVec,
+    pub token_cache_lookups: IntCounterVec,
+    pub credential_unavailable: IntCounterVec,
+}
+
+/// Pre-resolved counters for one provider's cache lookups, so the hot path does no label
+/// hashing.
+#[derive(Clone)]
+pub struct CacheLookupCounters {
+    pub hit: IntCounter,
+    pub miss: IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(Some("tollgate".to_owned()), None)?;
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "requests_total",
+                "Requests answered, by route and status code",
+            ),
+            &["route", "code"],
+        )?;
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "request_duration_seconds",
+                "Time from request start to the end of the response, by route",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+            &["route"],
+        )?;
+        let upstream_retries = IntCounterVec::new(
+            Opts::new(
+                "upstream_retries_total",
+                "Requests sent upstream again, by route and reason",
+            ),
+            &["route", "reason"],
+        )?;
+        let token_requests = IntCounterVec::new(
+            Opts::new(
+                "token_requests_total",
+                "Calls to a provider, by kind and outcome",
+            ),
+            &["provider", "kind", "outcome"],
+        )?;
+        let token_request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "token_request_duration_seconds",
+                "Duration of calls to a provider",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["provider"],
+        )?;
+        let token_expiry = GaugeVec::new(
+            Opts::new(
+                "token_expiry_timestamp_seconds",
+                "Unix time at which the provider's current token expires",
+            ),
+            &["provider"],
+        )?;
+        let token_cache_lookups = IntCounterVec::new(
+            Opts::new(
+                "token_cache_lookups_total",
+                "Token cache lookups on the request path",
+            ),
+            &["provider", "result"],
+        )?;
+        let credential_unavailable = IntCounterVec::new(
+            Opts::new(
+                "credential_unavailable_total",
+                "Requests refused because no valid credential could be had",
+            ),
+            &["route"],
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new("build_info", "Build of this tollgate"),
+            &["version"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(request_duration.clone()))?;
+        registry.register(Box::new(upstream_retries.clone()))?;
+        registry.register(Box::new(token_requests.clone()))?;
+        registry.register(Box::new(token_request_duration.clone()))?;
+        registry.register(Box::new(token_expiry.clone()))?;
+        registry.register(Box::new(token_cache_lookups.clone()))?;
+        registry.register(Box::new(credential_unavailable.clone()))?;
+        registry.register(Box::new(build_info.clone()))?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Ok(Metrics {
+            registry,
+            requests,
+            request_duration,
+            upstream_retries,
+            token_requests,
+            token_request_duration,
+            token_expiry,
+            token_cache_lookups,
+            credential_unavailable,
+        })
+    }
+
+    pub fn cache_lookups(&self, provider: &str) -> CacheLookupCounters {
+        CacheLookupCounters {
+            hit: self
+                .token_cache_lookups
+                .with_label_values(&[provider, "hit"]),
+            miss: self
+                .token_cache_lookups
+                .with_label_values(&[provider, "miss"]),
+        }
+    }
+
+    pub fn expiry_gauge(&self, provider: &str) -> Gauge {
+        self.token_expiry.with_label_values(&[provider])
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        // Encoding into a Vec cannot fail for the text format.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8_lossy(&buffer).into_owned()
+    }
+}

@@ -1,0 +1,111 @@
+//! BigID (seeds 000 and 001): a long-lived user token is exchanged for a short-lived
+//! system token at `POST /api/v1/refresh-access-token`, or a username and password open a
+//! session at `POST /api/v1/sessions`. BigID states no lifetime: the JWT's `exp` gives it.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::http::{error_detail, parse_json, ProviderHttp};
+use super::{Grant, Provider, ProviderError};
+use crate::config::{BigIdLogin, BigIdSettings};
+use crate::secret::Secret;
+
+pub struct BigId {
+    sessions_url: url::Url,
+    refresh_url: url::Url,
+    login: BigIdLogin,
+    http: ProviderHttp,
+}
+
+#[derive(Serialize)]
+struct SessionRequest<'a> {
+    username: &'a str,
+    password: &'a str,
+}
+
+#[derive(Deserialize)]
+struct SessionResponse {
+    auth_token: Option<Secret>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    #[serde(rename = "systemToken")]
+    system_token: Option<Secret>,
+}
+
+impl BigId {
+    pub fn new(settings: &BigIdSettings, http: ProviderHttp) -> Self {
+        let endpoint = |path: &str| {
+            let mut url = settings.base_url.clone();
+            let base = url.path().trim_end_matches('/').to_owned();
+            url.set_path(&format!("{base}{path}"));
+            url
+        };
+        BigId {
+            sessions_url: endpoint("/api/v1/sessions"),
+            refresh_url: endpoint("/api/v1/refresh-access-token"),
+            login: match &settings.login {
+                BigIdLogin::UserToken(token) => BigIdLogin::UserToken(token.clone()),
+                BigIdLogin::Password { username, password } => BigIdLogin::Password {
+                    username: username.clone(),
+                    password: password.clone(),
+                },
+            },
+            http,
+        }
+    }
+
+    fn failure(status: u16, body: &[u8], secret: &Secret) -> ProviderError {
+        let detail = error_detail(body, &[secret]);
+        if status == 401 || status == 403 {
+            ProviderError::Rejected { status, detail }
+        } else {
+            ProviderError::Failed { status, detail }
+        }
+    }
+}
+
+fn token_or_error(token: Option<Secret>, field: &str) -> Result<Grant, ProviderError> {
+    match token {
+        Some(token) if !token.is_empty() => Ok(Grant::bare(token)),
+        _ => Err(ProviderError::BadReply(format!("reply has no {field}"))),
+    }
+}
+
+#[async_trait]
+impl Provider for BigId {
+    async fn login(&self) -> Result<Grant, ProviderError> {
+        match &self.login {
+            BigIdLogin::UserToken(user_token) => {
+                let request = self
+                    .http
+                    .client()
+                    .post(self.refresh_url.clone())
+                    .bearer_auth(user_token.expose());
+                let (status, body) = self.http.body(self.http.send(request).await?).await?;
+                if !status.is_success() {
+                    return Err(Self::failure(status.as_u16(), &body, user_token));
+                }
+                let reply: TokenResponse = parse_json(&body, "refresh-access-token reply")?;
+                token_or_error(reply.system_token, "systemToken")
+            }
+            BigIdLogin::Password { username, password } => {
+                let request =
+                    self.http
+                        .client()
+                        .post(self.sessions_url.clone())
+                        .json(&SessionRequest {
+                            username,
+                            password: password.expose(),
+                        });
+                let (status, body) = self.http.body(self.http.send(request).await?).await?;
+                if !status.is_success() {
+                    return Err(Self::failure(status.as_u16(), &body, password));
+                }
+                let reply: SessionResponse = parse_json(&body, "sessions reply")?;
+                token_or_error(reply.auth_token, "auth_token")
+            }
+        }
+    }
+}

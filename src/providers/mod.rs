@@ -1,0 +1,92 @@
+//! Provider clients: one file per provider `type`, all behind [`Provider`].
+//!
+//! A provider only speaks its login protocol and reports what it got ([`Grant`]); when to
+//! call it, caching, lifetimes and backoff belong to the token manager.
+
+mod bigid;
+mod http;
+mod oauth2;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::config::{ProviderSettings, ProviderSpec};
+use crate::secret::Secret;
+
+pub use self::http::ProviderHttp;
+
+/// What a provider handed out on a successful login or refresh.
+#[derive(Debug)]
+pub struct Grant {
+    pub access_token: Secret,
+    /// Lifetime as the provider stated it (`expires_in`); `None` when it said nothing.
+    pub expires_in: Option<Duration>,
+    pub refresh_token: Option<Secret>,
+    pub refresh_expires_in: Option<Duration>,
+}
+
+impl Grant {
+    pub fn bare(access_token: Secret) -> Self {
+        Grant {
+            access_token,
+            expires_in: None,
+            refresh_token: None,
+            refresh_expires_in: None,
+        }
+    }
+}
+
+/// Why a provider call failed. Every message is safe to log and to show in a 503 body:
+/// it never carries a credential or a token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    #[error("provider unreachable: {0}")]
+    Unreachable(String),
+    #[error("provider did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("provider rejected the credentials (HTTP {status}): {detail}")]
+    Rejected { status: u16, detail: String },
+    #[error("provider rejected the refresh token (HTTP {status}): {detail}")]
+    RefreshRejected { status: u16, detail: String },
+    #[error("provider failed (HTTP {status}): {detail}")]
+    Failed { status: u16, detail: String },
+    #[error("provider reply unusable: {0}")]
+    BadReply(String),
+}
+
+impl ProviderError {
+    /// A refresh that failed this way should fall back to a full login at once.
+    pub fn needs_login(&self) -> bool {
+        matches!(self, ProviderError::RefreshRejected { .. })
+    }
+}
+
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// Starts a new session from the configured credentials.
+    async fn login(&self) -> Result<Grant, ProviderError>;
+
+    /// Trades a refresh token from an earlier grant for a new grant. Providers without a
+    /// refresh flow log in again.
+    async fn refresh(&self, _refresh_token: &Secret) -> Result<Grant, ProviderError> {
+        self.login().await
+    }
+}
+
+/// Builds the client for one configured provider.
+pub fn build(spec: &ProviderSpec) -> Result<Arc<dyn Provider>, BuildError> {
+    let http = ProviderHttp::new(spec)?;
+    Ok(match &spec.settings {
+        ProviderSettings::OAuth2(settings) => Arc::new(oauth2::OAuth2::new(settings, http)),
+        ProviderSettings::BigId(settings) => Arc::new(bigid::BigId::new(settings, http)),
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("provider {provider}: cannot build its HTTP client: {reason}")]
+pub struct BuildError {
+    pub provider: String,
+    pub reason: String,
+}

@@ -1,0 +1,117 @@
+//! Route matching: host (exact, case-insensitive) and longest path prefix on segment
+//! boundaries, decided once per request with no allocation.
+
+use std::sync::Arc;
+
+/// Anything a route can be matched by.
+pub trait Matchable {
+    fn host(&self) -> Option<&str>;
+    fn path_prefix(&self) -> &str;
+}
+
+pub struct Router<R> {
+    /// Longest prefix first; among equal prefixes, host-specific routes first.
+    routes: Vec<Arc<R>>,
+}
+
+impl<R: Matchable> Router<R> {
+    pub fn new(routes: Vec<Arc<R>>) -> Self {
+        let mut routes = routes;
+        routes.sort_by(|a, b| {
+            b.path_prefix()
+                .len()
+                .cmp(&a.path_prefix().len())
+                .then_with(|| b.host().is_some().cmp(&a.host().is_some()))
+        });
+        Router { routes }
+    }
+
+    /// `host` is the request's host without port, any case.
+    pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Arc<R>> {
+        self.routes.iter().find(|route| {
+            let host_matches = match route.host() {
+                None => true,
+                Some(wanted) => host.is_some_and(|host| host.eq_ignore_ascii_case(wanted)),
+            };
+            host_matches && prefix_matches(route.path_prefix(), path)
+        })
+    }
+}
+
+/// `/api` matches `/api`, `/api/x` and `/api?q`, not `/apix`; `/api/` matches `/api/x`.
+pub fn prefix_matches(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        None => false,
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+    }
+}
+
+/// The host of a `Host` header value or an authority: port removed, brackets of an IPv6
+/// literal kept out.
+pub fn host_without_port(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    authority.split(':').next().unwrap_or(authority)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct TestRoute {
+        name: &'static str,
+        host: Option<&'static str>,
+        prefix: &'static str,
+    }
+
+    impl Matchable for TestRoute {
+        fn host(&self) -> Option<&str> {
+            self.host
+        }
+        fn path_prefix(&self) -> &str {
+            self.prefix
+        }
+    }
+
+    fn router() -> Router<TestRoute> {
+        let route = |name, host, prefix| Arc::new(TestRoute { name, host, prefix });
+        Router::new(vec![
+            route("root", None, "/"),
+            route("api", None, "/api"),
+            route("api-v2", None, "/api/v2/"),
+            route("api-on-host", Some("reports.example"), "/api"),
+        ])
+    }
+
+    fn found(host: Option<&str>, path: &str) -> Option<&'static str> {
+        router().find(host, path).map(|route| route.name)
+    }
+
+    #[test]
+    fn longest_prefix_wins_on_segment_boundaries() {
+        assert_eq!(found(None, "/api/v2/users"), Some("api-v2"));
+        assert_eq!(found(None, "/api/v1/users"), Some("api"));
+        assert_eq!(found(None, "/api"), Some("api"));
+        assert_eq!(found(None, "/apix"), Some("root"));
+    }
+
+    #[test]
+    fn host_specific_routes_win_over_any_host() {
+        assert_eq!(found(Some("Reports.Example"), "/api/x"), Some("api-on-host"));
+        assert_eq!(found(Some("other.example"), "/api/x"), Some("api"));
+    }
+
+    #[test]
+    fn no_route_without_a_catch_all() {
+        let router = Router::new(vec![Arc::new(TestRoute { name: "a", host: None, prefix: "/a/" })]);
+        assert!(router.find(None, "/b").is_none());
+    }
+
+    #[test]
+    fn host_port_is_dropped() {
+        assert_eq!(host_without_port("example.com:8080"), "example.com");
+        assert_eq!(host_without_port("[::1]:8080"), "::1");
+        assert_eq!(host_without_port("example.com"), "example.com");
+    }
+}

@@ -1,0 +1,429 @@
+//! The token manager: one token per provider, shared by every request, kept in moka.
+//!
+//! It owns the whole lifecycle. The request path only ever calls [`TokenManager::credential`]
+//! (a cache hit never waits on I/O) and [`TokenManager::reject`]. Every provider call runs
+//! as a job on the control runtime under the provider's fetch lock, so concurrent misses
+//! and the background refresher make one call between them (single flight), and a caller
+//! that goes away cannot abandon a login half way.
+
+mod backoff;
+mod token;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use moka::future::Cache;
+use moka::ops::compute::Op;
+use moka::Expiry;
+use prometheus::Gauge;
+use serde::Serialize;
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+
+use crate::config::{ProviderSpec, RefreshPolicy};
+use crate::metrics::{CacheLookupCounters, Metrics};
+use crate::providers::{Grant, Provider, ProviderError};
+use crate::secret::Secret;
+
+pub use token::{fingerprint, jwt_expiry, LifetimeSource, Token};
+
+/// Index of a provider in the manager, resolved once at startup so the hot path does not
+/// hash provider names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProviderId(usize);
+
+/// No valid token could be had; the request must not be forwarded.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{reason}")]
+pub struct CredentialUnavailable {
+    pub provider: String,
+    pub reason: String,
+    pub retry_after: Duration,
+}
+
+pub struct TokenManager {
+    cache: Cache<ProviderId, Arc<Token>>,
+    slots: Vec<Arc<Slot>>,
+    by_name: HashMap<String, ProviderId>,
+    control: Handle,
+    next_token_id: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+struct Slot {
+    id: ProviderId,
+    name: String,
+    provider: Arc<dyn Provider>,
+    policy: RefreshPolicy,
+    fetch_lock: tokio::sync::Mutex<()>,
+    state: Mutex<SlotState>,
+    /// Wakes the background refresher when its token was purged.
+    wake: Notify,
+    lookups: CacheLookupCounters,
+    expiry: Gauge,
+}
+
+#[derive(Default)]
+struct SlotState {
+    consecutive_failures: u32,
+    retry_at: Option<Instant>,
+    last_error: Option<ProviderError>,
+    last_success: Option<SystemTime>,
+    refresh_token: Option<(Secret, Option<Instant>)>,
+}
+
+/// Per-provider view for `/status` and `/readyz`; it holds a fingerprint, never a token.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderStatus {
+    pub provider: String,
+    pub state: &'static str,
+    pub seconds_to_expiry: Option<u64>,
+    pub last_refresh_unix: Option<u64>,
+    pub consecutive_failures: u32,
+    pub last_error: Option<String>,
+    pub retry_in_seconds: Option<u64>,
+    pub token_fingerprint: Option<String>,
+}
+
+/// Lets each cache entry live exactly as long as its token is usable.
+struct TokenExpiry;
+
+impl Expiry<ProviderId, Arc<Token>> for TokenExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &ProviderId,
+        token: &Arc<Token>,
+        now: Instant,
+    ) -> Option<Duration> {
+        Some(token.expires_at.saturating_duration_since(now))
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &ProviderId,
+        token: &Arc<Token>,
+        now: Instant,
+        _current: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(token.expires_at.saturating_duration_since(now))
+    }
+}
+
+impl TokenManager {
+    /// `control` is the runtime that runs provider calls and refreshers; it must outlive
+    /// the manager's use.
+    pub fn new(
+        providers: Vec<(&ProviderSpec, Arc<dyn Provider>)>,
+        control: Handle,
+        metrics: Arc<Metrics>,
+    ) -> Arc<TokenManager> {
+        let slots: Vec<Arc<Slot>> = providers
+            .into_iter()
+            .enumerate()
+            .map(|(index, (spec, provider))| {
+                Arc::new(Slot {
+                    id: ProviderId(index),
+                    name: spec.name.clone(),
+                    provider,
+                    policy: spec.refresh,
+                    fetch_lock: tokio::sync::Mutex::new(()),
+                    state: Mutex::new(SlotState::default()),
+                    wake: Notify::new(),
+                    lookups: metrics.cache_lookups(&spec.name),
+                    expiry: metrics.expiry_gauge(&spec.name),
+                })
+            })
+            .collect();
+        let by_name = slots
+            .iter()
+            .map(|slot| (slot.name.clone(), slot.id))
+            .collect();
+        let cache = Cache::builder()
+            .max_capacity(slots.len().max(1) as u64)
+            .expire_after(TokenExpiry)
+            .build();
+        Arc::new(TokenManager {
+            cache,
+            slots,
+            by_name,
+            control,
+            next_token_id: AtomicU64::new(1),
+            metrics,
+        })
+    }
+
+    pub fn provider_id(&self, name: &str) -> Option<ProviderId> {
+        self.by_name.get(name).copied()
+    }
+
+    pub fn provider_name(&self, id: ProviderId) -> &str {
+        &self.slots[id.0].name
+    }
+
+    /// Starts one background refresher per provider; each logs in at once.
+    pub fn start_refreshers(self: &Arc<Self>) {
+        for slot in &self.slots {
+            let manager = Arc::clone(self);
+            let slot = Arc::clone(slot);
+            self.control
+                .spawn(async move { manager.refresh_loop(slot).await });
+        }
+    }
+
+    /// The provider's current token. A hit returns at once; a miss joins (or starts) the
+    /// single provider call, unless the provider is backing off after failures.
+    pub async fn credential(
+        self: &Arc<Self>,
+        id: ProviderId,
+    ) -> Result<Arc<Token>, CredentialUnavailable> {
+        let slot = &self.slots[id.0];
+        if let Some(token) = self.cache.get(&id).await {
+            if token.is_usable(Instant::now()) {
+                slot.lookups.hit.inc();
+                return Ok(token);
+            }
+        }
+        slot.lookups.miss.inc();
+        self.fetch(slot, None).await
+    }
+
+    /// The upstream refused `token_id`: drop it, unless a newer token already replaced it.
+    pub async fn reject(&self, id: ProviderId, token_id: u64) {
+        let slot = &self.slots[id.0];
+        let result = self
+            .cache
+            .entry(id)
+            .and_compute_with(|entry| {
+                let op = match entry {
+                    Some(entry) if entry.value().id == token_id => Op::Remove,
+                    _ => Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await;
+        if matches!(result, moka::ops::compute::CompResult::Removed(_)) {
+            tracing::info!(provider = %slot.name, "upstream rejected the token; it was purged");
+            slot.wake.notify_one();
+        }
+    }
+
+    /// Runs (or joins) a provider call on the control runtime and waits for its outcome.
+    async fn fetch(
+        self: &Arc<Self>,
+        slot: &Arc<Slot>,
+        replacing: Option<u64>,
+    ) -> Result<Arc<Token>, CredentialUnavailable> {
+        if let Some(unavailable) = self.backing_off(slot) {
+            return Err(unavailable);
+        }
+        let manager = Arc::clone(self);
+        let job_slot = Arc::clone(slot);
+        let job = async move { manager.run_fetch(&job_slot, replacing).await };
+        match self.control.spawn(job).await {
+            Ok(result) => result,
+            Err(_) => Err(CredentialUnavailable {
+                provider: slot.name.clone(),
+                reason: "token fetch was interrupted (shutting down)".to_owned(),
+                retry_after: Duration::from_secs(1),
+            }),
+        }
+    }
+
+    /// One provider call under the fetch lock. Callers that queued behind a successful call
+    /// take its token; callers that queued behind a failed one take its backoff.
+    async fn run_fetch(
+        &self,
+        slot: &Slot,
+        replacing: Option<u64>,
+    ) -> Result<Arc<Token>, CredentialUnavailable> {
+        let _guard = slot.fetch_lock.lock().await;
+        let now = Instant::now();
+        if let Some(token) = self.cache.get(&slot.id).await.filter(|t| t.is_usable(now)) {
+            if replacing != Some(token.id) {
+                return Ok(token);
+            }
+        }
+        if let Some(unavailable) = self.backing_off(slot) {
+            return Err(unavailable);
+        }
+        let started = Instant::now();
+        let (kind, result) = self.call_provider(slot).await;
+        self.metrics
+            .token_request_duration
+            .with_label_values(&[&slot.name])
+            .observe(started.elapsed().as_secs_f64());
+        let result = result.and_then(|grant| self.accept(slot, kind, grant));
+        let outcome = if result.is_ok() { "success" } else { "failure" };
+        self.metrics
+            .token_requests
+            .with_label_values(&[&slot.name, kind, outcome])
+            .inc();
+        match result {
+            Ok(token) => {
+                self.cache.insert(slot.id, Arc::clone(&token)).await;
+                slot.expiry.set(token.expires_at_unix);
+                tracing::info!(
+                    provider = %slot.name,
+                    kind,
+                    fingerprint = %token.fingerprint,
+                    expires_in_seconds = token.expires_at.saturating_duration_since(Instant::now()).as_secs(),
+                    lifetime_from = ?token.lifetime_source,
+                    "token obtained"
+                );
+                Ok(token)
+            }
+            Err(error) => {
+                let mut state = lock(&slot.state);
+                state.consecutive_failures = state.consecutive_failures.saturating_add(1);
+                let delay = backoff::delay(&slot.policy, state.consecutive_failures);
+                state.retry_at = Some(Instant::now() + delay);
+                tracing::warn!(
+                    provider = %slot.name,
+                    kind,
+                    error = %error,
+                    consecutive_failures = state.consecutive_failures,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "token request failed"
+                );
+                state.last_error = Some(error);
+                Err(unavailable(slot, &state, delay))
+            }
+        }
+    }
+
+    /// Uses the refresh token when one is held and fresh; a rejected refresh token is
+    /// dropped and replaced by one full login, never retried in a loop.
+    async fn call_provider(&self, slot: &Slot) -> (&'static str, Result<Grant, ProviderError>) {
+        let refresh_token = {
+            let state = lock(&slot.state);
+            state
+                .refresh_token
+                .as_ref()
+                .filter(|(_, expires)| expires.is_none_or(|at| at > Instant::now()))
+                .map(|(token, _)| token.clone())
+        };
+        if let Some(refresh_token) = refresh_token {
+            match slot.provider.refresh(&refresh_token).await {
+                Err(error) if error.needs_login() => {
+                    tracing::warn!(provider = %slot.name, error = %error, "refresh token refused; logging in again");
+                    self.metrics
+                        .token_requests
+                        .with_label_values(&[&slot.name, "refresh", "failure"])
+                        .inc();
+                    lock(&slot.state).refresh_token = None;
+                }
+                other => return ("refresh", other),
+            }
+        }
+        ("login", slot.provider.login().await)
+    }
+
+    fn accept(&self, slot: &Slot, kind: &str, grant: Grant) -> Result<Arc<Token>, ProviderError> {
+        let id = self.next_token_id.fetch_add(1, Ordering::Relaxed);
+        let token = Token::from_grant(id, &grant, &slot.policy)?;
+        let mut state = lock(&slot.state);
+        match grant.refresh_token {
+            Some(refresh_token) => {
+                let expires = grant.refresh_expires_in.map(|d| Instant::now() + d);
+                state.refresh_token = Some((refresh_token, expires));
+            }
+            None if kind == "login" => state.refresh_token = None,
+            None => {}
+        }
+        state.consecutive_failures = 0;
+        state.retry_at = None;
+        state.last_error = None;
+        state.last_success = Some(SystemTime::now());
+        Ok(Arc::new(token))
+    }
+
+    fn backing_off(&self, slot: &Slot) -> Option<CredentialUnavailable> {
+        let state = lock(&slot.state);
+        let retry_at = state.retry_at?;
+        let wait = retry_at.checked_duration_since(Instant::now())?;
+        Some(unavailable(slot, &state, wait))
+    }
+
+    async fn refresh_loop(self: Arc<Self>, slot: Arc<Slot>) {
+        loop {
+            let now = Instant::now();
+            let current = self.cache.get(&slot.id).await.filter(|t| t.is_usable(now));
+            let due = current.as_ref().map_or(now, |token| token.refresh_at);
+            let retry_at = lock(&slot.state).retry_at.unwrap_or(now);
+            let due = due.max(retry_at);
+            if due > now {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due.into()) => {}
+                    _ = slot.wake.notified() => {}
+                }
+                continue;
+            }
+            let replacing = current.map(|token| token.id);
+            if let Err(error) = self.fetch(&slot, replacing).await {
+                tracing::warn!(provider = %slot.name, reason = %error.reason, retry_in_seconds = error.retry_after.as_secs(), "token refresh failed");
+            }
+        }
+    }
+
+    pub async fn status(&self) -> Vec<ProviderStatus> {
+        let mut statuses = Vec::with_capacity(self.slots.len());
+        for slot in &self.slots {
+            let now = Instant::now();
+            let token = self.cache.get(&slot.id).await.filter(|t| t.is_usable(now));
+            statuses.push(Self::slot_status(slot, token.as_deref(), now));
+        }
+        statuses
+    }
+
+    fn slot_status(slot: &Slot, token: Option<&Token>, now: Instant) -> ProviderStatus {
+        let state = lock(&slot.state);
+        let retry_in = state
+            .retry_at
+            .and_then(|at| at.checked_duration_since(now))
+            .map(|d| d.as_secs().max(1));
+        let label = match (&token, state.consecutive_failures) {
+            (Some(_), 0) => "valid",
+            (Some(_), _) => "valid_refresh_failing",
+            (None, 0) => "pending",
+            (None, _) => "unavailable",
+        };
+        ProviderStatus {
+            provider: slot.name.clone(),
+            state: label,
+            seconds_to_expiry: token.map(|t| t.expires_at.saturating_duration_since(now).as_secs()),
+            last_refresh_unix: state
+                .last_success
+                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs()),
+            consecutive_failures: state.consecutive_failures,
+            last_error: state.last_error.as_ref().map(ToString::to_string),
+            retry_in_seconds: retry_in,
+            token_fingerprint: token.map(|t| t.fingerprint.clone()),
+        }
+    }
+}
+
+fn unavailable(slot: &Slot, state: &SlotState, wait: Duration) -> CredentialUnavailable {
+    let reason = match &state.last_error {
+        Some(error) => format!(
+            "{error} (after {} failed attempts)",
+            state.consecutive_failures
+        ),
+        None => "no token yet".to_owned(),
+    };
+    CredentialUnavailable {
+        provider: slot.name.clone(),
+        reason,
+        retry_after: wait,
+    }
+}
+
+/// The slot state holds no invariant a panic could break half way, so a poisoned lock is
+/// still safe to use.
+fn lock(state: &Mutex<SlotState>) -> MutexGuard<'_, SlotState> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,189 @@
+//! A token as the gateway holds it: the value, when it stops being usable, when to renew it.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::RefreshPolicy;
+use crate::providers::{Grant, ProviderError};
+use crate::secret::Secret;
+
+/// Tokens are treated as expired this long before the instant they expire, so that a token
+/// is never sent with a moment left that the network delay would eat.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(1);
+
+#[derive(Debug)]
+pub struct Token {
+    /// Distinguishes tokens of one provider, so a rejection purges exactly the one sent.
+    pub id: u64,
+    pub value: Secret,
+    pub obtained_at: SystemTime,
+    pub expires_at: Instant,
+    pub expires_at_unix: f64,
+    /// When the background refresher renews it, ahead of expiry.
+    pub refresh_at: Instant,
+    pub lifetime_source: LifetimeSource,
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LifetimeSource {
+    ExpiresIn,
+    JwtExp,
+    DefaultTtl,
+}
+
+impl Token {
+    /// Builds the token from a grant: lifetime from `expires_in`, else the JWT `exp` claim,
+    /// else the policy's `default_ttl`. A token that is already expired is an error.
+    pub fn from_grant(
+        id: u64,
+        grant: &Grant,
+        policy: &RefreshPolicy,
+    ) -> Result<Token, ProviderError> {
+        let now = Instant::now();
+        let wall_now = SystemTime::now();
+        let (lifetime, source) = lifetime(grant, policy, wall_now)?;
+        let usable = lifetime.saturating_sub(EXPIRY_MARGIN.min(lifetime / 10));
+        let lead = policy.before_expiry.min(lifetime / 2);
+        let expires_at_unix = wall_now
+            .checked_add(lifetime)
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map_or(0.0, |d| d.as_secs_f64());
+        Ok(Token {
+            id,
+            value: grant.access_token.clone(),
+            obtained_at: wall_now,
+            expires_at: now + usable,
+            expires_at_unix,
+            refresh_at: now + lifetime.saturating_sub(lead),
+            lifetime_source: source,
+            fingerprint: fingerprint(&grant.access_token),
+        })
+    }
+
+    pub fn is_usable(&self, now: Instant) -> bool {
+        now < self.expires_at
+    }
+}
+
+fn lifetime(
+    grant: &Grant,
+    policy: &RefreshPolicy,
+    now: SystemTime,
+) -> Result<(Duration, LifetimeSource), ProviderError> {
+    if let Some(expires_in) = grant.expires_in {
+        if expires_in.is_zero() {
+            return Err(ProviderError::BadReply(
+                "token reply says expires_in 0".to_owned(),
+            ));
+        }
+        return Ok((expires_in, LifetimeSource::ExpiresIn));
+    }
+    match jwt_expiry(grant.access_token.expose()) {
+        Some(exp) => {
+            let now_unix = now
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if exp <= now_unix {
+                return Err(ProviderError::BadReply(format!(
+                    "token is already expired (JWT exp is {}s in the past; check clocks)",
+                    now_unix - exp
+                )));
+            }
+            Ok((Duration::from_secs(exp - now_unix), LifetimeSource::JwtExp))
+        }
+        None => Ok((policy.default_ttl, LifetimeSource::DefaultTtl)),
+    }
+}
+
+#[derive(Deserialize)]
+struct ExpiryClaim {
+    exp: Option<u64>,
+}
+
+/// The `exp` claim of a JWT, read without verifying the signature: the gateway only needs
+/// to know when the provider will stop accepting it, not to trust it.
+pub fn jwt_expiry(token: &str) -> Option<u64> {
+    if token.bytes().filter(|&b| b == b'.').count() != 2 {
+        return None;
+    }
+    jsonwebtoken::dangerous::insecure_decode::<ExpiryClaim>(token)
+        .ok()
+        .and_then(|data| data.claims.exp)
+}
+
+/// A short hash that tells tokens apart in `/status` without revealing them.
+pub fn fingerprint(token: &Secret) -> String {
+    let digest = Sha256::digest(token.expose().as_bytes());
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    fn jwt_with_exp(exp: u64) -> String {
+        let encode = |text: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
+        format!(
+            "{}.{}.c2ln",
+            encode(r#"{"alg":"HS256","typ":"JWT"}"#),
+            encode(&format!(r#"{{"sub":"x","exp":{exp}}}"#))
+        )
+    }
+
+    fn now_unix() -> u64 {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    #[test]
+    fn expires_in_wins_over_jwt_exp() {
+        let mut grant = Grant::bare(Secret::new(jwt_with_exp(now_unix() + 1000)));
+        grant.expires_in = Some(Duration::from_secs(60));
+        let token = Token::from_grant(1, &grant, &RefreshPolicy::default()).unwrap();
+        assert_eq!(token.lifetime_source, LifetimeSource::ExpiresIn);
+        // 60s lifetime, refresh lead capped at half the lifetime.
+        let until_refresh = token.refresh_at - Instant::now();
+        assert!(
+            until_refresh > Duration::from_secs(28) && until_refresh <= Duration::from_secs(30)
+        );
+    }
+
+    #[test]
+    fn jwt_exp_is_read_without_a_key() {
+        let grant = Grant::bare(Secret::new(jwt_with_exp(now_unix() + 600)));
+        let token = Token::from_grant(1, &grant, &RefreshPolicy::default()).unwrap();
+        assert_eq!(token.lifetime_source, LifetimeSource::JwtExp);
+        let until_refresh = token.refresh_at - Instant::now();
+        assert!(
+            until_refresh > Duration::from_secs(535) && until_refresh <= Duration::from_secs(540)
+        );
+    }
+
+    #[test]
+    fn opaque_tokens_get_the_default_ttl() {
+        let grant = Grant::bare(Secret::new("opaque"));
+        let token = Token::from_grant(1, &grant, &RefreshPolicy::default()).unwrap();
+        assert_eq!(token.lifetime_source, LifetimeSource::DefaultTtl);
+    }
+
+    #[test]
+    fn an_expired_jwt_is_refused() {
+        let grant = Grant::bare(Secret::new(jwt_with_exp(now_unix() - 30)));
+        let error = Token::from_grant(1, &grant, &RefreshPolicy::default()).unwrap_err();
+        assert!(error.to_string().contains("already expired"), "{error}");
+    }
+
+    #[test]
+    fn fingerprint_is_short_and_stable() {
+        let a = fingerprint(&Secret::new("token-a"));
+        assert_eq!(a.len(), 12);
+        assert_eq!(a, fingerprint(&Secret::new("token-a")));
+        assert_ne!(a, fingerprint(&Secret::new("token-b")));
+    }
+}
