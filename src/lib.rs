@@ -1,3 +1,4 @@
 //! tollgate: an authenticating reverse proxy.
 
+pub mod demo;
 pub mod secret;
