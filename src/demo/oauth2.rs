@@ -628,3 +628,671 @@ fn issue(
     no_store(&mut response);
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(id: &str, secret: &str) -> String {
+        let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        format!(
+            "Basic {}",
+            STANDARD.encode(format!("{}:{}", enc(id), enc(secret)))
+        )
+    }
+
+    async fn post_form(
+        url: &str,
+        authorization: Option<&str>,
+        form: &[(&str, &str)],
+    ) -> (u16, HeaderMap, Value) {
+        let mut request = reqwest::Client::new().post(url).form(form);
+        if let Some(value) = authorization {
+            request = request.header("Authorization", value);
+        }
+        let reply = request.send().await.unwrap();
+        let status = reply.status().as_u16();
+        let headers = reply.headers().clone();
+        let body: Value = reply.json().await.unwrap();
+        (status, headers, body)
+    }
+
+    fn with_refresh() -> OAuth2Settings {
+        OAuth2Settings {
+            issue_refresh_tokens: true,
+            ..OAuth2Settings::default()
+        }
+    }
+
+    const CC_POST: &[(&str, &str)] = &[
+        ("grant_type", "client_credentials"),
+        ("client_id", "demo-client"),
+        ("client_secret", "demo-secret"),
+    ];
+
+    #[tokio::test]
+    async fn client_credentials_with_post_auth() {
+        let idp = OAuth2StandIn::start(OAuth2Settings::default())
+            .await
+            .unwrap();
+        assert_eq!(idp.token_url(), format!("{}/oauth/token", idp.url()));
+        let (status, headers, body) = post_form(&idp.token_url(), None, CC_POST).await;
+        assert_eq!(status, 200);
+        assert_eq!(headers["cache-control"], "no-store");
+        assert_eq!(headers["pragma"], "no-cache");
+        assert_eq!(headers["content-type"], "application/json");
+        assert_eq!(body["token_type"], "Bearer");
+        assert_eq!(body["expires_in"], 300);
+        assert!(body.get("refresh_token").is_none());
+        assert!(body.get("scope").is_none());
+        let token = body["access_token"].as_str().unwrap();
+        let claims = jwt::verify(token).unwrap();
+        assert_eq!(claims.sub, "demo-client");
+        assert_eq!(claims.iss, idp.url());
+        assert_eq!(claims.exp, claims.iat + 300);
+        assert_eq!(claims.aud, None);
+        assert!(idp.is_valid_access_token(token));
+        assert!(!idp.is_valid_access_token("not-issued"));
+        assert_eq!(idp.issued_access_tokens(), [token]);
+        assert_eq!(idp.token_requests(), 1);
+        assert_eq!(idp.grant_requests("client_credentials"), 1);
+        assert_eq!(idp.grant_requests("password"), 0);
+        idp.stop().await;
+    }
+
+    #[tokio::test]
+    async fn client_credentials_with_basic_auth_urlencoded() {
+        let settings = OAuth2Settings {
+            clients: vec![("my client:1".into(), Secret::new("s3c:r+t&%=é"))],
+            ..OAuth2Settings::default()
+        };
+        let idp = OAuth2StandIn::start(settings).await.unwrap();
+        let auth = basic("my client:1", "s3c:r+t&%=é");
+        let (status, _, body) = post_form(
+            &idp.token_url(),
+            Some(&auth),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let claims = jwt::verify(body["access_token"].as_str().unwrap()).unwrap();
+        assert_eq!(claims.sub, "my client:1");
+        let last = idp.last_request().unwrap();
+        assert_eq!(last.authorization.as_deref(), Some(auth.as_str()));
+        assert_eq!(
+            last.content_type.as_deref(),
+            Some("application/x-www-form-urlencoded")
+        );
+        assert_eq!(
+            last.form,
+            [("grant_type".to_owned(), "client_credentials".to_owned())]
+        );
+        // Basic with a client_id in the body that matches is fine.
+        let (status, _, _) = post_form(
+            &idp.token_url(),
+            Some(&auth),
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "my client:1"),
+            ],
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+
+    #[tokio::test]
+    async fn basic_and_body_secret_together_is_invalid_request() {
+        let idp = OAuth2StandIn::start(OAuth2Settings::default())
+            .await
+            .unwrap();
+        let (status, headers, body) = post_form(
+            &idp.token_url(),
+            Some(&basic("demo-client", "demo-secret")),
+            CC_POST,
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert_eq!(body["error"], "invalid_request");
+        assert!(body["error_description"].is_string());
+        assert_eq!(headers["cache-control"], "no-store");
+        assert!(idp.issued_access_tokens().is_empty());
+        // Basic plus a different client_id in the body.
+        let (status, _, body) = post_form(
+            &idp.token_url(),
+            Some(&basic("demo-client", "demo-secret")),
+            &[("grant_type", "client_credentials"), ("client_id", "other")],
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert_eq!(body["error"], "invalid_request");
+    }
+
+    #[tokio::test]
+    async fn bad_client_is_401_with_challenge_only_for_basic() {
+        let idp = OAuth2StandIn::start(OAuth2Settings::default())
+            .await
+            .unwrap();
+        let url = idp.token_url();
+        let cc = [("grant_type", "client_credentials")];
+
+        let (status, headers, body) =
+            post_form(&url, Some(&basic("demo-client", "wrong")), &cc).await;
+        assert_eq!(status, 401);
+        assert_eq!(body["error"], "invalid_client");
+        assert_eq!(headers["www-authenticate"], "Basic realm=\"tollgate-demo\"");
+
+        let (status, headers, body) =
+            post_form(&url, Some(&basic("nobody", "demo-secret")), &cc).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_client"))
+        );
+        assert!(headers.contains_key("www-authenticate"));
+
+        let (status, headers, body) = post_form(&url, Some("Basic !!!notbase64"), &cc).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_client"))
+        );
+        assert!(headers.contains_key("www-authenticate"));
+
+        let (status, _, body) = post_form(&url, Some("Bearer xyz"), &cc).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_client"))
+        );
+
+        let (status, headers, body) = post_form(
+            &url,
+            None,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "demo-client"),
+                ("client_secret", "wrong"),
+            ],
+        )
+        .await;
+        assert_eq!(status, 401);
+        assert_eq!(body["error"], "invalid_client");
+        assert!(!headers.contains_key("www-authenticate"));
+
+        let (status, _, body) = post_form(
+            &url,
+            None,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "demo-client"),
+            ],
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_client"))
+        );
+
+        let (status, headers, body) = post_form(&url, None, &cc).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_client"))
+        );
+        assert!(!headers.contains_key("www-authenticate"));
+
+        assert_eq!(idp.token_requests(), 7);
+        assert_eq!(idp.grant_requests("client_credentials"), 7);
+        assert!(idp.issued_access_tokens().is_empty());
+    }
+
+    #[tokio::test]
+    async fn password_grant() {
+        let idp = OAuth2StandIn::start(OAuth2Settings::default())
+            .await
+            .unwrap();
+        let url = idp.token_url();
+        let auth = basic("demo-client", "demo-secret");
+        let (status, _, body) = post_form(
+            &url,
+            Some(&auth),
+            &[
+                ("grant_type", "password"),
+                ("username", "demo-user"),
+                ("password", "demo-password"),
+            ],
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let claims = jwt::verify(body["access_token"].as_str().unwrap()).unwrap();
+        assert_eq!(claims.sub, "demo-user");
+
+        let (status, _, body) = post_form(
+            &url,
+            Some(&auth),
+            &[
+                ("grant_type", "password"),
+                ("username", "demo-user"),
+                ("password", "nope"),
+            ],
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant"))
+        );
+
+        let (status, _, body) = post_form(
+            &url,
+            Some(&auth),
+            &[("grant_type", "password"), ("username", "demo-user")],
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_request"))
+        );
+
+        // An empty value counts as omitted.
+        let (status, _, body) = post_form(
+            &url,
+            Some(&auth),
+            &[
+                ("grant_type", "password"),
+                ("username", "demo-user"),
+                ("password", ""),
+            ],
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_request"))
+        );
+
+        assert_eq!(idp.grant_requests("password"), 4);
+        assert_eq!(idp.issued_access_tokens().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn grant_type_errors_and_duplicates() {
+        let idp = OAuth2StandIn::start(OAuth2Settings::default())
+            .await
+            .unwrap();
+        let url = idp.token_url();
+        let auth = basic("demo-client", "demo-secret");
+
+        let (status, _, body) = post_form(
+            &url,
+            Some(&auth),
+            &[("grant_type", "urn:ietf:params:oauth:grant-type:device_code")],
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("unsupported_grant_type"))
+        );
+        assert_eq!(
+            idp.grant_requests("urn:ietf:params:oauth:grant-type:device_code"),
+            1
+        );
+
+        let (status, _, body) = post_form(&url, Some(&auth), &[("scope", "a")]).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_request"))
+        );
+
+        let (status, _, body) = post_form(
+            &url,
+            Some(&auth),
+            &[
+                ("grant_type", "client_credentials"),
+                ("grant_type", "client_credentials"),
+            ],
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_request"))
+        );
+        assert!(body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("grant_type"));
+
+        let (status, _, body) = post_form(
+            &url,
+            Some(&auth),
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", "a"),
+                ("scope", "b"),
+            ],
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_request"))
+        );
+        assert_eq!(idp.token_requests(), 4);
+        assert!(idp.issued_access_tokens().is_empty());
+    }
+
+    #[tokio::test]
+    async fn non_form_body_is_invalid_request() {
+        let idp = OAuth2StandIn::start(OAuth2Settings::default())
+            .await
+            .unwrap();
+        let reply = reqwest::Client::new()
+            .post(idp.token_url())
+            .json(&json!({"grant_type": "client_credentials",
+                          "client_id": "demo-client", "client_secret": "demo-secret"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 400);
+        let body: Value = reply.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_request");
+        assert_eq!(idp.token_requests(), 1);
+        let last = idp.last_request().unwrap();
+        assert_eq!(last.content_type.as_deref(), Some("application/json"));
+        assert!(last.form.is_empty());
+
+        // A charset parameter is fine.
+        let reply = reqwest::Client::new()
+            .post(idp.token_url())
+            .header(
+                "Content-Type",
+                "application/x-www-form-urlencoded; charset=UTF-8",
+            )
+            .body("grant_type=client_credentials&client_id=demo-client&client_secret=demo-secret")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn scope_and_audience() {
+        let idp = OAuth2StandIn::start(OAuth2Settings::default())
+            .await
+            .unwrap();
+        let (status, _, body) = post_form(
+            &idp.token_url(),
+            Some(&basic("demo-client", "demo-secret")),
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", "reports.read reports.write"),
+                ("audience", "https://api.example"),
+            ],
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(body["scope"], "reports.read reports.write");
+        let claims = jwt::verify(body["access_token"].as_str().unwrap()).unwrap();
+        assert_eq!(claims.aud.as_deref(), Some("https://api.example"));
+        let last = idp.last_request().unwrap();
+        assert_eq!(last.param("audience"), Some("https://api.example"));
+        assert_eq!(last.param("scope"), Some("reports.read reports.write"));
+    }
+
+    #[tokio::test]
+    async fn opaque_tokens_without_expires_in() {
+        let settings = OAuth2Settings {
+            include_expires_in: false,
+            jwt_access_tokens: false,
+            ..OAuth2Settings::default()
+        };
+        let idp = OAuth2StandIn::start(settings).await.unwrap();
+        let (status, _, body) = post_form(&idp.token_url(), None, CC_POST).await;
+        assert_eq!(status, 200);
+        assert!(body.get("expires_in").is_none());
+        let token = body["access_token"].as_str().unwrap();
+        assert_eq!(token.len(), 43);
+        assert!(!token.contains('.'));
+        assert!(idp.is_valid_access_token(token));
+    }
+
+    #[tokio::test]
+    async fn refresh_tokens_rotate_and_are_single_use() {
+        let idp = OAuth2StandIn::start(with_refresh()).await.unwrap();
+        let url = idp.token_url();
+        let (status, _, first) = post_form(
+            &url,
+            None,
+            &[
+                ("grant_type", "password"),
+                ("username", "demo-user"),
+                ("password", "demo-password"),
+                ("client_id", "demo-client"),
+                ("client_secret", "demo-secret"),
+                ("scope", "read write"),
+            ],
+        )
+        .await;
+        assert_eq!(status, 200);
+        let access1 = first["access_token"].as_str().unwrap().to_owned();
+        let refresh1 = first["refresh_token"].as_str().unwrap().to_owned();
+        assert_eq!(refresh1.len(), 43);
+        assert!(
+            !idp.is_valid_access_token(&refresh1),
+            "a refresh token is no access token"
+        );
+
+        let auth = basic("demo-client", "demo-secret");
+        let (status, _, second) = post_form(
+            &url,
+            Some(&auth),
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh1),
+            ],
+        )
+        .await;
+        assert_eq!(status, 200, "{second}");
+        let access2 = second["access_token"].as_str().unwrap().to_owned();
+        let refresh2 = second["refresh_token"].as_str().unwrap().to_owned();
+        assert_ne!(refresh1, refresh2);
+        assert_ne!(access1, access2);
+        assert_eq!(second["scope"], "read write");
+        assert_eq!(jwt::verify(&access2).unwrap().sub, "demo-user");
+        assert!(idp.is_valid_access_token(&access1));
+        assert!(idp.is_valid_access_token(&access2));
+
+        // The old refresh token is spent.
+        let (status, _, body) = post_form(
+            &url,
+            Some(&auth),
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh1),
+            ],
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant"))
+        );
+
+        // Unknown refresh token, access token used as refresh token, missing one.
+        for token in ["never-issued", access2.as_str()] {
+            let (status, _, body) = post_form(
+                &url,
+                Some(&auth),
+                &[("grant_type", "refresh_token"), ("refresh_token", token)],
+            )
+            .await;
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (400, Some("invalid_grant"))
+            );
+        }
+        let (status, _, body) =
+            post_form(&url, Some(&auth), &[("grant_type", "refresh_token")]).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_request"))
+        );
+
+        // Scope wider than granted.
+        let (status, _, body) = post_form(
+            &url,
+            Some(&auth),
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh2),
+                ("scope", "read admin"),
+            ],
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_scope"))
+        );
+
+        // Narrower scope works and is echoed.
+        let (status, _, third) = post_form(
+            &url,
+            Some(&auth),
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh2),
+                ("scope", "read"),
+            ],
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(third["scope"], "read");
+
+        assert_eq!(idp.grant_requests("refresh_token"), 7);
+        assert_eq!(idp.grant_requests("password"), 1);
+        let issued = idp.issued_access_tokens();
+        assert_eq!(issued.len(), 6);
+        assert!(issued.contains(&refresh1) && issued.contains(&refresh2));
+    }
+
+    #[tokio::test]
+    async fn refresh_token_of_another_client_is_rejected() {
+        let settings = OAuth2Settings {
+            clients: vec![
+                ("a".into(), Secret::new("sa")),
+                ("b".into(), Secret::new("sb")),
+            ],
+            ..with_refresh()
+        };
+        let idp = OAuth2StandIn::start(settings).await.unwrap();
+        let url = idp.token_url();
+        let (_, _, body) = post_form(
+            &url,
+            Some(&basic("a", "sa")),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+        let refresh = body["refresh_token"].as_str().unwrap();
+        let (status, _, body) = post_form(
+            &url,
+            Some(&basic("b", "sb")),
+            &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant"))
+        );
+    }
+
+    #[tokio::test]
+    async fn revoke_all_invalidates_access_and_refresh_tokens() {
+        let idp = OAuth2StandIn::start(with_refresh()).await.unwrap();
+        let url = idp.token_url();
+        let (_, _, body) = post_form(&url, None, CC_POST).await;
+        let access = body["access_token"].as_str().unwrap().to_owned();
+        let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+        assert!(idp.is_valid_access_token(&access));
+        idp.revoke_all();
+        assert!(!idp.is_valid_access_token(&access));
+        let (status, _, body) = post_form(
+            &url,
+            Some(&basic("demo-client", "demo-secret")),
+            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant"))
+        );
+        // New tokens after the revocation are valid.
+        let (_, _, body) = post_form(&url, None, CC_POST).await;
+        assert!(idp.is_valid_access_token(body["access_token"].as_str().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn expired_refresh_token_is_invalid_grant() {
+        let idp = OAuth2StandIn::start(with_refresh()).await.unwrap();
+        idp.set_refresh_token_ttl(Duration::from_millis(200));
+        let (_, _, body) = post_form(&idp.token_url(), None, CC_POST).await;
+        let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (status, _, body) = post_form(
+            &idp.token_url(),
+            Some(&basic("demo-client", "demo-secret")),
+            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant"))
+        );
+    }
+
+    #[tokio::test]
+    async fn unavailable_answers_503_and_still_counts() {
+        let idp = OAuth2StandIn::start(OAuth2Settings::default())
+            .await
+            .unwrap();
+        idp.set_available(false);
+        let (status, headers, body) = post_form(&idp.token_url(), None, CC_POST).await;
+        assert_eq!(status, 503);
+        assert_eq!(body["error"], "temporarily_unavailable");
+        assert!(body["error_description"].is_string());
+        assert_eq!(headers["content-type"], "application/json");
+        assert_eq!(idp.token_requests(), 1);
+        assert_eq!(idp.grant_requests("client_credentials"), 1);
+        assert!(idp.issued_access_tokens().is_empty());
+        idp.set_available(true);
+        let (status, _, _) = post_form(&idp.token_url(), None, CC_POST).await;
+        assert_eq!(status, 200);
+        assert_eq!(idp.token_requests(), 2);
+    }
+
+    #[tokio::test]
+    async fn token_ttl_can_change_and_tokens_expire() {
+        let idp = OAuth2StandIn::start(OAuth2Settings::default())
+            .await
+            .unwrap();
+        idp.set_token_ttl(Duration::from_secs(1));
+        let (_, _, body) = post_form(&idp.token_url(), None, CC_POST).await;
+        assert_eq!(body["expires_in"], 1);
+        let token = body["access_token"].as_str().unwrap().to_owned();
+        let claims = jwt::verify(&token).unwrap();
+        assert_eq!(claims.exp, claims.iat + 1);
+        assert!(idp.is_valid_access_token(&token));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(!idp.is_valid_access_token(&token));
+    }
+
+    #[tokio::test]
+    async fn other_methods_are_405() {
+        let idp = OAuth2StandIn::start(OAuth2Settings::default())
+            .await
+            .unwrap();
+        let reply = reqwest::get(idp.token_url()).await.unwrap();
+        assert_eq!(reply.status(), 405);
+        assert_eq!(idp.token_requests(), 0);
+    }
+
+    #[test]
+    fn form_decode_handles_plus_and_percent() {
+        assert_eq!(form_decode("a+b%3Ac%25").as_deref(), Some("a b:c%"));
+        assert_eq!(form_decode("100%").as_deref(), Some("100%"));
+        assert_eq!(form_decode("%zz").as_deref(), Some("%zz"));
+        assert_eq!(form_decode("%C3%A9").as_deref(), Some("é"));
+        assert_eq!(form_decode("%FF"), None);
+    }
+}
