@@ -241,3 +241,235 @@ async fn refresh_access_token(State(shared): State<Arc<Shared>>, headers: Header
         &json!({"success": true, "systemToken": system_token}),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn post(
+        url: String,
+        authorization: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, String, Value) {
+        let mut request = reqwest::Client::new().post(url);
+        if let Some(value) = authorization {
+            request = request.header("Authorization", value);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("Content-Type", "application/json")
+                .body(body.to_owned());
+        }
+        let reply = request.send().await.unwrap();
+        let status = reply.status().as_u16();
+        let content_type = reply
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body: Value = reply.json().await.unwrap();
+        (status, content_type, body)
+    }
+
+    fn sessions_url(bigid: &BigIdStandIn) -> String {
+        format!("{}/api/v1/sessions", bigid.url())
+    }
+
+    fn refresh_url(bigid: &BigIdStandIn) -> String {
+        format!("{}/api/v1/refresh-access-token", bigid.url())
+    }
+
+    const GOOD_LOGIN: &str = r#"{"username":"bigid-admin","password":"bigid-password"}"#;
+
+    #[tokio::test]
+    async fn session_with_username_and_password() {
+        let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
+        let (status, content_type, body) = post(sessions_url(&bigid), None, Some(GOOD_LOGIN)).await;
+        assert_eq!(status, 200);
+        assert_eq!(content_type, "application/json");
+        assert_eq!(body["success"], true);
+        assert!(body["message"].is_string());
+        assert_eq!(body["username"], "bigid-admin");
+        assert!(body["firstName"].is_string());
+        assert_eq!(body["permissions"], json!(["admin"]));
+        assert!(body.get("expires_in").is_none());
+        let token = body["auth_token"].as_str().unwrap();
+        let claims = jwt::verify(token).unwrap();
+        assert_eq!(claims.sub, "bigid-admin");
+        assert_eq!(claims.iss, bigid.url());
+        assert_eq!(claims.exp, claims.iat + 300);
+        assert!(bigid.is_valid_token(token));
+        assert!(!bigid.is_valid_token("nope"));
+        assert_eq!(bigid.issued_tokens(), [token]);
+        assert_eq!(bigid.session_requests(), 1);
+        assert_eq!(bigid.refresh_requests(), 0);
+        bigid.stop().await;
+    }
+
+    #[tokio::test]
+    async fn bad_logins_are_401_invalid_credentials() {
+        let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
+        let bodies = [
+            Some(r#"{"username":"bigid-admin","password":"wrong"}"#),
+            Some(r#"{"username":"someone","password":"bigid-password"}"#),
+            Some(r#"{"username":"bigid-admin"}"#),
+            Some(r#"{"username":"bigid-admin","password":42}"#),
+            Some(r#"["bigid-admin","bigid-password"]"#),
+            Some("username=bigid-admin&password=bigid-password"),
+            None,
+        ];
+        for body in bodies {
+            let (status, _, reply) = post(sessions_url(&bigid), None, body).await;
+            assert_eq!(status, 401, "{body:?}");
+            assert_eq!(
+                reply,
+                json!({"success": false, "message": "Invalid credentials"})
+            );
+        }
+        assert_eq!(bigid.session_requests(), bodies.len());
+        assert!(bigid.issued_tokens().is_empty());
+    }
+
+    #[tokio::test]
+    async fn refresh_access_token_with_bearer_user_token() {
+        let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
+        let (status, _, body) = post(
+            refresh_url(&bigid),
+            Some("Bearer demo-bigid-user-token"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(body["success"], true);
+        let token = body["systemToken"].as_str().unwrap();
+        let claims = jwt::verify(token).unwrap();
+        assert_eq!(claims.sub, SYSTEM_SUBJECT);
+        assert!(bigid.is_valid_token(token));
+        assert_eq!(bigid.refresh_requests(), 1);
+        assert_eq!(bigid.session_requests(), 0);
+        // The scheme is case-insensitive.
+        let (status, _, _) = post(
+            refresh_url(&bigid),
+            Some("bearer demo-bigid-user-token"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(bigid.issued_tokens().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn refresh_with_missing_or_unknown_token_is_401() {
+        let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
+        let headers = [
+            None,
+            Some("Bearer wrong-token"),
+            Some("Bearer "),
+            Some("demo-bigid-user-token"),
+            Some("Basic ZGVtbzpkZW1v"),
+        ];
+        for header in headers {
+            let (status, _, body) = post(refresh_url(&bigid), header, None).await;
+            assert_eq!(status, 401, "{header:?}");
+            assert_eq!(
+                body,
+                json!({"success": false, "message": "Invalid user token"})
+            );
+        }
+        assert_eq!(bigid.refresh_requests(), headers.len());
+        assert!(bigid.issued_tokens().is_empty());
+    }
+
+    #[tokio::test]
+    async fn unavailable_answers_503_and_still_counts() {
+        let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
+        bigid.set_available(false);
+        let (status, content_type, body) = post(sessions_url(&bigid), None, Some(GOOD_LOGIN)).await;
+        assert_eq!(status, 503);
+        assert_eq!(content_type, "application/json");
+        assert_eq!(
+            body,
+            json!({"success": false, "message": "service unavailable"})
+        );
+        let (status, _, body) = post(
+            refresh_url(&bigid),
+            Some("Bearer demo-bigid-user-token"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 503);
+        assert_eq!(body["message"], "service unavailable");
+        assert_eq!(bigid.session_requests(), 1);
+        assert_eq!(bigid.refresh_requests(), 1);
+        assert!(bigid.issued_tokens().is_empty());
+        bigid.set_available(true);
+        let (status, _, _) = post(sessions_url(&bigid), None, Some(GOOD_LOGIN)).await;
+        assert_eq!(status, 200);
+    }
+
+    #[tokio::test]
+    async fn revoke_all_and_ttl() {
+        let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
+        let (_, _, body) = post(sessions_url(&bigid), None, Some(GOOD_LOGIN)).await;
+        let first = body["auth_token"].as_str().unwrap().to_owned();
+        bigid.revoke_all();
+        assert!(!bigid.is_valid_token(&first));
+
+        bigid.set_token_ttl(Duration::from_secs(1));
+        let (_, _, body) = post(
+            refresh_url(&bigid),
+            Some("Bearer demo-bigid-user-token"),
+            None,
+        )
+        .await;
+        let second = body["systemToken"].as_str().unwrap().to_owned();
+        let claims = jwt::verify(&second).unwrap();
+        assert_eq!(claims.exp, claims.iat + 1);
+        assert!(bigid.is_valid_token(&second));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(!bigid.is_valid_token(&second));
+        assert_eq!(bigid.issued_tokens(), [first, second]);
+    }
+
+    #[tokio::test]
+    async fn other_methods_are_405() {
+        let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
+        let client = reqwest::Client::new();
+        for url in [sessions_url(&bigid), refresh_url(&bigid)] {
+            assert_eq!(client.get(&url).send().await.unwrap().status(), 405);
+            assert_eq!(client.put(&url).send().await.unwrap().status(), 405);
+        }
+        assert_eq!(bigid.session_requests(), 0);
+        assert_eq!(bigid.refresh_requests(), 0);
+    }
+
+    #[tokio::test]
+    async fn custom_settings() {
+        let settings = BigIdSettings {
+            users: vec![("ops".into(), Secret::new("pw"))],
+            user_tokens: vec![Secret::new("t1"), Secret::new("t2")],
+            token_ttl: Duration::from_secs(60),
+        };
+        let bigid = BigIdStandIn::start(settings).await.unwrap();
+        let (status, _, body) = post(
+            sessions_url(&bigid),
+            None,
+            Some(r#"{"username":"ops","password":"pw"}"#),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let claims = jwt::verify(body["auth_token"].as_str().unwrap()).unwrap();
+        assert_eq!(claims.exp, claims.iat + 60);
+        let (status, _, _) = post(sessions_url(&bigid), None, Some(GOOD_LOGIN)).await;
+        assert_eq!(status, 401);
+        let (status, _, _) = post(refresh_url(&bigid), Some("Bearer t2"), None).await;
+        assert_eq!(status, 200);
+        let (status, _, _) = post(
+            refresh_url(&bigid),
+            Some("Bearer demo-bigid-user-token"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 401);
+    }
+}

@@ -2,7 +2,8 @@
 //! records it, so tests can check what the gateway forwarded (the injected credential, the
 //! path after prefix stripping, the dropped client header...).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +17,10 @@ use axum::Router;
 use serde_json::{json, Map, Value};
 
 use super::{any_loopback_port, json_response, lock, serve_listener, RunningServer};
+
+/// The most recent requests kept by [`EchoUpstream::requests`]; older ones are dropped so a
+/// long `tollgate demo` or a load test does not grow without bound.
+pub const MAX_RECORDED: usize = 10_000;
 
 /// Request bodies above this size are answered 413 (and recorded without their body).
 const MAX_BODY: usize = 1024 * 1024;
@@ -50,9 +55,10 @@ impl RecordedRequest {
     }
 }
 
-#[derive(Default)]
 struct EchoState {
-    requests: Mutex<Vec<RecordedRequest>>,
+    requests: Mutex<VecDeque<RecordedRequest>>,
+    count: AtomicUsize,
+    recording: AtomicBool,
     /// (status, how many more requests get it)
     forced: Mutex<Option<(u16, usize)>>,
     delay_ms: AtomicU64,
@@ -72,7 +78,13 @@ impl EchoUpstream {
 
     pub async fn start_on(addr: std::net::SocketAddr) -> std::io::Result<EchoUpstream> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
-        let state = Arc::new(EchoState::default());
+        let state = Arc::new(EchoState {
+            requests: Mutex::new(VecDeque::new()),
+            count: AtomicUsize::new(0),
+            recording: AtomicBool::new(true),
+            forced: Mutex::new(None),
+            delay_ms: AtomicU64::new(0),
+        });
         let router = Router::new().fallback(echo).with_state(state.clone());
         let server = serve_listener(router, listener)?;
         Ok(EchoUpstream { server, state })
@@ -86,18 +98,25 @@ impl EchoUpstream {
         self.server.url()
     }
 
-    /// Everything received, in order.
+    /// Everything received, in order (at most the last [`MAX_RECORDED`]).
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        lock(&self.state.requests).clone()
+        lock(&self.state.requests).iter().cloned().collect()
     }
 
-    /// The most recent request, if any.
+    /// The most recent recorded request, if any.
     pub fn last_request(&self) -> Option<RecordedRequest> {
-        lock(&self.state.requests).last().cloned()
+        lock(&self.state.requests).back().cloned()
     }
 
+    /// Every request received, recorded or not.
     pub fn request_count(&self) -> usize {
-        lock(&self.state.requests).len()
+        self.state.count.load(Ordering::SeqCst)
+    }
+
+    /// Stop (false) or resume (true) keeping requests for [`requests`](Self::requests),
+    /// e.g. under a load test. They are still counted. On by default.
+    pub fn set_recording(&self, on: bool) {
+        self.state.recording.store(on, Ordering::SeqCst);
     }
 
     /// The next `count` requests get `status` with `{"error":"stand-in forced status"}`
@@ -137,7 +156,14 @@ async fn echo(State(state): State<Arc<EchoState>>, request: Request) -> Response
         headers,
         body,
     };
-    lock(&state.requests).push(recorded.clone());
+    if state.recording.load(Ordering::SeqCst) {
+        let mut requests = lock(&state.requests);
+        if requests.len() >= MAX_RECORDED {
+            requests.pop_front();
+        }
+        requests.push_back(recorded.clone());
+    }
+    state.count.fetch_add(1, Ordering::SeqCst);
 
     // Decide the forced status at arrival, so the order of answers follows the order of
     // requests even when a delay is set.
@@ -344,6 +370,18 @@ mod tests {
         let started = std::time::Instant::now();
         reqwest::get(format!("{}/fast", echo.url())).await.unwrap();
         assert!(started.elapsed() < Duration::from_millis(300));
+    }
+
+    #[tokio::test]
+    async fn without_recording_requests_are_only_counted() {
+        let echo = EchoUpstream::start().await.unwrap();
+        echo.set_recording(false);
+        reqwest::get(format!("{}/a", echo.url())).await.unwrap();
+        echo.set_recording(true);
+        reqwest::get(format!("{}/b", echo.url())).await.unwrap();
+        assert_eq!(echo.request_count(), 2);
+        let paths: Vec<String> = echo.requests().into_iter().map(|r| r.path).collect();
+        assert_eq!(paths, ["/b"]);
     }
 
     #[tokio::test]

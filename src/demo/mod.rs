@@ -111,3 +111,65 @@ pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Res
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+
+    fn hello() -> axum::Router {
+        axum::Router::new().route("/hello", get(|| async { "hi" }))
+    }
+
+    #[tokio::test]
+    async fn serve_binds_port_zero_and_answers() {
+        let server = serve(hello(), any_loopback_port()).await.unwrap();
+        assert_ne!(server.addr().port(), 0);
+        assert_eq!(
+            server.url(),
+            format!("http://127.0.0.1:{}", server.addr().port())
+        );
+        let text = reqwest::get(format!("{}/hello", server.url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(text, "hi");
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn stop_is_quick_with_an_idle_keep_alive_connection() {
+        let server = serve(hello(), any_loopback_port()).await.unwrap();
+        let url = format!("{}/hello", server.url());
+        let client = reqwest::Client::new();
+        assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+        let started = std::time::Instant::now();
+        server.stop().await;
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(client.get(&url).send().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn drop_stops_the_server() {
+        let server = serve(hello(), any_loopback_port()).await.unwrap();
+        let url = format!("{}/hello", server.url());
+        drop(server);
+        let mut refused = false;
+        for _ in 0..50 {
+            if reqwest::get(&url).await.is_err() {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(refused, "the server still answers after drop");
+    }
+
+    #[tokio::test]
+    async fn binding_a_busy_port_fails() {
+        let server = serve(hello(), any_loopback_port()).await.unwrap();
+        assert!(serve(hello(), server.addr()).await.is_err());
+    }
+}
