@@ -1,0 +1,422 @@
+//! An upstream that answers every request with a JSON description of what it received, and
+//! records it, so tests can check what the gateway forwarded (the injected credential, the
+//! path after prefix stripping, the dropped client header...).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use std::pin::Pin;
+
+use axum::body::{Body, HttpBody as _};
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Router;
+use serde_json::{json, Map, Value};
+
+use super::{any_loopback_port, json_response, lock, serve_listener, RunningServer};
+
+/// The most recent requests kept by [`EchoUpstream::requests`]; older ones are dropped so a
+/// long `tollgate demo` or a load test does not grow without bound.
+pub const MAX_RECORDED: usize = 10_000;
+
+/// Request bodies above this size are answered 413 (and recorded without their body).
+const MAX_BODY: usize = 1024 * 1024;
+
+/// A request as the echo upstream received it.
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    /// Lower-case names, in the order received (values of one name kept together).
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RecordedRequest {
+    /// The first value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of header `name` (any case), in order.
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+struct EchoState {
+    requests: Mutex<VecDeque<RecordedRequest>>,
+    count: AtomicUsize,
+    recording: AtomicBool,
+    /// (status, how many more requests get it)
+    forced: Mutex<Option<(u16, usize)>>,
+    delay_ms: AtomicU64,
+}
+
+/// The echo upstream. Answers any method on any path.
+pub struct EchoUpstream {
+    server: RunningServer,
+    state: Arc<EchoState>,
+}
+
+impl EchoUpstream {
+    /// Start on `127.0.0.1:0`.
+    pub async fn start() -> std::io::Result<EchoUpstream> {
+        Self::start_on(any_loopback_port()).await
+    }
+
+    pub async fn start_on(addr: std::net::SocketAddr) -> std::io::Result<EchoUpstream> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let state = Arc::new(EchoState {
+            requests: Mutex::new(VecDeque::new()),
+            count: AtomicUsize::new(0),
+            recording: AtomicBool::new(true),
+            forced: Mutex::new(None),
+            delay_ms: AtomicU64::new(0),
+        });
+        let router = Router::new().fallback(echo).with_state(state.clone());
+        let server = serve_listener(router, listener)?;
+        Ok(EchoUpstream { server, state })
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.server.addr()
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// Everything received, in order (at most the last [`MAX_RECORDED`]).
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.state.requests).iter().cloned().collect()
+    }
+
+    /// The most recent recorded request, if any.
+    pub fn last_request(&self) -> Option<RecordedRequest> {
+        lock(&self.state.requests).back().cloned()
+    }
+
+    /// Every request received, recorded or not.
+    pub fn request_count(&self) -> usize {
+        self.state.count.load(Ordering::SeqCst)
+    }
+
+    /// Stop (false) or resume (true) keeping requests for [`requests`](Self::requests),
+    /// e.g. under a load test. They are still counted. On by default.
+    pub fn set_recording(&self, on: bool) {
+        self.state.recording.store(on, Ordering::SeqCst);
+    }
+
+    /// The next `count` requests get `status` with `{"error":"stand-in forced status"}`
+    /// (they are still recorded). Replaces an earlier setting; `count` 0 clears it.
+    pub fn respond_next_with(&self, status: u16, count: usize) {
+        *lock(&self.state.forced) = (count > 0).then_some((status, count));
+    }
+
+    /// Sleep this long before answering each request (a slow upstream); zero to stop.
+    pub fn set_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.state.delay_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub async fn stop(self) {
+        self.server.stop().await
+    }
+}
+
+async fn echo(State(state): State<Arc<EchoState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let (body, too_large) = read_capped(body).await;
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let recorded = RecordedRequest {
+        method: parts.method.as_str().to_owned(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        headers,
+        body,
+    };
+    if state.recording.load(Ordering::SeqCst) {
+        let mut requests = lock(&state.requests);
+        if requests.len() >= MAX_RECORDED {
+            requests.pop_front();
+        }
+        requests.push_back(recorded.clone());
+    }
+    state.count.fetch_add(1, Ordering::SeqCst);
+
+    // Decide the forced status at arrival, so the order of answers follows the order of
+    // requests even when a delay is set.
+    let forced = {
+        let mut forced = lock(&state.forced);
+        match forced.as_mut() {
+            Some((status, left)) => {
+                let status = *status;
+                *left -= 1;
+                if *left == 0 {
+                    *forced = None;
+                }
+                Some(status)
+            }
+            None => None,
+        }
+    };
+
+    let delay = state.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+
+    if let Some(status) = forced {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return json_response(status, &json!({"error": "stand-in forced status"}));
+    }
+    if too_large {
+        return json_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &json!({"error": "request body over 1 MiB"}),
+        );
+    }
+
+    let mut header_map = Map::new();
+    for (name, value) in &recorded.headers {
+        match header_map.get_mut(name) {
+            Some(Value::String(joined)) => {
+                joined.push_str(", ");
+                joined.push_str(value);
+            }
+            _ => {
+                header_map.insert(name.clone(), Value::String(value.clone()));
+            }
+        }
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "method": recorded.method,
+            "path": recorded.path,
+            "query": recorded.query,
+            "headers": header_map,
+            "body": String::from_utf8_lossy(&recorded.body),
+        }),
+    )
+}
+
+/// Read the body up to [`MAX_BODY`]. Past the cap, keep reading and discarding (up to a
+/// bound) so the client sees the 413 instead of a reset connection; the body is then empty.
+async fn read_capped(mut body: Body) -> (Vec<u8>, bool) {
+    const DRAIN_LIMIT: usize = 64 * MAX_BODY;
+    let mut data = Vec::new();
+    let mut seen = 0usize;
+    loop {
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+        match frame {
+            Some(Ok(frame)) => {
+                if let Ok(chunk) = frame.into_data() {
+                    seen = seen.saturating_add(chunk.len());
+                    if seen <= MAX_BODY {
+                        data.extend_from_slice(&chunk);
+                    } else if seen > DRAIN_LIMIT {
+                        break;
+                    }
+                }
+            }
+            // A broken body: answer with what arrived.
+            Some(Err(_)) | None => break,
+        }
+    }
+    if seen > MAX_BODY {
+        (Vec::new(), true)
+    } else {
+        (data, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn echoes_method_path_query_and_headers() {
+        let echo = EchoUpstream::start().await.unwrap();
+        let client = reqwest::Client::new();
+        let reply = client
+            .post(format!("{}/x/y?a=b&c=d", echo.url()))
+            .header("Authorization", "Bearer abc")
+            .header("X-Custom", "one")
+            .body("hello")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200);
+        assert_eq!(
+            reply.headers()["content-type"].to_str().unwrap(),
+            "application/json"
+        );
+        let body: Value = reply.json().await.unwrap();
+        assert_eq!(body["method"], "POST");
+        assert_eq!(body["path"], "/x/y");
+        assert_eq!(body["query"], "a=b&c=d");
+        assert_eq!(body["headers"]["authorization"], "Bearer abc");
+        assert_eq!(body["headers"]["x-custom"], "one");
+        assert_eq!(body["body"], "hello");
+
+        let recorded = echo.requests();
+        assert_eq!(recorded.len(), 1);
+        assert_eq!(echo.request_count(), 1);
+        let r = &recorded[0];
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.path, "/x/y");
+        assert_eq!(r.query.as_deref(), Some("a=b&c=d"));
+        assert_eq!(r.header("AUTHORIZATION"), Some("Bearer abc"));
+        assert_eq!(r.header("x-missing"), None);
+        assert_eq!(r.body, b"hello");
+        assert!(r.headers.iter().all(|(n, _)| n == &n.to_ascii_lowercase()));
+        echo.stop().await;
+    }
+
+    #[tokio::test]
+    async fn no_query_is_null_and_any_method_works() {
+        let echo = EchoUpstream::start().await.unwrap();
+        let client = reqwest::Client::new();
+        for method in ["GET", "PUT", "DELETE", "PATCH"] {
+            let reply = client
+                .request(method.parse().unwrap(), format!("{}/p", echo.url()))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(reply.status(), 200);
+            let body: Value = reply.json().await.unwrap();
+            assert_eq!(body["method"], method);
+            assert_eq!(body["query"], Value::Null);
+        }
+        let methods: Vec<String> = echo.requests().into_iter().map(|r| r.method).collect();
+        assert_eq!(methods, ["GET", "PUT", "DELETE", "PATCH"]);
+        assert_eq!(echo.last_request().unwrap().query, None);
+    }
+
+    #[tokio::test]
+    async fn repeated_headers_are_joined() {
+        let echo = EchoUpstream::start().await.unwrap();
+        let client = reqwest::Client::new();
+        let reply = client
+            .get(format!("{}/", echo.url()))
+            .header("X-Multi", "a")
+            .header("X-Multi", "b")
+            .send()
+            .await
+            .unwrap();
+        let body: Value = reply.json().await.unwrap();
+        assert_eq!(body["headers"]["x-multi"], "a, b");
+        let r = echo.last_request().unwrap();
+        assert_eq!(r.header_values("x-multi"), ["a", "b"]);
+        assert_eq!(r.header("x-multi"), Some("a"));
+    }
+
+    #[tokio::test]
+    async fn respond_next_with_forces_then_recovers() {
+        let echo = EchoUpstream::start().await.unwrap();
+        let client = reqwest::Client::new();
+        echo.respond_next_with(401, 2);
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            let reply = client
+                .get(format!("{}/r", echo.url()))
+                .send()
+                .await
+                .unwrap();
+            let status = reply.status().as_u16();
+            let body: Value = reply.json().await.unwrap();
+            if status == 401 {
+                assert_eq!(body["error"], "stand-in forced status");
+            } else {
+                assert_eq!(body["path"], "/r");
+            }
+            statuses.push(status);
+        }
+        assert_eq!(statuses, [401, 401, 200]);
+        assert_eq!(echo.request_count(), 3);
+    }
+
+    #[tokio::test]
+    async fn delay_slows_the_answer() {
+        let echo = EchoUpstream::start().await.unwrap();
+        echo.set_delay(Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        let reply = reqwest::get(format!("{}/slow", echo.url())).await.unwrap();
+        assert_eq!(reply.status(), 200);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        echo.set_delay(Duration::ZERO);
+        let started = std::time::Instant::now();
+        reqwest::get(format!("{}/fast", echo.url())).await.unwrap();
+        assert!(started.elapsed() < Duration::from_millis(300));
+    }
+
+    #[tokio::test]
+    async fn without_recording_requests_are_only_counted() {
+        let echo = EchoUpstream::start().await.unwrap();
+        echo.set_recording(false);
+        reqwest::get(format!("{}/a", echo.url())).await.unwrap();
+        echo.set_recording(true);
+        reqwest::get(format!("{}/b", echo.url())).await.unwrap();
+        assert_eq!(echo.request_count(), 2);
+        let paths: Vec<String> = echo.requests().into_iter().map(|r| r.path).collect();
+        assert_eq!(paths, ["/b"]);
+    }
+
+    #[tokio::test]
+    async fn oversized_body_is_413() {
+        let echo = EchoUpstream::start().await.unwrap();
+        let reply = reqwest::Client::new()
+            .post(format!("{}/big", echo.url()))
+            .body(vec![b'x'; MAX_BODY + 1])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 413);
+        assert_eq!(echo.request_count(), 1);
+        assert!(echo.last_request().unwrap().body.is_empty());
+    }
+
+    #[tokio::test]
+    async fn stop_closes_the_port() {
+        let echo = EchoUpstream::start().await.unwrap();
+        let url = echo.url();
+        reqwest::get(format!("{url}/")).await.unwrap();
+        echo.stop().await;
+        assert!(reqwest::get(format!("{url}/")).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn restart_on_the_same_address() {
+        let echo = EchoUpstream::start().await.unwrap();
+        let addr = echo.addr();
+        echo.stop().await;
+        let again = EchoUpstream::start_on(addr).await.unwrap();
+        assert_eq!(again.addr(), addr);
+        let reply = reqwest::get(format!("{}/again", again.url()))
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200);
+    }
+}

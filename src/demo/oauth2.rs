@@ -1,0 +1,1298 @@
+//! An RFC 6749 token endpoint: `POST /oauth/token` with the `client_credentials` (§4.4),
+//! `password` (§4.3) and `refresh_token` (§6) grants, client authentication by HTTP Basic
+//! or by `client_id`/`client_secret` in the body (§2.3.1), and §5.2 error answers.
+//!
+//! Access tokens are HS256 JWTs from [`super::jwt`] (or opaque strings), refresh tokens are
+//! opaque and single use: each use returns a new one and retires the old.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use serde_json::{json, Map, Value};
+
+use super::{any_loopback_port, json_response, jwt, lock, serve_listener, RunningServer};
+use crate::secret::Secret;
+
+/// The path of the token endpoint under the stand-in's base URL.
+pub const TOKEN_PATH: &str = "/oauth/token";
+
+/// The realm in `WWW-Authenticate` on a failed Basic client authentication.
+pub const REALM: &str = "tollgate-demo";
+
+/// Lifetime of refresh tokens unless changed with [`OAuth2StandIn::set_refresh_token_ttl`].
+const DEFAULT_REFRESH_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// What the stand-in accepts and how it answers.
+#[derive(Clone, Debug)]
+pub struct OAuth2Settings {
+    /// Registered confidential clients: client_id, client_secret.
+    pub clients: Vec<(String, Secret)>,
+    /// Resource owners for the password grant: username, password.
+    pub users: Vec<(String, Secret)>,
+    /// Lifetime of access tokens (`expires_in`, and `exp` of JWTs).
+    pub token_ttl: Duration,
+    /// If false, the reply carries no `expires_in`.
+    pub include_expires_in: bool,
+    /// JWT access tokens (via [`jwt::mint`]) if true, opaque ones if false.
+    pub jwt_access_tokens: bool,
+    /// Issue a refresh token with every successful grant (including `client_credentials`,
+    /// which RFC 6749 §4.4.3 discourages but lets a test exercise the refresh path).
+    pub issue_refresh_tokens: bool,
+}
+
+impl Default for OAuth2Settings {
+    fn default() -> Self {
+        OAuth2Settings {
+            clients: vec![("demo-client".to_owned(), Secret::new("demo-secret"))],
+            users: vec![("demo-user".to_owned(), Secret::new("demo-password"))],
+            token_ttl: Duration::from_secs(300),
+            include_expires_in: true,
+            jwt_access_tokens: true,
+            issue_refresh_tokens: false,
+        }
+    }
+}
+
+/// The last request the token endpoint received, as received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedTokenRequest {
+    /// The `Authorization` header.
+    pub authorization: Option<String>,
+    /// The `Content-Type` header.
+    pub content_type: Option<String>,
+    /// The form parameters in order (empty when the body was not a form).
+    pub form: Vec<(String, String)>,
+}
+
+impl RecordedTokenRequest {
+    /// The first value of form parameter `name`.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.form
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Access,
+    Refresh,
+}
+
+#[derive(Debug)]
+struct Issued {
+    kind: Kind,
+    expires_at: Instant,
+    /// Revoked by `revoke_all`, or (refresh tokens) already used.
+    dead: bool,
+    client_id: String,
+    subject: String,
+    scope: Option<String>,
+    audience: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct TokenStore {
+    order: Vec<String>,
+    by_value: HashMap<String, Issued>,
+}
+
+impl TokenStore {
+    fn insert(&mut self, value: String, issued: Issued) {
+        self.order.push(value.clone());
+        self.by_value.insert(value, issued);
+    }
+}
+
+struct Shared {
+    issuer: String,
+    clients: Vec<(String, Secret)>,
+    users: Vec<(String, Secret)>,
+    include_expires_in: bool,
+    jwt_access_tokens: bool,
+    issue_refresh_tokens: bool,
+    token_ttl: Mutex<Duration>,
+    refresh_ttl: Mutex<Duration>,
+    available: AtomicBool,
+    token_requests: AtomicUsize,
+    grant_requests: Mutex<HashMap<String, usize>>,
+    tokens: Mutex<TokenStore>,
+    last_request: Mutex<Option<RecordedTokenRequest>>,
+}
+
+/// The OAuth 2.0 token endpoint stand-in.
+pub struct OAuth2StandIn {
+    server: RunningServer,
+    shared: Arc<Shared>,
+}
+
+impl OAuth2StandIn {
+    /// Start on `127.0.0.1:0`.
+    pub async fn start(settings: OAuth2Settings) -> std::io::Result<OAuth2StandIn> {
+        Self::start_on(any_loopback_port(), settings).await
+    }
+
+    pub async fn start_on(
+        addr: SocketAddr,
+        settings: OAuth2Settings,
+    ) -> std::io::Result<OAuth2StandIn> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let issuer = format!("http://{}", listener.local_addr()?);
+        let shared = Arc::new(Shared {
+            issuer,
+            clients: settings.clients,
+            users: settings.users,
+            include_expires_in: settings.include_expires_in,
+            jwt_access_tokens: settings.jwt_access_tokens,
+            issue_refresh_tokens: settings.issue_refresh_tokens,
+            token_ttl: Mutex::new(settings.token_ttl),
+            refresh_ttl: Mutex::new(DEFAULT_REFRESH_TTL),
+            available: AtomicBool::new(true),
+            token_requests: AtomicUsize::new(0),
+            grant_requests: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(TokenStore::default()),
+            last_request: Mutex::new(None),
+        });
+        let router = Router::new()
+            .route(TOKEN_PATH, post(token_endpoint))
+            .with_state(shared.clone());
+        let server = serve_listener(router, listener)?;
+        Ok(OAuth2StandIn { server, shared })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    /// The base URL, `http://127.0.0.1:PORT`. It is also the `iss` of the JWTs.
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// `url() + "/oauth/token"`.
+    pub fn token_url(&self) -> String {
+        format!("{}{}", self.server.url(), TOKEN_PATH)
+    }
+
+    /// Every POST to the token endpoint, whatever the outcome.
+    pub fn token_requests(&self) -> usize {
+        self.shared.token_requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests (successful or not) whose form carried this `grant_type`.
+    pub fn grant_requests(&self, grant_type: &str) -> usize {
+        lock(&self.shared.grant_requests)
+            .get(grant_type)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// When down, every request gets 503 `temporarily_unavailable` (and is still counted).
+    pub fn set_available(&self, up: bool) {
+        self.shared.available.store(up, Ordering::SeqCst);
+    }
+
+    /// Lifetime of access tokens issued from now on.
+    pub fn set_token_ttl(&self, ttl: Duration) {
+        *lock(&self.shared.token_ttl) = ttl;
+    }
+
+    /// Lifetime of refresh tokens issued from now on (default 24 h).
+    pub fn set_refresh_token_ttl(&self, ttl: Duration) {
+        *lock(&self.shared.refresh_ttl) = ttl;
+    }
+
+    /// Every access and refresh token ever issued, oldest first.
+    pub fn issued_access_tokens(&self) -> Vec<String> {
+        lock(&self.shared.tokens).order.clone()
+    }
+
+    /// True for an access token this stand-in issued that has not expired and was not
+    /// revoked. Refresh tokens are not access tokens: false for them.
+    pub fn is_valid_access_token(&self, token: &str) -> bool {
+        let tokens = lock(&self.shared.tokens);
+        tokens.by_value.get(token).is_some_and(|issued| {
+            issued.kind == Kind::Access && !issued.dead && Instant::now() < issued.expires_at
+        })
+    }
+
+    /// Every access and refresh token issued so far becomes invalid.
+    pub fn revoke_all(&self) {
+        let mut tokens = lock(&self.shared.tokens);
+        for issued in tokens.by_value.values_mut() {
+            issued.dead = true;
+        }
+    }
+
+    /// The last request received by the token endpoint.
+    pub fn last_request(&self) -> Option<RecordedTokenRequest> {
+        lock(&self.shared.last_request).clone()
+    }
+
+    pub async fn stop(self) {
+        self.server.stop().await
+    }
+}
+
+/// A §5.2 error reply.
+#[derive(Debug)]
+struct OAuthError {
+    status: StatusCode,
+    error: &'static str,
+    description: String,
+    /// Add `WWW-Authenticate: Basic` (the client tried the Authorization header).
+    challenge: bool,
+}
+
+impl OAuthError {
+    fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
+        OAuthError {
+            status,
+            error,
+            description: description.into(),
+            challenge: false,
+        }
+    }
+
+    fn into_response(self) -> Response {
+        let mut response = json_response(
+            self.status,
+            &json!({"error": self.error, "error_description": self.description}),
+        );
+        no_store(&mut response);
+        if self.challenge {
+            if let Ok(value) = HeaderValue::from_str(&format!("Basic realm=\"{REALM}\"")) {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, value);
+            }
+        }
+        response
+    }
+}
+
+/// 401 `invalid_client`, with the challenge when the client tried the Authorization header.
+fn invalid_client(description: &str, challenge: bool) -> OAuthError {
+    OAuthError {
+        challenge,
+        ..OAuthError::new(StatusCode::UNAUTHORIZED, "invalid_client", description)
+    }
+}
+
+fn invalid_request(description: impl Into<String>) -> OAuthError {
+    OAuthError::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+}
+
+fn invalid_grant(description: &str) -> OAuthError {
+    OAuthError::new(StatusCode::BAD_REQUEST, "invalid_grant", description)
+}
+
+fn no_store(response: &mut Response) {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+fn is_form(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|ct| {
+        ct.split(';').next().is_some_and(|mime| {
+            mime.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+    })
+}
+
+async fn token_endpoint(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match token_request(&shared, &headers, &body) {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+fn token_request(
+    shared: &Shared,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, OAuthError> {
+    shared.token_requests.fetch_add(1, Ordering::SeqCst);
+    let header_text = |name: header::HeaderName| {
+        headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    let authorization = header_text(header::AUTHORIZATION);
+    let content_type = header_text(header::CONTENT_TYPE);
+    let form_ok = is_form(content_type.as_deref());
+    let form: Vec<(String, String)> = if form_ok {
+        url::form_urlencoded::parse(body).into_owned().collect()
+    } else {
+        Vec::new()
+    };
+    if let Some((_, grant)) = form.iter().find(|(n, _)| n == "grant_type") {
+        *lock(&shared.grant_requests)
+            .entry(grant.clone())
+            .or_insert(0) += 1;
+    }
+    *lock(&shared.last_request) = Some(RecordedTokenRequest {
+        authorization: authorization.clone(),
+        content_type,
+        form: form.clone(),
+    });
+
+    if !shared.available.load(Ordering::SeqCst) {
+        return Err(OAuthError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the token endpoint stand-in is switched off",
+        ));
+    }
+    if !form_ok {
+        return Err(invalid_request(
+            "the body must be application/x-www-form-urlencoded",
+        ));
+    }
+
+    // §3.2: no parameter more than once; a parameter without a value counts as omitted.
+    let mut params: HashMap<&str, &str> = HashMap::new();
+    for (name, value) in &form {
+        if value.is_empty() {
+            continue;
+        }
+        if params.insert(name.as_str(), value.as_str()).is_some() {
+            return Err(invalid_request(format!("parameter {name} is repeated")));
+        }
+    }
+
+    let client_id = authenticate_client(shared, authorization.as_deref(), &params)?;
+
+    let Some(grant_type) = params.get("grant_type").copied() else {
+        return Err(invalid_request("grant_type is missing"));
+    };
+    let scope = params.get("scope").map(|s| normalize_scope(s));
+    let audience = params.get("audience").map(|s| (*s).to_owned());
+    let (subject, scope, audience) = match grant_type {
+        "client_credentials" => (client_id.clone(), scope, audience),
+        "password" => {
+            let (Some(username), Some(password)) = (params.get("username"), params.get("password"))
+            else {
+                return Err(invalid_request(
+                    "the password grant needs username and password",
+                ));
+            };
+            let known = shared
+                .users
+                .iter()
+                .any(|(u, p)| u == username && p.expose() == *password);
+            if !known {
+                return Err(invalid_grant("the resource owner credentials are invalid"));
+            }
+            ((*username).to_owned(), scope, audience)
+        }
+        "refresh_token" => {
+            let Some(refresh_token) = params.get("refresh_token") else {
+                return Err(invalid_request("refresh_token is missing"));
+            };
+            use_refresh_token(shared, refresh_token, &client_id, scope, audience)?
+        }
+        other => {
+            return Err(OAuthError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                format!("grant_type {other} is not supported"),
+            ))
+        }
+    };
+    Ok(issue(shared, &client_id, subject, scope, audience))
+}
+
+/// §2.3.1: HTTP Basic, or `client_id` + `client_secret` in the body, never both.
+fn authenticate_client(
+    shared: &Shared,
+    authorization: Option<&str>,
+    params: &HashMap<&str, &str>,
+) -> Result<String, OAuthError> {
+    let body_id = params.get("client_id").copied();
+    let body_secret = params.get("client_secret").copied();
+    let known = |id: &str, secret: &str| {
+        shared
+            .clients
+            .iter()
+            .any(|(i, s)| i == id && s.expose() == secret)
+    };
+    match authorization {
+        Some(value) => {
+            let Some(encoded) = strip_scheme(value, "Basic") else {
+                return Err(invalid_client(
+                    "client authentication must use the Basic scheme",
+                    true,
+                ));
+            };
+            if body_secret.is_some() {
+                return Err(invalid_request(
+                    "the client used both HTTP Basic and client_secret in the body",
+                ));
+            }
+            let Some((id, secret)) = decode_basic(encoded) else {
+                return Err(invalid_client("malformed Basic credentials", true));
+            };
+            if body_id.is_some_and(|b| b != id) {
+                return Err(invalid_request(
+                    "client_id in the body differs from the Basic credentials",
+                ));
+            }
+            if !known(&id, &secret) {
+                return Err(invalid_client("client authentication failed", true));
+            }
+            Ok(id)
+        }
+        None => match (body_id, body_secret) {
+            (Some(id), Some(secret)) => {
+                if known(id, secret) {
+                    Ok(id.to_owned())
+                } else {
+                    Err(invalid_client("client authentication failed", false))
+                }
+            }
+            (Some(_), None) => Err(invalid_client("client_secret is missing", false)),
+            (None, Some(_)) => Err(invalid_request("client_secret without client_id")),
+            (None, None) => Err(invalid_client("no client authentication", false)),
+        },
+    }
+}
+
+/// `value` without the auth scheme `scheme` (any case), or None for another scheme.
+fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
+    let value = value.trim();
+    let (given, rest) = value.split_once(' ')?;
+    given
+        .eq_ignore_ascii_case(scheme)
+        .then_some(rest.trim_start())
+}
+
+/// `base64(urlencode(id) ":" urlencode(secret))` → (id, secret).
+fn decode_basic(encoded: &str) -> Option<(String, String)> {
+    let decoded = STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (id, secret) = text.split_once(':')?;
+    Some((form_decode(id)?, form_decode(secret)?))
+}
+
+/// application/x-www-form-urlencoded decoding of one component: `+` is a space, `%XX` a
+/// byte. A `%` not followed by two hex digits stays as it is.
+fn form_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                if let Some(byte) = hex {
+                    out.push(byte);
+                    i += 2;
+                } else {
+                    out.push(b'%');
+                }
+            }
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+fn normalize_scope(scope: &str) -> String {
+    scope.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+type Grant = (String, Option<String>, Option<String>);
+
+/// §6: check and retire the refresh token; the new tokens keep its subject, scope (or a
+/// narrower one) and audience.
+fn use_refresh_token(
+    shared: &Shared,
+    refresh_token: &str,
+    client_id: &str,
+    scope: Option<String>,
+    audience: Option<String>,
+) -> Result<Grant, OAuthError> {
+    let mut tokens = lock(&shared.tokens);
+    let Some(issued) = tokens.by_value.get_mut(refresh_token) else {
+        return Err(invalid_grant("unknown refresh token"));
+    };
+    if issued.kind != Kind::Refresh {
+        return Err(invalid_grant("not a refresh token"));
+    }
+    if issued.dead {
+        return Err(invalid_grant(
+            "the refresh token was revoked or already used",
+        ));
+    }
+    if Instant::now() >= issued.expires_at {
+        return Err(invalid_grant("the refresh token has expired"));
+    }
+    if issued.client_id != client_id {
+        return Err(invalid_grant(
+            "the refresh token was issued to another client",
+        ));
+    }
+    if let (Some(asked), Some(granted)) = (&scope, &issued.scope) {
+        let granted: Vec<&str> = granted.split(' ').collect();
+        if !asked.split(' ').all(|s| granted.contains(&s)) {
+            return Err(OAuthError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_scope",
+                "the requested scope exceeds the scope originally granted",
+            ));
+        }
+    }
+    issued.dead = true;
+    Ok((
+        issued.subject.clone(),
+        scope.or_else(|| issued.scope.clone()),
+        audience.or_else(|| issued.audience.clone()),
+    ))
+}
+
+/// Mint, record and return the §5.1 success reply.
+fn issue(
+    shared: &Shared,
+    client_id: &str,
+    subject: String,
+    scope: Option<String>,
+    audience: Option<String>,
+) -> Response {
+    let ttl = *lock(&shared.token_ttl);
+    let refresh_ttl = *lock(&shared.refresh_ttl);
+    let now = Instant::now();
+    let access_token = if shared.jwt_access_tokens {
+        jwt::mint_with_audience(&subject, &shared.issuer, audience.as_deref(), ttl)
+    } else {
+        jwt::opaque_token()
+    };
+    let refresh_token = shared.issue_refresh_tokens.then(jwt::opaque_token);
+
+    let record = |kind, expires_at| Issued {
+        kind,
+        expires_at,
+        dead: false,
+        client_id: client_id.to_owned(),
+        subject: subject.clone(),
+        scope: scope.clone(),
+        audience: audience.clone(),
+    };
+    {
+        let mut tokens = lock(&shared.tokens);
+        tokens.insert(access_token.clone(), record(Kind::Access, now + ttl));
+        if let Some(refresh_token) = &refresh_token {
+            tokens.insert(
+                refresh_token.clone(),
+                record(Kind::Refresh, now + refresh_ttl),
+            );
+        }
+    }
+
+    let mut body = Map::new();
+    body.insert("access_token".into(), Value::String(access_token));
+    body.insert("token_type".into(), Value::String("Bearer".into()));
+    if shared.include_expires_in {
+        body.insert("expires_in".into(), Value::from(ttl.as_secs()));
+    }
+    if let Some(refresh_token) = refresh_token {
+        body.insert("refresh_token".into(), Value::String(refresh_token));
+    }
+    if let Some(scope) = scope {
+        body.insert("scope".into(), Value::String(scope));
+    }
+    let mut response = json_response(StatusCode::OK, &Value::Object(body));
+    no_store(&mut response);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(id: &str, secret: &str) -> String {
+        let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        format!(
+            "Basic {}",
+            STANDARD.encode(format!("{}:{}", enc(id), enc(secret)))
+        )
+    }
+
+    async fn post_form(
+        url: &str,
+        authorization: Option<&str>,
+        form: &[(&str, &str)],
+    ) -> (u16, HeaderMap, Value) {
+        let mut request = reqwest::Client::new().post(url).form(form);
+        if let Some(value) = authorization {
+            request = request.header("Authorization", value);
+        }
+        let reply = request.send().await.unwrap();
+        let status = reply.status().as_u16();
+        let headers = reply.headers().clone();
+        let body: Value = reply.json().await.unwrap();
+        (status, headers, body)
+    }
+
+    fn with_refresh() -> OAuth2Settings {
+        OAuth2Settings {
+            issue_refresh_tokens: true,
+            ..OAuth2Settings::default()
+        }
+    }
+
+    const CC_POST: &[(&str, &str)] = &[
+        ("grant_type", "client_credentials"),
+        ("client_id", "demo-client"),
+        ("client_secret", "demo-secret"),
+    ];
+
+    #[tokio::test]
+    async fn client_credentials_with_post_auth() {
+        let idp = OAuth2StandIn::start(OAuth2Settings::default())
+            .await
+            .unwrap();
+        assert_eq!(idp.token_url(), format!("{}/oauth/token", idp.url()));
+        let (status, headers, body) = post_form(&idp.token_url(), None, CC_POST).await;
+        assert_eq!(status, 200);
+        assert_eq!(headers["cache-control"], "no-store");
+        assert_eq!(headers["pragma"], "no-cache");
+        assert_eq!(headers["content-type"], "application/json");
+        assert_eq!(body["token_type"], "Bearer");
+        assert_eq!(body["expires_in"], 300);
+        assert!(body.get("refresh_token").is_none());
+        assert!(body.get("scope").is_none());
+        let token = body["access_token"].as_str().unwrap();
+        let claims = jwt::verify(token).unwrap();
+        assert_eq!(claims.sub, "demo-client");
+        assert_eq!(claims.iss, idp.url());
+        assert_eq!(claims.exp, claims.iat + 300);
+        assert_eq!(claims.aud, None);
+        assert!(idp.is_valid_access_token(token));
+        assert!(!idp.is_valid_access_token("not-issued"));
+        assert_eq!(idp.issued_access_tokens(), [token]);
+        assert_eq!(idp.token_requests(), 1);
+        assert_eq!(idp.grant_requests("client_credentials"), 1);
+        assert_eq!(idp.grant_requests("password"), 0);
+        idp.stop().await;
+    }
+
+    #[tokio::test]
+    async fn client_credentials_with_basic_auth_urlencoded() {
+        let settings = OAuth2Settings {
+            clients: vec![("my client:1".into(), Secret::new("s3c:r+t&%=é"))],
+            ..OAuth2Settings::default()
+        };
+        let idp = OAuth2StandIn::start(settings).await.unwrap();
+        let auth = basic("my client:1", "s3c:r+t&%=é");
+        let (status, _, body) = post_form(
+            &idp.token_url(),
+            Some(&auth),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let claims = jwt::verify(body["access_token"].as_str().unwrap()).unwrap();
+        assert_eq!(claims.sub, "my client:1");
+        let last = idp.last_request().unwrap();
+        assert_eq!(last.authorization.as_deref(), Some(auth.as_str()));
+        assert_eq!(
+            last.content_type.as_deref(),
+            Some("application/x-www-form-urlencoded")
+        );
+        assert_eq!(
+            last.form,
+            [("grant_type".to_owned(), "client_credentials".to_owned())]
+        );
+        // Basic with a client_id in the body that matches is fine.
+        let (status, _, _) = post_form(
+            &idp.token_url(),
+            Some(&auth),
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "my client:1"),
+            ],
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+
+    #[tokio::test]
+    async fn basic_and_body_secret_together_is_invalid_request() {
+        let idp = OAuth2StandIn::start(OAuth2Settings::default())
+            .await
+            .unwrap();
+        let (status, headers, body) = post_form(
+            &idp.token_url(),
+            Some(&basic("demo-client", "demo-secret")),
+            CC_POST,
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert_eq!(body["error"], "invalid_request");
+        assert!(body["error_description"].is_string());
+        assert_eq!(headers["cache-control"], "no-store");
+        assert!(idp.issued_access_tokens().is_empty());
+        // Basic plus a different client_id in the body.
+        let (status, _, body) = post_form(
+            &idp.token_url(),
+            Some(&basic("demo-client", "demo-secret")),
+            &[("grant_type", "client_credentials"), ("client_id", "other")],
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert_eq!(body["error"], "invalid_request");
+    }
+
+    #[tokio::test]
+    async fn bad_client_is_401_with_challenge_only_for_basic() {
+        let idp = OAuth2StandIn::start(OAuth2Settings::default())
+            .await
+            .unwrap();
+        let url = idp.token_url();
+        let cc = [("grant_type", "client_credentials")];
+
+        let (status, headers, body) =
+            post_form(&url, Some(&basic("demo-client", "wrong")), &cc).await;
+        assert_eq!(status, 401);
+        assert_eq!(body["error"], "invalid_client");
+        assert_eq!(headers["www-authenticate"], "Basic realm=\"tollgate-demo\"");
+
+        let (status, headers, body) =
+            post_form(&url, Some(&basic("nobody", "demo-secret")), &cc).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_client"))
+        );
+        assert!(headers.contains_key("www-authenticate"));
+
+        let (status, headers, body) = post_form(&url, Some("Basic !!!notbase64"), &cc).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_client"))
+        );
+        assert!(headers.contains_key("www-authenticate"));
+
+        let (status, _, body) = post_form(&url, Some("Bearer xyz"), &cc).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_client"))
+        );
+
+        let (status, headers, body) = post_form(
+            &url,
+            None,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "demo-client"),
+                ("client_secret", "wrong"),
+            ],
+        )
+        .await;
+        assert_eq!(status, 401);
+        assert_eq!(body["error"], "invalid_client");
+        assert!(!headers.contains_key("www-authenticate"));
+
+        let (status, _, body) = post_form(
+            &url,
+            None,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "demo-client"),
+            ],
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_client"))
+        );
+
+        let (status, headers, body) = post_form(&url, None, &cc).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_client"))
+        );
+        assert!(!headers.contains_key("www-authenticate"));
+
+        assert_eq!(idp.token_requests(), 7);
+        assert_eq!(idp.grant_requests("client_credentials"), 7);
+        assert!(idp.issued_access_tokens().is_empty());
+    }
+
+    #[tokio::test]
+    async fn password_grant() {
+        let idp = OAuth2StandIn::start(OAuth2Settings::default())
+            .await
+            .unwrap();
+        let url = idp.token_url();
+        let auth = basic("demo-client", "demo-secret");
+        let (status, _, body) = post_form(
+            &url,
+            Some(&auth),
+            &[
+                ("grant_type", "password"),
+                ("username", "demo-user"),
+                ("password", "demo-password"),
+            ],
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let claims = jwt::verify(body["access_token"].as_str().unwrap()).unwrap();
+        assert_eq!(claims.sub, "demo-user");
+
+        let (status, _, body) = post_form(
+            &url,
+            Some(&auth),
+            &[
+                ("grant_type", "password"),
+                ("username", "demo-user"),
+                ("password", "nope"),
+            ],
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant"))
+        );
+
+        let (status, _, body) = post_form(
+            &url,
+            Some(&auth),
+            &[("grant_type", "password"), ("username", "demo-user")],
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_request"))
+        );
+
+        // An empty value counts as omitted.
+        let (status, _, body) = post_form(
+            &url,
+            Some(&auth),
+            &[
+                ("grant_type", "password"),
+                ("username", "demo-user"),
+                ("password", ""),
+            ],
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_request"))
+        );
+
+        assert_eq!(idp.grant_requests("password"), 4);
+        assert_eq!(idp.issued_access_tokens().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn grant_type_errors_and_duplicates() {
+        let idp = OAuth2StandIn::start(OAuth2Settings::default())
+            .await
+            .unwrap();
+        let url = idp.token_url();
+        let auth = basic("demo-client", "demo-secret");
+
+        let (status, _, body) = post_form(
+            &url,
+            Some(&auth),
+            &[("grant_type", "urn:ietf:params:oauth:grant-type:device_code")],
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("unsupported_grant_type"))
+        );
+        assert_eq!(
+            idp.grant_requests("urn:ietf:params:oauth:grant-type:device_code"),
+            1
+        );
+
+        let (status, _, body) = post_form(&url, Some(&auth), &[("scope", "a")]).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_request"))
+        );
+
+        let (status, _, body) = post_form(
+            &url,
+            Some(&auth),
+            &[
+                ("grant_type", "client_credentials"),
+                ("grant_type", "client_credentials"),
+            ],
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_request"))
+        );
+        assert!(body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("grant_type"));
+
+        let (status, _, body) = post_form(
+            &url,
+            Some(&auth),
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", "a"),
+                ("scope", "b"),
+            ],
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_request"))
+        );
+        assert_eq!(idp.token_requests(), 4);
+        assert!(idp.issued_access_tokens().is_empty());
+    }
+
+    #[tokio::test]
+    async fn non_form_body_is_invalid_request() {
+        let idp = OAuth2StandIn::start(OAuth2Settings::default())
+            .await
+            .unwrap();
+        let reply = reqwest::Client::new()
+            .post(idp.token_url())
+            .json(&json!({"grant_type": "client_credentials",
+                          "client_id": "demo-client", "client_secret": "demo-secret"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 400);
+        let body: Value = reply.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_request");
+        assert_eq!(idp.token_requests(), 1);
+        let last = idp.last_request().unwrap();
+        assert_eq!(last.content_type.as_deref(), Some("application/json"));
+        assert!(last.form.is_empty());
+
+        // A charset parameter is fine.
+        let reply = reqwest::Client::new()
+            .post(idp.token_url())
+            .header(
+                "Content-Type",
+                "application/x-www-form-urlencoded; charset=UTF-8",
+            )
+            .body("grant_type=client_credentials&client_id=demo-client&client_secret=demo-secret")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn scope_and_audience() {
+        let idp = OAuth2StandIn::start(OAuth2Settings::default())
+            .await
+            .unwrap();
+        let (status, _, body) = post_form(
+            &idp.token_url(),
+            Some(&basic("demo-client", "demo-secret")),
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", "reports.read reports.write"),
+                ("audience", "https://api.example"),
+            ],
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(body["scope"], "reports.read reports.write");
+        let claims = jwt::verify(body["access_token"].as_str().unwrap()).unwrap();
+        assert_eq!(claims.aud.as_deref(), Some("https://api.example"));
+        let last = idp.last_request().unwrap();
+        assert_eq!(last.param("audience"), Some("https://api.example"));
+        assert_eq!(last.param("scope"), Some("reports.read reports.write"));
+    }
+
+    #[tokio::test]
+    async fn opaque_tokens_without_expires_in() {
+        let settings = OAuth2Settings {
+            include_expires_in: false,
+            jwt_access_tokens: false,
+            ..OAuth2Settings::default()
+        };
+        let idp = OAuth2StandIn::start(settings).await.unwrap();
+        let (status, _, body) = post_form(&idp.token_url(), None, CC_POST).await;
+        assert_eq!(status, 200);
+        assert!(body.get("expires_in").is_none());
+        let token = body["access_token"].as_str().unwrap();
+        assert_eq!(token.len(), 43);
+        assert!(!token.contains('.'));
+        assert!(idp.is_valid_access_token(token));
+    }
+
+    #[tokio::test]
+    async fn refresh_tokens_rotate_and_are_single_use() {
+        let idp = OAuth2StandIn::start(with_refresh()).await.unwrap();
+        let url = idp.token_url();
+        let (status, _, first) = post_form(
+            &url,
+            None,
+            &[
+                ("grant_type", "password"),
+                ("username", "demo-user"),
+                ("password", "demo-password"),
+                ("client_id", "demo-client"),
+                ("client_secret", "demo-secret"),
+                ("scope", "read write"),
+            ],
+        )
+        .await;
+        assert_eq!(status, 200);
+        let access1 = first["access_token"].as_str().unwrap().to_owned();
+        let refresh1 = first["refresh_token"].as_str().unwrap().to_owned();
+        assert_eq!(refresh1.len(), 43);
+        assert!(
+            !idp.is_valid_access_token(&refresh1),
+            "a refresh token is no access token"
+        );
+
+        let auth = basic("demo-client", "demo-secret");
+        let (status, _, second) = post_form(
+            &url,
+            Some(&auth),
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh1),
+            ],
+        )
+        .await;
+        assert_eq!(status, 200, "{second}");
+        let access2 = second["access_token"].as_str().unwrap().to_owned();
+        let refresh2 = second["refresh_token"].as_str().unwrap().to_owned();
+        assert_ne!(refresh1, refresh2);
+        assert_ne!(access1, access2);
+        assert_eq!(second["scope"], "read write");
+        assert_eq!(jwt::verify(&access2).unwrap().sub, "demo-user");
+        assert!(idp.is_valid_access_token(&access1));
+        assert!(idp.is_valid_access_token(&access2));
+
+        // The old refresh token is spent.
+        let (status, _, body) = post_form(
+            &url,
+            Some(&auth),
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh1),
+            ],
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant"))
+        );
+
+        // Unknown refresh token, access token used as refresh token, missing one.
+        for token in ["never-issued", access2.as_str()] {
+            let (status, _, body) = post_form(
+                &url,
+                Some(&auth),
+                &[("grant_type", "refresh_token"), ("refresh_token", token)],
+            )
+            .await;
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (400, Some("invalid_grant"))
+            );
+        }
+        let (status, _, body) =
+            post_form(&url, Some(&auth), &[("grant_type", "refresh_token")]).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_request"))
+        );
+
+        // Scope wider than granted.
+        let (status, _, body) = post_form(
+            &url,
+            Some(&auth),
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh2),
+                ("scope", "read admin"),
+            ],
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_scope"))
+        );
+
+        // Narrower scope works and is echoed.
+        let (status, _, third) = post_form(
+            &url,
+            Some(&auth),
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh2),
+                ("scope", "read"),
+            ],
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(third["scope"], "read");
+
+        assert_eq!(idp.grant_requests("refresh_token"), 7);
+        assert_eq!(idp.grant_requests("password"), 1);
+        let issued = idp.issued_access_tokens();
+        assert_eq!(issued.len(), 6);
+        assert!(issued.contains(&refresh1) && issued.contains(&refresh2));
+    }
+
+    #[tokio::test]
+    async fn refresh_token_of_another_client_is_rejected() {
+        let settings = OAuth2Settings {
+            clients: vec![
+                ("a".into(), Secret::new("sa")),
+                ("b".into(), Secret::new("sb")),
+            ],
+            ..with_refresh()
+        };
+        let idp = OAuth2StandIn::start(settings).await.unwrap();
+        let url = idp.token_url();
+        let (_, _, body) = post_form(
+            &url,
+            Some(&basic("a", "sa")),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+        let refresh = body["refresh_token"].as_str().unwrap();
+        let (status, _, body) = post_form(
+            &url,
+            Some(&basic("b", "sb")),
+            &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant"))
+        );
+    }
+
+    #[tokio::test]
+    async fn revoke_all_invalidates_access_and_refresh_tokens() {
+        let idp = OAuth2StandIn::start(with_refresh()).await.unwrap();
+        let url = idp.token_url();
+        let (_, _, body) = post_form(&url, None, CC_POST).await;
+        let access = body["access_token"].as_str().unwrap().to_owned();
+        let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+        assert!(idp.is_valid_access_token(&access));
+        idp.revoke_all();
+        assert!(!idp.is_valid_access_token(&access));
+        let (status, _, body) = post_form(
+            &url,
+            Some(&basic("demo-client", "demo-secret")),
+            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant"))
+        );
+        // New tokens after the revocation are valid.
+        let (_, _, body) = post_form(&url, None, CC_POST).await;
+        assert!(idp.is_valid_access_token(body["access_token"].as_str().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn expired_refresh_token_is_invalid_grant() {
+        let idp = OAuth2StandIn::start(with_refresh()).await.unwrap();
+        idp.set_refresh_token_ttl(Duration::from_millis(200));
+        let (_, _, body) = post_form(&idp.token_url(), None, CC_POST).await;
+        let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (status, _, body) = post_form(
+            &idp.token_url(),
+            Some(&basic("demo-client", "demo-secret")),
+            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant"))
+        );
+    }
+
+    #[tokio::test]
+    async fn unavailable_answers_503_and_still_counts() {
+        let idp = OAuth2StandIn::start(OAuth2Settings::default())
+            .await
+            .unwrap();
+        idp.set_available(false);
+        let (status, headers, body) = post_form(&idp.token_url(), None, CC_POST).await;
+        assert_eq!(status, 503);
+        assert_eq!(body["error"], "temporarily_unavailable");
+        assert!(body["error_description"].is_string());
+        assert_eq!(headers["content-type"], "application/json");
+        assert_eq!(idp.token_requests(), 1);
+        assert_eq!(idp.grant_requests("client_credentials"), 1);
+        assert!(idp.issued_access_tokens().is_empty());
+        idp.set_available(true);
+        let (status, _, _) = post_form(&idp.token_url(), None, CC_POST).await;
+        assert_eq!(status, 200);
+        assert_eq!(idp.token_requests(), 2);
+    }
+
+    #[tokio::test]
+    async fn token_ttl_can_change_and_tokens_expire() {
+        let idp = OAuth2StandIn::start(OAuth2Settings::default())
+            .await
+            .unwrap();
+        idp.set_token_ttl(Duration::from_secs(1));
+        let (_, _, body) = post_form(&idp.token_url(), None, CC_POST).await;
+        assert_eq!(body["expires_in"], 1);
+        let token = body["access_token"].as_str().unwrap().to_owned();
+        let claims = jwt::verify(&token).unwrap();
+        assert_eq!(claims.exp, claims.iat + 1);
+        assert!(idp.is_valid_access_token(&token));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(!idp.is_valid_access_token(&token));
+    }
+
+    #[tokio::test]
+    async fn other_methods_are_405() {
+        let idp = OAuth2StandIn::start(OAuth2Settings::default())
+            .await
+            .unwrap();
+        let reply = reqwest::get(idp.token_url()).await.unwrap();
+        assert_eq!(reply.status(), 405);
+        assert_eq!(idp.token_requests(), 0);
+    }
+
+    #[test]
+    fn form_decode_handles_plus_and_percent() {
+        assert_eq!(form_decode("a+b%3Ac%25").as_deref(), Some("a b:c%"));
+        assert_eq!(form_decode("100%").as_deref(), Some("100%"));
+        assert_eq!(form_decode("%zz").as_deref(), Some("%zz"));
+        assert_eq!(form_decode("%C3%A9").as_deref(), Some("é"));
+        assert_eq!(form_decode("%FF"), None);
+    }
+}
