@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,6 +64,8 @@ struct Shared {
     user_tokens: Vec<Secret>,
     token_ttl: Mutex<Duration>,
     available: AtomicBool,
+    /// Milliseconds to wait before answering (the answer is decided on arrival).
+    delay_ms: AtomicU64,
     session_requests: AtomicUsize,
     refresh_requests: AtomicUsize,
     tokens: Mutex<TokenStore>,
@@ -79,6 +81,15 @@ impl Shared {
             .by_value
             .insert(token.clone(), (Instant::now() + ttl, false));
         token
+    }
+
+    /// Hand `response` back after the configured delay.
+    async fn delayed(&self, response: Response) -> Response {
+        let delay = self.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        response
     }
 }
 
@@ -106,6 +117,7 @@ impl BigIdStandIn {
             user_tokens: settings.user_tokens,
             token_ttl: Mutex::new(settings.token_ttl),
             available: AtomicBool::new(true),
+            delay_ms: AtomicU64::new(0),
             session_requests: AtomicUsize::new(0),
             refresh_requests: AtomicUsize::new(0),
             tokens: Mutex::new(TokenStore::default()),
@@ -140,6 +152,13 @@ impl BigIdStandIn {
     /// When down, both endpoints answer 503 `{"success":false,"message":"service unavailable"}`.
     pub fn set_available(&self, up: bool) {
         self.shared.available.store(up, Ordering::SeqCst);
+    }
+
+    /// Wait this long before answering each request (a slow provider); zero to stop.
+    /// The request is counted and its answer decided on arrival, then delivered late.
+    pub fn set_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.shared.delay_ms.store(ms, Ordering::SeqCst);
     }
 
     /// Lifetime of tokens issued from now on.
@@ -181,12 +200,17 @@ fn unavailable() -> Response {
 }
 
 async fn sessions(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let response = session_answer(&shared, &body);
+    shared.delayed(response).await
+}
+
+fn session_answer(shared: &Shared, body: &[u8]) -> Response {
     shared.session_requests.fetch_add(1, Ordering::SeqCst);
     if !shared.available.load(Ordering::SeqCst) {
         return unavailable();
     }
     let invalid = || failure(StatusCode::UNAUTHORIZED, "Invalid credentials");
-    let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(&body) else {
+    let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(body) else {
         return invalid();
     };
     let (Some(Value::String(username)), Some(Value::String(password))) =
@@ -216,6 +240,11 @@ async fn sessions(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
 }
 
 async fn refresh_access_token(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let response = refresh_answer(&shared, &headers);
+    shared.delayed(response).await
+}
+
+fn refresh_answer(shared: &Shared, headers: &HeaderMap) -> Response {
     shared.refresh_requests.fetch_add(1, Ordering::SeqCst);
     if !shared.available.load(Ordering::SeqCst) {
         return unavailable();
@@ -429,6 +458,30 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1100)).await;
         assert!(!bigid.is_valid_token(&second));
         assert_eq!(bigid.issued_tokens(), [first, second]);
+    }
+
+    #[tokio::test]
+    async fn delay_slows_both_endpoints() {
+        let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
+        bigid.set_delay(Duration::from_millis(300));
+        let started = Instant::now();
+        let (status, _, _) = post(sessions_url(&bigid), None, Some(GOOD_LOGIN)).await;
+        assert_eq!(status, 200);
+        let (status, _, _) = post(
+            refresh_url(&bigid),
+            Some("Bearer demo-bigid-user-token"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(started.elapsed() >= Duration::from_millis(600));
+        bigid.set_delay(Duration::ZERO);
+        let started = Instant::now();
+        let (status, _, _) = post(sessions_url(&bigid), None, Some(GOOD_LOGIN)).await;
+        assert_eq!(status, 200);
+        assert!(started.elapsed() < Duration::from_millis(300));
+        assert_eq!(bigid.session_requests(), 2);
+        assert_eq!(bigid.refresh_requests(), 1);
     }
 
     #[tokio::test]

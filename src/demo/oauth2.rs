@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -126,6 +126,8 @@ struct Shared {
     token_ttl: Mutex<Duration>,
     refresh_ttl: Mutex<Duration>,
     available: AtomicBool,
+    /// Milliseconds to wait before answering (the answer is decided on arrival).
+    delay_ms: AtomicU64,
     token_requests: AtomicUsize,
     grant_requests: Mutex<HashMap<String, usize>>,
     tokens: Mutex<TokenStore>,
@@ -160,6 +162,7 @@ impl OAuth2StandIn {
             token_ttl: Mutex::new(settings.token_ttl),
             refresh_ttl: Mutex::new(DEFAULT_REFRESH_TTL),
             available: AtomicBool::new(true),
+            delay_ms: AtomicU64::new(0),
             token_requests: AtomicUsize::new(0),
             grant_requests: Mutex::new(HashMap::new()),
             tokens: Mutex::new(TokenStore::default()),
@@ -202,6 +205,13 @@ impl OAuth2StandIn {
     /// When down, every request gets 503 `temporarily_unavailable` (and is still counted).
     pub fn set_available(&self, up: bool) {
         self.shared.available.store(up, Ordering::SeqCst);
+    }
+
+    /// Wait this long before answering each request (a slow provider); zero to stop.
+    /// The request is counted and its answer decided on arrival, then delivered late.
+    pub fn set_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.shared.delay_ms.store(ms, Ordering::SeqCst);
     }
 
     /// Lifetime of access tokens issued from now on.
@@ -319,10 +329,15 @@ async fn token_endpoint(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match token_request(&shared, &headers, &body) {
+    let response = match token_request(&shared, &headers, &body) {
         Ok(response) => response,
         Err(error) => error.into_response(),
+    };
+    let delay = shared.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
     }
+    response
 }
 
 fn token_request(
@@ -1275,6 +1290,28 @@ mod tests {
         assert!(idp.is_valid_access_token(&token));
         tokio::time::sleep(Duration::from_millis(1100)).await;
         assert!(!idp.is_valid_access_token(&token));
+    }
+
+    #[tokio::test]
+    async fn delay_slows_the_answer_but_counts_on_arrival() {
+        let idp = OAuth2StandIn::start(OAuth2Settings::default())
+            .await
+            .unwrap();
+        idp.set_delay(Duration::from_millis(300));
+        let url = idp.token_url();
+        let started = Instant::now();
+        let pending = tokio::spawn(async move { post_form(&url, None, CC_POST).await });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(idp.token_requests(), 1, "counted before the answer");
+        let (status, _, body) = pending.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert!(idp.is_valid_access_token(body["access_token"].as_str().unwrap()));
+        idp.set_delay(Duration::ZERO);
+        let started = Instant::now();
+        let (status, _, _) = post_form(&idp.token_url(), None, CC_POST).await;
+        assert_eq!(status, 200);
+        assert!(started.elapsed() < Duration::from_millis(300));
     }
 
     #[tokio::test]
