@@ -1,9 +1,13 @@
 //! tollgate: an authenticating reverse proxy.
 
+pub mod admin;
+pub mod app;
 pub mod config;
 pub mod demo;
+pub mod logging;
 pub mod metrics;
 pub mod providers;
+pub mod proxy;
 pub mod secret;
 pub mod tls;
 pub mod tokens;

@@ -1,1 +1,198 @@
-fn main() {}
+//! The `tollgate` command line: run, check, demo, token.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use tollgate::app::App;
+use tollgate::config::{self, Config, ProviderSettings};
+use tollgate::logging::{self, LogFormat};
+
+#[derive(Parser)]
+#[command(name = "tollgate", version, about = "An authenticating reverse proxy")]
+struct Cli {
+    /// Log output: JSON lines (default for run) or human-readable text (default for demo).
+    #[arg(long, global = true, value_enum, env = "TOLLGATE_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run {
+        #[arg(long, env = "TOLLGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a config file, print a summary or every error.
+    Check {
+        #[arg(long, env = "TOLLGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run loopback stand-ins of the providers, an echo upstream and the gateway in front.
+    Demo,
+    /// Log in to one provider once and print the token's lifetime and fingerprint.
+    Token {
+        #[arg(long, env = "TOLLGATE_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        provider: String,
+        /// Also print the token itself.
+        #[arg(long)]
+        show: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config } => {
+            logging::init(cli.log_format.unwrap_or(LogFormat::Json));
+            load(&config).and_then(run)
+        }
+        Command::Check { config } => return check(&config),
+        Command::Demo => {
+            logging::init(cli.log_format.unwrap_or(LogFormat::Text));
+            demo()
+        }
+        Command::Token {
+            config,
+            provider,
+            show,
+        } => load(&config).and_then(|config| token(config, &provider, show)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(path: &Path) -> anyhow::Result<Config> {
+    config::load(path)
+        .map_err(|errors| anyhow::anyhow!("invalid config {}:\n{errors}", path.display()))
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let app = App::build(config)?;
+    app.run_forever()?;
+    Ok(())
+}
+
+fn check(path: &Path) -> ExitCode {
+    match config::load(path) {
+        Ok(config) => {
+            println!("{}: OK", path.display());
+            println!(
+                "  listen {:?}, admin {}",
+                config.server.listen, config.server.admin
+            );
+            println!("  {} provider(s):", config.providers.len());
+            for provider in &config.providers {
+                println!("    {} ({})", provider.name, provider.settings.kind());
+            }
+            println!("  {} route(s):", config.routes.len());
+            for route in &config.routes {
+                let upstreams: Vec<String> = route
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        format!(
+                            "{}://{}{}",
+                            if b.tls { "https" } else { "http" },
+                            b.authority,
+                            b.base_path
+                        )
+                    })
+                    .collect();
+                let credential = route
+                    .credential
+                    .as_ref()
+                    .map_or("no credential".to_owned(), |c| {
+                        format!("{} from {}", c.header, c.provider)
+                    });
+                println!(
+                    "    {}: {}{} -> {} ({credential})",
+                    route.name,
+                    route.host.as_deref().unwrap_or("*"),
+                    route.path_prefix,
+                    upstreams.join(", ")
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+            for error in &errors.0 {
+                eprintln!("  {error}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo() -> anyhow::Result<()> {
+    let config = config::parse(tollgate::demo::stack::CONFIG)
+        .map_err(|errors| anyhow::anyhow!("the built-in demo config is invalid:\n{errors}"))?;
+    let app = App::build(config)?;
+    let stack = app
+        .control()
+        .block_on(tollgate::demo::stack::DemoStack::start())
+        .context("starting the demo stand-ins")?;
+    // The stand-ins live as long as the process.
+    app.control().spawn(async move {
+        let _stack = stack;
+        std::future::pending::<()>().await
+    });
+    println!("{}", tollgate::demo::stack::instructions());
+    app.run_forever()?;
+    Ok(())
+}
+
+fn token(config: Config, name: &str, show: bool) -> anyhow::Result<()> {
+    let spec = config
+        .providers
+        .iter()
+        .find(|p| p.name == name)
+        .with_context(|| format!("no provider named {name} in the config"))?;
+    let provider = tollgate::providers::build(spec)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let grant = runtime.block_on(provider.login())?;
+    let token = tollgate::tokens::Token::from_grant(0, &grant, &spec.refresh)?;
+    let lifetime = token
+        .expires_at
+        .saturating_duration_since(std::time::Instant::now());
+    println!("provider:    {name} ({})", provider_kind(&spec.settings));
+    println!(
+        "lifetime:    {}s (from {:?})",
+        lifetime.as_secs(),
+        token.lifetime_source
+    );
+    println!("fingerprint: {}", token.fingerprint);
+    println!(
+        "refresh:     {}",
+        if grant.refresh_token.is_some() {
+            "refresh token issued"
+        } else {
+            "none"
+        }
+    );
+    if let Some(claims) = tollgate::tokens::jwt_claims(grant.access_token.expose()) {
+        println!("claims:      {claims}");
+    }
+    if show {
+        println!("token:       {}", grant.access_token.expose());
+    }
+    Ok(())
+}
+
+fn provider_kind(settings: &ProviderSettings) -> &'static str {
+    settings.kind()
+}

@@ -9,6 +9,7 @@ pub mod bigid;
 pub mod echo;
 pub mod jwt;
 pub mod oauth2;
+pub mod stack;
 
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};

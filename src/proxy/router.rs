@@ -98,13 +98,20 @@ mod tests {
 
     #[test]
     fn host_specific_routes_win_over_any_host() {
-        assert_eq!(found(Some("Reports.Example"), "/api/x"), Some("api-on-host"));
+        assert_eq!(
+            found(Some("Reports.Example"), "/api/x"),
+            Some("api-on-host")
+        );
         assert_eq!(found(Some("other.example"), "/api/x"), Some("api"));
     }
 
     #[test]
     fn no_route_without_a_catch_all() {
-        let router = Router::new(vec![Arc::new(TestRoute { name: "a", host: None, prefix: "/a/" })]);
+        let router = Router::new(vec![Arc::new(TestRoute {
+            name: "a",
+            host: None,
+            prefix: "/a/",
+        })]);
         assert!(router.find(None, "/b").is_none());
     }
 

@@ -27,7 +27,7 @@ use crate::metrics::{CacheLookupCounters, Metrics};
 use crate::providers::{Grant, Provider, ProviderError};
 use crate::secret::Secret;
 
-pub use token::{fingerprint, jwt_expiry, LifetimeSource, Token};
+pub use token::{fingerprint, jwt_claims, jwt_expiry, LifetimeSource, Token};
 
 /// Index of a provider in the manager, resolved once at startup so the hot path does not
 /// hash provider names.

@@ -1,0 +1,146 @@
+//! Wiring: a validated [`Config`] becomes a running gateway — the control runtime (provider
+//! calls, refreshers, admin listener) beside pingora's proxy service.
+
+use std::sync::Arc;
+
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use tokio::runtime::Runtime;
+
+use crate::admin::{self, AdminState};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::providers::{self, BuildError};
+use crate::proxy::{CompiledRoute, Gateway, RouteBuildError};
+use crate::tokens::TokenManager;
+
+/// Seconds pingora keeps serving in-flight requests after SIGTERM before it stops.
+const GRACE_PERIOD_SECONDS: u64 = 5;
+const RUNTIME_SHUTDOWN_SECONDS: u64 = 5;
+const CONTROL_THREADS: usize = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot start the control runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot set up metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Provider(#[from] BuildError),
+    #[error(transparent)]
+    Route(#[from] RouteBuildError),
+    #[error("cannot listen on {addr}: {error}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        error: std::io::Error,
+    },
+}
+
+pub struct App {
+    config: Config,
+    control: Runtime,
+    tokens: Arc<TokenManager>,
+    metrics: Arc<Metrics>,
+    routes: Vec<Arc<CompiledRoute>>,
+}
+
+impl App {
+    pub fn build(config: Config) -> Result<App, StartError> {
+        let control = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(CONTROL_THREADS)
+            .thread_name("tollgate-control")
+            .enable_all()
+            .build()
+            .map_err(StartError::Runtime)?;
+        let metrics = Arc::new(Metrics::new()?);
+        let mut clients = Vec::with_capacity(config.providers.len());
+        for spec in &config.providers {
+            clients.push((spec, providers::build(spec)?));
+        }
+        let tokens = TokenManager::new(clients, control.handle().clone(), Arc::clone(&metrics));
+        let routes = config
+            .routes
+            .iter()
+            .map(|route| CompiledRoute::build(route, &tokens))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(App {
+            config,
+            control,
+            tokens,
+            metrics,
+            routes,
+        })
+    }
+
+    /// The runtime that hosts provider calls; the demo runs its stand-ins on it too.
+    pub fn control(&self) -> &tokio::runtime::Handle {
+        self.control.handle()
+    }
+
+    /// Binds the listeners, starts the refreshers and serves until a signal ends the process.
+    pub fn run_forever(self) -> Result<std::convert::Infallible, StartError> {
+        let admin_addr = self.config.server.admin;
+        let admin_listener = bind(admin_addr)?;
+        for addr in &self.config.server.listen {
+            // pingora binds later and cannot report a failure well; try first.
+            drop(bind(*addr)?);
+        }
+        let state = AdminState {
+            tokens: Arc::clone(&self.tokens),
+            metrics: Arc::clone(&self.metrics),
+        };
+        self.control.spawn(async move {
+            match tokio::net::TcpListener::from_std(admin_listener) {
+                Ok(listener) => admin::serve(listener, state).await,
+                Err(error) => tracing::error!(%error, "admin listener failed"),
+            }
+        });
+        self.tokens.start_refreshers();
+
+        let conf = ServerConf {
+            threads: self.config.server.threads,
+            grace_period_seconds: Some(GRACE_PERIOD_SECONDS),
+            graceful_shutdown_timeout_seconds: Some(RUNTIME_SHUTDOWN_SECONDS),
+            ..ServerConf::default()
+        };
+        let mut server = Server::new_with_opt_and_conf(None, conf);
+        server.bootstrap();
+        let gateway = Gateway::new(
+            self.routes,
+            Arc::clone(&self.tokens),
+            Arc::clone(&self.metrics),
+        );
+        let mut service = pingora::proxy::http_proxy_service(&server.configuration, gateway);
+        for addr in &self.config.server.listen {
+            service.add_tcp(&addr.to_string());
+        }
+        server.add_service(service);
+        let listen: Vec<String> = self
+            .config
+            .server
+            .listen
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        tracing::info!(
+            listen = %listen.join(","),
+            admin = %admin_addr,
+            providers = self.config.providers.len(),
+            routes = self.config.routes.len(),
+            threads = self.config.server.threads,
+            "tollgate started"
+        );
+        // `self.control` lives on this frame, which run_forever never leaves.
+        let _control = self.control;
+        server.run_forever()
+    }
+}
+
+fn bind(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, StartError> {
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|error| StartError::Listen { addr, error })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|error| StartError::Listen { addr, error })?;
+    Ok(listener)
+}

@@ -1,0 +1,497 @@
+//! The pingora side: a thin [`ProxyHttp`] that routes, asks the token manager for the
+//! route's credential, injects it, and retries once when the upstream rejects it.
+
+mod respond;
+mod route;
+pub mod router;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use http::{HeaderValue, Uri};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType};
+
+use crate::metrics::Metrics;
+use crate::tokens::{CredentialUnavailable, Token, TokenManager};
+use respond::{send_error, ErrorBody, ErrorKind};
+pub use route::{CompiledRoute, RouteBuildError};
+use router::{host_without_port, Router};
+
+/// Route label of requests that matched no route.
+const NO_ROUTE_LABEL: &str = "none";
+
+/// The gateway's request handling; one instance serves every request.
+pub struct Gateway {
+    router: Router<CompiledRoute>,
+    tokens: Arc<TokenManager>,
+    metrics: Arc<Metrics>,
+    request_ids: RequestIds,
+}
+
+/// Per-request state carried between pingora's phases.
+pub struct RequestContext {
+    started: Instant,
+    request_id: String,
+    route: Option<Arc<CompiledRoute>>,
+    token: Option<Arc<Token>>,
+    backend: Option<usize>,
+    connect_failures: usize,
+    auth_retry: AuthRetry,
+    unavailable: Option<CredentialUnavailable>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AuthRetry {
+    NotYet,
+    /// The upstream refused the token; the next attempt needs a fresh one.
+    Pending,
+    Done,
+}
+
+impl Gateway {
+    pub fn new(
+        routes: Vec<Arc<CompiledRoute>>,
+        tokens: Arc<TokenManager>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Gateway {
+            router: Router::new(routes),
+            tokens,
+            metrics,
+            request_ids: RequestIds::new(),
+        }
+    }
+
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &RequestContext,
+        kind: ErrorKind,
+        detail: &str,
+        retry_after: Option<u64>,
+    ) {
+        let body = ErrorBody {
+            error: kind,
+            route: ctx.route.as_deref().map(|r| r.name.as_str()),
+            provider: ctx
+                .route
+                .as_deref()
+                .and_then(|r| r.credential.as_ref())
+                .map(|c| c.provider_name.as_str()),
+            detail,
+        };
+        if let Err(error) = send_error(session, &body, retry_after, &ctx.request_id).await {
+            tracing::debug!(%error, "could not send the error response");
+        }
+    }
+
+    async fn refuse_unavailable(
+        &self,
+        session: &mut Session,
+        ctx: &RequestContext,
+        unavailable: &CredentialUnavailable,
+    ) {
+        if let Some(route) = &ctx.route {
+            self.metrics
+                .credential_unavailable
+                .with_label_values(&[&route.name])
+                .inc();
+        }
+        let detail = format!(
+            "no valid credential from provider {}: {}",
+            unavailable.provider, unavailable.reason
+        );
+        let retry_after = unavailable.retry_after.as_secs_f64().ceil() as u64;
+        self.refuse(
+            session,
+            ctx,
+            ErrorKind::CredentialUnavailable,
+            &detail,
+            Some(retry_after),
+        )
+        .await;
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestContext;
+
+    fn new_ctx(&self) -> RequestContext {
+        RequestContext {
+            started: Instant::now(),
+            request_id: String::new(),
+            route: None,
+            token: None,
+            backend: None,
+            connect_failures: 0,
+            auth_retry: AuthRetry::NotYet,
+            unavailable: None,
+        }
+    }
+
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestContext,
+    ) -> pingora::Result<bool> {
+        ctx.request_id = self.request_ids.for_request(session.req_header());
+        let request = session.req_header();
+        let host = request
+            .uri
+            .host()
+            .or_else(|| {
+                request
+                    .headers
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
+            .map(host_without_port);
+        let Some(route) = self.router.find(host, request.uri.path()).cloned() else {
+            self.refuse(
+                session,
+                ctx,
+                ErrorKind::NoRoute,
+                "no route matches this host and path",
+                None,
+            )
+            .await;
+            return Ok(true);
+        };
+        ctx.route = Some(Arc::clone(&route));
+        if let Some(credential) = &route.credential {
+            match self.tokens.credential(credential.provider).await {
+                Ok(token) => ctx.token = Some(token),
+                Err(unavailable) => {
+                    self.refuse_unavailable(session, ctx, &unavailable).await;
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestContext,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        let Some(route) = ctx.route.clone() else {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "no route in context",
+            ));
+        };
+        if ctx.auth_retry == AuthRetry::Pending {
+            ctx.auth_retry = AuthRetry::Done;
+            if let Some(credential) = &route.credential {
+                match self.tokens.credential(credential.provider).await {
+                    Ok(token) => ctx.token = Some(token),
+                    Err(unavailable) => {
+                        ctx.unavailable = Some(unavailable);
+                        return Err(Error::explain(
+                            ErrorType::HTTPStatus(503),
+                            "no credential for the retry",
+                        ));
+                    }
+                }
+            }
+        }
+        let index = route.pick_backend();
+        ctx.backend = Some(index);
+        Ok(Box::new(route.backends[index].peer.clone()))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestContext,
+    ) -> pingora::Result<()> {
+        let (Some(route), Some(index)) = (ctx.route.as_deref(), ctx.backend) else {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "no route or backend in context",
+            ));
+        };
+        let backend = &route.backends[index];
+        let path = route.upstream_path(
+            backend,
+            upstream_request.uri.path(),
+            upstream_request.uri.query(),
+        );
+        let uri: Uri = path.parse().map_err(|_| {
+            Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                "rewritten path is not a valid URI",
+            )
+        })?;
+        upstream_request.set_uri(uri);
+        if !route.preserve_host {
+            upstream_request.insert_header(http::header::HOST, backend.authority.clone())?;
+        }
+        if let (Some(credential), Some(token)) = (&route.credential, &ctx.token) {
+            // The caller's own copy must never reach the upstream next to ours.
+            upstream_request.remove_header(&credential.header);
+            let value = HeaderValue::from_str(&credential.format.render(token.value.expose()))
+                .map_err(|_| {
+                    Error::explain(
+                        ErrorType::InternalError,
+                        "token is not a valid header value",
+                    )
+                })?;
+            upstream_request.insert_header(credential.header.clone(), value)?;
+        }
+        if let Some(client) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+        {
+            append_forwarded_for(upstream_request, client)?;
+        }
+        upstream_request.insert_header("x-forwarded-proto", "http")?;
+        upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestContext,
+    ) -> pingora::Result<()> {
+        let status = upstream_response.status.as_u16();
+        let Some(route) = ctx.route.clone() else {
+            return Ok(());
+        };
+        let (Some(credential), Some(token)) = (&route.credential, &ctx.token) else {
+            return Ok(());
+        };
+        if !route.retry_statuses.contains(&status) {
+            return Ok(());
+        }
+        self.tokens.reject(credential.provider, token.id).await;
+        if ctx.auth_retry != AuthRetry::NotYet || !replayable(session) {
+            return Ok(());
+        }
+        ctx.auth_retry = AuthRetry::Pending;
+        self.metrics
+            .upstream_retries
+            .with_label_values(&[&route.name, "credential_rejected"])
+            .inc();
+        let mut error = Error::explain(
+            ErrorType::HTTPStatus(status),
+            "upstream rejected the credential",
+        );
+        error.set_retry(true);
+        Err(error)
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestContext,
+    ) -> pingora::Result<()> {
+        upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        error: Box<Error>,
+        ctx: &mut RequestContext,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut error = error.more_context(format!("Peer: {peer}"));
+        if ctx.auth_retry == AuthRetry::Pending && matches!(error.etype(), ErrorType::HTTPStatus(_))
+        {
+            // Our own retry after a credential rejection: replayability was checked already.
+            return error;
+        }
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
+        {
+            error.set_retry(false);
+        } else {
+            error.retry.decide_reuse(client_reused);
+        }
+        error
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestContext,
+        mut error: Box<Error>,
+    ) -> Box<Error> {
+        ctx.connect_failures += 1;
+        let backends = ctx.route.as_deref().map_or(1, |r| r.backends.len());
+        // Nothing reached the upstream yet, so trying the next backend is always safe.
+        if ctx.connect_failures < backends {
+            error.set_retry(true);
+        }
+        error
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        error: &Error,
+        ctx: &mut RequestContext,
+    ) -> FailToProxy {
+        if session.response_written().is_some() {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
+        if let Some(unavailable) = ctx.unavailable.clone() {
+            self.refuse_unavailable(session, ctx, &unavailable).await;
+            return FailToProxy {
+                error_code: 503,
+                can_reuse_downstream: false,
+            };
+        }
+        let kind = match (error.esource(), error.etype()) {
+            (
+                _,
+                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
+            ) if matches!(error.esource(), ErrorSource::Upstream) => {
+                if matches!(error.etype(), ErrorType::ConnectTimedout) {
+                    ErrorKind::UpstreamUnreachable
+                } else {
+                    ErrorKind::UpstreamTimeout
+                }
+            }
+            (ErrorSource::Upstream, _) => ErrorKind::UpstreamUnreachable,
+            (
+                ErrorSource::Downstream,
+                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
+            ) => {
+                return FailToProxy {
+                    error_code: 0,
+                    can_reuse_downstream: false,
+                };
+            }
+            (ErrorSource::Downstream, _) => ErrorKind::BadRequest,
+            _ => ErrorKind::Internal,
+        };
+        let detail = match kind {
+            ErrorKind::UpstreamUnreachable => "the upstream could not be reached",
+            ErrorKind::UpstreamTimeout => "the upstream did not answer in time",
+            ErrorKind::BadRequest => "the request could not be read",
+            _ => "the gateway failed to proxy the request",
+        };
+        self.refuse(session, ctx, kind, detail, None).await;
+        FailToProxy {
+            error_code: kind.status(),
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(
+        &self,
+        session: &mut Session,
+        error: Option<&Error>,
+        ctx: &mut RequestContext,
+    ) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let route = ctx.route.as_deref();
+        let route_name = route.map_or(NO_ROUTE_LABEL, |r| r.name.as_str());
+        let elapsed = ctx.started.elapsed();
+        self.metrics
+            .requests
+            .with_label_values(&[route_name, status_label(status, &mut [0; 3])])
+            .inc();
+        self.metrics
+            .request_duration
+            .with_label_values(&[route_name])
+            .observe(elapsed.as_secs_f64());
+        let upstream = match (route, ctx.backend) {
+            (Some(route), Some(index)) => route.backends[index].label.as_str(),
+            _ => "-",
+        };
+        let request = session.req_header();
+        tracing::info!(
+            target: "access",
+            request_id = %ctx.request_id,
+            method = %request.method,
+            path = request.uri.path(),
+            route = route_name,
+            status,
+            upstream,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            retried = ctx.auth_retry == AuthRetry::Done,
+            error = error.map(|e| e.etype().as_str()),
+        );
+    }
+}
+
+/// A request can be sent again when its whole body is still held by pingora's retry
+/// buffer (or it has none).
+fn replayable(session: &mut Session) -> bool {
+    session.is_body_empty()
+        || (session.is_body_done() && !session.as_ref().retry_buffer_truncated())
+}
+
+fn append_forwarded_for(request: &mut RequestHeader, client: IpAddr) -> pingora::Result<()> {
+    let value = match request
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(existing) => format!("{existing}, {client}"),
+        None => client.to_string(),
+    };
+    request.insert_header("x-forwarded-for", value)?;
+    Ok(())
+}
+
+/// The status code as label text, written into `buffer` so recording allocates nothing.
+fn status_label(status: u16, buffer: &mut [u8; 3]) -> &str {
+    if !(100..=999).contains(&status) {
+        return "0";
+    }
+    buffer[0] = b'0' + (status / 100) as u8;
+    buffer[1] = b'0' + (status / 10 % 10) as u8;
+    buffer[2] = b'0' + (status % 10) as u8;
+    std::str::from_utf8(buffer).unwrap_or("0")
+}
+
+/// Request ids: the caller's `X-Request-Id` when it is short and printable, else a new one.
+struct RequestIds {
+    prefix: u32,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        RequestIds {
+            prefix: rand::random(),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn for_request(&self, request: &RequestHeader) -> String {
+        if let Some(id) = request
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+        {
+            if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) {
+                return id.to_owned();
+            }
+        }
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        format!("{:08x}{n:012x}", self.prefix)
+    }
+}

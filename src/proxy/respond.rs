@@ -1,0 +1,69 @@
+//! Responses tollgate makes itself: always JSON, never with a secret in them.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    NoRoute,
+    CredentialUnavailable,
+    UpstreamUnreachable,
+    UpstreamTimeout,
+    BadRequest,
+    Internal,
+}
+
+impl ErrorKind {
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorKind::NoRoute => 404,
+            ErrorKind::CredentialUnavailable => 503,
+            ErrorKind::UpstreamUnreachable => 502,
+            ErrorKind::UpstreamTimeout => 504,
+            ErrorKind::BadRequest => 400,
+            ErrorKind::Internal => 500,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorBody<'a> {
+    pub error: ErrorKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<&'a str>,
+    pub detail: &'a str,
+}
+
+/// Writes the JSON error; `retry_after` becomes a `Retry-After` header in whole seconds.
+pub async fn send_error(
+    session: &mut Session,
+    body: &ErrorBody<'_>,
+    retry_after_seconds: Option<u64>,
+    request_id: &str,
+) -> pingora::Result<()> {
+    let json = serde_json::to_vec(body).unwrap_or_else(|_| b"{\"error\":\"internal\"}".to_vec());
+    let mut header = ResponseHeader::build(body.error.status(), Some(5))?;
+    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    header.insert_header(http::header::CONTENT_LENGTH, json.len().to_string())?;
+    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    header.insert_header("x-request-id", request_id)?;
+    if let Some(seconds) = retry_after_seconds {
+        header.insert_header(http::header::RETRY_AFTER, seconds.max(1).to_string())?;
+    }
+    // An unread request body would be taken for the next request on this connection.
+    if !session.is_body_empty() {
+        session.set_keepalive(None);
+    }
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session
+        .write_response_body(Some(Bytes::from(json)), true)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! A route ready for the request path: its provider resolved to an id, its backends turned
+//! into pingora peers, its header template split, all once at startup.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::utils::tls::WrappedX509;
+
+use super::router::Matchable;
+use crate::config::{Backend, Route, TokenFormat};
+use crate::tokens::{ProviderId, TokenManager};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const TOTAL_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct CompiledRoute {
+    pub name: String,
+    host: Option<String>,
+    path_prefix: String,
+    pub strip_prefix: bool,
+    pub backends: Vec<UpstreamBackend>,
+    next_backend: AtomicUsize,
+    pub credential: Option<RouteCredential>,
+    pub retry_statuses: Vec<u16>,
+    pub preserve_host: bool,
+}
+
+pub struct UpstreamBackend {
+    pub peer: HttpPeer,
+    pub authority: HeaderValue,
+    pub base_path: String,
+    /// `host:port` for logs.
+    pub label: String,
+}
+
+pub struct RouteCredential {
+    pub provider: ProviderId,
+    pub provider_name: String,
+    pub header: HeaderName,
+    pub format: TokenFormat,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("route {route}: {reason}")]
+pub struct RouteBuildError {
+    pub route: String,
+    pub reason: String,
+}
+
+impl Matchable for CompiledRoute {
+    fn host(&self) -> Option<&str> {
+        self.host.as_deref()
+    }
+
+    fn path_prefix(&self) -> &str {
+        &self.path_prefix
+    }
+}
+
+impl CompiledRoute {
+    pub fn build(
+        route: &Route,
+        tokens: &TokenManager,
+    ) -> Result<Arc<CompiledRoute>, RouteBuildError> {
+        let error = |reason: String| RouteBuildError {
+            route: route.name.clone(),
+            reason,
+        };
+        let backends = route
+            .backends
+            .iter()
+            .map(|backend| upstream_backend(backend).map_err(error))
+            .collect::<Result<Vec<_>, _>>()?;
+        let credential = match &route.credential {
+            None => None,
+            Some(credential) => {
+                let provider = tokens
+                    .provider_id(&credential.provider)
+                    .ok_or_else(|| error(format!("unknown provider {}", credential.provider)))?;
+                Some(RouteCredential {
+                    provider,
+                    provider_name: credential.provider.clone(),
+                    header: credential.header.clone(),
+                    format: credential.format.clone(),
+                })
+            }
+        };
+        Ok(Arc::new(CompiledRoute {
+            name: route.name.clone(),
+            host: route.host.clone(),
+            path_prefix: route.path_prefix.clone(),
+            strip_prefix: route.strip_prefix,
+            backends,
+            next_backend: AtomicUsize::new(0),
+            credential,
+            retry_statuses: route.on_upstream_status.clone(),
+            preserve_host: route.preserve_host,
+        }))
+    }
+
+    /// Round-robin over the backends.
+    pub fn pick_backend(&self) -> usize {
+        self.next_backend.fetch_add(1, Ordering::Relaxed) % self.backends.len()
+    }
+
+    /// The upstream path: the route prefix removed when asked, the backend's base path put
+    /// in front. `path` is the request's path without query.
+    pub fn upstream_path(
+        &self,
+        backend: &UpstreamBackend,
+        path: &str,
+        query: Option<&str>,
+    ) -> String {
+        let rest = if self.strip_prefix {
+            let prefix = self.path_prefix.trim_end_matches('/');
+            path.strip_prefix(prefix).unwrap_or(path)
+        } else {
+            path
+        };
+        let mut out = String::with_capacity(
+            backend.base_path.len() + rest.len() + 1 + query.map_or(0, |q| q.len() + 1),
+        );
+        out.push_str(&backend.base_path);
+        if !rest.starts_with('/') {
+            out.push('/');
+        }
+        out.push_str(rest);
+        if let Some(query) = query {
+            out.push('?');
+            out.push_str(query);
+        }
+        out
+    }
+}
+
+fn upstream_backend(backend: &Backend) -> Result<UpstreamBackend, String> {
+    let address = resolve(&backend.host, backend.port)?;
+    let mut peer = HttpPeer::new(address, backend.tls, backend.host.clone());
+    peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+    peer.options.total_connection_timeout = Some(TOTAL_CONNECT_TIMEOUT);
+    peer.options.read_timeout = Some(READ_TIMEOUT);
+    peer.options.write_timeout = Some(WRITE_TIMEOUT);
+    peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
+    if backend.tls_settings.insecure_skip_verify {
+        peer.options.verify_cert = false;
+        peer.options.verify_hostname = false;
+    }
+    if let Some(path) = &backend.tls_settings.ca_file {
+        let certs = crate::tls::read_ca_file(path)?;
+        let wrapped: Vec<WrappedX509> = certs
+            .iter()
+            .map(|der| WrappedX509::new(der.as_ref().to_vec(), pingora::utils::tls::parse_x509))
+            .collect();
+        peer.options.ca = Some(Arc::from(wrapped.into_boxed_slice()));
+    }
+    let authority = HeaderValue::from_str(&backend.authority)
+        .map_err(|_| format!("`{}` is not a valid Host header", backend.authority))?;
+    Ok(UpstreamBackend {
+        peer,
+        authority,
+        base_path: backend.base_path.clone(),
+        label: format!("{}:{}", backend.host, backend.port),
+    })
+}
+
+/// Resolved once at startup so the request path never blocks on DNS.
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|error| format!("cannot resolve {host}:{port}: {error}"))?
+        .next()
+        .ok_or_else(|| format!("{host}:{port} resolves to no address"))
+}

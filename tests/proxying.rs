@@ -1,0 +1,354 @@
+//! End to end: what the gateway forwards (credential injection, header hygiene, prefix
+//! stripping, routing), what it answers itself (404, 502), and the retry on an upstream
+//! 401.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use tollgate::demo::echo::EchoUpstream;
+use tollgate::demo::oauth2::{OAuth2Settings, OAuth2StandIn};
+
+async fn idp_and_echo() -> (OAuth2StandIn, EchoUpstream) {
+    let idp = OAuth2StandIn::start(OAuth2Settings::default())
+        .await
+        .unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    (idp, echo)
+}
+
+fn simple_config(idp: &OAuth2StandIn, echo_url: &str) -> String {
+    config(
+        &[oauth2("idp", &idp.token_url(), "grant: client_credentials\nclient_auth: basic")],
+        &[route("reports", "/reports/", echo_url, "idp", "")],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn injected_credential_reaches_the_upstream() {
+    let (idp, echo) = idp_and_echo().await;
+    let gateway = Gateway::start(&simple_config(&idp, &echo.url())).await;
+    gateway.wait_ready().await;
+
+    let (status, _, body) = gateway.get_json("/reports/daily").await;
+    assert_eq!(status, 200, "{body}");
+    let authorization = body["headers"]["authorization"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no authorization reached the upstream: {body}"));
+    let token = bearer(authorization).expect("Bearer scheme");
+    assert!(idp.is_valid_access_token(token), "not a live stand-in token");
+    assert_eq!(idp.issued_access_tokens(), [token]);
+
+    let recorded = echo.last_request().unwrap();
+    assert_eq!(recorded.header_values("authorization"), [authorization]);
+    assert_eq!(idp.token_requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn client_authorization_is_replaced_not_forwarded() {
+    let (idp, echo) = idp_and_echo().await;
+    let gateway = Gateway::start(&simple_config(&idp, &echo.url())).await;
+    gateway.wait_ready().await;
+
+    let reply = gateway
+        .client()
+        .get(gateway.proxy_url("/reports/x"))
+        .header("Authorization", "Bearer client-supplied-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let recorded = echo.last_request().unwrap();
+    let values = recorded.header_values("authorization");
+    assert_eq!(values.len(), 1, "authorization values upstream: {values:?}");
+    let token = bearer(values[0]).unwrap();
+    assert!(idp.is_valid_access_token(token));
+    assert!(
+        !recorded
+            .headers
+            .iter()
+            .any(|(_, v)| v.contains("client-supplied-token")),
+        "the client's credential was forwarded: {:?}",
+        recorded.headers
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn strip_prefix_keeps_the_rest_of_the_path_and_the_query() {
+    let (idp, echo) = idp_and_echo().await;
+    let yaml = config(
+        &[oauth2("idp", &idp.token_url(), "")],
+        &[
+            route("stripped", "/reports/", &echo.url(), "idp", ""),
+            route("kept", "/keep/", &echo.url(), "idp", "strip_prefix: false"),
+        ],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    gateway.wait_ready().await;
+
+    let (status, _, body) = gateway.get_json("/reports/a/b?x=1&y=two").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["path"], "/a/b");
+    assert_eq!(body["query"], "x=1&y=two");
+    assert_eq!(body["method"], "GET");
+
+    let (status, _, body) = gateway.get_json("/keep/a/b").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["path"], "/keep/a/b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn x_forwarded_for_is_set() {
+    let (idp, echo) = idp_and_echo().await;
+    let gateway = Gateway::start(&simple_config(&idp, &echo.url())).await;
+    gateway.wait_ready().await;
+    let (status, _, _) = gateway.get_json("/reports/x").await;
+    assert_eq!(status, 200);
+    let recorded = echo.last_request().unwrap();
+    let xff = recorded
+        .header("x-forwarded-for")
+        .unwrap_or_else(|| panic!("no X-Forwarded-For: {:?}", recorded.headers));
+    assert!(xff.contains("127.0.0.1"), "X-Forwarded-For: {xff}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn post_body_and_method_are_forwarded() {
+    let (idp, echo) = idp_and_echo().await;
+    let gateway = Gateway::start(&simple_config(&idp, &echo.url())).await;
+    gateway.wait_ready().await;
+    let reply = gateway
+        .client()
+        .post(gateway.proxy_url("/reports/upload"))
+        .header("Content-Type", "application/json")
+        .body(r#"{"hello":"world"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let body: Value = reply.json().await.unwrap();
+    assert_eq!(body["method"], "POST");
+    assert_eq!(body["path"], "/upload");
+    assert_eq!(body["body"], r#"{"hello":"world"}"#);
+    assert!(body["headers"]["authorization"]
+        .as_str()
+        .is_some_and(|v| v.starts_with("Bearer ")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_route_is_404_json() {
+    let (idp, echo) = idp_and_echo().await;
+    let gateway = Gateway::start(&simple_config(&idp, &echo.url())).await;
+    gateway.wait_ready().await;
+    let (status, headers, body) = gateway.get_json("/nowhere/else").await;
+    assert_eq!(status, 404, "{body}");
+    assert_error_body(&body, "no_route");
+    assert!(
+        headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json")),
+        "content-type: {headers:?}"
+    );
+    assert_eq!(echo.request_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn host_match_selects_the_route() {
+    let (idp, echo) = idp_and_echo().await;
+    let other = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[oauth2("idp", &idp.token_url(), "")],
+        &[
+            format!(
+                "  - name: by-host\n    match: {{ host: api.example, path_prefix: / }}\n    upstream: {{ url: {} }}\n    credential: {{ provider: idp }}\n",
+                other.url()
+            ),
+            route("reports", "/reports/", &echo.url(), "idp", ""),
+        ],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    gateway.wait_ready().await;
+
+    let reply = gateway
+        .client()
+        .get(gateway.proxy_url("/reports/x"))
+        .header("Host", "api.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    assert_eq!(other.request_count(), 1, "the host route should win");
+    assert_eq!(echo.request_count(), 0);
+    // The default credential format is `Bearer {token}` in Authorization.
+    let token = bearer(other.last_request().unwrap().header("authorization").unwrap())
+        .unwrap()
+        .to_owned();
+    assert!(idp.is_valid_access_token(&token));
+
+    let (status, _, _) = gateway.get_json("/reports/x").await;
+    assert_eq!(status, 200);
+    assert_eq!(echo.request_count(), 1);
+    let (status, _, body) = gateway.get_json("/other").await;
+    assert_eq!(status, 404, "{body}");
+    assert_error_body(&body, "no_route");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn custom_header_and_format() {
+    let (idp, echo) = idp_and_echo().await;
+    let yaml = config(
+        &[oauth2("idp", &idp.token_url(), "")],
+        &[format!(
+            "  - name: xauth\n    match: {{ path_prefix: /x/ }}\n    strip_prefix: true\n    upstream: {{ url: {} }}\n    credential: {{ provider: idp, header: X-Auth, format: \"Token {{token}}\" }}\n",
+            echo.url()
+        )],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    gateway.wait_ready().await;
+    let reply = gateway
+        .client()
+        .get(gateway.proxy_url("/x/y"))
+        .header("X-Auth", "Token forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let recorded = echo.last_request().unwrap();
+    let values = recorded.header_values("x-auth");
+    assert_eq!(values.len(), 1, "{values:?}");
+    let token = values[0].strip_prefix("Token ").unwrap();
+    assert!(idp.is_valid_access_token(token));
+    assert_eq!(recorded.header("authorization"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn round_robin_over_upstreams() {
+    let (idp, a) = idp_and_echo().await;
+    let b = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[oauth2("idp", &idp.token_url(), "")],
+        &[format!(
+            "  - name: rr\n    match: {{ path_prefix: /rr/ }}\n    strip_prefix: true\n    upstream: {{ urls: [{}, {}] }}\n    credential: {{ provider: idp }}\n",
+            a.url(),
+            b.url()
+        )],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    gateway.wait_ready().await;
+    for _ in 0..10 {
+        let (status, _, _) = gateway.get_json("/rr/x").await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(a.request_count() + b.request_count(), 10);
+    assert!(
+        a.request_count() >= 3 && b.request_count() >= 3,
+        "uneven: {} / {}",
+        a.request_count(),
+        b.request_count()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unreachable_upstream_is_502_json() {
+    let idp = OAuth2StandIn::start(OAuth2Settings::default())
+        .await
+        .unwrap();
+    let gateway = Gateway::start(&simple_config(&idp, &closed_port_url())).await;
+    gateway.wait_ready().await;
+    let (status, headers, body) = gateway.get_json("/reports/x").await;
+    assert_eq!(status, 502, "{body}");
+    assert_error_body(&body, "upstream_unreachable");
+    assert_eq!(body["route"], "reports");
+    assert!(headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upstream_401_once_is_retried_with_a_fresh_token() {
+    let (idp, echo) = idp_and_echo().await;
+    let gateway = Gateway::start(&simple_config(&idp, &echo.url())).await;
+    gateway.wait_ready().await;
+    let first_fingerprint = gateway.provider_status("idp").await["token_fingerprint"].clone();
+    assert_eq!(idp.token_requests(), 1);
+
+    echo.respond_next_with(401, 1);
+    let (status, _, body) = gateway.get_json("/reports/x").await;
+    assert_eq!(status, 200, "the retry should have succeeded: {body}");
+    assert_eq!(idp.token_requests(), 2, "exactly one extra login");
+    let issued = idp.issued_access_tokens();
+    assert_eq!(issued.len(), 2);
+
+    let requests = echo.requests();
+    assert_eq!(requests.len(), 2, "one original, one retry");
+    let sent = |i: usize| bearer(requests[i].header("authorization").unwrap()).unwrap().to_owned();
+    assert_eq!(sent(0), issued[0], "the first try carries the first token");
+    assert_eq!(sent(1), issued[1], "the retry carries the new token");
+    assert_eq!(body["headers"]["authorization"], format!("Bearer {}", issued[1]));
+
+    // The new token is the one kept.
+    let (status, _, body) = gateway.get_json("/reports/y").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["headers"]["authorization"], format!("Bearer {}", issued[1]));
+    assert_eq!(idp.token_requests(), 2);
+    let fingerprint = gateway.provider_status("idp").await["token_fingerprint"].clone();
+    assert_ne!(fingerprint, first_fingerprint);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upstream_401_twice_reaches_the_client_after_one_retry() {
+    let (idp, echo) = idp_and_echo().await;
+    let gateway = Gateway::start(&simple_config(&idp, &echo.url())).await;
+    gateway.wait_ready().await;
+
+    echo.respond_next_with(401, 2);
+    let (status, _, body) = gateway.get_json("/reports/x").await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"], "stand-in forced status", "the upstream's own body");
+    assert_eq!(echo.request_count(), 2, "one retry only");
+    assert_eq!(idp.token_requests(), 2);
+
+    // The gateway has not wedged itself: the next request works.
+    let (status, _, _) = gateway.get_json("/reports/x").await;
+    assert_eq!(status, 200);
+    assert!(idp.token_requests() <= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn other_upstream_statuses_are_not_retried() {
+    let (idp, echo) = idp_and_echo().await;
+    let gateway = Gateway::start(&simple_config(&idp, &echo.url())).await;
+    gateway.wait_ready().await;
+
+    echo.respond_next_with(403, 1);
+    let (status, _, _) = gateway.get_json("/reports/x").await;
+    assert_eq!(status, 403);
+    echo.respond_next_with(500, 1);
+    let (status, _, _) = gateway.get_json("/reports/x").await;
+    assert_eq!(status, 500);
+    assert_eq!(echo.request_count(), 2);
+    assert_eq!(idp.token_requests(), 1, "no relogin for 403/500");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_upstream_status_is_configurable() {
+    let (idp, echo) = idp_and_echo().await;
+    let yaml = config(
+        &[oauth2("idp", &idp.token_url(), "")],
+        &[route(
+            "reports",
+            "/reports/",
+            &echo.url(),
+            "idp",
+            "on_upstream_status: [401, 403]",
+        )],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    gateway.wait_ready().await;
+    echo.respond_next_with(403, 1);
+    let (status, _, _) = gateway.get_json("/reports/x").await;
+    assert_eq!(status, 200);
+    assert_eq!(echo.request_count(), 2);
+    assert_eq!(idp.token_requests(), 2);
+}
