@@ -132,7 +132,13 @@ pub fn bigid_password(
 /// A route `name` matching `path_prefix`, stripping it, forwarding to `upstream_url`, with
 /// `Authorization: Bearer {token}` from `provider`. `extra` holds more route keys, flush
 /// left.
-pub fn route(name: &str, path_prefix: &str, upstream_url: &str, provider: &str, extra: &str) -> String {
+pub fn route(
+    name: &str,
+    path_prefix: &str,
+    upstream_url: &str,
+    provider: &str,
+    extra: &str,
+) -> String {
     let strip = if extra.contains("strip_prefix:") {
         String::new()
     } else {
@@ -167,10 +173,20 @@ impl Gateway {
 
     /// As [`start`](Self::start), with extra environment variables for the process.
     pub async fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Gateway {
+        Self::start_inner(yaml, env, true).await
+    }
+
+    /// Starts the gateway and returns as soon as `/healthz` answers 200, without also
+    /// waiting for the proxy listener to accept connections (to test that they go together).
+    pub async fn start_healthz_only(yaml: &str) -> Gateway {
+        Self::start_inner(yaml, &[], false).await
+    }
+
+    async fn start_inner(yaml: &str, env: &[(&str, &str)], wait_for_proxy: bool) -> Gateway {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match Self::try_start(yaml, env).await {
+            match Self::try_start(yaml, env, wait_for_proxy).await {
                 Ok(gateway) => return gateway,
                 Err(StartFailure::PortTaken(logs)) if attempt < 4 => {
                     eprintln!("gateway lost a port race, retrying:\n{logs}");
@@ -182,7 +198,11 @@ impl Gateway {
         }
     }
 
-    async fn try_start(yaml: &str, env: &[(&str, &str)]) -> Result<Gateway, StartFailure> {
+    async fn try_start(
+        yaml: &str,
+        env: &[(&str, &str)],
+        wait_for_proxy: bool,
+    ) -> Result<Gateway, StartFailure> {
         let proxy = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let text = yaml
@@ -209,6 +229,7 @@ impl Gateway {
             .build()
             .unwrap();
         let started = Instant::now();
+        let mut healthy = false;
         loop {
             if let Ok(Some(status)) = gateway.child.try_wait() {
                 let logs = format!("exited with {status}\n{}", gateway.logs());
@@ -221,14 +242,22 @@ impl Gateway {
                     },
                 );
             }
-            if let Ok(reply) = quick.get(gateway.admin_url("/healthz")).send().await {
-                if reply.status() == 200 {
-                    return Ok(gateway);
+            if !healthy {
+                if let Ok(reply) = quick.get(gateway.admin_url("/healthz")).send().await {
+                    healthy = reply.status() == 200;
                 }
+            }
+            // `/healthz` may answer a moment before the proxy listener is bound (see the
+            // test `proxy_accepts_as_soon_as_healthz_answers`); wait for both so that the
+            // other tests test their own behaviour.
+            if healthy
+                && (!wait_for_proxy || tokio::net::TcpStream::connect(gateway.proxy).await.is_ok())
+            {
+                return Ok(gateway);
             }
             if started.elapsed() > START_TIMEOUT {
                 let logs = format!(
-                    "no 200 from /healthz within {START_TIMEOUT:?}\n{}",
+                    "no 200 from /healthz (got one: {healthy}) or no proxy listener within {START_TIMEOUT:?}\n{}",
                     gateway.logs()
                 );
                 return Err(StartFailure::Other(logs));
@@ -266,7 +295,7 @@ impl Gateway {
             .get(self.proxy_url(path))
             .send()
             .await
-            .unwrap_or_else(|e| panic!("GET {path} through the gateway failed: {e}"))
+            .unwrap_or_else(|e| panic!("GET {path} through the gateway failed: {e:?}"))
     }
 
     /// `GET` on the proxy: status, headers and the body parsed as JSON (`Null` if it is
@@ -285,7 +314,8 @@ impl Gateway {
 
     /// Everything the gateway wrote on stdout and stderr so far.
     pub fn logs(&self) -> String {
-        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        let read =
+            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
         format!("{}{}", read("stdout.log"), read("stderr.log"))
     }
 
@@ -502,8 +532,11 @@ fn parse_series(series: &str) -> Option<(String, Vec<(String, String)>)> {
     Some((name, labels))
 }
 
-/// Every sample of the text: (name, sorted labels, value).
-pub fn samples(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+/// One sample: metric name, sorted label pairs, value.
+pub type Sample = (String, Vec<(String, String)>, f64);
+
+/// Every sample of the text.
+pub fn samples(text: &str) -> Vec<Sample> {
     text.lines()
         .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
         .filter_map(|line| {
@@ -592,10 +625,17 @@ mod tests {
             ),
             Some(3.0)
         );
-        assert_eq!(sample(text, "tollgate_token_requests_total{provider=\"idp\"}"), None);
+        assert_eq!(
+            sample(text, "tollgate_token_requests_total{provider=\"idp\"}"),
+            None
+        );
         assert_eq!(sample(text, "plain"), Some(2.5));
         assert_eq!(
-            sample_sum(text, "tollgate_token_requests_total", &[("provider", "idp")]),
+            sample_sum(
+                text,
+                "tollgate_token_requests_total",
+                &[("provider", "idp")]
+            ),
             3.0
         );
     }

@@ -1,0 +1,423 @@
+//! End to end: each provider type and variant logs in the way the stand-in expects, and
+//! its token is what the upstream receives.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::*;
+use tollgate::demo::bigid::{BigIdSettings, BigIdStandIn};
+use tollgate::demo::echo::EchoUpstream;
+use tollgate::demo::oauth2::{OAuth2Settings, OAuth2StandIn};
+
+/// Starts a gateway with one provider block and one route `/api/` to `echo`, waits until
+/// ready, sends one request and returns the bearer token the upstream received.
+async fn token_through(gateway: &Gateway, echo: &EchoUpstream) -> String {
+    gateway.wait_ready().await;
+    let before = echo.request_count();
+    let (status, _, body) = gateway.get_json("/api/x").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(echo.request_count(), before + 1);
+    let authorization = body["headers"]["authorization"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no authorization upstream: {body}"));
+    bearer(authorization)
+        .unwrap_or_else(|| panic!("not a Bearer value: {authorization}"))
+        .to_owned()
+}
+
+// ----- BigID ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bigid_user_token_login_injects_the_system_token() {
+    let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[bigid_user_token(
+            "bigid",
+            &bigid.url(),
+            "demo-bigid-user-token",
+            "",
+        )],
+        &[route("bigid", "/api/", &echo.url(), "bigid", "")],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let token = token_through(&gateway, &echo).await;
+    assert!(bigid.is_valid_token(&token));
+    assert_eq!(token.split('.').count(), 3, "a JWT");
+    assert_eq!(bigid.issued_tokens(), vec![token.clone()]);
+    assert_eq!(bigid.refresh_requests(), 1);
+    assert_eq!(bigid.session_requests(), 0);
+    // The user token itself never goes upstream.
+    assert!(!echo
+        .requests()
+        .iter()
+        .flat_map(|r| r.headers.iter())
+        .any(|(_, v)| v.contains("demo-bigid-user-token")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bigid_password_login_injects_the_auth_token() {
+    let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[bigid_password(
+            "bigid",
+            &bigid.url(),
+            "bigid-admin",
+            "bigid-password",
+            "",
+        )],
+        &[route("bigid", "/api/", &echo.url(), "bigid", "")],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let token = token_through(&gateway, &echo).await;
+    assert!(bigid.is_valid_token(&token));
+    assert_eq!(
+        tollgate::demo::jwt::verify(&token).unwrap().sub,
+        "bigid-admin"
+    );
+    assert_eq!(bigid.session_requests(), 1);
+    assert_eq!(bigid.refresh_requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bigid_lifetime_comes_from_the_jwt() {
+    let bigid = BigIdStandIn::start(BigIdSettings {
+        token_ttl: Duration::from_secs(2),
+        ..BigIdSettings::default()
+    })
+    .await
+    .unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[bigid_user_token(
+            "bigid",
+            &bigid.url(),
+            "demo-bigid-user-token",
+            "refresh: { before_expiry: 1s, default_ttl: 300s, min_backoff: 200ms, max_backoff: 1s }",
+        )],
+        &[route("bigid", "/api/", &echo.url(), "bigid", "")],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    gateway.wait_ready().await;
+    let status = gateway.provider_status("bigid").await;
+    assert!(
+        status["seconds_to_expiry"].as_u64().unwrap() <= 2,
+        "the JWT exp, not default_ttl: {status}"
+    );
+    // Within about 2.5 s the short-lived token was renewed at least once.
+    let renewed = eventually(Duration::from_millis(2500), || async {
+        bigid.refresh_requests() >= 2
+    })
+    .await;
+    assert!(renewed, "{} refresh calls", bigid.refresh_requests());
+    let token = token_through(&gateway, &echo).await;
+    assert!(bigid.is_valid_token(&token));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bigid_wrong_password_is_503_without_the_password() {
+    const WRONG: &str = "wrong-Pa55-Zq81x";
+    let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[bigid_password(
+            "bigid",
+            &bigid.url(),
+            "bigid-admin",
+            WRONG,
+            "",
+        )],
+        &[route("bigid", "/api/", &echo.url(), "bigid", "")],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let rejected = eventually(Duration::from_secs(5), || async {
+        bigid.session_requests() >= 1
+    })
+    .await;
+    assert!(rejected, "no login attempt");
+    let (status, headers, body) = gateway.get_json("/api/x").await;
+    assert_eq!(status, 503, "{body}");
+    assert_error_body(&body, "credential_unavailable");
+    assert_eq!(body["provider"], "bigid");
+    assert!(headers.contains_key("retry-after"));
+    let detail = body["detail"].as_str().unwrap().to_ascii_lowercase();
+    assert!(
+        ["reject", "401", "invalid credentials", "unauthorized"]
+            .iter()
+            .any(|word| detail.contains(word)),
+        "the detail should say the credentials were rejected: {detail}"
+    );
+    let raw = body.to_string();
+    assert!(!raw.contains(WRONG), "the password leaked: {raw}");
+    assert!(
+        !gateway.logs().contains(WRONG),
+        "the password is in the logs"
+    );
+    assert_eq!(echo.request_count(), 0);
+    assert!(bigid.issued_tokens().is_empty());
+}
+
+// ----- OAuth2 --------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oauth2_client_auth_basic() {
+    let idp = OAuth2StandIn::start(OAuth2Settings::default())
+        .await
+        .unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[oauth2(
+            "idp",
+            &idp.token_url(),
+            "grant: client_credentials\nclient_auth: basic",
+        )],
+        &[route("api", "/api/", &echo.url(), "idp", "")],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let token = token_through(&gateway, &echo).await;
+    assert!(idp.is_valid_access_token(&token));
+    let last = idp.last_request().unwrap();
+    let authorization = last
+        .authorization
+        .clone()
+        .expect("Basic client authentication");
+    let encoded = authorization
+        .strip_prefix("Basic ")
+        .unwrap_or_else(|| panic!("not Basic: {authorization}"));
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(decoded).unwrap(),
+        "demo-client:demo-secret"
+    );
+    assert_eq!(last.param("client_secret"), None);
+    assert_eq!(last.param("grant_type"), Some("client_credentials"));
+    assert!(last
+        .content_type
+        .unwrap()
+        .starts_with("application/x-www-form-urlencoded"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oauth2_client_auth_post() {
+    let idp = OAuth2StandIn::start(OAuth2Settings::default())
+        .await
+        .unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[oauth2(
+            "idp",
+            &idp.token_url(),
+            "grant: client_credentials\nclient_auth: post",
+        )],
+        &[route("api", "/api/", &echo.url(), "idp", "")],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let token = token_through(&gateway, &echo).await;
+    assert!(idp.is_valid_access_token(&token));
+    let last = idp.last_request().unwrap();
+    assert_eq!(last.authorization, None);
+    assert_eq!(last.param("client_id"), Some("demo-client"));
+    assert_eq!(last.param("client_secret"), Some("demo-secret"));
+    assert_eq!(last.param("grant_type"), Some("client_credentials"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oauth2_password_grant() {
+    let idp = OAuth2StandIn::start(OAuth2Settings::default())
+        .await
+        .unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[oauth2(
+            "idp",
+            &idp.token_url(),
+            "grant: password\nusername: demo-user\npassword: demo-password",
+        )],
+        &[route("api", "/api/", &echo.url(), "idp", "")],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let token = token_through(&gateway, &echo).await;
+    assert!(idp.is_valid_access_token(&token));
+    assert_eq!(
+        tollgate::demo::jwt::verify(&token).unwrap().sub,
+        "demo-user"
+    );
+    assert_eq!(idp.grant_requests("password"), 1);
+    let last = idp.last_request().unwrap();
+    assert_eq!(last.param("username"), Some("demo-user"));
+    assert_eq!(last.param("password"), Some("demo-password"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oauth2_scopes_and_audience_are_sent() {
+    let idp = OAuth2StandIn::start(OAuth2Settings::default())
+        .await
+        .unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[oauth2(
+            "idp",
+            &idp.token_url(),
+            "scopes: [reports.read, reports.write]\naudience: https://api.example",
+        )],
+        &[route("api", "/api/", &echo.url(), "idp", "")],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let token = token_through(&gateway, &echo).await;
+    let last = idp.last_request().unwrap();
+    assert_eq!(last.param("scope"), Some("reports.read reports.write"));
+    assert_eq!(last.param("audience"), Some("https://api.example"));
+    let claims = tollgate::demo::jwt::verify(&token).unwrap();
+    assert_eq!(claims.aud.as_deref(), Some("https://api.example"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oauth2_refresh_token_grant_rotates_its_refresh_token() {
+    let idp = OAuth2StandIn::start(OAuth2Settings {
+        token_ttl: Duration::from_secs(2),
+        issue_refresh_tokens: true,
+        ..OAuth2Settings::default()
+    })
+    .await
+    .unwrap();
+    // A refresh token obtained out of band, as an operator would configure it.
+    let reply: serde_json::Value = client()
+        .post(idp.token_url())
+        .basic_auth("demo-client", Some("demo-secret"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "demo-user"),
+            ("password", "demo-password"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let refresh_token = reply["refresh_token"].as_str().unwrap().to_owned();
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[oauth2(
+            "idp",
+            &idp.token_url(),
+            &format!(
+                "grant: refresh_token\nrefresh_token: {refresh_token}\nrefresh: {{ before_expiry: 1s, min_backoff: 200ms, max_backoff: 1s }}"
+            ),
+        )],
+        &[route("api", "/api/", &echo.url(), "idp", "")],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let token = token_through(&gateway, &echo).await;
+    assert!(idp.is_valid_access_token(&token));
+    assert_eq!(idp.grant_requests("refresh_token"), 1);
+    // Refresh tokens are single use: the next renewals must use the rotated ones.
+    let renewed = eventually(Duration::from_secs(3), || async {
+        idp.grant_requests("refresh_token") >= 3
+    })
+    .await;
+    assert!(
+        renewed,
+        "{} refresh_token grants",
+        idp.grant_requests("refresh_token")
+    );
+    let token = token_through(&gateway, &echo).await;
+    assert!(idp.is_valid_access_token(&token));
+    assert_eq!(idp.grant_requests("client_credentials"), 0);
+    assert_eq!(
+        idp.grant_requests("password"),
+        1,
+        "only the out-of-band one"
+    );
+    let status = gateway.provider_status("idp").await;
+    assert_eq!(status["consecutive_failures"], 0, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn secrets_from_env_and_file_references() {
+    let idp = OAuth2StandIn::start(OAuth2Settings::default())
+        .await
+        .unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("client-secret");
+    std::fs::write(&secret_file, "demo-secret\n").unwrap();
+    let yaml = config(
+        &[
+            oauth2(
+                "from-file",
+                &idp.token_url(),
+                &format!("client_secret: ${{file:{}}}", secret_file.display()),
+            ),
+            oauth2(
+                "from-env",
+                &idp.token_url(),
+                "grant: password\nusername: demo-user\npassword: ${env:TOLLGATE_E2E_PASSWORD}",
+            ),
+        ],
+        &[
+            route("file", "/file/", &echo.url(), "from-file", ""),
+            route("env", "/env/", &echo.url(), "from-env", ""),
+        ],
+    );
+    let gateway =
+        Gateway::start_with_env(&yaml, &[("TOLLGATE_E2E_PASSWORD", "demo-password")]).await;
+    gateway.wait_ready().await;
+    for path in ["/file/x", "/env/x"] {
+        let (status, _, body) = gateway.get_json(path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        let token = bearer(body["headers"]["authorization"].as_str().unwrap()).unwrap();
+        assert!(idp.is_valid_access_token(token), "{path}");
+    }
+    assert_eq!(idp.token_requests(), 2);
+    assert_eq!(idp.grant_requests("password"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn providers_are_independent() {
+    let idp = OAuth2StandIn::start(OAuth2Settings::default())
+        .await
+        .unwrap();
+    let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
+    bigid.set_available(false);
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[
+            oauth2("idp", &idp.token_url(), ""),
+            bigid_user_token("bigid", &bigid.url(), "demo-bigid-user-token", ""),
+        ],
+        &[
+            route("reports", "/reports/", &echo.url(), "idp", ""),
+            route("bigid", "/bigid/", &echo.url(), "bigid", ""),
+        ],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let idp_ready = eventually(Duration::from_secs(5), || async {
+        gateway.provider_status("idp").await["state"] == "valid"
+    })
+    .await;
+    assert!(idp_ready);
+    let (status, _, _) = gateway.get_json("/reports/x").await;
+    assert_eq!(status, 200);
+    let (status, _, body) = gateway.get_json("/bigid/x").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["provider"], "bigid");
+    assert_eq!(body["route"], "bigid");
+    assert_eq!(echo.request_count(), 1);
+    // Not ready until every provider holds a token.
+    let (code, body) = gateway.readyz().await;
+    assert_eq!(code, 503);
+    assert!(
+        body.contains("bigid"),
+        "/readyz should name the provider: {body}"
+    );
+    bigid.set_available(true);
+    gateway.wait_ready().await;
+    let (status, _, _) = gateway.get_json("/bigid/x").await;
+    assert_eq!(status, 200);
+}
