@@ -2,16 +2,15 @@
 //! route's credential, injects it, and retries once when the upstream rejects it.
 
 mod respond;
+pub mod rewrite;
 mod route;
 pub mod router;
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use http::{HeaderValue, Uri};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -20,7 +19,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 use crate::metrics::Metrics;
 use crate::tokens::{CredentialUnavailable, Token, TokenManager};
 use respond::{send_error, ErrorBody, ErrorKind};
-pub use route::{CompiledRoute, RouteBuildError};
+pub use route::{CompiledRoute, RouteBuildError, UpstreamBackend};
 use router::{host_without_port, Router};
 
 /// Route label of requests that matched no route.
@@ -220,44 +219,19 @@ impl ProxyHttp for Gateway {
                 "no route or backend in context",
             ));
         };
-        let backend = &route.backends[index];
-        let path = route.upstream_path(
-            backend,
-            upstream_request.uri.path(),
-            upstream_request.uri.query(),
-        );
-        let uri: Uri = path.parse().map_err(|_| {
-            Error::explain(
-                ErrorType::InvalidHTTPHeader,
-                "rewritten path is not a valid URI",
-            )
-        })?;
-        upstream_request.set_uri(uri);
-        if !route.preserve_host {
-            upstream_request.insert_header(http::header::HOST, backend.authority.clone())?;
-        }
-        if let (Some(credential), Some(token)) = (&route.credential, &ctx.token) {
-            // The caller's own copy must never reach the upstream next to ours.
-            upstream_request.remove_header(&credential.header);
-            let value = HeaderValue::from_str(&credential.format.render(token.value.expose()))
-                .map_err(|_| {
-                    Error::explain(
-                        ErrorType::InternalError,
-                        "token is not a valid header value",
-                    )
-                })?;
-            upstream_request.insert_header(credential.header.clone(), value)?;
-        }
-        if let Some(client) = session
+        let client = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| a.ip())
-        {
-            append_forwarded_for(upstream_request, client)?;
-        }
-        upstream_request.insert_header("x-forwarded-proto", "http")?;
-        upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
-        Ok(())
+            .map(|a| a.ip());
+        let token = ctx.token.as_deref();
+        rewrite::upstream_request(
+            route,
+            &route.backends[index],
+            token,
+            client,
+            &ctx.request_id,
+            upstream_request,
+        )
     }
 
     async fn upstream_response_filter(
@@ -441,19 +415,6 @@ impl ProxyHttp for Gateway {
 fn replayable(session: &mut Session) -> bool {
     session.is_body_empty()
         || (session.is_body_done() && !session.as_ref().retry_buffer_truncated())
-}
-
-fn append_forwarded_for(request: &mut RequestHeader, client: IpAddr) -> pingora::Result<()> {
-    let value = match request
-        .headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(existing) => format!("{existing}, {client}"),
-        None => client.to_string(),
-    };
-    request.insert_header("x-forwarded-for", value)?;
-    Ok(())
 }
 
 /// The status code as label text, written into `buffer` so recording allocates nothing.
