@@ -1,0 +1,78 @@
+//! Every example in config/ passes `tollgate check`, with each `${env:NAME}` it names set
+//! to a placeholder, the way a deployment would provide it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn examples() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("config/ exists")
+        .map(|entry| entry.expect("dir entry").path())
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|ext| ext == "yaml" || ext == "yml")
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn env_references(text: &str) -> Vec<String> {
+    text.split("${env:")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}').map(|(name, _)| name.to_owned()))
+        .collect()
+}
+
+#[test]
+fn every_example_config_passes_check() {
+    let files = examples();
+    assert!(
+        files.len() >= 3,
+        "expected the demo, oauth2 and bigid examples, found {files:?}"
+    );
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("readable example");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        command.arg("check").arg("--config").arg(&file);
+        for name in env_references(&text) {
+            command.env(name, "placeholder-value");
+        }
+        let output = command.output().expect("tollgate runs");
+        assert!(
+            output.status.success(),
+            "{} fails `tollgate check`:\n{}",
+            file.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            stdout.contains(": OK"),
+            "no summary for {}: {stdout}",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn an_example_without_its_secrets_names_the_missing_variable() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/bigid.yaml");
+    let output = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["check", "--config"])
+        .arg(&file)
+        .env_remove("BIGID_USER_TOKEN")
+        .env_remove("BIGID_PASSWORD")
+        .output()
+        .expect("tollgate runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("providers.bigid.user_token: env BIGID_USER_TOKEN is not set"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("providers.bigid-user.password: env BIGID_PASSWORD is not set"),
+        "{stderr}"
+    );
+}
