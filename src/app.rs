@@ -115,6 +115,12 @@ impl App {
             service.add_tcp(&addr.to_string());
         }
         server.add_service(service);
+        server.add_service(pingora::services::background::background_service(
+            "session closer",
+            SessionCloser {
+                tokens: Arc::clone(&self.tokens),
+            },
+        ));
         let listen: Vec<String> = self
             .config
             .server
@@ -143,4 +149,18 @@ fn bind(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, StartError>
         .set_nonblocking(true)
         .map_err(|error| StartError::Listen { addr, error })?;
     Ok(listener)
+}
+
+/// Ends provider sessions (where configured) when pingora begins a graceful shutdown.
+struct SessionCloser {
+    tokens: Arc<TokenManager>,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for SessionCloser {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        if shutdown.changed().await.is_ok() {
+            self.tokens.end_sessions().await;
+        }
+    }
 }

@@ -10,7 +10,7 @@ use url::Url;
 
 use crate::secret::Secret;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub server: Server,
     pub providers: Vec<ProviderSpec>,
@@ -24,7 +24,7 @@ pub struct Server {
     pub threads: usize,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ProviderSpec {
     pub name: String,
     pub settings: ProviderSettings,
@@ -34,10 +34,15 @@ pub struct ProviderSpec {
     pub tls: TlsSettings,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum ProviderSettings {
     OAuth2(OAuth2Settings),
     BigId(BigIdSettings),
+    Fortanix(FortanixSettings),
+    BigBucks(BigBucksSettings),
+    BagId(BagIdSettings),
+    Static(StaticSettings),
+    Http(HttpLoginSettings),
 }
 
 impl ProviderSettings {
@@ -45,6 +50,11 @@ impl ProviderSettings {
         match self {
             ProviderSettings::OAuth2(_) => "oauth2",
             ProviderSettings::BigId(_) => "bigid",
+            ProviderSettings::Fortanix(_) => "fortanix",
+            ProviderSettings::BigBucks(_) => "bigbucks",
+            ProviderSettings::BagId(_) => "bagid",
+            ProviderSettings::Static(_) => "static",
+            ProviderSettings::Http(_) => "http",
         }
     }
 }
@@ -76,7 +86,7 @@ pub struct TlsSettings {
     pub insecure_skip_verify: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct OAuth2Settings {
     pub token_url: Url,
     pub grant: OAuth2Grant,
@@ -87,7 +97,7 @@ pub struct OAuth2Settings {
     pub audience: Option<String>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum OAuth2Grant {
     ClientCredentials,
     Password { username: String, password: Secret },
@@ -101,18 +111,176 @@ pub enum ClientAuth {
     Post,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct BigIdSettings {
     pub base_url: Url,
     pub login: BigIdLogin,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum BigIdLogin {
     /// Exchanged for a system token at `POST /api/v1/refresh-access-token`.
     UserToken(Secret),
     /// A user session from `POST /api/v1/sessions`.
     Password { username: String, password: Secret },
+}
+
+#[derive(Debug, Clone)]
+pub struct FortanixSettings {
+    pub base_url: Url,
+    pub login: FortanixLogin,
+    /// End the session (`POST /sys/v1/session/terminate`) when tollgate shuts down.
+    pub terminate_on_shutdown: bool,
+}
+
+/// How DSM is asked for a session: HTTP Basic, or one of its body methods.
+#[derive(Debug, Clone)]
+pub enum FortanixLogin {
+    /// A user email and password, or an app id and app secret.
+    Basic {
+        username: String,
+        password: Secret,
+    },
+    Password {
+        email: String,
+        password: Secret,
+    },
+    AppName {
+        acct_id: String,
+        name: String,
+        password: Secret,
+    },
+    Ldap {
+        idp_id: String,
+        email: String,
+        password: Secret,
+        acct_id: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct BigBucksSettings {
+    /// The API base, `.../api/v1`; the login is `POST {base_url}/signin`.
+    pub base_url: Url,
+    pub username: String,
+    pub password: Secret,
+    pub recaptcha: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BagIdSettings {
+    pub base_url: Url,
+    pub flow: BagIdFlow,
+}
+
+#[derive(Debug, Clone)]
+pub enum BagIdFlow {
+    Federated {
+        app_key: Secret,
+        token: FederatedToken,
+    },
+    B2bSecret {
+        app_key: Secret,
+        b2b_secret: Secret,
+        username: String,
+        password: Secret,
+    },
+    Attestation {
+        attestor: Attestor,
+    },
+    Guest {
+        attestor: Attestor,
+    },
+}
+
+impl BagIdFlow {
+    pub fn name(&self) -> &'static str {
+        match self {
+            BagIdFlow::Federated { .. } => "federated",
+            BagIdFlow::B2bSecret { .. } => "b2b_secret",
+            BagIdFlow::Attestation { .. } => "attestation",
+            BagIdFlow::Guest { .. } => "guest",
+        }
+    }
+}
+
+/// The host app's trusted JWT for BagID's federated login.
+#[derive(Debug, Clone)]
+pub enum FederatedToken {
+    Value(Secret),
+    /// Read at every login, so a rotated (projected) token is picked up.
+    File(PathBuf),
+}
+
+/// Produces the `attestationObject` for a BagID nonce.
+#[derive(Debug, Clone)]
+pub enum Attestor {
+    /// `POST {url}` with `{"nonce": ...}`, answered by `{"attestationObject": ...}`.
+    Http { url: Url, timeout: Duration },
+    /// Runs the program with the nonce as its last argument; stdout is the object.
+    Command {
+        program: String,
+        args: Vec<String>,
+        timeout: Duration,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct StaticSettings {
+    pub value: Secret,
+}
+
+/// A declarative login for any JSON API.
+#[derive(Debug, Clone)]
+pub struct HttpLoginSettings {
+    pub login: HttpRequestTemplate,
+    /// JSON pointer to the token in the reply; "" when the reply is the token as a JSON string.
+    pub token_pointer: String,
+    pub expiry: Option<ExpiryField>,
+    pub refresh: Option<HttpRefresh>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpRefresh {
+    /// May use `{refresh_token}` in its URL, headers and body.
+    pub request: HttpRequestTemplate,
+    /// JSON pointer to the value that `{refresh_token}` stands for, in the last reply.
+    pub refresh_token_pointer: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpRequestTemplate {
+    pub method: http::Method,
+    pub url: Secret,
+    pub headers: Vec<(HeaderName, Secret)>,
+    pub body: Option<HttpBody>,
+}
+
+#[derive(Debug, Clone)]
+pub enum HttpBody {
+    /// Serialized JSON text.
+    Json(Secret),
+    Form(Vec<(String, Secret)>),
+    Raw {
+        content_type: String,
+        text: Secret,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct ExpiryField {
+    pub pointer: String,
+    pub format: ExpiryFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiryFormat {
+    /// Seconds from now (`expires_in`).
+    Seconds,
+    /// Unix time in seconds.
+    Epoch,
+    /// An RFC 3339 timestamp.
+    Rfc3339,
 }
 
 #[derive(Debug, Clone)]
@@ -148,19 +316,30 @@ pub struct Credential {
     pub format: TokenFormat,
 }
 
-/// A header value template with exactly one `{token}`, split around it.
+/// A header value template: literal text around exactly one `{token}` and at most one
+/// `{token_type}` (the scheme the provider named, e.g. BagID's `tokenType`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenFormat {
-    pub prefix: String,
-    pub suffix: String,
+    pub parts: Vec<FormatPart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormatPart {
+    Literal(String),
+    Token,
+    TokenType,
 }
 
 impl TokenFormat {
-    pub fn render(&self, token: &str) -> String {
-        let mut value = String::with_capacity(self.prefix.len() + token.len() + self.suffix.len());
-        value.push_str(&self.prefix);
-        value.push_str(token);
-        value.push_str(&self.suffix);
+    pub fn render(&self, token: &str, token_type: &str) -> String {
+        let mut value = String::with_capacity(token.len() + 32);
+        for part in &self.parts {
+            match part {
+                FormatPart::Literal(text) => value.push_str(text),
+                FormatPart::Token => value.push_str(token),
+                FormatPart::TokenType => value.push_str(token_type),
+            }
+        }
         value
     }
 }

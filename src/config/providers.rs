@@ -7,6 +7,7 @@ use serde_yaml_ng::{Mapping, Value};
 use url::Url;
 
 use super::error::{join, Errors};
+use super::kinds;
 use super::model::*;
 use super::raw::*;
 use super::references::key_name;
@@ -14,7 +15,7 @@ use super::typed;
 use crate::secret::Secret;
 
 const DEFAULT_PROVIDER_TIMEOUT: Duration = Duration::from_secs(5);
-const PROVIDER_TYPES: &str = "oauth2, bigid";
+const PROVIDER_TYPES: &str = "oauth2, bigid, fortanix, bigbucks, bagid, static, http";
 
 pub(crate) fn validate_all(value: Option<Value>, errors: &mut Errors) -> Vec<ProviderSpec> {
     let map = match value {
@@ -83,11 +84,26 @@ fn validate_one(
     let rest = Value::Mapping(map);
     let settings = match kind.as_str() {
         "oauth2" => typed::<RawOAuth2>(rest, path, errors)
-            .and_then(|raw| oauth2(raw, path, errors))
+            .and_then(|raw| kinds::oauth2::validate(raw, path, errors))
             .map(ProviderSettings::OAuth2),
         "bigid" => typed::<RawBigId>(rest, path, errors)
-            .and_then(|raw| bigid(raw, path, errors))
+            .and_then(|raw| kinds::bigid::validate(raw, path, errors))
             .map(ProviderSettings::BigId),
+        "fortanix" => typed::<RawFortanix>(rest, path, errors)
+            .and_then(|raw| kinds::fortanix::validate(raw, path, errors))
+            .map(ProviderSettings::Fortanix),
+        "bigbucks" => typed::<RawBigBucks>(rest, path, errors)
+            .and_then(|raw| kinds::bigbucks::validate(raw, path, errors))
+            .map(ProviderSettings::BigBucks),
+        "bagid" => typed::<RawBagId>(rest, path, errors)
+            .and_then(|raw| kinds::bagid::validate(raw, path, errors))
+            .map(ProviderSettings::BagId),
+        "static" => typed::<RawStatic>(rest, path, errors)
+            .and_then(|raw| kinds::static_value::validate(raw, path, errors))
+            .map(ProviderSettings::Static),
+        "http" => typed::<RawHttpLogin>(rest, path, errors)
+            .and_then(|raw| kinds::http::validate(raw, path, errors))
+            .map(ProviderSettings::Http),
         other => {
             errors.push(
                 join(path, "type"),
@@ -181,7 +197,7 @@ pub(crate) fn http_url(text: &str, path: &str, errors: &mut Errors) -> Option<Ur
     }
 }
 
-fn require_secret(
+pub(crate) fn require_secret(
     secret: Option<Secret>,
     path: &str,
     what: &str,
@@ -198,99 +214,4 @@ fn require_secret(
             None
         }
     }
-}
-
-fn oauth2(raw: RawOAuth2, path: &str, errors: &mut Errors) -> Option<OAuth2Settings> {
-    let token_url = http_url(&raw.token_url, &join(path, "token_url"), errors);
-    if raw.client_id.is_empty() {
-        errors.push(join(path, "client_id"), "is empty");
-    }
-    let grant = match raw.grant.unwrap_or(RawGrant::ClientCredentials) {
-        RawGrant::ClientCredentials => Some(OAuth2Grant::ClientCredentials),
-        RawGrant::Password => {
-            let username = raw.username.filter(|u| !u.is_empty());
-            if username.is_none() {
-                errors.push(
-                    join(path, "username"),
-                    "missing (needed by grant: password)",
-                );
-            }
-            let password = require_secret(
-                raw.password,
-                &join(path, "password"),
-                "needed by grant: password",
-                errors,
-            );
-            username
-                .zip(password)
-                .map(|(username, password)| OAuth2Grant::Password { username, password })
-        }
-        RawGrant::RefreshToken => require_secret(
-            raw.refresh_token,
-            &join(path, "refresh_token"),
-            "needed by grant: refresh_token",
-            errors,
-        )
-        .map(|refresh_token| OAuth2Grant::RefreshToken { refresh_token }),
-    };
-    let client_auth = match raw.client_auth.unwrap_or(RawClientAuth::Basic) {
-        RawClientAuth::Basic => ClientAuth::Basic,
-        RawClientAuth::Post => ClientAuth::Post,
-    };
-    let scopes = raw.scopes.unwrap_or_default();
-    for (index, scope) in scopes.iter().enumerate() {
-        if scope.is_empty() || scope.contains(' ') {
-            errors.push(
-                join(path, &format!("scopes[{index}]")),
-                "a scope is one non-empty word without spaces",
-            );
-        }
-    }
-    Some(OAuth2Settings {
-        token_url: token_url?,
-        grant: grant?,
-        client_id: raw.client_id,
-        client_secret: raw.client_secret.filter(|s| !s.is_empty()),
-        client_auth,
-        scopes,
-        audience: raw.audience,
-    })
-}
-
-fn bigid(raw: RawBigId, path: &str, errors: &mut Errors) -> Option<BigIdSettings> {
-    let base_url = http_url(&raw.base_url, &join(path, "base_url"), errors);
-    let login = match (raw.user_token, raw.username, raw.password) {
-        (Some(token), None, None) => {
-            require_secret(Some(token), &join(path, "user_token"), "", errors)
-                .map(BigIdLogin::UserToken)
-        }
-        (None, Some(username), password) => {
-            let password = require_secret(
-                password,
-                &join(path, "password"),
-                "needed with username",
-                errors,
-            );
-            password.map(|password| BigIdLogin::Password { username, password })
-        }
-        (None, None, Some(_)) => {
-            errors.push(join(path, "username"), "missing (needed with password)");
-            None
-        }
-        (None, None, None) => {
-            errors.push(path, "needs either user_token, or username and password");
-            None
-        }
-        (Some(_), _, _) => {
-            errors.push(
-                join(path, "user_token"),
-                "give either user_token or username and password, not both",
-            );
-            None
-        }
-    };
-    Some(BigIdSettings {
-        base_url: base_url?,
-        login: login?,
-    })
 }

@@ -133,3 +133,124 @@ pub struct RawCredential {
     pub header: Option<String>,
     pub format: Option<String>,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasic {
+    pub username: String,
+    pub password: Secret,
+}
+
+/// DSM's body login methods, tagged by `method` as in the DSM API.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "method", deny_unknown_fields)]
+pub enum RawFortanixBody {
+    #[serde(rename = "password")]
+    Password { email: String, password: Secret },
+    #[serde(rename = "auth-by-app-name")]
+    AppName {
+        acct_id: String,
+        name: String,
+        password: Secret,
+    },
+    #[serde(rename = "ldap-basic-auth")]
+    Ldap {
+        idp_id: String,
+        email: String,
+        password: Secret,
+        acct_id: Option<String>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFortanix {
+    pub base_url: String,
+    pub basic: Option<RawBasic>,
+    pub body: Option<RawFortanixBody>,
+    pub terminate_on_shutdown: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBigBucks {
+    pub base_url: String,
+    pub username: String,
+    pub password: Secret,
+    pub recaptcha: Option<Secret>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawBagIdFlow {
+    Federated,
+    B2bSecret,
+    Attestation,
+    Guest,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAttestor {
+    pub url: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub timeout: Option<DurationText>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBagId {
+    pub base_url: String,
+    pub flow: RawBagIdFlow,
+    pub app_key: Option<Secret>,
+    pub b2b_secret: Option<Secret>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub federated_token: Option<Secret>,
+    pub federated_token_file: Option<String>,
+    pub attestor: Option<RawAttestor>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStatic {
+    pub value: Option<Secret>,
+    pub basic: Option<RawBasic>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpRequest {
+    pub method: Option<String>,
+    pub url: String,
+    pub headers: Option<std::collections::BTreeMap<String, Secret>>,
+    pub json: Option<serde_json::Value>,
+    pub form: Option<std::collections::BTreeMap<String, Secret>>,
+    pub body: Option<Secret>,
+    pub content_type: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawExpiryFormat {
+    Seconds,
+    Epoch,
+    Rfc3339,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExpiry {
+    pub pointer: String,
+    pub format: Option<RawExpiryFormat>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpLogin {
+    pub login: RawHttpRequest,
+    pub token_pointer: String,
+    pub expiry: Option<RawExpiry>,
+    pub refresh_request: Option<RawHttpRequest>,
+    pub refresh_token_pointer: Option<String>,
+}

@@ -12,6 +12,7 @@ use super::raw::*;
 use super::typed;
 
 const TOKEN_PLACEHOLDER: &str = "{token}";
+const TOKEN_TYPE_PLACEHOLDER: &str = "{token_type}";
 
 pub(crate) fn validate_all(
     value: Option<Value>,
@@ -206,17 +207,41 @@ fn token_format(text: &str, path: &str, errors: &mut Errors) -> Option<TokenForm
         errors.push(path, "must contain `{token}` exactly once");
         return None;
     }
+    if text.matches(TOKEN_TYPE_PLACEHOLDER).count() > 1 {
+        errors.push(path, "may contain `{token_type}` at most once");
+        return None;
+    }
     if text.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
         errors.push(path, "must not contain CR, LF or NUL (header injection)");
         return None;
     }
-    let (prefix, suffix) = text.split_once(TOKEN_PLACEHOLDER)?;
-    if http::HeaderValue::from_str(&format!("{prefix}x{suffix}")).is_err() {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find('{') {
+        let (placeholder, part) = if rest[start..].starts_with(TOKEN_PLACEHOLDER) {
+            (TOKEN_PLACEHOLDER, FormatPart::Token)
+        } else if rest[start..].starts_with(TOKEN_TYPE_PLACEHOLDER) {
+            (TOKEN_TYPE_PLACEHOLDER, FormatPart::TokenType)
+        } else {
+            errors.push(
+                path,
+                "only `{token}` and `{token_type}` may appear in braces",
+            );
+            return None;
+        };
+        if start > 0 {
+            parts.push(FormatPart::Literal(rest[..start].to_owned()));
+        }
+        parts.push(part);
+        rest = &rest[start + placeholder.len()..];
+    }
+    if !rest.is_empty() {
+        parts.push(FormatPart::Literal(rest.to_owned()));
+    }
+    let format = TokenFormat { parts };
+    if http::HeaderValue::from_str(&format.render("x", "Bearer")).is_err() {
         errors.push(path, "holds characters not allowed in a header value");
         return None;
     }
-    Some(TokenFormat {
-        prefix: prefix.to_owned(),
-        suffix: suffix.to_owned(),
-    })
+    Some(format)
 }

@@ -59,7 +59,7 @@ fn a_good_config_becomes_the_model() {
     assert_eq!(reports.backends[1].authority, "10.0.0.2:8000");
     let credential = reports.credential.as_ref().unwrap();
     assert_eq!(credential.header, "authorization");
-    assert_eq!(credential.format.render("T"), "Bearer T");
+    assert_eq!(credential.format.render("T", "Bearer"), "Bearer T");
 }
 
 #[test]
@@ -198,4 +198,23 @@ fn secrets_never_appear_in_debug_output() {
 fn yaml_syntax_errors_are_reported() {
     let errors = errors_of("server: [unclosed");
     assert!(errors[0].starts_with("invalid YAML"), "{errors:?}");
+}
+
+#[test]
+fn format_may_name_the_token_type() {
+    let text = GOOD.replace(
+        "format: \"Bearer {token}\"",
+        "format: \"{token_type} {token}\"",
+    );
+    let config = parse(&text).unwrap();
+    let format = &config.routes[0].credential.as_ref().unwrap().format;
+    assert_eq!(format.render("T", "DPoP"), "DPoP T");
+    let errors =
+        errors_of(&GOOD.replace("format: \"Bearer {token}\"", "format: \"{tokn} {token}\""));
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("only `{token}` and `{token_type}`")),
+        "{errors:?}"
+    );
 }

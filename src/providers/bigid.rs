@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::http::{error_detail, parse_json, ProviderHttp};
+use super::http::{endpoint, error_detail, parse_json, ProviderHttp};
 use super::{Grant, Provider, ProviderError};
 use crate::config::{BigIdLogin, BigIdSettings};
 use crate::secret::Secret;
@@ -36,22 +36,10 @@ struct TokenResponse {
 
 impl BigId {
     pub fn new(settings: &BigIdSettings, http: ProviderHttp) -> Self {
-        let endpoint = |path: &str| {
-            let mut url = settings.base_url.clone();
-            let base = url.path().trim_end_matches('/').to_owned();
-            url.set_path(&format!("{base}{path}"));
-            url
-        };
         BigId {
-            sessions_url: endpoint("/api/v1/sessions"),
-            refresh_url: endpoint("/api/v1/refresh-access-token"),
-            login: match &settings.login {
-                BigIdLogin::UserToken(token) => BigIdLogin::UserToken(token.clone()),
-                BigIdLogin::Password { username, password } => BigIdLogin::Password {
-                    username: username.clone(),
-                    password: password.clone(),
-                },
-            },
+            sessions_url: endpoint(&settings.base_url, "/api/v1/sessions"),
+            refresh_url: endpoint(&settings.base_url, "/api/v1/refresh-access-token"),
+            login: settings.login.clone(),
             http,
         }
     }

@@ -111,6 +111,14 @@ impl ProviderHttp {
     }
 }
 
+/// `path` appended to the base URL's own path (`https://h/api/v1` + `/signin`).
+pub fn endpoint(base: &url::Url, path: &str) -> url::Url {
+    let mut url = base.clone();
+    let joined = format!("{}{path}", base.path().trim_end_matches('/'));
+    url.set_path(&joined);
+    url
+}
+
 /// Parses a 2xx reply body as `T`, with an error that names what was wrong but not the body.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ProviderError> {
     serde_json::from_slice(body).map_err(|error| {

@@ -3,9 +3,14 @@
 //! A provider only speaks its login protocol and reports what it got ([`Grant`]); when to
 //! call it, caching, lifetimes and backoff belong to the token manager.
 
+mod bagid;
+mod bigbucks;
 mod bigid;
+mod fortanix;
 mod http;
+mod http_login;
 mod oauth2;
+mod static_value;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +30,8 @@ pub struct Grant {
     pub expires_in: Option<Duration>,
     pub refresh_token: Option<Secret>,
     pub refresh_expires_in: Option<Duration>,
+    /// The scheme the provider says to present the token with (BagID's `tokenType`).
+    pub token_type: Option<String>,
 }
 
 impl Grant {
@@ -34,6 +41,7 @@ impl Grant {
             expires_in: None,
             refresh_token: None,
             refresh_expires_in: None,
+            token_type: None,
         }
     }
 }
@@ -54,12 +62,22 @@ pub enum ProviderError {
     Failed { status: u16, detail: String },
     #[error("provider reply unusable: {0}")]
     BadReply(String),
+    #[error("the account needs multi-factor authentication, which a gateway cannot complete: configure an app credential (app id and secret) instead")]
+    MfaRequired,
+    #[error("attestor failed: {0}")]
+    Attestor(String),
 }
 
 impl ProviderError {
     /// A refresh that failed this way should fall back to a full login at once.
     pub fn needs_login(&self) -> bool {
         matches!(self, ProviderError::RefreshRejected { .. })
+    }
+
+    /// Retrying soon cannot help (the configuration must change), so the token manager
+    /// waits its longest backoff instead of hammering the provider.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, ProviderError::MfaRequired)
     }
 }
 
@@ -73,6 +91,16 @@ pub trait Provider: Send + Sync {
     async fn refresh(&self, _refresh_token: &Secret) -> Result<Grant, ProviderError> {
         self.login().await
     }
+
+    /// Ends the session the token belongs to, for providers configured to on shutdown.
+    async fn end_session(&self, _token: &Secret) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
+    /// Whether [`Provider::end_session`] does anything.
+    fn ends_sessions(&self) -> bool {
+        false
+    }
 }
 
 /// Builds the client for one configured provider.
@@ -81,6 +109,11 @@ pub fn build(spec: &ProviderSpec) -> Result<Arc<dyn Provider>, BuildError> {
     Ok(match &spec.settings {
         ProviderSettings::OAuth2(settings) => Arc::new(oauth2::OAuth2::new(settings, http)),
         ProviderSettings::BigId(settings) => Arc::new(bigid::BigId::new(settings, http)),
+        ProviderSettings::Fortanix(settings) => Arc::new(fortanix::Fortanix::new(settings, http)),
+        ProviderSettings::BigBucks(settings) => Arc::new(bigbucks::BigBucks::new(settings, http)),
+        ProviderSettings::BagId(settings) => Arc::new(bagid::BagId::new(settings, http)),
+        ProviderSettings::Static(settings) => Arc::new(static_value::StaticValue::new(settings)),
+        ProviderSettings::Http(settings) => Arc::new(http_login::HttpLogin::new(settings, http)),
     })
 }
 

@@ -27,7 +27,6 @@ pub struct OAuth2 {
 #[derive(Deserialize)]
 struct TokenReply {
     access_token: Secret,
-    #[allow(dead_code)]
     token_type: Option<String>,
     expires_in: Option<u64>,
     refresh_token: Option<Secret>,
@@ -44,16 +43,7 @@ impl OAuth2 {
     pub fn new(settings: &OAuth2Settings, http: ProviderHttp) -> Self {
         OAuth2 {
             token_url: settings.token_url.clone(),
-            grant: match &settings.grant {
-                OAuth2Grant::ClientCredentials => OAuth2Grant::ClientCredentials,
-                OAuth2Grant::Password { username, password } => OAuth2Grant::Password {
-                    username: username.clone(),
-                    password: password.clone(),
-                },
-                OAuth2Grant::RefreshToken { refresh_token } => OAuth2Grant::RefreshToken {
-                    refresh_token: refresh_token.clone(),
-                },
-            },
+            grant: settings.grant.clone(),
             client_id: settings.client_id.clone(),
             client_secret: settings.client_secret.clone(),
             client_auth: settings.client_auth,
@@ -104,6 +94,7 @@ impl OAuth2 {
                 expires_in: reply.expires_in.map(Duration::from_secs),
                 refresh_token: reply.refresh_token.filter(|t| !t.is_empty()),
                 refresh_expires_in: None,
+                token_type: reply.token_type,
             });
         }
         Err(self.error(status.as_u16(), &body, refreshing))

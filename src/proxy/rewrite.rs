@@ -39,13 +39,17 @@ pub fn upstream_request(
         };
         // The caller's own copy must never reach the upstream next to ours.
         request.remove_header(&credential.header);
-        let value = HeaderValue::from_str(&credential.format.render(token.value.expose()))
-            .map_err(|_| {
-                Error::explain(
-                    ErrorType::InternalError,
-                    "token is not a valid header value",
-                )
-            })?;
+        let value = HeaderValue::from_str(
+            &credential
+                .format
+                .render(token.value.expose(), &token.token_type),
+        )
+        .map_err(|_| {
+            Error::explain(
+                ErrorType::InternalError,
+                "token is not a valid header value",
+            )
+        })?;
         request.insert_header(credential.header.clone(), value)?;
     }
     if let Some(client) = client {

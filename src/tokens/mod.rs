@@ -277,7 +277,11 @@ impl TokenManager {
             Err(error) => {
                 let mut state = lock(&slot.state);
                 state.consecutive_failures = state.consecutive_failures.saturating_add(1);
-                let delay = backoff::delay(&slot.policy, state.consecutive_failures);
+                let delay = if error.is_permanent() {
+                    slot.policy.max_backoff
+                } else {
+                    backoff::delay(&slot.policy, state.consecutive_failures)
+                };
                 state.retry_at = Some(Instant::now() + delay);
                 tracing::warn!(
                     provider = %slot.name,
@@ -363,6 +367,33 @@ impl TokenManager {
             let replacing = current.map(|token| token.id);
             if let Err(error) = self.fetch(&slot, replacing).await {
                 tracing::warn!(provider = %slot.name, reason = %error.reason, retry_in_seconds = error.retry_after.as_secs(), "token refresh failed");
+            }
+        }
+    }
+
+    /// Ends the current session of every provider configured to (on shutdown).
+    pub async fn end_sessions(&self) {
+        for slot in &self.slots {
+            if !slot.provider.ends_sessions() {
+                continue;
+            }
+            let Some(token) = self.cache.get(&slot.id).await else {
+                continue;
+            };
+            self.cache.invalidate(&slot.id).await;
+            let provider = Arc::clone(&slot.provider);
+            let outcome = self
+                .control
+                .spawn(async move { provider.end_session(&token.value).await })
+                .await;
+            match outcome {
+                Ok(Ok(())) => tracing::info!(provider = %slot.name, "session ended"),
+                Ok(Err(error)) => {
+                    tracing::warn!(provider = %slot.name, %error, "could not end the session")
+                }
+                Err(_) => {
+                    tracing::warn!(provider = %slot.name, "ending the session was interrupted")
+                }
             }
         }
     }

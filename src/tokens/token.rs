@@ -25,6 +25,8 @@ pub struct Token {
     pub refresh_at: Instant,
     pub lifetime_source: LifetimeSource,
     pub fingerprint: String,
+    /// The scheme for `{token_type}` in header formats: the provider's, else `Bearer`.
+    pub token_type: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,11 +62,28 @@ impl Token {
             refresh_at: now + lifetime.saturating_sub(lead),
             lifetime_source: source,
             fingerprint: fingerprint(&grant.access_token),
+            token_type: token_type(grant.token_type.as_deref())?,
         })
     }
 
     pub fn is_usable(&self, now: Instant) -> bool {
         now < self.expires_at
+    }
+}
+
+fn token_type(stated: Option<&str>) -> Result<String, ProviderError> {
+    match stated {
+        None | Some("") => Ok("Bearer".to_owned()),
+        Some(scheme)
+            if scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~+".contains(&b)) =>
+        {
+            Ok(scheme.to_owned())
+        }
+        Some(_) => Err(ProviderError::BadReply(
+            "token type is not a single word".to_owned(),
+        )),
     }
 }
 

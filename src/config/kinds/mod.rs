@@ -1,0 +1,11 @@
+//! Validation of each provider `type`'s own keys, one file per type.
+
+pub(crate) mod bagid;
+pub(crate) mod bigbucks;
+pub(crate) mod bigid;
+pub(crate) mod fortanix;
+pub(crate) mod http;
+pub(crate) mod oauth2;
+pub(crate) mod static_value;
+
+pub(crate) use super::providers::{http_url, require_secret};
