@@ -330,8 +330,8 @@ async fn keep_alive_connection_survives_gateway_errors() {
         .unwrap();
     // The failure is a race with the gateway closing the connection: try a few times,
     // each with the next request sent at once.
-    for (round, (path, code)) in [("/nowhere", 404), ("/dead/x", 502)]
-        .repeat(8)
+    for (round, (path, code)) in [("/nowhere", 404), ("/dead/x", 502), ("/dead/x", 502)]
+        .repeat(10)
         .into_iter()
         .enumerate()
     {

@@ -25,9 +25,23 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 /// that makes a provider fail does not wait long to see it recover.
 pub const FAST_REFRESH: &str = "refresh: { min_backoff: 200ms, max_backoff: 1s }";
 
-/// A free loopback port: bind port 0, read the port, let it go. Another process may grab
-/// it before the gateway binds it; [`Gateway::start`] retries on "address in use".
+/// A free loopback port for the gateway to listen on. It is drawn below the kernel's
+/// ephemeral range, so that the stand-ins of concurrent tests (which bind port 0) and
+/// outgoing connections cannot take it between this check and the gateway's bind; two
+/// gateways drawing the same port is left to [`Gateway::start`]'s retry.
 pub fn free_port() -> u16 {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    if ephemeral_low > 12_000 {
+        for _ in 0..100 {
+            let port = rand::random_range(10_000..ephemeral_low);
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local_addr").port()
 }
