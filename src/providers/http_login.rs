@@ -200,3 +200,64 @@ impl Provider for HttpLogin {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn field(pointer: &str, format: ExpiryFormat) -> ExpiryField {
+        ExpiryField {
+            pointer: pointer.to_owned(),
+            format,
+        }
+    }
+
+    fn now_unix() -> u64 {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    #[test]
+    fn lifetime_in_each_format() {
+        let reply = json!({"a": 600, "b": "600", "c": now_unix() + 600, "d": humantime::format_rfc3339(SystemTime::now() + Duration::from_secs(600)).to_string()});
+        let near = |d: Duration| d.as_secs().abs_diff(600) <= 2;
+        assert!(near(
+            lifetime(&reply, &field("/a", ExpiryFormat::Seconds)).unwrap()
+        ));
+        assert!(near(
+            lifetime(&reply, &field("/b", ExpiryFormat::Seconds)).unwrap()
+        ));
+        assert!(near(
+            lifetime(&reply, &field("/c", ExpiryFormat::Epoch)).unwrap()
+        ));
+        assert!(near(
+            lifetime(&reply, &field("/d", ExpiryFormat::Rfc3339)).unwrap()
+        ));
+    }
+
+    #[test]
+    fn missing_garbled_or_past_lifetimes_are_errors() {
+        let reply = json!({"past": now_unix() - 5, "word": "soon"});
+        let missing = lifetime(&reply, &field("/nope", ExpiryFormat::Seconds)).unwrap_err();
+        assert!(
+            missing.to_string().contains("no lifetime at `/nope`"),
+            "{missing}"
+        );
+        let garbled = lifetime(&reply, &field("/word", ExpiryFormat::Seconds)).unwrap_err();
+        assert!(
+            garbled.to_string().contains("not a whole number"),
+            "{garbled}"
+        );
+        let past = lifetime(&reply, &field("/past", ExpiryFormat::Epoch)).unwrap_err();
+        assert!(past.to_string().contains("already expired"), "{past}");
+    }
+
+    #[test]
+    fn refresh_values_are_escaped_for_where_they_go() {
+        assert_eq!(json_escape("a\"b\\c"), "a\\\"b\\\\c");
+        assert_eq!(percent_encode("a b&c"), "a+b%26c");
+    }
+}
