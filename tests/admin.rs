@@ -230,3 +230,39 @@ async fn admin_and_proxy_listeners_are_separate() {
     assert_ne!(reply.status(), 200);
     assert_eq!(echo.request_count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logs_are_json_lines_by_default() {
+    let (_idp, _echo, yaml) = setup().await;
+    let gateway = Gateway::start(&yaml).await;
+    gateway.wait_ready().await;
+    let (status, _, _) = gateway.get_json("/reports/x").await;
+    assert_eq!(status, 200);
+    let logged = eventually(Duration::from_secs(2), || async {
+        !gateway.stdout().trim().is_empty()
+    })
+    .await;
+    assert!(logged, "nothing logged on stdout");
+    let stdout = gateway.stdout();
+    for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
+        let value: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("a stdout line is not JSON ({e}): {line}"));
+        assert!(value.is_object(), "{line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn log_format_text_is_not_json() {
+    let (_idp, _echo, yaml) = setup().await;
+    let gateway = Gateway::start_with_args(&yaml, &["--log-format", "text"]).await;
+    gateway.wait_ready().await;
+    let stdout = gateway.stdout();
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "nothing logged on stdout");
+    assert!(
+        lines
+            .iter()
+            .all(|l| serde_json::from_str::<Value>(l).is_err()),
+        "text format printed JSON:\n{stdout}"
+    );
+}

@@ -62,6 +62,8 @@ struct EchoState {
     /// (status, how many more requests get it)
     forced: Mutex<Option<(u16, usize)>>,
     delay_ms: AtomicU64,
+    /// Answer with the description of the request (true) or a bare `{"ok":true}`.
+    reflect: AtomicBool,
 }
 
 /// The echo upstream. Answers any method on any path.
@@ -84,6 +86,7 @@ impl EchoUpstream {
             recording: AtomicBool::new(true),
             forced: Mutex::new(None),
             delay_ms: AtomicU64::new(0),
+            reflect: AtomicBool::new(true),
         });
         let router = Router::new().fallback(echo).with_state(state.clone());
         let server = serve_listener(router, listener)?;
@@ -129,6 +132,14 @@ impl EchoUpstream {
     pub fn set_delay(&self, delay: Duration) {
         let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
         self.state.delay_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Answer 200 with the JSON description of the request (true, the default), or with a
+    /// bare `{"ok":true}` (false) like an upstream that does not reflect what it received,
+    /// so that a test of the gateway's own output does not see the credential come back
+    /// in a response body. Requests are recorded either way.
+    pub fn set_reflect(&self, on: bool) {
+        self.state.reflect.store(on, Ordering::SeqCst);
     }
 
     pub async fn stop(self) {
@@ -196,6 +207,10 @@ async fn echo(State(state): State<Arc<EchoState>>, request: Request) -> Response
             StatusCode::PAYLOAD_TOO_LARGE,
             &json!({"error": "request body over 1 MiB"}),
         );
+    }
+
+    if !state.reflect.load(Ordering::SeqCst) {
+        return json_response(StatusCode::OK, &json!({"ok": true}));
     }
 
     let mut header_map = Map::new();
@@ -382,6 +397,34 @@ mod tests {
         assert_eq!(echo.request_count(), 2);
         let paths: Vec<String> = echo.requests().into_iter().map(|r| r.path).collect();
         assert_eq!(paths, ["/b"]);
+    }
+
+    #[tokio::test]
+    async fn without_reflection_the_answer_is_bare_but_recorded() {
+        let echo = EchoUpstream::start().await.unwrap();
+        echo.set_reflect(false);
+        let reply = reqwest::Client::new()
+            .get(format!("{}/quiet", echo.url()))
+            .header("Authorization", "Bearer secret-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200);
+        let text = reply.text().await.unwrap();
+        assert_eq!(text, r#"{"ok":true}"#);
+        let recorded = echo.last_request().unwrap();
+        assert_eq!(
+            recorded.header("authorization"),
+            Some("Bearer secret-token")
+        );
+        echo.set_reflect(true);
+        let body: Value = reqwest::get(format!("{}/loud", echo.url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["path"], "/loud");
     }
 
     #[tokio::test]

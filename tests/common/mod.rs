@@ -187,20 +187,30 @@ impl Gateway {
 
     /// As [`start`](Self::start), with extra environment variables for the process.
     pub async fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Gateway {
-        Self::start_inner(yaml, env, true).await
+        Self::start_inner(yaml, env, &[], true).await
+    }
+
+    /// As [`start`](Self::start), with more arguments after `run --config FILE`.
+    pub async fn start_with_args(yaml: &str, args: &[&str]) -> Gateway {
+        Self::start_inner(yaml, &[], args, true).await
     }
 
     /// Starts the gateway and returns as soon as `/healthz` answers 200, without also
     /// waiting for the proxy listener to accept connections (to test that they go together).
     pub async fn start_healthz_only(yaml: &str) -> Gateway {
-        Self::start_inner(yaml, &[], false).await
+        Self::start_inner(yaml, &[], &[], false).await
     }
 
-    async fn start_inner(yaml: &str, env: &[(&str, &str)], wait_for_proxy: bool) -> Gateway {
+    async fn start_inner(
+        yaml: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+        wait_for_proxy: bool,
+    ) -> Gateway {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match Self::try_start(yaml, env, wait_for_proxy).await {
+            match Self::try_start(yaml, env, args, wait_for_proxy).await {
                 Ok(gateway) => return gateway,
                 Err(StartFailure::PortTaken(logs)) if attempt < 4 => {
                     eprintln!("gateway lost a port race, retrying:\n{logs}");
@@ -215,6 +225,7 @@ impl Gateway {
     async fn try_start(
         yaml: &str,
         env: &[(&str, &str)],
+        args: &[&str],
         wait_for_proxy: bool,
     ) -> Result<Gateway, StartFailure> {
         let proxy = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -225,11 +236,9 @@ impl Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("tollgate.yaml");
         std::fs::write(&config, text).expect("write config");
-        let child = spawn(
-            &["run", "--config", config.to_str().unwrap()],
-            env,
-            dir.path(),
-        );
+        let mut all_args = vec!["run", "--config", config.to_str().unwrap()];
+        all_args.extend_from_slice(args);
+        let child = spawn(&all_args, env, dir.path());
         let mut gateway = Gateway {
             child,
             dir,
@@ -324,6 +333,11 @@ impl Gateway {
             headers,
             serde_json::from_str(&text).unwrap_or(Value::Null),
         )
+    }
+
+    /// What the gateway wrote on stdout so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
     }
 
     /// Everything the gateway wrote on stdout and stderr so far.
@@ -431,7 +445,10 @@ fn spawn(args: &[&str], env: &[(&str, &str)], dir: &Path) -> Child {
         .stdin(Stdio::null())
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::from(stderr))
-        .env_remove("TOLLGATE_CONFIG");
+        .env_remove("TOLLGATE_CONFIG")
+        .env_remove("TOLLGATE_LOG_FORMAT")
+        // The default level unless a test asks for another one.
+        .env_remove("RUST_LOG");
     for (name, value) in env {
         command.env(name, value);
     }
