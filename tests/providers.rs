@@ -10,6 +10,7 @@ use common::*;
 use tollgate::demo::bigid::{BigIdSettings, BigIdStandIn};
 use tollgate::demo::echo::EchoUpstream;
 use tollgate::demo::oauth2::{OAuth2Settings, OAuth2StandIn};
+use tollgate::secret::Secret;
 
 /// Starts a gateway with one provider block and one route `/api/` to `echo`, waits until
 /// ready, sends one request and returns the bearer token the upstream received.
@@ -200,6 +201,32 @@ async fn oauth2_client_auth_basic() {
         .content_type
         .unwrap()
         .starts_with("application/x-www-form-urlencoded"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oauth2_client_auth_basic_encodes_special_characters() {
+    // RFC 6749 §2.3.1: id and secret are form-urlencoded before Basic encoding, so a
+    // secret holding `:`, `+`, `%` or spaces survives the trip.
+    const SECRET: &str = "s3c:r+t %2F/é";
+    let idp = OAuth2StandIn::start(OAuth2Settings {
+        clients: vec![("client:one".into(), Secret::new(SECRET))],
+        ..OAuth2Settings::default()
+    })
+    .await
+    .unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[oauth2(
+            "idp",
+            &idp.token_url(),
+            &format!("client_id: \"client:one\"\nclient_secret: \"{SECRET}\"\nclient_auth: basic"),
+        )],
+        &[route("api", "/api/", &echo.url(), "idp", "")],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let token = token_through(&gateway, &echo).await;
+    assert!(idp.is_valid_access_token(&token));
+    assert_eq!(idp.token_requests(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -420,4 +447,42 @@ async fn providers_are_independent() {
     gateway.wait_ready().await;
     let (status, _, _) = gateway.get_json("/bigid/x").await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn provider_timeout_is_honoured() {
+    let idp = OAuth2StandIn::start(OAuth2Settings::default())
+        .await
+        .unwrap();
+    idp.set_delay(Duration::from_secs(5));
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[oauth2(
+            "idp",
+            &idp.token_url(),
+            "timeout: 500ms\nrefresh: { min_backoff: 200ms, max_backoff: 1s }",
+        )],
+        &[route("api", "/api/", &echo.url(), "idp", "")],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let started = std::time::Instant::now();
+    let (status, headers, body) = gateway.get_json("/api/x").await;
+    let waited = started.elapsed();
+    assert_eq!(status, 503, "{body}");
+    assert_error_body(&body, "credential_unavailable");
+    assert!(headers.contains_key("retry-after"));
+    assert!(
+        waited < Duration::from_secs(2),
+        "the request waited {waited:?} for a provider with a 500ms timeout"
+    );
+    assert_eq!(echo.request_count(), 0);
+    let status = gateway.provider_status("idp").await;
+    let error = status["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(
+        error.contains("time") || error.contains("500ms"),
+        "the error should say the provider timed out: {status}"
+    );
 }

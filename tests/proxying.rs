@@ -115,6 +115,15 @@ async fn strip_prefix_keeps_the_rest_of_the_path_and_the_query() {
     let (status, _, body) = gateway.get_json("/keep/a/b").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["path"], "/keep/a/b");
+
+    // Stripping the whole path leaves `/`, never an empty path.
+    let (status, _, body) = gateway.get_json("/reports/").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["path"], "/");
+    let (status, _, body) = gateway.get_json("/reports/?q=1").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["path"], "/");
+    assert_eq!(body["query"], "q=1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -427,6 +436,72 @@ async fn upstream_401_twice_reaches_the_client_after_one_retry() {
     assert_eq!(status, 200);
     assert!(idp.token_requests() <= 3);
     assert_eq!(echo.request_count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upstream_401_on_a_post_never_retries_without_its_body() {
+    // A POST with a small body may be replayed (then with the same body) or not (then the
+    // client sees the 401); a retry that drops the body is never right.
+    let (idp, echo) = idp_and_echo().await;
+    let gateway = Gateway::start(&simple_config(&idp, &echo.url())).await;
+    gateway.wait_ready().await;
+    echo.respond_next_with(401, 1);
+    let reply = gateway
+        .client()
+        .post(gateway.proxy_url("/reports/upload"))
+        .header("Content-Type", "application/json")
+        .body(r#"{"n":42}"#)
+        .send()
+        .await
+        .unwrap();
+    let status = reply.status().as_u16();
+    let requests = echo.requests();
+    match status {
+        200 => {
+            assert_eq!(requests.len(), 2);
+            for request in &requests {
+                assert_eq!(request.method, "POST");
+                assert_eq!(request.body, br#"{"n":42}"#, "a try lost the body");
+            }
+            assert_ne!(
+                requests[0].header("authorization"),
+                requests[1].header("authorization")
+            );
+        }
+        401 => assert_eq!(
+            requests.len(),
+            1,
+            "a retry happened but the client got the 401"
+        ),
+        other => panic!("unexpected status {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_401s_for_one_token_make_one_relogin() {
+    let (idp, echo) = idp_and_echo().await;
+    let gateway = Gateway::start(&simple_config(&idp, &echo.url())).await;
+    gateway.wait_ready().await;
+    // All 20 first tries arrive (and are marked 401) before any answer goes back.
+    echo.set_delay(std::time::Duration::from_millis(300));
+    echo.respond_next_with(401, 20);
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let client = gateway.client().clone();
+        let url = gateway.proxy_url(&format!("/reports/{i}"));
+        tasks.push(tokio::spawn(async move {
+            client.get(url).send().await.unwrap().status().as_u16()
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 200);
+    }
+    assert_eq!(echo.request_count(), 40, "each request retried once");
+    assert_eq!(
+        idp.token_requests(),
+        2,
+        "20 rejections of the same token should purge it once and log in once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
