@@ -5,8 +5,11 @@
 //! counters and issued tokens in shared state, and can be switched "down" to test how the
 //! gateway behaves when a provider fails. None of them is meant to face a network.
 
+pub mod bagid;
+pub mod bigbucks;
 pub mod bigid;
 pub mod echo;
+pub mod fortanix;
 pub mod jwt;
 pub mod oauth2;
 pub mod stack;

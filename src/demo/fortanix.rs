@@ -1,0 +1,1142 @@
+//! Fortanix DSM session authentication (seed 003):
+//!
+//! - `POST /sys/v1/session/auth`, authenticated either by HTTP Basic (`Authorization: Basic
+//!   base64(id:secret)`, where `id` is a user's email and `secret` their password, or `id`
+//!   an app id (UUID) and `secret` the app's secret), or by a JSON body with a `method`:
+//!   `"password"` (`email`, `password`, optional `recaptcha_response`), `"auth-by-app-name"`
+//!   (`acct_id`, `name`, `password`) or `"ldap-basic-auth"` (`idp_id`, `email`, `password`,
+//!   optional `acct_id`). An optional top-level `token_type` (`"Bearer"` or `"Cookie"`) is
+//!   echoed in the reply (default `"Bearer"`; no cookie is set either way).
+//!   Success is 200 `{"token_type","expires_in","access_token","entity_id"}`; the access
+//!   token is opaque.
+//! - A user with `mfa: true` (by Basic or the `password` method) gets the same 200 plus
+//!   `challenge {u2f_challenge, u2f_keys}` and `allowed_mfa_methods [{"Fido2": {"challenge":
+//!   {"challenge"}}}]`. That token stays unusable ([`FortanixStandIn::is_valid_token`] is
+//!   false): the stand-in does not implement `POST /sys/v1/session/auth/2fa/fido2`.
+//! - `POST /sys/v1/session/terminate` with `Authorization: Bearer <token>`: 204, and the
+//!   token is no longer valid.
+//!
+//! Errors are **plain text** (`text/plain; charset=utf-8`), as DSM answers them:
+//!
+//! | case | status |
+//! |---|---|
+//! | no Basic header and no body `method` (empty body, `{}`, only `token_type`) | 401 |
+//! | wrong email/app id/password/secret, malformed Basic value | 401 |
+//! | body not a JSON object; unknown `method`; the seed's `saml-response`, `oauth-auth-code`, `aws-iam` (not implemented here); a required field missing or not a string; `acct_id` not a UUID; `token_type` not `Bearer`/`Cookie` | 400 |
+//! | terminate without a Bearer token, or with one that is unknown, expired, revoked or already terminated | 401 |
+//! | [`FortanixStandIn::set_available`]`(false)` | 503 |
+//!
+//! With a Basic header the body is optional; when present it must be a JSON object and only
+//! its `token_type` is read. An `Authorization` header of another scheme is ignored.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use rand::RngCore as _;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::{any_loopback_port, json_response, jwt, lock, serve_listener, RunningServer};
+use crate::secret::Secret;
+
+/// `POST` here to start a session.
+pub const AUTH_PATH: &str = "/sys/v1/session/auth";
+/// `POST` here with the bearer token to end the session.
+pub const TERMINATE_PATH: &str = "/sys/v1/session/terminate";
+/// The app id of the default demo app.
+pub const DEMO_APP_ID: &str = "3f8b1a52-6c2e-4d3a-9b7f-0e5d2c1a4b69";
+/// The account id of the default demo app.
+pub const DEMO_ACCT_ID: &str = "a1c0e7d4-2b9f-4e61-8d35-7f4c6b2e9a10";
+
+/// A DSM user: logs in with email and password (Basic, `password` method).
+#[derive(Clone, Debug)]
+pub struct FortanixUser {
+    pub email: String,
+    pub password: Secret,
+    /// The user has an MFA device: logins answer with a 2FA challenge and a token that
+    /// cannot be used.
+    pub mfa: bool,
+}
+
+/// A DSM app: logs in with app id and secret (Basic) or account, name and secret
+/// (`auth-by-app-name`).
+#[derive(Clone, Debug)]
+pub struct FortanixApp {
+    /// A UUID; also the `entity_id` of its sessions.
+    pub app_id: String,
+    pub name: String,
+    /// A UUID.
+    pub acct_id: String,
+    pub secret: Secret,
+}
+
+/// What the stand-in accepts.
+#[derive(Clone, Debug)]
+pub struct FortanixSettings {
+    pub users: Vec<FortanixUser>,
+    pub apps: Vec<FortanixApp>,
+    /// For `ldap-basic-auth`: idp_id, email, password.
+    pub ldap_users: Vec<(String, String, Secret)>,
+    /// Lifetime of access tokens (`expires_in`).
+    pub token_ttl: Duration,
+}
+
+impl Default for FortanixSettings {
+    fn default() -> Self {
+        FortanixSettings {
+            users: vec![FortanixUser {
+                email: "demo@example.com".to_owned(),
+                password: Secret::new("demo-password"),
+                mfa: false,
+            }],
+            apps: vec![FortanixApp {
+                app_id: DEMO_APP_ID.to_owned(),
+                name: "demo-app".to_owned(),
+                acct_id: DEMO_ACCT_ID.to_owned(),
+                secret: Secret::new("demo-app-secret"),
+            }],
+            ldap_users: Vec::new(),
+            token_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The last request `POST /sys/v1/session/auth` received, as received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedAuthRequest {
+    /// `"basic"` for an HTTP Basic login, else the body's `method` (whatever its value),
+    /// or None when the request carried neither.
+    pub method: Option<String>,
+    /// The `Authorization` header.
+    pub authorization: Option<String>,
+    /// The `Content-Type` header.
+    pub content_type: Option<String>,
+    /// The body (lossy UTF-8).
+    pub body: String,
+}
+
+impl RecordedAuthRequest {
+    /// The body as JSON, if it is JSON.
+    pub fn body_json(&self) -> Option<Value> {
+        serde_json::from_str(&self.body).ok()
+    }
+}
+
+/// The `entity_id` the stand-in gives sessions of the user (or LDAP user) `email`: a UUID
+/// derived from the email, stable across runs.
+pub fn user_entity_id(email: &str) -> String {
+    let digest = Sha256::digest(format!("fortanix-user:{email}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    format_uuid(bytes)
+}
+
+/// Format 16 bytes as a version 4, RFC 4122 variant UUID.
+fn format_uuid(mut bytes: [u8; 16]) -> String {
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// 8-4-4-4-12 hex digits.
+fn is_uuid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, len)| g.len() == len && g.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+#[derive(Debug)]
+struct Session {
+    expires_at: Instant,
+    /// Revoked by `revoke_all` or ended by terminate.
+    dead: bool,
+    /// Waiting for a 2FA step that never comes.
+    mfa_pending: bool,
+}
+
+#[derive(Debug, Default)]
+struct TokenStore {
+    order: Vec<String>,
+    by_value: HashMap<String, Session>,
+}
+
+struct Shared {
+    users: Vec<FortanixUser>,
+    apps: Vec<FortanixApp>,
+    ldap_users: Vec<(String, String, Secret)>,
+    token_ttl: Mutex<Duration>,
+    available: AtomicBool,
+    /// Milliseconds to wait before answering (the answer is decided on arrival).
+    delay_ms: AtomicU64,
+    auth_requests: AtomicUsize,
+    terminate_requests: AtomicUsize,
+    tokens: Mutex<TokenStore>,
+    last_auth_request: Mutex<Option<RecordedAuthRequest>>,
+}
+
+impl Shared {
+    /// Hand `response` back after the configured delay.
+    async fn delayed(&self, response: Response) -> Response {
+        let delay = self.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        response
+    }
+}
+
+/// The Fortanix DSM session stand-in.
+pub struct FortanixStandIn {
+    server: RunningServer,
+    shared: Arc<Shared>,
+}
+
+impl FortanixStandIn {
+    /// Start on `127.0.0.1:0`.
+    pub async fn start(settings: FortanixSettings) -> std::io::Result<FortanixStandIn> {
+        Self::start_on(any_loopback_port(), settings).await
+    }
+
+    pub async fn start_on(
+        addr: SocketAddr,
+        settings: FortanixSettings,
+    ) -> std::io::Result<FortanixStandIn> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let shared = Arc::new(Shared {
+            users: settings.users,
+            apps: settings.apps,
+            ldap_users: settings.ldap_users,
+            token_ttl: Mutex::new(settings.token_ttl),
+            available: AtomicBool::new(true),
+            delay_ms: AtomicU64::new(0),
+            auth_requests: AtomicUsize::new(0),
+            terminate_requests: AtomicUsize::new(0),
+            tokens: Mutex::new(TokenStore::default()),
+            last_auth_request: Mutex::new(None),
+        });
+        let router = Router::new()
+            .route(AUTH_PATH, post(session_auth))
+            .route(TERMINATE_PATH, post(session_terminate))
+            .with_state(shared.clone());
+        let server = serve_listener(router, listener)?;
+        Ok(FortanixStandIn { server, shared })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    /// The base URL, `http://127.0.0.1:PORT` (paths are `/sys/v1/...`).
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// `POST /sys/v1/session/auth` requests, whatever the outcome.
+    pub fn auth_requests(&self) -> usize {
+        self.shared.auth_requests.load(Ordering::SeqCst)
+    }
+
+    /// `POST /sys/v1/session/terminate` requests, whatever the outcome.
+    pub fn terminate_requests(&self) -> usize {
+        self.shared.terminate_requests.load(Ordering::SeqCst)
+    }
+
+    /// The last request `POST /sys/v1/session/auth` received.
+    pub fn last_auth_request(&self) -> Option<RecordedAuthRequest> {
+        lock(&self.shared.last_auth_request).clone()
+    }
+
+    /// When down, both endpoints answer 503 `service unavailable` (plain text).
+    pub fn set_available(&self, up: bool) {
+        self.shared.available.store(up, Ordering::SeqCst);
+    }
+
+    /// Wait this long before answering each request (a slow provider); zero to stop.
+    /// The request is counted and its answer decided on arrival, then delivered late.
+    pub fn set_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.shared.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Lifetime of tokens issued from now on.
+    pub fn set_token_ttl(&self, ttl: Duration) {
+        *lock(&self.shared.token_ttl) = ttl;
+    }
+
+    /// Every access token issued (MFA-pending ones included), oldest first.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        lock(&self.shared.tokens).order.clone()
+    }
+
+    /// Issued here, not expired, not revoked, not terminated, and not waiting for 2FA.
+    pub fn is_valid_token(&self, token: &str) -> bool {
+        lock(&self.shared.tokens)
+            .by_value
+            .get(token)
+            .is_some_and(|s| !s.dead && !s.mfa_pending && Instant::now() < s.expires_at)
+    }
+
+    /// Every token issued so far becomes invalid.
+    pub fn revoke_all(&self) {
+        for session in lock(&self.shared.tokens).by_value.values_mut() {
+            session.dead = true;
+        }
+    }
+
+    pub async fn stop(self) {
+        self.server.stop().await
+    }
+}
+
+fn text(status: StatusCode, message: &str) -> Response {
+    let mut response = (status, message.to_owned()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// A refused request: status and plain-text message.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    message: String,
+}
+
+impl Refusal {
+    fn into_response(self) -> Response {
+        text(self.status, &self.message)
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> Refusal {
+    Refusal {
+        status: StatusCode::BAD_REQUEST,
+        message: message.into(),
+    }
+}
+
+fn unauthorized(message: impl Into<String>) -> Refusal {
+    Refusal {
+        status: StatusCode::UNAUTHORIZED,
+        message: message.into(),
+    }
+}
+
+fn unavailable() -> Response {
+    text(StatusCode::SERVICE_UNAVAILABLE, "service unavailable")
+}
+
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+/// `value` without the auth scheme `scheme` (any case), or None for another scheme.
+fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
+    let (given, rest) = value.trim().split_once(' ')?;
+    given
+        .eq_ignore_ascii_case(scheme)
+        .then_some(rest.trim_start())
+}
+
+/// `base64(id ":" secret)` → (id, secret).
+fn decode_basic(encoded: &str) -> Option<(String, String)> {
+    let decoded = STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (id, secret) = text.split_once(':')?;
+    Some((id.to_owned(), secret.to_owned()))
+}
+
+/// Who logged in.
+struct Login {
+    entity_id: String,
+    mfa: bool,
+}
+
+async fn session_auth(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let response = auth_answer(&shared, &headers, &body);
+    shared.delayed(response).await
+}
+
+fn auth_answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
+    shared.auth_requests.fetch_add(1, Ordering::SeqCst);
+    let authorization = header_text(headers, header::AUTHORIZATION);
+    let basic = authorization
+        .as_deref()
+        .and_then(|value| strip_scheme(value, "Basic"));
+    let blank_body = body.iter().all(u8::is_ascii_whitespace);
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    let body_method = parsed
+        .as_ref()
+        .and_then(|v| v.get("method"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    *lock(&shared.last_auth_request) = Some(RecordedAuthRequest {
+        method: if basic.is_some() {
+            Some("basic".to_owned())
+        } else {
+            body_method
+        },
+        authorization: authorization.clone(),
+        content_type: header_text(headers, header::CONTENT_TYPE),
+        body: String::from_utf8_lossy(body).into_owned(),
+    });
+
+    if !shared.available.load(Ordering::SeqCst) {
+        return unavailable();
+    }
+
+    let request = if blank_body {
+        Map::new()
+    } else {
+        match parsed {
+            Some(Value::Object(map)) => map,
+            _ => return bad_request("the request body must be a JSON object").into_response(),
+        }
+    };
+    let token_type = match request.get("token_type") {
+        None | Some(Value::Null) => "Bearer",
+        Some(Value::String(t)) if t == "Bearer" || t == "Cookie" => t.as_str(),
+        Some(_) => {
+            return bad_request("token_type must be \"Bearer\" or \"Cookie\"").into_response()
+        }
+    };
+
+    let login = if let Some(encoded) = basic {
+        basic_login(shared, encoded)
+    } else {
+        match request.get("method") {
+            None => Err(unauthorized("no authentication given")),
+            Some(Value::String(method)) => body_login(shared, method, &request),
+            Some(_) => Err(bad_request("method must be a string")),
+        }
+    };
+    match login {
+        Ok(login) => issue(shared, token_type, login),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+fn basic_login(shared: &Shared, encoded: &str) -> Result<Login, Refusal> {
+    let invalid = || unauthorized("invalid credentials");
+    let Some((id, secret)) = decode_basic(encoded) else {
+        return Err(invalid());
+    };
+    if let Some(user) = shared.users.iter().find(|u| u.email == id) {
+        return if user.password.expose() == secret {
+            Ok(Login {
+                entity_id: user_entity_id(&user.email),
+                mfa: user.mfa,
+            })
+        } else {
+            Err(invalid())
+        };
+    }
+    match shared.apps.iter().find(|a| a.app_id == id) {
+        Some(app) if app.secret.expose() == secret => Ok(Login {
+            entity_id: app.app_id.clone(),
+            mfa: false,
+        }),
+        _ => Err(invalid()),
+    }
+}
+
+/// A required string field, or the 400 answer naming it.
+fn required<'a>(request: &'a Map<String, Value>, field: &str) -> Result<&'a str, Refusal> {
+    match request.get(field) {
+        Some(Value::String(value)) => Ok(value),
+        Some(_) => Err(bad_request(format!("{field} must be a string"))),
+        None => Err(bad_request(format!("missing field {field}"))),
+    }
+}
+
+/// An optional string field (null counts as absent), or the 400 answer naming it.
+fn optional<'a>(request: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>, Refusal> {
+    match request.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(value)) => Ok(Some(value)),
+        Some(_) => Err(bad_request(format!("{field} must be a string or null"))),
+    }
+}
+
+fn uuid_field(field: &str, value: &str) -> Result<(), Refusal> {
+    if is_uuid(value) {
+        Ok(())
+    } else {
+        Err(bad_request(format!("{field} must be a UUID")))
+    }
+}
+
+fn body_login(
+    shared: &Shared,
+    method: &str,
+    request: &Map<String, Value>,
+) -> Result<Login, Refusal> {
+    let invalid = || unauthorized("invalid credentials");
+    match method {
+        "password" => {
+            let email = required(request, "email")?;
+            let password = required(request, "password")?;
+            optional(request, "recaptcha_response")?;
+            match shared.users.iter().find(|u| u.email == email) {
+                Some(user) if user.password.expose() == password => Ok(Login {
+                    entity_id: user_entity_id(&user.email),
+                    mfa: user.mfa,
+                }),
+                _ => Err(invalid()),
+            }
+        }
+        "auth-by-app-name" => {
+            let acct_id = required(request, "acct_id")?;
+            let name = required(request, "name")?;
+            let password = required(request, "password")?;
+            uuid_field("acct_id", acct_id)?;
+            let app = shared.apps.iter().find(|a| {
+                a.acct_id.eq_ignore_ascii_case(acct_id)
+                    && a.name == name
+                    && a.secret.expose() == password
+            });
+            match app {
+                Some(app) => Ok(Login {
+                    entity_id: app.app_id.clone(),
+                    mfa: false,
+                }),
+                None => Err(invalid()),
+            }
+        }
+        "ldap-basic-auth" => {
+            let idp_id = required(request, "idp_id")?;
+            let email = required(request, "email")?;
+            let password = required(request, "password")?;
+            if let Some(acct_id) = optional(request, "acct_id")? {
+                uuid_field("acct_id", acct_id)?;
+            }
+            let known = shared
+                .ldap_users
+                .iter()
+                .any(|(i, e, p)| i == idp_id && e == email && p.expose() == password);
+            if known {
+                Ok(Login {
+                    entity_id: user_entity_id(email),
+                    mfa: false,
+                })
+            } else {
+                Err(invalid())
+            }
+        }
+        "saml-response" | "oauth-auth-code" | "aws-iam" => Err(bad_request(format!(
+            "method {method} is not supported by this stand-in"
+        ))),
+        other => Err(bad_request(format!("unknown method {other}"))),
+    }
+}
+
+fn random_challenge() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Record a session and return the 200 reply (with the 2FA challenge for an MFA user).
+fn issue(shared: &Shared, token_type: &str, login: Login) -> Response {
+    let ttl = *lock(&shared.token_ttl);
+    let access_token = jwt::opaque_token();
+    {
+        let mut tokens = lock(&shared.tokens);
+        tokens.order.push(access_token.clone());
+        tokens.by_value.insert(
+            access_token.clone(),
+            Session {
+                expires_at: Instant::now() + ttl,
+                dead: false,
+                mfa_pending: login.mfa,
+            },
+        );
+    }
+    let mut body = json!({
+        "token_type": token_type,
+        "expires_in": ttl.as_secs(),
+        "access_token": access_token,
+        "entity_id": login.entity_id,
+    });
+    if login.mfa {
+        body["challenge"] = json!({"u2f_challenge": random_challenge(), "u2f_keys": []});
+        body["allowed_mfa_methods"] =
+            json!([{"Fido2": {"challenge": {"challenge": random_challenge()}}}]);
+    }
+    json_response(StatusCode::OK, &body)
+}
+
+async fn session_terminate(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let response = terminate_answer(&shared, &headers);
+    shared.delayed(response).await
+}
+
+fn terminate_answer(shared: &Shared, headers: &HeaderMap) -> Response {
+    shared.terminate_requests.fetch_add(1, Ordering::SeqCst);
+    if !shared.available.load(Ordering::SeqCst) {
+        return unavailable();
+    }
+    let authorization = header_text(headers, header::AUTHORIZATION);
+    let Some(token) = authorization
+        .as_deref()
+        .and_then(|value| strip_scheme(value, "Bearer"))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    else {
+        return unauthorized("a bearer token is required").into_response();
+    };
+    let mut tokens = lock(&shared.tokens);
+    match tokens.by_value.get_mut(token) {
+        // A session waiting for 2FA can be terminated too.
+        Some(session) if !session.dead && Instant::now() < session.expires_at => {
+            session.dead = true;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        _ => unauthorized("invalid or expired session").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(id: &str, secret: &str) -> String {
+        format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
+    }
+
+    /// POST to `path` with an optional Authorization header and an optional raw body
+    /// (sent as application/json); returns status, content type and body text.
+    async fn post(
+        url: String,
+        authorization: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, String, String) {
+        let mut request = reqwest::Client::new().post(url);
+        if let Some(value) = authorization {
+            request = request.header("Authorization", value);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("Content-Type", "application/json")
+                .body(body.to_owned());
+        }
+        let reply = request.send().await.unwrap();
+        let status = reply.status().as_u16();
+        let content_type = reply
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (status, content_type, reply.text().await.unwrap())
+    }
+
+    fn auth_url(dsm: &FortanixStandIn) -> String {
+        format!("{}/sys/v1/session/auth", dsm.url())
+    }
+
+    fn terminate_url(dsm: &FortanixStandIn) -> String {
+        format!("{}/sys/v1/session/terminate", dsm.url())
+    }
+
+    fn json_of(text: &str) -> Value {
+        serde_json::from_str(text).unwrap()
+    }
+
+    fn assert_plain_error(status: u16, content_type: &str, body: &str, want: u16) {
+        assert_eq!(status, want, "{body}");
+        assert_eq!(content_type, "text/plain; charset=utf-8");
+        assert!(!body.is_empty());
+        assert!(serde_json::from_str::<Value>(body).is_err());
+    }
+
+    fn settings_with_everything() -> FortanixSettings {
+        let mut settings = FortanixSettings::default();
+        settings.users.push(FortanixUser {
+            email: "mfa@example.com".into(),
+            password: Secret::new("mfa-password"),
+            mfa: true,
+        });
+        settings.ldap_users.push((
+            "idp-1".into(),
+            "ldap@example.com".into(),
+            Secret::new("ldap-password"),
+        ));
+        settings
+    }
+
+    #[test]
+    fn uuids() {
+        let id = user_entity_id("demo@example.com");
+        assert!(is_uuid(&id), "{id}");
+        assert_eq!(id, user_entity_id("demo@example.com"));
+        assert_ne!(id, user_entity_id("other@example.com"));
+        assert_eq!(&id[14..15], "4");
+        assert!(is_uuid(DEMO_APP_ID) && is_uuid(DEMO_ACCT_ID));
+        assert!(!is_uuid("not-a-uuid"));
+        assert!(!is_uuid("3f8b1a52-6c2e-4d3a-9b7f-0e5d2c1a4b6"));
+        assert!(!is_uuid("3f8b1a52x6c2e-4d3a-9b7f-0e5d2c1a4b69"));
+    }
+
+    #[tokio::test]
+    async fn basic_user_login() {
+        let dsm = FortanixStandIn::start(FortanixSettings::default())
+            .await
+            .unwrap();
+        let auth = basic("demo@example.com", "demo-password");
+        let (status, content_type, body) = post(auth_url(&dsm), Some(&auth), None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(content_type, "application/json");
+        let body = json_of(&body);
+        assert_eq!(body["token_type"], "Bearer");
+        assert_eq!(body["expires_in"], 300);
+        assert_eq!(body["entity_id"], user_entity_id("demo@example.com"));
+        assert!(body.get("challenge").is_none());
+        assert!(body.get("allowed_mfa_methods").is_none());
+        let token = body["access_token"].as_str().unwrap();
+        assert!(dsm.is_valid_token(token));
+        assert!(!dsm.is_valid_token("nope"));
+        assert_eq!(dsm.issued_tokens(), [token]);
+        assert_eq!(dsm.auth_requests(), 1);
+        assert_eq!(dsm.terminate_requests(), 0);
+        let last = dsm.last_auth_request().unwrap();
+        assert_eq!(last.method.as_deref(), Some("basic"));
+        assert_eq!(last.authorization.as_deref(), Some(auth.as_str()));
+        assert_eq!(last.body, "");
+        assert_eq!(last.body_json(), None);
+        dsm.stop().await;
+    }
+
+    #[tokio::test]
+    async fn basic_app_login_and_token_type_in_body() {
+        let dsm = FortanixStandIn::start(FortanixSettings::default())
+            .await
+            .unwrap();
+        let auth = basic(DEMO_APP_ID, "demo-app-secret");
+        let (status, _, body) = post(auth_url(&dsm), Some(&auth), None).await;
+        assert_eq!(status, 200, "{body}");
+        let body = json_of(&body);
+        assert_eq!(body["entity_id"], DEMO_APP_ID);
+        assert!(dsm.is_valid_token(body["access_token"].as_str().unwrap()));
+
+        // The body may ask for a token type; the scheme is case-insensitive.
+        let auth = format!(
+            "basic {}",
+            STANDARD.encode(format!("{DEMO_APP_ID}:demo-app-secret"))
+        );
+        let (status, _, body) = post(
+            auth_url(&dsm),
+            Some(&auth),
+            Some(r#"{"token_type":"Cookie"}"#),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(json_of(&body)["token_type"], "Cookie");
+        let last = dsm.last_auth_request().unwrap();
+        assert_eq!(last.method.as_deref(), Some("basic"));
+        assert_eq!(last.content_type.as_deref(), Some("application/json"));
+        assert_eq!(last.body_json(), Some(json!({"token_type": "Cookie"})));
+        assert_eq!(dsm.issued_tokens().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn bad_basic_credentials_are_401_plain_text() {
+        let dsm = FortanixStandIn::start(FortanixSettings::default())
+            .await
+            .unwrap();
+        let headers = [
+            basic("demo@example.com", "wrong"),
+            basic("nobody@example.com", "demo-password"),
+            basic(DEMO_APP_ID, "wrong"),
+            basic(DEMO_APP_ID, "demo-password"),
+            basic("demo-app", "demo-app-secret"),
+            "Basic !!!notbase64".to_owned(),
+            format!("Basic {}", STANDARD.encode("no-colon")),
+        ];
+        for header in &headers {
+            let (status, content_type, body) = post(auth_url(&dsm), Some(header), None).await;
+            assert_plain_error(status, &content_type, &body, 401);
+        }
+        assert_eq!(dsm.auth_requests(), headers.len());
+        assert!(dsm.issued_tokens().is_empty());
+    }
+
+    #[tokio::test]
+    async fn missing_authentication_is_401() {
+        let dsm = FortanixStandIn::start(FortanixSettings::default())
+            .await
+            .unwrap();
+        for (authorization, body) in [
+            (None, None),
+            (None, Some("{}")),
+            (None, Some(r#"{"token_type":"Bearer"}"#)),
+            (Some("Bearer abc"), None),
+            (
+                Some("Bearer abc"),
+                Some(r#"{"email":"demo@example.com","password":"demo-password"}"#),
+            ),
+        ] {
+            let (status, content_type, text) = post(auth_url(&dsm), authorization, body).await;
+            assert_plain_error(status, &content_type, &text, 401);
+        }
+        assert_eq!(dsm.last_auth_request().unwrap().method, None);
+        assert!(dsm.issued_tokens().is_empty());
+    }
+
+    #[tokio::test]
+    async fn password_method() {
+        let dsm = FortanixStandIn::start(FortanixSettings::default())
+            .await
+            .unwrap();
+        let (status, _, body) = post(
+            auth_url(&dsm),
+            None,
+            Some(r#"{"method":"password","email":"demo@example.com","password":"demo-password"}"#),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let body = json_of(&body);
+        assert_eq!(body["token_type"], "Bearer");
+        assert_eq!(body["entity_id"], user_entity_id("demo@example.com"));
+        assert!(dsm.is_valid_token(body["access_token"].as_str().unwrap()));
+        assert_eq!(
+            dsm.last_auth_request().unwrap().method.as_deref(),
+            Some("password")
+        );
+
+        // recaptcha_response (string or null) and token_type are accepted.
+        for extra in [
+            r#","recaptcha_response":"03AGdBq2"}"#,
+            r#","recaptcha_response":null,"token_type":"Cookie"}"#,
+        ] {
+            let request = format!(
+                r#"{{"method":"password","email":"demo@example.com","password":"demo-password"{extra}"#
+            );
+            let (status, _, body) = post(auth_url(&dsm), None, Some(&request)).await;
+            assert_eq!(status, 200, "{request} {body}");
+        }
+
+        let (status, content_type, body) = post(
+            auth_url(&dsm),
+            None,
+            Some(r#"{"method":"password","email":"demo@example.com","password":"nope"}"#),
+        )
+        .await;
+        assert_plain_error(status, &content_type, &body, 401);
+        let (status, _, _) = post(
+            auth_url(&dsm),
+            None,
+            Some(r#"{"method":"password","email":"x@example.com","password":"demo-password"}"#),
+        )
+        .await;
+        assert_eq!(status, 401);
+        assert_eq!(dsm.auth_requests(), 5);
+        assert_eq!(dsm.issued_tokens().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn auth_by_app_name_method() {
+        let dsm = FortanixStandIn::start(FortanixSettings::default())
+            .await
+            .unwrap();
+        let request = json!({"method": "auth-by-app-name", "acct_id": DEMO_ACCT_ID,
+                             "name": "demo-app", "password": "demo-app-secret"});
+        let (status, _, body) = post(auth_url(&dsm), None, Some(&request.to_string())).await;
+        assert_eq!(status, 200, "{body}");
+        let body = json_of(&body);
+        assert_eq!(body["entity_id"], DEMO_APP_ID);
+        assert!(dsm.is_valid_token(body["access_token"].as_str().unwrap()));
+        assert_eq!(
+            dsm.last_auth_request().unwrap().method.as_deref(),
+            Some("auth-by-app-name")
+        );
+
+        for (field, value) in [
+            ("password", "wrong"),
+            ("name", "other-app"),
+            ("acct_id", "00000000-0000-4000-8000-000000000000"),
+        ] {
+            let mut bad = request.clone();
+            bad[field] = json!(value);
+            let (status, _, _) = post(auth_url(&dsm), None, Some(&bad.to_string())).await;
+            assert_eq!(status, 401, "{field}");
+        }
+        let mut bad = request.clone();
+        bad["acct_id"] = json!("demo-account");
+        let (status, _, _) = post(auth_url(&dsm), None, Some(&bad.to_string())).await;
+        assert_eq!(status, 400);
+    }
+
+    #[tokio::test]
+    async fn ldap_basic_auth_method() {
+        let dsm = FortanixStandIn::start(settings_with_everything())
+            .await
+            .unwrap();
+        let request = json!({"method": "ldap-basic-auth", "idp_id": "idp-1",
+                             "email": "ldap@example.com", "password": "ldap-password"});
+        let (status, _, body) = post(auth_url(&dsm), None, Some(&request.to_string())).await;
+        assert_eq!(status, 200, "{body}");
+        let body = json_of(&body);
+        assert_eq!(body["entity_id"], user_entity_id("ldap@example.com"));
+        assert!(dsm.is_valid_token(body["access_token"].as_str().unwrap()));
+
+        let mut with_acct = request.clone();
+        with_acct["acct_id"] = json!(DEMO_ACCT_ID);
+        let (status, _, _) = post(auth_url(&dsm), None, Some(&with_acct.to_string())).await;
+        assert_eq!(status, 200);
+        with_acct["acct_id"] = Value::Null;
+        let (status, _, _) = post(auth_url(&dsm), None, Some(&with_acct.to_string())).await;
+        assert_eq!(status, 200);
+        with_acct["acct_id"] = json!("nope");
+        let (status, _, _) = post(auth_url(&dsm), None, Some(&with_acct.to_string())).await;
+        assert_eq!(status, 400);
+
+        for (field, value) in [("password", "wrong"), ("idp_id", "idp-2")] {
+            let mut bad = request.clone();
+            bad[field] = json!(value);
+            let (status, _, _) = post(auth_url(&dsm), None, Some(&bad.to_string())).await;
+            assert_eq!(status, 401, "{field}");
+        }
+        // LDAP users are not DSM users: no Basic login for them.
+        let (status, _, _) = post(
+            auth_url(&dsm),
+            Some(&basic("ldap@example.com", "ldap-password")),
+            None,
+        )
+        .await;
+        assert_eq!(status, 401);
+    }
+
+    #[tokio::test]
+    async fn malformed_bodies_and_missing_fields_are_400() {
+        let dsm = FortanixStandIn::start(settings_with_everything())
+            .await
+            .unwrap();
+        let bodies = [
+            "not json",
+            r#"["password"]"#,
+            r#""password""#,
+            r#"{"method":"magic"}"#,
+            r#"{"method":42}"#,
+            r#"{"method":"saml-response","response":"PHNhbWw+"}"#,
+            r#"{"method":"oauth-auth-code","idp_id":"aWRw","code":"c","email":"a@b.c"}"#,
+            r#"{"method":"aws-iam","acct_id":"a1c0e7d4-2b9f-4e61-8d35-7f4c6b2e9a10","region":"eu","headers":{}}"#,
+            r#"{"method":"password","password":"demo-password"}"#,
+            r#"{"method":"password","email":"demo@example.com"}"#,
+            r#"{"method":"password","email":"demo@example.com","password":7}"#,
+            r#"{"method":"password","email":"demo@example.com","password":"demo-password","recaptcha_response":1}"#,
+            r#"{"method":"password","email":"demo@example.com","password":"demo-password","token_type":"Mac"}"#,
+            r#"{"method":"auth-by-app-name","name":"demo-app","password":"demo-app-secret"}"#,
+            r#"{"method":"auth-by-app-name","acct_id":"a1c0e7d4-2b9f-4e61-8d35-7f4c6b2e9a10","password":"demo-app-secret"}"#,
+            r#"{"method":"auth-by-app-name","acct_id":"a1c0e7d4-2b9f-4e61-8d35-7f4c6b2e9a10","name":"demo-app"}"#,
+            r#"{"method":"ldap-basic-auth","email":"ldap@example.com","password":"ldap-password"}"#,
+            r#"{"method":"ldap-basic-auth","idp_id":"idp-1","password":"ldap-password"}"#,
+            r#"{"method":"ldap-basic-auth","idp_id":"idp-1","email":"ldap@example.com"}"#,
+        ];
+        for body in bodies {
+            let (status, content_type, text) = post(auth_url(&dsm), None, Some(body)).await;
+            assert_plain_error(status, &content_type, &text, 400);
+        }
+        // With Basic, the body must still be a JSON object with a valid token_type.
+        let auth = basic("demo@example.com", "demo-password");
+        for body in ["not json", r#"{"token_type":"Mac"}"#] {
+            let (status, _, _) = post(auth_url(&dsm), Some(&auth), Some(body)).await;
+            assert_eq!(status, 400, "{body}");
+        }
+        assert_eq!(dsm.auth_requests(), bodies.len() + 2);
+        assert!(dsm.issued_tokens().is_empty());
+        assert_eq!(
+            dsm.last_auth_request().unwrap().method.as_deref(),
+            Some("basic")
+        );
+    }
+
+    #[tokio::test]
+    async fn mfa_user_gets_a_challenge_and_an_unusable_token() {
+        let dsm = FortanixStandIn::start(settings_with_everything())
+            .await
+            .unwrap();
+        let basic_login = post(
+            auth_url(&dsm),
+            Some(&basic("mfa@example.com", "mfa-password")),
+            None,
+        )
+        .await;
+        let body_login = post(
+            auth_url(&dsm),
+            None,
+            Some(r#"{"method":"password","email":"mfa@example.com","password":"mfa-password"}"#),
+        )
+        .await;
+        for (status, _, body) in [basic_login, body_login] {
+            assert_eq!(status, 200, "{body}");
+            let body = json_of(&body);
+            assert_eq!(body["token_type"], "Bearer");
+            assert_eq!(body["expires_in"], 300);
+            assert_eq!(body["entity_id"], user_entity_id("mfa@example.com"));
+            let challenge = &body["challenge"];
+            assert!(!challenge["u2f_challenge"].as_str().unwrap().is_empty());
+            assert_eq!(challenge["u2f_keys"], json!([]));
+            let methods = body["allowed_mfa_methods"].as_array().unwrap();
+            assert_eq!(methods.len(), 1);
+            assert!(methods[0]["Fido2"]["challenge"]["challenge"].is_string());
+            let token = body["access_token"].as_str().unwrap();
+            assert!(dsm.issued_tokens().iter().any(|t| t == token));
+            assert!(!dsm.is_valid_token(token), "usable only after 2FA");
+        }
+        // A wrong password for an MFA user is a plain 401.
+        let (status, _, _) = post(
+            auth_url(&dsm),
+            Some(&basic("mfa@example.com", "wrong")),
+            None,
+        )
+        .await;
+        assert_eq!(status, 401);
+    }
+
+    #[tokio::test]
+    async fn terminate_ends_the_session() {
+        let dsm = FortanixStandIn::start(FortanixSettings::default())
+            .await
+            .unwrap();
+        let (_, _, body) = post(
+            auth_url(&dsm),
+            Some(&basic("demo@example.com", "demo-password")),
+            None,
+        )
+        .await;
+        let token = json_of(&body)["access_token"].as_str().unwrap().to_owned();
+        assert!(dsm.is_valid_token(&token));
+
+        let (status, _, text) =
+            post(terminate_url(&dsm), Some(&format!("Bearer {token}")), None).await;
+        assert_eq!(status, 204);
+        assert_eq!(text, "");
+        assert!(!dsm.is_valid_token(&token));
+        assert_eq!(dsm.terminate_requests(), 1);
+
+        // Already terminated, unknown, missing, other scheme.
+        for header in [
+            Some(format!("Bearer {token}")),
+            Some("Bearer never-issued".to_owned()),
+            Some("Bearer ".to_owned()),
+            Some(basic("demo@example.com", "demo-password")),
+            None,
+        ] {
+            let (status, content_type, text) =
+                post(terminate_url(&dsm), header.as_deref(), None).await;
+            assert_plain_error(status, &content_type, &text, 401);
+        }
+        assert_eq!(dsm.terminate_requests(), 6);
+        assert_eq!(dsm.auth_requests(), 1);
+    }
+
+    #[tokio::test]
+    async fn unavailable_answers_503_and_still_counts() {
+        let dsm = FortanixStandIn::start(FortanixSettings::default())
+            .await
+            .unwrap();
+        dsm.set_available(false);
+        let auth = basic("demo@example.com", "demo-password");
+        let (status, content_type, text) = post(auth_url(&dsm), Some(&auth), None).await;
+        assert_plain_error(status, &content_type, &text, 503);
+        let (status, _, _) = post(terminate_url(&dsm), Some("Bearer x"), None).await;
+        assert_eq!(status, 503);
+        assert_eq!(dsm.auth_requests(), 1);
+        assert_eq!(dsm.terminate_requests(), 1);
+        assert!(dsm.issued_tokens().is_empty());
+        assert_eq!(
+            dsm.last_auth_request().unwrap().method.as_deref(),
+            Some("basic")
+        );
+        dsm.set_available(true);
+        let (status, _, _) = post(auth_url(&dsm), Some(&auth), None).await;
+        assert_eq!(status, 200);
+    }
+
+    #[tokio::test]
+    async fn ttl_revoke_all_and_expiry() {
+        let dsm = FortanixStandIn::start(FortanixSettings::default())
+            .await
+            .unwrap();
+        let auth = basic("demo@example.com", "demo-password");
+        let (_, _, body) = post(auth_url(&dsm), Some(&auth), None).await;
+        let first = json_of(&body)["access_token"].as_str().unwrap().to_owned();
+        dsm.revoke_all();
+        assert!(!dsm.is_valid_token(&first));
+        // A revoked session cannot be terminated either.
+        let (status, _, _) =
+            post(terminate_url(&dsm), Some(&format!("Bearer {first}")), None).await;
+        assert_eq!(status, 401);
+
+        dsm.set_token_ttl(Duration::from_secs(1));
+        let (_, _, body) = post(auth_url(&dsm), Some(&auth), None).await;
+        let body = json_of(&body);
+        assert_eq!(body["expires_in"], 1);
+        let second = body["access_token"].as_str().unwrap().to_owned();
+        assert!(dsm.is_valid_token(&second));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(!dsm.is_valid_token(&second));
+        assert_eq!(dsm.issued_tokens(), [first, second]);
+    }
+
+    #[tokio::test]
+    async fn delay_slows_the_answer() {
+        let dsm = FortanixStandIn::start(FortanixSettings::default())
+            .await
+            .unwrap();
+        dsm.set_delay(Duration::from_millis(300));
+        let auth = basic("demo@example.com", "demo-password");
+        let started = Instant::now();
+        let (status, _, _) = post(auth_url(&dsm), Some(&auth), None).await;
+        assert_eq!(status, 200);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        dsm.set_delay(Duration::ZERO);
+        let started = Instant::now();
+        let (status, _, _) = post(auth_url(&dsm), Some(&auth), None).await;
+        assert_eq!(status, 200);
+        assert!(started.elapsed() < Duration::from_millis(300));
+    }
+
+    #[tokio::test]
+    async fn other_methods_are_405() {
+        let dsm = FortanixStandIn::start(FortanixSettings::default())
+            .await
+            .unwrap();
+        let client = reqwest::Client::new();
+        for url in [auth_url(&dsm), terminate_url(&dsm)] {
+            assert_eq!(client.get(&url).send().await.unwrap().status(), 405);
+        }
+        assert_eq!(dsm.auth_requests(), 0);
+        assert_eq!(dsm.terminate_requests(), 0);
+    }
+}
