@@ -285,7 +285,9 @@ impl Gateway {
                 );
                 return Err(StartFailure::Other(logs));
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // Poll fast when the point is to catch the moment `/healthz` turns 200.
+            let pause = if wait_for_proxy { 20 } else { 2 };
+            tokio::time::sleep(Duration::from_millis(pause)).await;
         }
     }
 
