@@ -4,71 +4,93 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::bagid::{AttestorStandIn, BagIdSettings, BagIdStandIn};
+use super::bigbucks::{BigBucksSettings, BigBucksStandIn};
 use super::bigid::{BigIdSettings, BigIdStandIn};
 use super::echo::EchoUpstream;
+use super::fortanix::{FortanixSettings, FortanixStandIn};
 use super::oauth2::{OAuth2Settings, OAuth2StandIn};
 
 /// The gateway config of the demo, validated like any other config file.
 pub const CONFIG: &str = include_str!("../../config/demo.yaml");
 
-const OAUTH2_ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 18081);
-const BIGID_ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 18082);
-const ECHO_ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 18090);
+const OAUTH2_PORT: u16 = 18081;
+const BIGID_PORT: u16 = 18082;
+const FORTANIX_PORT: u16 = 18083;
+const BIGBUCKS_PORT: u16 = 18084;
+const BAGID_PORT: u16 = 18085;
+const ATTESTOR_PORT: u16 = 18086;
+const ECHO_PORT: u16 = 18090;
 
+/// The stand-ins stop when this is dropped.
 pub struct DemoStack {
     pub oauth2: OAuth2StandIn,
     pub bigid: BigIdStandIn,
+    pub fortanix: FortanixStandIn,
+    pub bigbucks: BigBucksStandIn,
+    pub bagid: BagIdStandIn,
+    pub attestor: AttestorStandIn,
     pub echo: EchoUpstream,
 }
 
 impl DemoStack {
     pub async fn start() -> std::io::Result<DemoStack> {
-        let oauth2 = OAuth2StandIn::start_on(
-            SocketAddr::from(OAUTH2_ADDR),
-            OAuth2Settings {
-                token_ttl: Duration::from_secs(120),
-                ..OAuth2Settings::default()
-            },
-        )
-        .await
-        .map_err(|e| with_addr(e, OAUTH2_ADDR))?;
-        let bigid = BigIdStandIn::start_on(SocketAddr::from(BIGID_ADDR), BigIdSettings::default())
-            .await
-            .map_err(|e| with_addr(e, BIGID_ADDR))?;
-        let echo = EchoUpstream::start_on(SocketAddr::from(ECHO_ADDR))
-            .await
-            .map_err(|e| with_addr(e, ECHO_ADDR))?;
+        let oauth2_settings = OAuth2Settings {
+            token_ttl: Duration::from_secs(120),
+            ..OAuth2Settings::default()
+        };
         Ok(DemoStack {
-            oauth2,
-            bigid,
-            echo,
+            oauth2: at(OAUTH2_PORT, OAuth2StandIn::start_on(addr(OAUTH2_PORT), oauth2_settings).await)?,
+            bigid: at(BIGID_PORT, BigIdStandIn::start_on(addr(BIGID_PORT), BigIdSettings::default()).await)?,
+            fortanix: at(
+                FORTANIX_PORT,
+                FortanixStandIn::start_on(addr(FORTANIX_PORT), FortanixSettings::default()).await,
+            )?,
+            bigbucks: at(
+                BIGBUCKS_PORT,
+                BigBucksStandIn::start_on(addr(BIGBUCKS_PORT), BigBucksSettings::default()).await,
+            )?,
+            bagid: at(BAGID_PORT, BagIdStandIn::start_on(addr(BAGID_PORT), BagIdSettings::default()).await)?,
+            attestor: at(ATTESTOR_PORT, AttestorStandIn::start_on(addr(ATTESTOR_PORT)).await)?,
+            echo: at(ECHO_PORT, EchoUpstream::start_on(addr(ECHO_PORT)).await)?,
         })
     }
 }
 
-fn with_addr(error: std::io::Error, addr: ([u8; 4], u16)) -> std::io::Error {
-    std::io::Error::new(
-        error.kind(),
-        format!(
-            "demo stand-in cannot listen on {}: {error}",
-            SocketAddr::from(addr)
-        ),
-    )
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Names the port in a bind failure, the usual cause being another demo still running.
+fn at<T>(port: u16, started: std::io::Result<T>) -> std::io::Result<T> {
+    started.map_err(|error| {
+        std::io::Error::new(
+            error.kind(),
+            format!("demo stand-in cannot listen on {}: {error}", addr(port)),
+        )
+    })
 }
 
 /// What to try once the demo runs.
 pub fn instructions() -> String {
     [
         "tollgate demo is running: gateway on http://127.0.0.1:8080, admin on http://127.0.0.1:9901",
-        "stand-ins: OAuth2 token endpoint :18081, BigID :18082, echo upstream :18090",
+        "stand-ins: OAuth2 :18081, BigID :18082, Fortanix DSM :18083, BigBucks Auth Engine :18084,",
+        "           BagID :18085 (attestor :18086), echo upstream :18090",
         "",
-        "Try (the echo upstream shows the headers it received, with the injected credential):",
-        "  curl -s localhost:8080/oauth2/anything                        # Bearer token from the OAuth2 client_credentials grant",
-        "  curl -s localhost:8080/bigid/anything                         # BigID system token (user token exchange)",
-        "  curl -s localhost:8080/bigid-session/anything                 # BigID session token (username/password)",
-        "  curl -s -H 'Authorization: Bearer mine' localhost:8080/oauth2/x  # your header is replaced",
-        "  curl -s localhost:8080/nowhere                                # 404 no_route",
-        "  curl -s localhost:9901/status                                 # token state and fingerprints, never tokens",
+        "Each route injects its provider's credential; the echo upstream shows what it received:",
+        "  curl -s localhost:8080/oauth2/anything          # oauth2 client_credentials: Authorization: Bearer <JWT>",
+        "  curl -s localhost:8080/bigid/anything           # bigid user token -> system token",
+        "  curl -s localhost:8080/bigid-session/anything   # bigid username/password session",
+        "  curl -s localhost:8080/dsm/anything             # fortanix app id + secret (HTTP Basic)",
+        "  curl -s localhost:8080/engine/anything          # bigbucks signin: X-Auth: <JWT>",
+        "  curl -s localhost:8080/bagid/anything           # bagid b2b_secret: Authorization: <tokenType> <JWT>",
+        "  curl -s localhost:8080/bagid-guest/anything     # bagid guest: nonce + attestation",
+        "  curl -s localhost:8080/static/anything          # static API key: X-Api-Key",
+        "  curl -s localhost:8080/declared/anything        # http: the BigID login declared in YAML",
+        "  curl -s -H 'Authorization: Bearer mine' localhost:8080/oauth2/x   # your header is replaced",
+        "  curl -s localhost:8080/nowhere                  # 404 no_route",
+        "  curl -s localhost:9901/status                   # token state and fingerprints, never tokens",
         "  curl -s localhost:9901/metrics | grep tollgate_",
         "",
         "Ctrl-C stops it.",
