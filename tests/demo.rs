@@ -1,0 +1,94 @@
+//! `tollgate demo` as a user runs it: every demo route shows its injected credential, and
+//! Ctrl-C (SIGINT) ends it cleanly. The demo uses fixed ports, so this file holds one test.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The demo's routes and the header each one injects.
+const ROUTES: [(&str, &str, &str); 9] = [
+    ("oauth2", "authorization", "Bearer eyJ"),
+    ("bigid", "authorization", "Bearer eyJ"),
+    ("bigid-session", "authorization", "Bearer eyJ"),
+    ("dsm", "authorization", "Bearer "),
+    ("engine", "x-auth", "eyJ"),
+    ("bagid", "authorization", "Bearer eyJ"),
+    ("bagid-guest", "authorization", "Bearer eyJ"),
+    ("static", "x-api-key", "demo-api-key"),
+    ("declared", "authorization", "Bearer eyJ"),
+];
+
+struct Demo(std::process::Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_routes_show_their_credentials_and_ctrl_c_exits_cleanly() {
+    let mut demo = Demo(
+        Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("demo")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tollgate demo starts"),
+    );
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = client.get("http://127.0.0.1:9901/readyz").send().await;
+        if ready.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "demo not ready within 20 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    for (route, header, prefix) in ROUTES {
+        let reply: Value = client
+            .get(format!("http://127.0.0.1:8080/{route}/anything"))
+            .header(header, "caller-supplied")
+            .send()
+            .await
+            .expect("demo answers")
+            .json()
+            .await
+            .expect("echo JSON");
+        let value = reply["headers"][header].as_str().unwrap_or_default();
+        assert!(value.starts_with(prefix), "{route}: {header} is {value:?}");
+        assert!(
+            value.len() > prefix.len() || prefix == "demo-api-key",
+            "{route}: empty credential"
+        );
+        assert!(
+            !value.contains("caller-supplied"),
+            "{route}: the caller's {header} was forwarded"
+        );
+        assert_eq!(
+            reply["path"].as_str().map(|p| p.ends_with("/anything")),
+            Some(true),
+            "{route}"
+        );
+    }
+
+    let pid = demo.0.id().to_string();
+    let sent = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = demo.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "demo did not exit on SIGINT");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "demo exited with {status}");
+}
