@@ -89,7 +89,11 @@ impl App {
             tokens: Arc::clone(&self.tokens),
             metrics: Arc::clone(&self.metrics),
         };
+        let proxy_addrs = self.config.server.listen.clone();
         self.control.spawn(async move {
+            // /healthz must not answer before the proxy accepts, so the admin listener
+            // (bound already, its backlog holding early probes) serves only from then on.
+            wait_until_accepting(&proxy_addrs).await;
             match tokio::net::TcpListener::from_std(admin_listener) {
                 Ok(listener) => admin::serve(listener, state).await,
                 Err(error) => tracing::error!(%error, "admin listener failed"),
@@ -139,6 +143,22 @@ impl App {
         // `self.control` lives on this frame, which run_forever never leaves.
         let _control = self.control;
         server.run_forever()
+    }
+}
+
+/// Returns once every proxy listener accepts connections (pingora binds them itself).
+async fn wait_until_accepting(addrs: &[std::net::SocketAddr]) {
+    for addr in addrs {
+        let mut probe = *addr;
+        if probe.ip().is_unspecified() {
+            probe.set_ip(match probe {
+                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        while tokio::net::TcpStream::connect(probe).await.is_err() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 }
 

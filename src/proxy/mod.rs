@@ -74,6 +74,7 @@ impl Gateway {
         kind: ErrorKind,
         detail: &str,
         retry_after: Option<u64>,
+        close: bool,
     ) {
         let body = ErrorBody {
             error: kind,
@@ -85,7 +86,7 @@ impl Gateway {
                 .map(|c| c.provider_name.as_str()),
             detail,
         };
-        if let Err(error) = send_error(session, &body, retry_after, &ctx.request_id).await {
+        if let Err(error) = send_error(session, &body, retry_after, &ctx.request_id, close).await {
             tracing::debug!(%error, "could not send the error response");
         }
     }
@@ -95,6 +96,7 @@ impl Gateway {
         session: &mut Session,
         ctx: &RequestContext,
         unavailable: &CredentialUnavailable,
+        close: bool,
     ) {
         if let Some(route) = &ctx.route {
             self.metrics
@@ -113,6 +115,7 @@ impl Gateway {
             ErrorKind::CredentialUnavailable,
             &detail,
             Some(retry_after),
+            close,
         )
         .await;
     }
@@ -159,6 +162,7 @@ impl ProxyHttp for Gateway {
                 ErrorKind::NoRoute,
                 "no route matches this host and path",
                 None,
+                false,
             )
             .await;
             return Ok(true);
@@ -168,7 +172,8 @@ impl ProxyHttp for Gateway {
             match self.tokens.credential(credential.provider).await {
                 Ok(token) => ctx.token = Some(token),
                 Err(unavailable) => {
-                    self.refuse_unavailable(session, ctx, &unavailable).await;
+                    self.refuse_unavailable(session, ctx, &unavailable, false)
+                        .await;
                     return Ok(true);
                 }
             }
@@ -329,7 +334,8 @@ impl ProxyHttp for Gateway {
             };
         }
         if let Some(unavailable) = ctx.unavailable.clone() {
-            self.refuse_unavailable(session, ctx, &unavailable).await;
+            self.refuse_unavailable(session, ctx, &unavailable, true)
+                .await;
             return FailToProxy {
                 error_code: 503,
                 can_reuse_downstream: false,
@@ -365,7 +371,7 @@ impl ProxyHttp for Gateway {
             ErrorKind::BadRequest => "the request could not be read",
             _ => "the gateway failed to proxy the request",
         };
-        self.refuse(session, ctx, kind, detail, None).await;
+        self.refuse(session, ctx, kind, detail, None, true).await;
         FailToProxy {
             error_code: kind.status(),
             can_reuse_downstream: false,

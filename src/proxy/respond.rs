@@ -40,11 +40,14 @@ pub struct ErrorBody<'a> {
 }
 
 /// Writes the JSON error; `retry_after` becomes a `Retry-After` header in whole seconds.
+/// `close` ends the connection after the answer (pingora does not reuse a downstream
+/// connection once a request failed past upstream selection).
 pub async fn send_error(
     session: &mut Session,
     body: &ErrorBody<'_>,
     retry_after_seconds: Option<u64>,
     request_id: &str,
+    close: bool,
 ) -> pingora::Result<()> {
     let json = serde_json::to_vec(body).unwrap_or_else(|_| b"{\"error\":\"internal\"}".to_vec());
     let mut header = ResponseHeader::build(body.error.status(), Some(5))?;
@@ -56,7 +59,7 @@ pub async fn send_error(
         header.insert_header(http::header::RETRY_AFTER, seconds.max(1).to_string())?;
     }
     // An unread request body would be taken for the next request on this connection.
-    if !session.is_body_empty() {
+    if close || !session.is_body_empty() {
         session.set_keepalive(None);
     }
     session

@@ -39,17 +39,17 @@ pub fn upstream_request(
         };
         // The caller's own copy must never reach the upstream next to ours.
         request.remove_header(&credential.header);
-        let value = HeaderValue::from_str(
-            &credential
-                .format
-                .render(token.value.expose(), &token.token_type),
-        )
-        .map_err(|_| {
+        let rendered = credential
+            .format
+            .render(token.value.expose(), &token.token_type);
+        let mut value = HeaderValue::from_str(&rendered).map_err(|_| {
             Error::explain(
                 ErrorType::InternalError,
                 "token is not a valid header value",
             )
         })?;
+        // Sensitive values print as "Sensitive" in pingora's debug log of the request.
+        value.set_sensitive(true);
         request.insert_header(credential.header.clone(), value)?;
     }
     if let Some(client) = client {
@@ -66,4 +66,19 @@ pub fn upstream_request(
     request.insert_header("x-forwarded-proto", "http")?;
     request.insert_header("x-request-id", request_id)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sensitive_header_value_does_not_print() {
+        let mut value = HeaderValue::from_static("Bearer secret-token");
+        value.set_sensitive(true);
+        let mut request = RequestHeader::build("GET", b"/x", None).unwrap();
+        request.insert_header("authorization", value).unwrap();
+        let printed = format!("{request:?}");
+        assert!(!printed.contains("secret-token"), "{printed}");
+    }
 }
