@@ -40,8 +40,14 @@ impl DemoStack {
             ..OAuth2Settings::default()
         };
         Ok(DemoStack {
-            oauth2: at(OAUTH2_PORT, OAuth2StandIn::start_on(addr(OAUTH2_PORT), oauth2_settings).await)?,
-            bigid: at(BIGID_PORT, BigIdStandIn::start_on(addr(BIGID_PORT), BigIdSettings::default()).await)?,
+            oauth2: at(
+                OAUTH2_PORT,
+                OAuth2StandIn::start_on(addr(OAUTH2_PORT), oauth2_settings).await,
+            )?,
+            bigid: at(
+                BIGID_PORT,
+                BigIdStandIn::start_on(addr(BIGID_PORT), BigIdSettings::default()).await,
+            )?,
             fortanix: at(
                 FORTANIX_PORT,
                 FortanixStandIn::start_on(addr(FORTANIX_PORT), FortanixSettings::default()).await,
@@ -50,8 +56,14 @@ impl DemoStack {
                 BIGBUCKS_PORT,
                 BigBucksStandIn::start_on(addr(BIGBUCKS_PORT), BigBucksSettings::default()).await,
             )?,
-            bagid: at(BAGID_PORT, BagIdStandIn::start_on(addr(BAGID_PORT), BagIdSettings::default()).await)?,
-            attestor: at(ATTESTOR_PORT, AttestorStandIn::start_on(addr(ATTESTOR_PORT)).await)?,
+            bagid: at(
+                BAGID_PORT,
+                BagIdStandIn::start_on(addr(BAGID_PORT), BagIdSettings::default()).await,
+            )?,
+            attestor: at(
+                ATTESTOR_PORT,
+                AttestorStandIn::start_on(addr(ATTESTOR_PORT)).await,
+            )?,
             echo: at(ECHO_PORT, EchoUpstream::start_on(addr(ECHO_PORT)).await)?,
         })
     }
