@@ -1,0 +1,572 @@
+//! End to end: the provider types `fortanix` and `bigbucks` log in the way their stand-ins
+//! expect, and the header the echo upstream receives carries their token. (`static` and
+//! `http` are in provider_types_static_http.rs, `bagid` in provider_types_bagid.rs, the leak
+//! check across all of them in provider_types_leaks.rs.)
+
+mod common;
+mod provider_types_support;
+
+use std::time::Duration;
+
+use common::*;
+use provider_types_support::*;
+use serde_json::json;
+use tollgate::demo::bigbucks::{BigBucksSettings, BigBucksStandIn};
+use tollgate::demo::echo::EchoUpstream;
+use tollgate::demo::fortanix::{
+    FortanixSettings, FortanixStandIn, FortanixUser, DEMO_ACCT_ID, DEMO_APP_ID,
+};
+use tollgate::secret::Secret;
+
+fn fortanix_basic(name: &str, base_url: &str, id: &str, secret: &str, extra: &str) -> String {
+    provider(
+        name,
+        "fortanix",
+        &format!(
+            "base_url: {base_url}\nbasic: {{ username: \"{id}\", password: \"{secret}\" }}\n{extra}"
+        ),
+    )
+}
+
+// ----- Fortanix DSM --------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fortanix_basic_app_credentials_give_a_bearer_session_token() {
+    let dsm = FortanixStandIn::start(FortanixSettings::default())
+        .await
+        .unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[fortanix_basic(
+            "dsm",
+            &dsm.url(),
+            DEMO_APP_ID,
+            "demo-app-secret",
+            "",
+        )],
+        &[route("dsm", "/dsm/", &echo.url(), "dsm", "")],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    gateway.wait_ready().await;
+    let token = bearer_of(&upstream_header(&gateway, "/dsm/sys/v1/keys", "Authorization").await);
+    assert!(
+        dsm.is_valid_token(&token),
+        "not a live DSM session: {token}"
+    );
+    assert_eq!(dsm.issued_tokens(), vec![token.clone()]);
+    assert_eq!(dsm.auth_requests(), 1);
+    let auth = dsm.last_auth_request().unwrap();
+    assert_eq!(auth.method.as_deref(), Some("basic"));
+    assert_eq!(
+        auth.authorization,
+        Some(format!(
+            "Basic {}",
+            basic_pair(DEMO_APP_ID, "demo-app-secret")
+        ))
+    );
+    assert_eq!(echo.last_request().unwrap().path, "/sys/v1/keys");
+    // expires_in (300 s) gives the lifetime.
+    let status = gateway.provider_status("dsm").await;
+    let left = status["seconds_to_expiry"].as_u64().unwrap();
+    assert!((290..=300).contains(&left), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fortanix_body_methods_send_their_json_bodies() {
+    let mut settings = FortanixSettings::default();
+    settings.ldap_users.push((
+        "idp-1".into(),
+        "ldap@example.com".into(),
+        Secret::new("ldap-password"),
+    ));
+    // One stand-in per method, as each keeps only its last request.
+    let by_password = FortanixStandIn::start(settings.clone()).await.unwrap();
+    let by_name = FortanixStandIn::start(settings.clone()).await.unwrap();
+    let by_ldap = FortanixStandIn::start(settings).await.unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[
+            provider(
+                "dsm-password",
+                "fortanix",
+                &format!(
+                    "base_url: {}\nbody:\n  method: password\n  email: demo@example.com\n  password: demo-password",
+                    by_password.url()
+                ),
+            ),
+            provider(
+                "dsm-name",
+                "fortanix",
+                &format!(
+                    "base_url: {}\nbody:\n  method: auth-by-app-name\n  acct_id: {DEMO_ACCT_ID}\n  name: demo-app\n  password: demo-app-secret",
+                    by_name.url()
+                ),
+            ),
+            provider(
+                "dsm-ldap",
+                "fortanix",
+                &format!(
+                    "base_url: {}\nbody:\n  method: ldap-basic-auth\n  idp_id: idp-1\n  email: ldap@example.com\n  password: ldap-password\n  acct_id: {DEMO_ACCT_ID}",
+                    by_ldap.url()
+                ),
+            ),
+        ],
+        &[
+            route("password", "/password/", &echo.url(), "dsm-password", ""),
+            route("name", "/name/", &echo.url(), "dsm-name", ""),
+            route("ldap", "/ldap/", &echo.url(), "dsm-ldap", ""),
+        ],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    gateway.wait_ready().await;
+    let cases = [
+        (
+            "/password/x",
+            &by_password,
+            "password",
+            json!({"method": "password", "email": "demo@example.com", "password": "demo-password"}),
+        ),
+        (
+            "/name/x",
+            &by_name,
+            "auth-by-app-name",
+            json!({"method": "auth-by-app-name", "acct_id": DEMO_ACCT_ID, "name": "demo-app", "password": "demo-app-secret"}),
+        ),
+        (
+            "/ldap/x",
+            &by_ldap,
+            "ldap-basic-auth",
+            json!({"method": "ldap-basic-auth", "idp_id": "idp-1", "email": "ldap@example.com", "password": "ldap-password", "acct_id": DEMO_ACCT_ID}),
+        ),
+    ];
+    for (path, dsm, method, body) in cases {
+        let token = bearer_of(&upstream_header(&gateway, path, "Authorization").await);
+        assert!(dsm.is_valid_token(&token), "{method}: {token}");
+        assert_eq!(dsm.auth_requests(), 1, "{method}");
+        let auth = dsm.last_auth_request().unwrap();
+        assert_eq!(auth.method.as_deref(), Some(method));
+        assert_eq!(auth.authorization, None, "{method}: no Basic with a body");
+        assert!(
+            auth.content_type
+                .as_deref()
+                .is_some_and(|c| c.starts_with("application/json")),
+            "{method}: {auth:?}"
+        );
+        assert_eq!(auth.body_json(), Some(body), "{method}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fortanix_expires_in_drives_the_refresh() {
+    let dsm = FortanixStandIn::start(FortanixSettings {
+        token_ttl: Duration::from_secs(2),
+        ..FortanixSettings::default()
+    })
+    .await
+    .unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[fortanix_basic(
+            "dsm",
+            &dsm.url(),
+            DEMO_APP_ID,
+            "demo-app-secret",
+            SHORT_REFRESH,
+        )],
+        &[route("dsm", "/dsm/", &echo.url(), "dsm", "")],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    gateway.wait_ready().await;
+    let status = gateway.provider_status("dsm").await;
+    assert!(
+        status["seconds_to_expiry"].as_u64().unwrap() <= 2,
+        "expires_in, not default_ttl: {status}"
+    );
+    // Requests all along the first token's lifetime and past it: none fails, and a second
+    // session is opened before the first one ends.
+    let mut seen = Vec::new();
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(2600) {
+        let token = bearer_of(&upstream_header(&gateway, "/dsm/x", "Authorization").await);
+        if !seen.contains(&token) {
+            seen.push(token);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(dsm.auth_requests() >= 2, "{} auths", dsm.auth_requests());
+    assert!(seen.len() >= 2, "one token all along: {seen:?}");
+    let issued = dsm.issued_tokens();
+    assert!(seen.iter().all(|t| issued.contains(t)));
+    let metrics = gateway.metrics().await;
+    assert_eq!(
+        sample_sum(
+            &metrics,
+            "tollgate_token_requests_total",
+            &[("provider", "dsm"), ("outcome", "failure")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        sample_sum(
+            &metrics,
+            "tollgate_credential_unavailable_total",
+            &[("route", "dsm")]
+        ),
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fortanix_mfa_user_is_a_clear_error_that_is_not_retried_soon() {
+    const MFA_PASSWORD: &str = "mfa-pw-Hx73q";
+    let mut settings = FortanixSettings::default();
+    settings.users.push(FortanixUser {
+        email: "mfa@example.com".into(),
+        password: Secret::new(MFA_PASSWORD),
+        mfa: true,
+    });
+    let dsm = FortanixStandIn::start(settings).await.unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[fortanix_basic(
+            "dsm",
+            &dsm.url(),
+            "mfa@example.com",
+            MFA_PASSWORD,
+            "refresh: { min_backoff: 200ms, max_backoff: 30s }",
+        )],
+        &[route("dsm", "/dsm/", &echo.url(), "dsm", "")],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let status = wait_failed(&gateway, "dsm").await;
+    let says_mfa = |text: &str| {
+        let lower = text.to_ascii_lowercase();
+        (lower.contains("mfa") || lower.contains("multi-factor"))
+            && lower.contains("app credential")
+    };
+    let last_error = status["last_error"].as_str().unwrap_or_default();
+    assert!(says_mfa(last_error), "/status last_error: {status}");
+    assert_eq!(status["state"], "unavailable", "{status}");
+    let (body, detail) = unavailable(&gateway, "/dsm/x", "dsm").await;
+    assert!(says_mfa(&detail), "503 detail: {body}");
+    // The longest backoff: no second login within 2 s, even with requests coming in.
+    for _ in 0..10 {
+        let (code, _, _) = gateway.get_json("/dsm/x").await;
+        assert_eq!(code, 503);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(dsm.auth_requests(), 1);
+    let status = gateway.provider_status("dsm").await;
+    assert!(
+        status["retry_in_seconds"].as_u64().unwrap_or(0) >= 20,
+        "{status}"
+    );
+    assert_eq!(echo.request_count(), 0);
+    // Neither the password nor the unusable session token shows.
+    let mut needles = dsm.issued_tokens();
+    assert_eq!(needles.len(), 1);
+    needles.push(MFA_PASSWORD.to_owned());
+    assert_absent("the 503 body", &body.to_string(), &needles);
+    assert_absent("the logs", &gateway.logs(), &needles);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fortanix_wrong_secret_is_503_without_the_secret() {
+    const WRONG: &str = "wrong-dsm-secret-Q8v2m";
+    let dsm = FortanixStandIn::start(FortanixSettings::default())
+        .await
+        .unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[fortanix_basic("dsm", &dsm.url(), DEMO_APP_ID, WRONG, "")],
+        &[route("dsm", "/dsm/", &echo.url(), "dsm", "")],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    wait_failed(&gateway, "dsm").await;
+    let (body, detail) = unavailable(&gateway, "/dsm/x", "dsm").await;
+    let lower = detail.to_ascii_lowercase();
+    assert!(
+        lower.contains("rejected") && lower.contains("401"),
+        "the detail should say the credentials were rejected: {body}"
+    );
+    assert!(!lower.contains("multi-factor"), "{body}");
+    let needles = [WRONG.to_owned(), basic_pair(DEMO_APP_ID, WRONG)];
+    assert_absent("the 503 body", &body.to_string(), &needles);
+    assert_absent("the logs", &gateway.logs(), &needles);
+    assert_absent("/status", &gateway.status().await.to_string(), &needles);
+    assert!(dsm.issued_tokens().is_empty());
+    assert_eq!(echo.request_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fortanix_terminate_on_shutdown_ends_the_session_on_sigterm() {
+    let dsm = FortanixStandIn::start(FortanixSettings::default())
+        .await
+        .unwrap();
+    let kept = FortanixStandIn::start(FortanixSettings::default())
+        .await
+        .unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[
+            fortanix_basic(
+                "dsm",
+                &dsm.url(),
+                DEMO_APP_ID,
+                "demo-app-secret",
+                "terminate_on_shutdown: true",
+            ),
+            fortanix_basic("kept", &kept.url(), DEMO_APP_ID, "demo-app-secret", ""),
+        ],
+        &[
+            route("dsm", "/dsm/", &echo.url(), "dsm", ""),
+            route("kept", "/kept/", &echo.url(), "kept", ""),
+        ],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    gateway.wait_ready().await;
+    let token = bearer_of(&upstream_header(&gateway, "/dsm/x", "Authorization").await);
+    let kept_token = bearer_of(&upstream_header(&gateway, "/kept/x", "Authorization").await);
+    assert!(dsm.is_valid_token(&token));
+    assert_eq!(dsm.terminate_requests(), 0);
+
+    let pid = gateway_pid(&gateway);
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(kill.success());
+    let ended = eventually(Duration::from_secs(4), || async {
+        dsm.terminate_requests() >= 1
+    })
+    .await;
+    assert!(ended, "no terminate call\n{}", gateway.logs());
+    assert_eq!(dsm.terminate_requests(), 1);
+    assert!(!dsm.is_valid_token(&token), "the session is still open");
+    // Only the provider configured to do so ends its session.
+    assert_eq!(kept.terminate_requests(), 0);
+    assert!(kept.is_valid_token(&kept_token));
+}
+
+// ----- BigBucks Auth Engine ------------------------------------------------------------
+
+fn bigbucks(name: &str, base_url: &str, username: &str, password: &str, extra: &str) -> String {
+    provider(
+        name,
+        "bigbucks",
+        &format!("base_url: {base_url}\nusername: {username}\npassword: {password}\n{extra}"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bigbucks_signin_body_and_x_auth_injection() {
+    let engine = BigBucksStandIn::start(BigBucksSettings::default())
+        .await
+        .unwrap();
+    let guarded = BigBucksStandIn::start(BigBucksSettings {
+        required_recaptcha: Some("captcha-ok-7Tg".into()),
+        ..BigBucksSettings::default()
+    })
+    .await
+    .unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[
+            bigbucks(
+                "engine",
+                &engine.base_url(),
+                "svc-reporting",
+                "engine-password",
+                "",
+            ),
+            bigbucks(
+                "guarded",
+                &guarded.base_url(),
+                "svc-reporting",
+                "engine-password",
+                "recaptcha: captcha-ok-7Tg",
+            ),
+        ],
+        &[
+            route_with(
+                "engine",
+                "/engine/",
+                &echo.url(),
+                "engine",
+                "X-Auth",
+                "{token}",
+            ),
+            route_with(
+                "guarded",
+                "/guarded/",
+                &echo.url(),
+                "guarded",
+                "X-Auth",
+                "{token}",
+            ),
+        ],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    gateway.wait_ready().await;
+
+    let token = upstream_header(&gateway, "/engine/me", "X-Auth").await;
+    assert!(engine.is_valid_token(&token), "{token}");
+    assert_eq!(subject(&token), "svc-reporting");
+    assert_eq!(engine.issued_tokens(), vec![token.clone()]);
+    let request = echo.last_request().unwrap();
+    assert_eq!(
+        request.header("authorization"),
+        None,
+        "only X-Auth is added"
+    );
+    assert_eq!(request.header_values("x-auth"), vec![token.as_str()]);
+    assert_eq!(engine.signin_requests(), 1);
+    assert_eq!(
+        engine.last_signin_request().unwrap().body_json(),
+        Some(json!({"username": "svc-reporting", "password": "engine-password"}))
+    );
+
+    let token = upstream_header(&gateway, "/guarded/me", "X-Auth").await;
+    assert!(guarded.is_valid_token(&token), "{token}");
+    assert_eq!(guarded.signin_requests(), 1);
+    assert_eq!(
+        guarded.last_signin_request().unwrap().body_json(),
+        Some(
+            json!({"username": "svc-reporting", "password": "engine-password", "recaptcha": "captcha-ok-7Tg"})
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bigbucks_lifetime_comes_from_the_jwt_exp() {
+    let engine = BigBucksStandIn::start(BigBucksSettings {
+        token_ttl: Duration::from_secs(2),
+        ..BigBucksSettings::default()
+    })
+    .await
+    .unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[bigbucks(
+            "engine",
+            &engine.base_url(),
+            "svc-reporting",
+            "engine-password",
+            "refresh: { before_expiry: 1s, default_ttl: 300s, min_backoff: 200ms, max_backoff: 1s }",
+        )],
+        &[route_with("engine", "/engine/", &echo.url(), "engine", "X-Auth", "{token}")],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    gateway.wait_ready().await;
+    let status = gateway.provider_status("engine").await;
+    assert!(
+        status["seconds_to_expiry"].as_u64().unwrap() <= 2,
+        "the JWT exp, not default_ttl: {status}"
+    );
+    let renewed = eventually(Duration::from_millis(2500), || async {
+        engine.signin_requests() >= 2
+    })
+    .await;
+    assert!(renewed, "{} sign-ins", engine.signin_requests());
+    let token = upstream_header(&gateway, "/engine/x", "X-Auth").await;
+    assert!(engine.is_valid_token(&token));
+    assert_ne!(engine.issued_tokens()[0], token, "still the first JWT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bigbucks_errors_are_told_apart() {
+    const WRONG: &str = "wrong-engine-pw-R5d0k";
+    let engine = BigBucksStandIn::start(BigBucksSettings::default())
+        .await
+        .unwrap();
+    let broken = BigBucksStandIn::start(BigBucksSettings::default())
+        .await
+        .unwrap();
+    broken.set_fail_with(Some(500));
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[
+            bigbucks(
+                "unknown",
+                &engine.base_url(),
+                "nobody-here",
+                "engine-password",
+                "",
+            ),
+            bigbucks("wrong", &engine.base_url(), "svc-reporting", WRONG, ""),
+            bigbucks(
+                "broken",
+                &broken.base_url(),
+                "svc-reporting",
+                "engine-password",
+                "",
+            ),
+        ],
+        &[
+            route_with(
+                "unknown",
+                "/unknown/",
+                &echo.url(),
+                "unknown",
+                "X-Auth",
+                "{token}",
+            ),
+            route_with(
+                "wrong",
+                "/wrong/",
+                &echo.url(),
+                "wrong",
+                "X-Auth",
+                "{token}",
+            ),
+            route_with(
+                "broken",
+                "/broken/",
+                &echo.url(),
+                "broken",
+                "X-Auth",
+                "{token}",
+            ),
+        ],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    for name in ["unknown", "wrong", "broken"] {
+        wait_failed(&gateway, name).await;
+    }
+    let (unknown_body, unknown) = unavailable(&gateway, "/unknown/x", "unknown").await;
+    let (wrong_body, wrong) = unavailable(&gateway, "/wrong/x", "wrong").await;
+    let (broken_body, broken_detail) = unavailable(&gateway, "/broken/x", "broken").await;
+    let lower = |s: &str| s.to_ascii_lowercase();
+    assert!(
+        lower(&unknown).contains("not found") && unknown.contains("404"),
+        "unknown user: {unknown_body}"
+    );
+    assert!(
+        (lower(&wrong).contains("bad request") || lower(&wrong).contains("refused"))
+            && wrong.contains("400")
+            && !lower(&wrong).contains("not found"),
+        "wrong password: {wrong_body}"
+    );
+    assert!(
+        lower(&broken_detail).contains("error")
+            && broken_detail.contains("500")
+            && !lower(&broken_detail).contains("not found")
+            && !lower(&broken_detail).contains("bad request"),
+        "engine failure: {broken_body}"
+    );
+    assert_ne!(unknown, wrong);
+    assert_ne!(wrong, broken_detail);
+    assert_ne!(unknown, broken_detail);
+    for body in [&unknown_body, &wrong_body, &broken_body] {
+        assert_absent("a 503 body", &body.to_string(), &[WRONG.to_owned()]);
+    }
+    assert_absent("the logs", &gateway.logs(), &[WRONG.to_owned()]);
+    assert_absent(
+        "/status",
+        &gateway.status().await.to_string(),
+        &[WRONG.to_owned()],
+    );
+    assert!(engine.issued_tokens().is_empty());
+    assert!(broken.issued_tokens().is_empty());
+    assert_eq!(echo.request_count(), 0);
+}

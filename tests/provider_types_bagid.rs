@@ -1,0 +1,413 @@
+//! End to end: the `bagid` provider type's four login flows, its nonce handling and its
+//! refresh, against the BagID and attestor stand-ins, checked at the echo upstream.
+
+mod common;
+mod provider_types_support;
+
+use std::time::Duration;
+
+use common::*;
+use provider_types_support::*;
+use serde_json::json;
+use tollgate::demo::bagid::{
+    attestation_for, host_token, AttestorStandIn, BagIdSettings, BagIdStandIn, ATTESTATION_PATH,
+    ATTESTATION_SUBJECT, B2B_SECRET_PATH, FEDERATED_PATH, GUEST_PATH, GUEST_SUBJECT, REFRESH_PATH,
+};
+use tollgate::demo::echo::EchoUpstream;
+
+fn b2b(name: &str, base_url: &str, extra: &str) -> String {
+    provider(
+        name,
+        "bagid",
+        &format!(
+            "base_url: {base_url}\nflow: b2b_secret\napp_key: demo-app-key\nb2b_secret: demo-b2b-secret\nusername: svc\npassword: bagid-password\n{extra}"
+        ),
+    )
+}
+
+/// A route `/bagid/` injecting `Authorization: {token_type} {token}`.
+fn bagid_route(echo: &EchoUpstream, provider: &str) -> String {
+    route_with(
+        "bagid",
+        "/bagid/",
+        &echo.url(),
+        provider,
+        "Authorization",
+        "{token_type} {token}",
+    )
+}
+
+/// The token of `Authorization: Bearer <token>` sent upstream through `/bagid/`.
+async fn bagid_token(gateway: &Gateway) -> String {
+    let value = upstream_header(gateway, "/bagid/x", "Authorization").await;
+    value
+        .strip_prefix("Bearer ")
+        .unwrap_or_else(|| panic!("not `Bearer <token>` from tokenType: {value}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bagid_b2b_secret_login_and_token_type_format() {
+    let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[b2b("bagid", &bagid.url(), "")],
+        &[bagid_route(&echo, "bagid")],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    gateway.wait_ready().await;
+    let token = bagid_token(&gateway).await;
+    assert!(bagid.is_valid_token(&token), "{token}");
+    assert_eq!(subject(&token), "svc");
+    assert_eq!(bagid.login_requests("b2b_secret"), 1);
+    assert_eq!(bagid.nonce_requests(), 0);
+    let login = bagid.last_request().unwrap();
+    assert_eq!(login.path, B2B_SECRET_PATH);
+    assert_eq!(login.header("x-source-app-key"), Some("demo-app-key"));
+    assert_eq!(login.header("x-b2b-secret"), Some("demo-b2b-secret"));
+    assert_eq!(
+        login.body_json(),
+        Some(json!({"username": "svc", "password": "bagid-password"}))
+    );
+    // expiresIn (300 s) gives the lifetime.
+    let status = gateway.provider_status("bagid").await;
+    let left = status["seconds_to_expiry"].as_u64().unwrap();
+    assert!((290..=300).contains(&left), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bagid_federated_token_value() {
+    let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let host = host_token("host-user-1", Duration::from_secs(600));
+    let yaml = config(
+        &[provider(
+            "bagid",
+            "bagid",
+            &format!(
+                "base_url: {}\nflow: federated\napp_key: demo-app-key\nfederated_token: {host}",
+                bagid.url()
+            ),
+        )],
+        &[bagid_route(&echo, "bagid")],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    gateway.wait_ready().await;
+    let token = bagid_token(&gateway).await;
+    assert!(bagid.is_valid_token(&token));
+    assert_eq!(subject(&token), "host-user-1");
+    assert_eq!(bagid.login_requests("federated"), 1);
+    let login = bagid.last_request().unwrap();
+    assert_eq!(login.path, FEDERATED_PATH);
+    assert_eq!(login.header("x-source-app-key"), Some("demo-app-key"));
+    assert_eq!(login.header("x-b2b-secret"), None);
+    assert_eq!(login.body_json(), Some(json!({"token": host})));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bagid_federated_token_file_is_read_at_every_login() {
+    // No refresh tokens and a 2 s lifetime: every renewal is a new federated login.
+    let bagid = BagIdStandIn::start(BagIdSettings {
+        token_ttl: Duration::from_secs(2),
+        issue_refresh_tokens: false,
+        ..BagIdSettings::default()
+    })
+    .await
+    .unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bagid-host-token");
+    let first_host = host_token("host-user-a", Duration::from_secs(600));
+    std::fs::write(&file, &first_host).unwrap();
+    let yaml = config(
+        &[provider(
+            "bagid",
+            "bagid",
+            &format!(
+                "base_url: {}\nflow: federated\napp_key: demo-app-key\nfederated_token_file: {}\n{SHORT_REFRESH}",
+                bagid.url(),
+                file.display()
+            ),
+        )],
+        &[bagid_route(&echo, "bagid")],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    gateway.wait_ready().await;
+    let token = bagid_token(&gateway).await;
+    assert_eq!(subject(&token), "host-user-a");
+    assert_eq!(
+        bagid.last_request().unwrap().body_json(),
+        Some(json!({"token": first_host}))
+    );
+
+    // The mounted token is rotated (with the trailing newline of a Secret mount).
+    let second_host = host_token("host-user-b", Duration::from_secs(600));
+    std::fs::write(&file, format!("{second_host}\n")).unwrap();
+    let switched = eventually(Duration::from_secs(3), || async {
+        subject(&bagid_token(&gateway).await) == "host-user-b"
+    })
+    .await;
+    assert!(
+        switched,
+        "the rotated host token was not used ({} logins)",
+        bagid.login_requests("federated")
+    );
+    assert!(bagid.login_requests("federated") >= 2);
+    assert_eq!(bagid.refresh_requests(), 0);
+    let login = bagid.last_request().unwrap();
+    assert_eq!(login.path, FEDERATED_PATH);
+    assert_eq!(login.body_json(), Some(json!({"token": second_host})));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bagid_guest_with_an_http_attestor() {
+    let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
+    let attestor = AttestorStandIn::start().await.unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[provider(
+            "bagid",
+            "bagid",
+            &format!(
+                "base_url: {}\nflow: guest\nattestor: {{ url: {}, timeout: 2s }}",
+                bagid.url(),
+                attestor.attest_url()
+            ),
+        )],
+        &[bagid_route(&echo, "bagid")],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    gateway.wait_ready().await;
+    let token = bagid_token(&gateway).await;
+    assert!(bagid.is_valid_token(&token));
+    assert_eq!(subject(&token), GUEST_SUBJECT);
+    // Nonce first, then the attestor with that nonce, then the login with both.
+    let nonces = bagid.issued_nonces();
+    assert_eq!(nonces.len(), 1);
+    assert_eq!(bagid.nonce_requests(), 1);
+    assert_eq!(attestor.requests(), 1);
+    assert_eq!(attestor.last_nonce().as_deref(), Some(nonces[0].as_str()));
+    assert_eq!(bagid.login_requests("guest"), 1);
+    assert_eq!(bagid.login_requests("attestation"), 0);
+    let login = bagid.last_request().unwrap();
+    assert_eq!(login.path, GUEST_PATH);
+    assert_eq!(
+        login.body_json(),
+        Some(json!({"nonce": nonces[0], "attestationObject": attestation_for(&nonces[0])}))
+    );
+}
+
+/// Whether `curl` can be run (the command attestor's script uses it).
+fn have_curl() -> bool {
+    std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bagid_attestation_with_a_command_attestor() {
+    if !have_curl() {
+        eprintln!("SKIPPED: no curl for the command attestor script");
+        return;
+    }
+    let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
+    let attestor = AttestorStandIn::start().await.unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    // The command: a script that records its arguments and asks the attestor stand-in for
+    // the object of its last argument, the nonce.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("attest.sh");
+    let args_file = dir.path().join("args");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nprintf '%s ' \"$@\" > '{args}'\nfor nonce; do :; done\n\
+             curl -sS --noproxy '*' -X POST -H 'Content-Type: application/json' \
+             -d \"{{\\\"nonce\\\":\\\"$nonce\\\"}}\" '{url}' \
+             | sed -n 's/.*\"attestationObject\":\"\\([^\"]*\\)\".*/\\1/p'\n",
+            args = args_file.display(),
+            url = attestor.attest_url()
+        ),
+    )
+    .unwrap();
+    let yaml = config(
+        &[provider(
+            "bagid",
+            "bagid",
+            &format!(
+                "base_url: {}\nflow: attestation\nattestor:\n  command: [/bin/sh, \"{}\", --format, base64]\n  timeout: 5s",
+                bagid.url(),
+                script.display()
+            ),
+        )],
+        &[bagid_route(&echo, "bagid")],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    gateway.wait_ready().await;
+    let token = bagid_token(&gateway).await;
+    assert!(bagid.is_valid_token(&token));
+    assert_eq!(subject(&token), ATTESTATION_SUBJECT);
+    let nonces = bagid.issued_nonces();
+    assert_eq!(nonces.len(), 1);
+    assert_eq!(
+        std::fs::read_to_string(&args_file).unwrap(),
+        format!("--format base64 {} ", nonces[0]),
+        "the nonce is the last argument"
+    );
+    assert_eq!(attestor.last_nonce().as_deref(), Some(nonces[0].as_str()));
+    assert_eq!(bagid.login_requests("attestation"), 1);
+    assert_eq!(bagid.login_requests("guest"), 0);
+    let login = bagid.last_request().unwrap();
+    assert_eq!(login.path, ATTESTATION_PATH);
+    assert_eq!(
+        login.body_json(),
+        Some(json!({"nonce": nonces[0], "attestationObject": attestation_for(&nonces[0])}))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bagid_nonce_that_expires_before_the_attestor_answers_is_not_used() {
+    let bagid = BagIdStandIn::start(BagIdSettings {
+        nonce_ttl: Duration::from_secs(1),
+        ..BagIdSettings::default()
+    })
+    .await
+    .unwrap();
+    let attestor = AttestorStandIn::start().await.unwrap();
+    attestor.set_delay(Duration::from_millis(1500));
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[provider(
+            "bagid",
+            "bagid",
+            &format!(
+                "base_url: {}\nflow: guest\nattestor: {{ url: {}, timeout: 3s }}\nrefresh: {{ min_backoff: 10s, max_backoff: 20s }}",
+                bagid.url(),
+                attestor.attest_url()
+            ),
+        )],
+        &[bagid_route(&echo, "bagid")],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let status = wait_failed(&gateway, "bagid").await;
+    let says_expired = |text: &str| {
+        let lower = text.to_ascii_lowercase();
+        lower.contains("nonce") && lower.contains("expired")
+    };
+    assert!(
+        says_expired(status["last_error"].as_str().unwrap_or_default()),
+        "{status}"
+    );
+    let (body, detail) = unavailable(&gateway, "/bagid/x", "bagid").await;
+    assert!(says_expired(&detail), "{body}");
+    // The attestor did answer (late) for the one nonce, which was never presented.
+    assert_eq!(bagid.nonce_requests(), 1);
+    assert_eq!(attestor.requests(), 1);
+    assert_eq!(
+        attestor.last_nonce(),
+        bagid.issued_nonces().first().cloned()
+    );
+    assert_eq!(bagid.login_requests("guest"), 0);
+    assert!(bagid.issued_tokens().is_empty());
+    assert_eq!(echo.request_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bagid_short_access_token_is_refreshed_without_a_new_login() {
+    let bagid = BagIdStandIn::start(BagIdSettings {
+        token_ttl: Duration::from_secs(2),
+        ..BagIdSettings::default()
+    })
+    .await
+    .unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[b2b("bagid", &bagid.url(), SHORT_REFRESH)],
+        &[bagid_route(&echo, "bagid")],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    gateway.wait_ready().await;
+    let first = bagid_token(&gateway).await;
+    let first_refresh = bagid.issued_tokens()[1].clone();
+    let refreshed = eventually(Duration::from_millis(2500), || async {
+        bagid.refresh_requests() >= 1
+            && bagid.last_request().is_some_and(|r| r.path == REFRESH_PATH)
+    })
+    .await;
+    assert!(refreshed, "no refresh call");
+    // It presented the refresh token of the login.
+    assert_eq!(
+        bagid.last_request().unwrap().body_json(),
+        Some(json!({"refreshToken": first_refresh}))
+    );
+    assert_eq!(
+        bagid.login_requests("b2b_secret"),
+        1,
+        "a login, not a refresh"
+    );
+    let renewed = eventually(Duration::from_secs(1), || async {
+        bagid_token(&gateway).await != first
+    })
+    .await;
+    assert!(renewed, "the first token is still sent");
+    let token = bagid_token(&gateway).await;
+    assert!(bagid.is_valid_token(&token));
+    let metrics = gateway.metrics().await;
+    assert_eq!(
+        sample_sum(
+            &metrics,
+            "tollgate_token_requests_total",
+            &[("provider", "bagid"), ("outcome", "failure")]
+        ),
+        0.0,
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bagid_revoked_refresh_token_means_exactly_one_new_login() {
+    let bagid = BagIdStandIn::start(BagIdSettings {
+        token_ttl: Duration::from_secs(2),
+        ..BagIdSettings::default()
+    })
+    .await
+    .unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[b2b("bagid", &bagid.url(), SHORT_REFRESH)],
+        &[bagid_route(&echo, "bagid")],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    gateway.wait_ready().await;
+    assert_eq!(bagid.login_requests("b2b_secret"), 1);
+    bagid.revoke_refresh_tokens();
+    let relogged = eventually(Duration::from_millis(2500), || async {
+        bagid.login_requests("b2b_secret") >= 2
+    })
+    .await;
+    assert!(relogged, "no login after the refused refresh");
+    assert!(bagid.refresh_requests() >= 1);
+    // The new login's refresh token is used next; no more logins.
+    let refreshed_again = eventually(Duration::from_millis(2500), || async {
+        bagid.refresh_requests() >= 2
+    })
+    .await;
+    assert!(refreshed_again, "{} refreshes", bagid.refresh_requests());
+    assert_eq!(bagid.login_requests("b2b_secret"), 2, "a login loop");
+    let token = bagid_token(&gateway).await;
+    assert!(bagid.is_valid_token(&token));
+    let metrics = gateway.metrics().await;
+    let count = |kind: &str, outcome: &str| {
+        sample(
+            &metrics,
+            &format!(
+                "tollgate_token_requests_total{{provider=\"bagid\",kind=\"{kind}\",outcome=\"{outcome}\"}}"
+            ),
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(count("refresh", "failure"), 1.0, "{metrics}");
+    assert_eq!(count("login", "failure"), 0.0, "{metrics}");
+    assert!(count("refresh", "success") >= 1.0, "{metrics}");
+}

@@ -1,0 +1,281 @@
+//! End to end: the provider types `static` (a fixed value) and `http` (a declarative
+//! login) inject what they should, checked at the echo upstream.
+
+mod common;
+mod provider_types_support;
+
+use std::time::Duration;
+
+use common::*;
+use provider_types_support::*;
+use tollgate::demo::bigid::{BigIdSettings, BigIdStandIn};
+use tollgate::demo::echo::EchoUpstream;
+use tollgate::demo::oauth2::{OAuth2Settings, OAuth2StandIn};
+
+// ----- static --------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn static_value_and_basic_replace_the_client_copy() {
+    const API_KEY: &str = "static-api-key-Vb71x";
+    const LEGACY_PASSWORD: &str = "legacy-pw-Tn42c";
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[
+            provider("weather-key", "static", &format!("value: {API_KEY}")),
+            provider(
+                "legacy-basic",
+                "static",
+                &format!("basic: {{ username: reporting, password: \"{LEGACY_PASSWORD}\" }}"),
+            ),
+        ],
+        &[
+            route_with(
+                "weather",
+                "/weather/",
+                &echo.url(),
+                "weather-key",
+                "X-Api-Key",
+                "{token}",
+            ),
+            route_with(
+                "legacy",
+                "/legacy/",
+                &echo.url(),
+                "legacy-basic",
+                "Authorization",
+                "Basic {token}",
+            ),
+        ],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    // No provider to call: ready as soon as the process serves.
+    let ready = eventually(Duration::from_millis(100), || async {
+        gateway.readyz().await.0 == 200
+    })
+    .await;
+    assert!(ready, "/readyz: {:?}", gateway.readyz().await);
+
+    let key = upstream_header_sending(
+        &gateway,
+        "/weather/today",
+        "X-Api-Key",
+        &[("X-Api-Key", "client-supplied-key")],
+    )
+    .await;
+    assert_eq!(key, API_KEY);
+    let authorization = upstream_header_sending(
+        &gateway,
+        "/legacy/report",
+        "Authorization",
+        &[("Authorization", "Basic Y2xpZW50OmNsaWVudA==")],
+    )
+    .await;
+    assert_eq!(
+        authorization,
+        format!("Basic {}", basic_pair("reporting", LEGACY_PASSWORD))
+    );
+    // Repeated requests reuse the one value.
+    for _ in 0..3 {
+        assert_eq!(
+            upstream_header(&gateway, "/weather/x", "X-Api-Key").await,
+            API_KEY
+        );
+    }
+    let metrics = gateway.metrics().await;
+    for name in ["weather-key", "legacy-basic"] {
+        let fetches = sample_sum(
+            &metrics,
+            "tollgate_token_requests_total",
+            &[("provider", name)],
+        );
+        assert!(
+            fetches <= 1.0,
+            "{name}: the fixed value is fetched once, not per request\n{metrics}"
+        );
+        assert_eq!(
+            sample_sum(
+                &metrics,
+                "tollgate_token_requests_total",
+                &[("provider", name), ("outcome", "failure")]
+            ),
+            0.0
+        );
+    }
+    let status = gateway.provider_status("weather-key").await;
+    assert_eq!(status["state"], "valid", "{status}");
+}
+
+// ----- http (declarative) --------------------------------------------------------------
+
+fn oauth2_basic_header() -> String {
+    format!("Basic {}", basic_pair("demo-client", "demo-secret"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http_declared_bigid_password_login() {
+    let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[provider(
+            "bigid-declared",
+            "http",
+            &format!(
+                "login:\n  method: POST\n  url: {}/api/v1/sessions\n  headers: {{ Accept: application/json }}\n  json: {{ username: bigid-admin, password: bigid-password }}\ntoken_pointer: /auth_token",
+                bigid.url()
+            ),
+        )],
+        &[route("bigid", "/bigid/", &echo.url(), "bigid-declared", "")],
+    );
+    assert!(!yaml.contains("type: bigid\n"), "no bigid provider");
+    let gateway = Gateway::start(&yaml).await;
+    gateway.wait_ready().await;
+    let token = bearer_of(&upstream_header(&gateway, "/bigid/x", "Authorization").await);
+    assert!(bigid.is_valid_token(&token), "{token}");
+    assert_eq!(subject(&token), "bigid-admin");
+    assert_eq!(bigid.session_requests(), 1);
+    assert_eq!(bigid.refresh_requests(), 0);
+    // No lifetime pointer: the JWT exp (300 s) gives the lifetime.
+    let status = gateway.provider_status("bigid-declared").await;
+    let left = status["seconds_to_expiry"].as_u64().unwrap();
+    assert!((290..=300).contains(&left), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http_expiry_pointer_drives_the_refresh() {
+    // Opaque tokens: only the `expiry` pointer can tell the gateway they live 2 s.
+    let idp = OAuth2StandIn::start(OAuth2Settings {
+        token_ttl: Duration::from_secs(2),
+        jwt_access_tokens: false,
+        ..OAuth2Settings::default()
+    })
+    .await
+    .unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[provider(
+            "vendor",
+            "http",
+            &format!(
+                "login:\n  url: {}\n  headers: {{ Authorization: \"{}\" }}\n  form: {{ grant_type: client_credentials }}\ntoken_pointer: /access_token\nexpiry: {{ pointer: /expires_in, format: seconds }}\nrefresh: {{ before_expiry: 1s, default_ttl: 300s, min_backoff: 200ms, max_backoff: 1s }}",
+                idp.token_url(),
+                oauth2_basic_header()
+            ),
+        )],
+        &[route("vendor", "/vendor/", &echo.url(), "vendor", "")],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    gateway.wait_ready().await;
+    let first = bearer_of(&upstream_header(&gateway, "/vendor/x", "Authorization").await);
+    assert!(idp.is_valid_access_token(&first));
+    let last = idp.last_request().unwrap();
+    assert_eq!(last.authorization, Some(oauth2_basic_header()));
+    assert_eq!(last.param("grant_type"), Some("client_credentials"));
+    let status = gateway.provider_status("vendor").await;
+    assert!(
+        status["seconds_to_expiry"].as_u64().unwrap() <= 2,
+        "the expiry pointer, not default_ttl: {status}"
+    );
+    let renewed = eventually(Duration::from_millis(2500), || async {
+        idp.grant_requests("client_credentials") >= 2
+    })
+    .await;
+    assert!(
+        renewed,
+        "{} logins",
+        idp.grant_requests("client_credentials")
+    );
+    let token = bearer_of(&upstream_header(&gateway, "/vendor/x", "Authorization").await);
+    assert_ne!(token, first);
+    assert!(idp.is_valid_access_token(&token));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http_refresh_request_uses_the_refresh_value() {
+    let idp = OAuth2StandIn::start(OAuth2Settings {
+        token_ttl: Duration::from_secs(2),
+        issue_refresh_tokens: true,
+        ..OAuth2Settings::default()
+    })
+    .await
+    .unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let basic = oauth2_basic_header();
+    let yaml = config(
+        &[provider(
+            "vendor",
+            "http",
+            &format!(
+                "login:\n  url: {url}\n  headers: {{ Authorization: \"{basic}\" }}\n  form: {{ grant_type: client_credentials }}\ntoken_pointer: /access_token\nexpiry: {{ pointer: /expires_in, format: seconds }}\nrefresh_request:\n  url: {url}\n  headers: {{ Authorization: \"{basic}\" }}\n  form: {{ grant_type: refresh_token, refresh_token: \"{{refresh_token}}\" }}\nrefresh_token_pointer: /refresh_token\n{SHORT_REFRESH}",
+                url = idp.token_url(),
+            ),
+        )],
+        &[route("vendor", "/vendor/", &echo.url(), "vendor", "")],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    gateway.wait_ready().await;
+    let first = bearer_of(&upstream_header(&gateway, "/vendor/x", "Authorization").await);
+    let refreshed = eventually(Duration::from_millis(2500), || async {
+        idp.grant_requests("refresh_token") >= 1
+    })
+    .await;
+    assert!(refreshed, "no refresh_token grant");
+    assert_eq!(idp.grant_requests("client_credentials"), 1, "no new login");
+    let last = idp.last_request().unwrap();
+    assert_eq!(last.param("grant_type"), Some("refresh_token"));
+    assert!(
+        last.param("refresh_token").is_some_and(|t| t.len() > 10),
+        "{last:?}"
+    );
+    assert_eq!(last.authorization, Some(basic));
+    // The refreshed token is what goes upstream.
+    let renewed = eventually(Duration::from_secs(2), || async {
+        let token = bearer_of(&upstream_header(&gateway, "/vendor/x", "Authorization").await);
+        token != first && idp.is_valid_access_token(&token)
+    })
+    .await;
+    assert!(renewed, "the first token is still sent");
+    let metrics = gateway.metrics().await;
+    assert!(
+        sample(
+            &metrics,
+            "tollgate_token_requests_total{provider=\"vendor\",kind=\"refresh\",outcome=\"success\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http_wrong_token_pointer_names_the_pointer() {
+    let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[provider(
+            "bigid-declared",
+            "http",
+            &format!(
+                "login:\n  url: {}/api/v1/sessions\n  json: {{ username: bigid-admin, password: bigid-password }}\ntoken_pointer: /data/session_token",
+                bigid.url()
+            ),
+        )],
+        &[route("bigid", "/bigid/", &echo.url(), "bigid-declared", "")],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let status = wait_failed(&gateway, "bigid-declared").await;
+    assert!(
+        status["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("/data/session_token")),
+        "{status}"
+    );
+    let (body, detail) = unavailable(&gateway, "/bigid/x", "bigid-declared").await;
+    assert!(detail.contains("/data/session_token"), "{body}");
+    // The login itself worked; the token it returned must not show.
+    assert!(bigid.session_requests() >= 1);
+    let issued = bigid.issued_tokens();
+    assert!(!issued.is_empty());
+    assert_absent("the 503 body", &body.to_string(), &issued);
+    assert_absent("the logs", &gateway.logs(), &issued);
+    assert_eq!(echo.request_count(), 0);
+}
