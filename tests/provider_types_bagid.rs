@@ -411,3 +411,77 @@ async fn bagid_revoked_refresh_token_means_exactly_one_new_login() {
     assert_eq!(count("login", "failure"), 0.0, "{metrics}");
     assert!(count("refresh", "success") >= 1.0, "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bagid_attestor_and_token_file_failures_are_clear() {
+    let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
+    let tampered = AttestorStandIn::start().await.unwrap();
+    tampered.set_tampered(true);
+    let down = AttestorStandIn::start().await.unwrap();
+    down.set_available(false);
+    let bagid_of_down = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-token");
+    let guest = |name: &str, bagid: &BagIdStandIn, attestor: &AttestorStandIn| {
+        provider(
+            name,
+            "bagid",
+            &format!(
+                "base_url: {}\nflow: guest\nattestor: {{ url: {} }}",
+                bagid.url(),
+                attestor.attest_url()
+            ),
+        )
+    };
+    let yaml = config(
+        &[
+            guest("tampered", &bagid, &tampered),
+            guest("down", &bagid_of_down, &down),
+            provider(
+                "no-file",
+                "bagid",
+                &format!(
+                    "base_url: {}\nflow: federated\napp_key: demo-app-key\nfederated_token_file: {}",
+                    bagid.url(),
+                    missing.display()
+                ),
+            ),
+        ],
+        &[
+            route_with("tampered", "/tampered/", &echo.url(), "tampered", "Authorization", "{token_type} {token}"),
+            route_with("down", "/down/", &echo.url(), "down", "Authorization", "{token_type} {token}"),
+            route_with("no-file", "/no-file/", &echo.url(), "no-file", "Authorization", "{token_type} {token}"),
+        ],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    for name in ["tampered", "down", "no-file"] {
+        wait_failed(&gateway, name).await;
+    }
+    // BagID refused the attestation object: a rejection, and the object does not show.
+    let (body, detail) = unavailable(&gateway, "/tampered/x", "tampered").await;
+    assert!(
+        detail.contains("rejected") && detail.contains("401"),
+        "{body}"
+    );
+    assert!(bagid.login_requests("guest") >= 1);
+    // The attestor is down: said so, and BagID's login was never tried with nothing.
+    let (body, detail) = unavailable(&gateway, "/down/x", "down").await;
+    let lower = detail.to_ascii_lowercase();
+    assert!(
+        lower.contains("attestor") && detail.contains("503"),
+        "{body}"
+    );
+    assert!(down.requests() >= 1);
+    assert!(bagid_of_down.nonce_requests() >= 1);
+    assert_eq!(bagid_of_down.login_requests("guest"), 0);
+    // The federated token file is missing: the detail names it.
+    let (body, detail) = unavailable(&gateway, "/no-file/x", "no-file").await;
+    assert!(
+        detail.contains(missing.to_str().unwrap()),
+        "the detail should name the file: {body}"
+    );
+    assert_eq!(bagid.login_requests("federated"), 0);
+    assert!(bagid.issued_tokens().is_empty());
+    assert_eq!(echo.request_count(), 0);
+}
