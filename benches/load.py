@@ -1,0 +1,989 @@
+#!/usr/bin/env python3
+"""tollgate side by side with nginx and HAProxy, on one machine, in one run.
+
+    python3 benches/load.py                      # the comparison (connections 16,64,256; 10 s each)
+    python3 benches/load.py --quick              # smoke run: 64 connections, 3 s
+    python3 benches/load.py --expiry-storm       # tokens expiring every 4 s under steady load
+
+What it does (everything on loopback, every process it starts is stopped at the end, also
+on Ctrl-C or an error):
+
+* Installs what is missing: nginx-light, haproxy and wrk from Debian's packages (as root,
+  else through sudo), and runs `bash .ci/deps` (cmake) before building tollgate with
+  `cargo build --release --bin tollgate` (skipped with --binary PATH).
+* Starts the upstream: nginx with one worker answering `200 ok` from memory, plus a token
+  endpoint (POST /oauth/token) for the oauth2 case and /echo-auth, which answers with the
+  Authorization header it got. Each proxy is checked through /echo-auth before it is loaded.
+* Then, one after another, each with one worker/thread and no access log, in front of that
+  upstream, each injecting `Authorization: Bearer <token>`:
+    direct           the client straight at a fresh nginx with the upstream's config (the limit)
+    nginx            worker_processes 1, proxy_set_header, upstream keepalive 64
+    haproxy          nbthread 1, http-request set-header, http-reuse always
+    tollgate-static  server.threads 1, a `static` provider
+    tollgate-oauth2  server.threads 1, an `oauth2` provider (client_credentials) whose token
+                     is cached: the cache-hit path
+  tollgate runs with its defaults except RUST_LOG (--tollgate-log-level, default warn: no
+  access lines) and JSON logs written to a file.
+* Loads each with wrk (1 thread, --latency): a 2 s warm-up, then the measured run, for every
+  connection count. Each server is started fresh for each connection count, so its idle
+  and peak RSS belong to that run alone.
+* With 2+ CPUs and taskset (--pin, the default there), the measured server runs on CPU 0
+  and wrk plus the shared upstream on CPU 1, so the client does not steal the proxy's core.
+* Reports one table per connection count, a row per server: requests/s, p50 and p99
+  latency (wrk), the server's CPU time per request (utime+stime of its whole process tree
+  from /proc/PID/stat, before and after the measured run, divided by the requests
+  completed), peak RSS (VmHWM) summed over its processes, each also as a ratio to nginx;
+  then "core busy" (the server's CPU time / wall time: near 100% means it was CPU-bound),
+  "CPU0/1 busy" (the machine's CPUs, whoever ran there: CPU 1 at 100% means the client and
+  upstream were the limit), idle RSS (VmRSS before load), "upstream conns" (connections
+  the upstream accepted during the run: pooling at work) and wrk's non-2xx responses and
+  socket errors (which should be 0). A row marked * shared its core with other work on
+  the machine. All raw figures go to JSON (--json, default target/bench/load-<commit>.json)
+  with the commit (and whether the tree was dirty), date, load average, machine and the
+  versions of nginx, HAProxy, wrk and tollgate, including the upstream's and wrk's CPU per
+  request.
+
+--expiry-storm: tollgate with an oauth2 provider whose token endpoint (a small Python
+server inside this script, counting calls) issues tokens with `expires_in:
+--storm-expires-in` (4 s) and `refresh: {before_expiry: --storm-before-expiry}` (2 s), loaded
+by wrk for --storm-duration (20 s) at --storm-connections (64). A probe thread sends one
+request every 10 ms beside wrk, so the latency of requests that arrive while a token call
+is in flight (each call takes --token-delay, 0.1 s) can be told apart. Reports provider
+calls per token lifetime (calls / (duration / lifetime)), the intervals between calls,
+failed requests (wrk's non-2xx and errors, and the probe's) and the p99 latency.
+JSON: target/bench/storm-<commit>.json.
+
+Options (see --help): --connections, --duration, --warmup, --rounds (repeat the whole
+sequence, report medians), --servers (a subset), --binary, --json, --pin/--no-pin,
+--tollgate-log-level, --nginx-keepalive, --quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import http.client
+import http.server
+import json
+import os
+import platform
+import re
+import resource
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = Path(__file__).resolve().parent / "load"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SERVERS = ["direct", "nginx", "haproxy", "tollgate-static", "tollgate-oauth2"]
+STATIC_TOKEN = "static-token"
+
+
+def log(message: str) -> None:
+    print(f"[load] {message}", file=sys.stderr, flush=True)
+
+
+class BenchError(Exception):
+    pass
+
+
+# --- processes -----------------------------------------------------------------------------
+
+
+class Processes:
+    """Every process this script starts, each in its own session (process group = its pid),
+    so stopping one stops exactly what it forked and nothing else."""
+
+    def __init__(self) -> None:
+        self.running: list[subprocess.Popen] = []
+        self.stop_signal: dict[int, int] = {}
+
+    def start(self, argv: list[str], cpu: int | None, log_path: Path | None = None,
+              env: dict | None = None, stdout=None,
+              stop_signal: int = signal.SIGTERM) -> subprocess.Popen:
+        if cpu is not None:
+            argv = ["taskset", "-c", str(cpu)] + argv
+        out = stdout
+        if out is None:
+            out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        finally:
+            if stdout is None and log_path:
+                out.close()
+        self.running.append(proc)
+        self.stop_signal[proc.pid] = stop_signal
+        return proc
+
+    def stop(self, proc: subprocess.Popen, grace: float = 5.0) -> None:
+        """Its stop signal (SIGTERM; SIGINT for tollgate, which pingora takes as a fast
+        shutdown) to the process's group, SIGKILL after `grace`; then SIGKILL to whatever
+        is left in that group (an nginx worker, say). A process already reaped is only
+        forgotten: its pid may belong to someone else by now."""
+        if proc.returncode is None and proc.poll() is None:
+            first = self.stop_signal.get(proc.pid, signal.SIGTERM)
+            for sig, wait in ((first, grace), (signal.SIGKILL, 5.0)):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    proc.wait(timeout=wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if proc in self.running:
+            self.running.remove(proc)
+            self.stop_signal.pop(proc.pid, None)
+
+    def stop_all(self) -> None:
+        for proc in list(reversed(self.running)):
+            self.stop(proc, grace=2.0)
+
+
+PROCS = Processes()
+
+
+def on_signal(signum, _frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+# --- small helpers ---------------------------------------------------------------------------
+
+
+def render(template: str, out: Path, **values) -> Path:
+    text = (TEMPLATES / template).read_text()
+
+    def sub(match):
+        key = match.group(1)
+        if key not in values:
+            raise BenchError(f"{template}: no value for {{{{{key}}}}}")
+        return str(values[key])
+
+    out.write_text(re.sub(r"\{\{(\w+)\}\}", sub, text))
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_call(port: int, path: str, method: str = "GET", body: bytes | None = None,
+              headers: dict | None = None, timeout: float = 3.0) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def wait_for(check, timeout: float, what: str, proc: subprocess.Popen | None = None,
+             log_path: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise BenchError(f"{what}: the process exited ({proc.returncode})" + tail(log_path))
+        try:
+            if check():
+                return
+        except OSError as error:
+            last = error
+        time.sleep(0.05)
+    raise BenchError(f"{what}: not ready after {timeout:.0f} s ({last})" + tail(log_path))
+
+
+def tail(path: Path | None, lines: int = 15) -> str:
+    if not path or not path.exists():
+        return ""
+    text = path.read_text(errors="replace").splitlines()[-lines:]
+    return "\n  " + "\n  ".join(text) if text else ""
+
+
+def tree(pid: int) -> list[int]:
+    """pid and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(children.get(p, []))
+    return found
+
+
+def cpu_ticks(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total
+
+
+def mem_kb(pids: list[int], field: str) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith(field + ":"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+def server_pids(proc: subprocess.Popen) -> list[int]:
+    """The measured processes: the tree under the started process (taskset execs, so the
+    pid is the server's own)."""
+    return tree(proc.pid)
+
+
+def cpu_jiffies() -> dict[int, tuple[int, int]]:
+    """Per CPU, from /proc/stat: (busy, total) jiffies since boot; busy counts everything
+    but idle and iowait (steal included: time the CPU was not ours)."""
+    out = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            values = [int(v) for v in fields[:8]]
+            idle = values[3] + values[4]
+            out[int(name[3:])] = (sum(values) - idle, sum(values))
+    return out
+
+
+def cpu_busy(before: dict, after: dict) -> dict[int, float]:
+    return {cpu: (after[cpu][0] - before[cpu][0]) / max(after[cpu][1] - before[cpu][1], 1)
+            for cpu in after if cpu in before}
+
+
+def nginx_status(port: int) -> dict:
+    """stub_status of the upstream: connections accepted and requests served so far."""
+    _, body = http_call(port, "/nginx-status")
+    numbers = re.search(rb"\n\s*(\d+)\s+(\d+)\s+(\d+)", body)
+    if not numbers:
+        raise BenchError(f"upstream /nginx-status: {body[:200]!r}")
+    accepts, _, requests = (int(n) for n in numbers.groups())
+    return {"accepts": accepts, "requests": requests}
+
+
+def command_output(argv: list[str]) -> str:
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"unknown ({error})"
+    return (result.stdout + result.stderr).strip()
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+# --- setup -----------------------------------------------------------------------------------
+
+
+def ensure_tools() -> None:
+    wanted = {"nginx": "nginx-light", "haproxy": "haproxy", "wrk": "wrk"}
+    missing = [pkg for cmd, pkg in wanted.items() if not shutil.which(cmd)]
+    if not missing:
+        return
+    sudo = [] if os.geteuid() == 0 else (["sudo"] if shutil.which("sudo") else None)
+    if sudo is None or not shutil.which("apt-get"):
+        raise BenchError(f"missing {', '.join(missing)}: install them (Debian packages: "
+                         f"{' '.join(missing)})")
+    log(f"installing {' '.join(missing)} (apt-get)")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(sudo + ["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(sudo + ["apt-get", "install", "-y", "-qq", *missing], check=True, env=env)
+    for cmd in wanted:
+        if not shutil.which(cmd):
+            raise BenchError(f"{cmd} is still missing after apt-get install")
+
+
+def build_tollgate(args) -> Path:
+    if args.binary:
+        binary = Path(args.binary).resolve()
+        if not os.access(binary, os.X_OK):
+            raise BenchError(f"--binary {binary}: not an executable file")
+        return binary
+    subprocess.run(["bash", ".ci/deps"], cwd=ROOT, check=True)
+    log("building tollgate: cargo build --release --bin tollgate")
+    subprocess.run(["cargo", "build", "--release", "--bin", "tollgate"], cwd=ROOT, check=True)
+    return ROOT / "target" / "release" / "tollgate"
+
+
+def machine_info() -> dict:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpus_allowed": len(os.sched_getaffinity(0)),
+        "kernel": platform.release(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+    }
+
+
+def versions(binary: Path) -> dict:
+    return {
+        "nginx": command_output(["nginx", "-v"]).removeprefix("nginx version: "),
+        "haproxy": command_output(["haproxy", "-v"]).splitlines()[0],
+        "wrk": command_output(["wrk", "-v"]).splitlines()[0],
+        "tollgate": command_output([str(binary), "--version"]),
+    }
+
+
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(target, 1 << 20), hard))
+
+
+# --- the servers -----------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, args, binary: Path, workdir: Path) -> None:
+        self.args = args
+        self.binary = binary
+        self.workdir = workdir
+        self.pin = args.pin
+        self.server_cpu = 0 if self.pin else None
+        self.client_cpu = 1 if self.pin else None
+        self.bench_token = f"bench-token-{secrets.token_hex(8)}"
+        self.upstream_port = 0
+        self.upstream: subprocess.Popen | None = None
+
+    # nginx, with the upstream's config or the proxy's
+
+    def start_nginx(self, name: str, template: str, cpu: int | None, **values):
+        d = self.workdir / name
+        d.mkdir(exist_ok=True)
+        os.chmod(d, 0o755)
+        port = free_port()
+        conf = render(template, d / "nginx.conf", dir=d, port=port, **values)
+        errlog = d / "error.log"
+        proc = PROCS.start(["nginx", "-p", str(d), "-c", str(conf), "-e", str(errlog)],
+                           cpu, log_path=d / "stdout.log")
+
+        def up():
+            status, _ = http_call(port, "/echo-auth", timeout=1)
+            return status == 200
+
+        wait_for(up, 10, name, proc, errlog)
+        return proc, port
+
+    def start_upstream(self) -> None:
+        self.upstream, self.upstream_port = self.start_nginx(
+            "upstream", "nginx-upstream.conf", self.client_cpu, token=self.bench_token)
+        log(f"upstream nginx on 127.0.0.1:{self.upstream_port}")
+
+    def start_server(self, name: str):
+        """Starts one measured server; returns (proc, port, expected Authorization)."""
+        cpu = self.server_cpu
+        if name == "direct":
+            proc, port = self.start_nginx("direct", "nginx-upstream.conf", cpu,
+                                          token=self.bench_token)
+            return proc, port, ""
+        if name == "nginx":
+            proc, port = self.start_nginx("nginx", "nginx-proxy.conf", cpu,
+                                          upstream_port=self.upstream_port,
+                                          keepalive=self.args.nginx_keepalive)
+            return proc, port, f"Bearer {STATIC_TOKEN}"
+        if name == "haproxy":
+            d = self.workdir / "haproxy"
+            d.mkdir(exist_ok=True)
+            port = free_port()
+            cfg = render("haproxy.cfg", d / "haproxy.cfg", port=port,
+                         upstream_port=self.upstream_port)
+            check = subprocess.run(["haproxy", "-c", "-q", "-f", str(cfg)],
+                                   capture_output=True, text=True)
+            if check.returncode != 0:
+                raise BenchError(f"haproxy -c: {check.stdout}{check.stderr}")
+            logf = d / "haproxy.log"
+            proc = PROCS.start(["haproxy", "-db", "-f", str(cfg)], cpu, log_path=logf)
+            wait_for(lambda: http_call(port, "/echo-auth", timeout=1)[0] == 200, 10,
+                     "haproxy", proc, logf)
+            return proc, port, f"Bearer {STATIC_TOKEN}"
+        if name in ("tollgate-static", "tollgate-oauth2"):
+            kind = name.split("-")[1]
+            proc, port = self.start_tollgate(name, f"tollgate-{kind}.yaml",
+                                             token_port=self.upstream_port,
+                                             before_expiry="60s")
+            expected = STATIC_TOKEN if kind == "static" else self.bench_token
+            return proc, port, f"Bearer {expected}"
+        raise BenchError(f"unknown server {name}")
+
+    def start_tollgate(self, name: str, template: str, **values):
+        d = self.workdir / name
+        d.mkdir(exist_ok=True)
+        port, admin = free_port(), free_port()
+        cfg = render(template, d / "tollgate.yaml", port=port, admin_port=admin,
+                     upstream_port=self.upstream_port, **values)
+        check = subprocess.run([str(self.binary), "check", "--config", str(cfg)],
+                               capture_output=True, text=True)
+        if check.returncode != 0:
+            raise BenchError(f"tollgate check {cfg}:\n{check.stdout}{check.stderr}")
+        env = dict(os.environ, RUST_LOG=self.args.tollgate_log_level)
+        logf = d / "tollgate.log"
+        proc = PROCS.start([str(self.binary), "--log-format", "json", "run", "--config",
+                            str(cfg)], self.server_cpu, log_path=logf, env=env,
+                           stop_signal=signal.SIGINT)
+        wait_for(lambda: http_call(admin, "/readyz", timeout=1)[0] == 200, 20,
+                 f"{name} /readyz", proc, logf)
+        return proc, port
+
+    def verify(self, name: str, port: int, expected: str) -> None:
+        status, body = http_call(port, "/echo-auth")
+        got = body.decode(errors="replace")
+        if status != 200 or got != expected:
+            raise BenchError(f"{name}: /echo-auth answered {status} {got!r}, "
+                             f"expected 200 {expected!r}")
+        status, body = http_call(port, "/")
+        if status != 200 or body != b"ok":
+            raise BenchError(f"{name}: / answered {status} {body[:200]!r}")
+
+    # the client
+
+    def wrk(self, port: int, connections: int, duration: float, path: str = "/") -> dict:
+        out_path = self.workdir / "wrk.out"
+        with open(out_path, "wb") as out:
+            argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--timeout", "5s",
+                    "--latency", "-s", str(TEMPLATES / "report.lua"),
+                    f"http://127.0.0.1:{port}{path}"]
+            proc = PROCS.start(argv, self.client_cpu, stdout=out)
+            killer = threading.Timer(duration + 30, os.killpg, (proc.pid, signal.SIGKILL))
+            killer.start()
+            try:
+                _, status, usage = os.wait4(proc.pid, 0)
+                proc.returncode = os.waitstatus_to_exitcode(status)
+            finally:
+                killer.cancel()
+                PROCS.stop(proc)
+        text = out_path.read_text(errors="replace")
+        match = re.search(r"^WRKJSON (.*)$", text, re.M)
+        if proc.returncode != 0 or not match:
+            raise BenchError(f"wrk failed ({proc.returncode}):\n{text}")
+        result = json.loads(match.group(1))
+        result["cpu_s"] = usage.ru_utime + usage.ru_stime
+        result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+        result["non2xx"] = result["errors"]["status"]
+        result["socket_errors"] = sum(v for k, v in result["errors"].items() if k != "status")
+        return result
+
+    def measure(self, name: str, connections: int) -> dict:
+        proc, port, expected = self.start_server(name)
+        try:
+            if name != "direct":
+                self.verify(name, port, expected)
+            else:
+                self.verify(name, port, "")
+            pids = server_pids(proc)
+            idle_rss = mem_kb(pids, "VmRSS")
+            if self.args.warmup > 0:
+                self.wrk(port, connections, self.args.warmup)
+            pids = server_pids(proc)
+            up_pids = server_pids(self.upstream)
+            status_before = nginx_status(self.upstream_port)
+            before, up_before = cpu_ticks(pids), cpu_ticks(up_pids)
+            machine_before = cpu_jiffies()
+            run = self.wrk(port, connections, self.args.duration)
+            machine_after = cpu_jiffies()
+            pids = server_pids(proc)
+            after, up_after = cpu_ticks(pids), cpu_ticks(up_pids)
+            status_after = nginx_status(self.upstream_port)
+            peak_rss = mem_kb(pids, "VmHWM")
+            rss_after = mem_kb(pids, "VmRSS")
+            if proc.poll() is not None:
+                raise BenchError(f"{name} exited during the run ({proc.returncode})")
+        finally:
+            PROCS.stop(proc)
+        seconds = run["duration_us"] / 1e6
+        cpu_s = (after - before) / CLK_TCK
+        up_cpu_s = (up_after - up_before) / CLK_TCK
+        requests = max(run["requests"], 1)
+        return {
+            "server": name,
+            "connections": connections,
+            "processes": len(pids),
+            "rps": run["rps"],
+            "requests": run["requests"],
+            "p50_ms": run["latency_us"]["p50"] / 1000,
+            "p99_ms": run["latency_us"]["p99"] / 1000,
+            "cpu_s": cpu_s,
+            "cpu_us_per_req": cpu_s * 1e6 / requests,
+            "core_busy": cpu_s / seconds,
+            # how busy each CPU of the machine was (whoever ran there): with --pin, CPU 0 is
+            # the server's, CPU 1 the client's and the upstream's
+            "cpu_busy": cpu_busy(machine_before, machine_after),
+            "idle_rss_mb": idle_rss / 1024,
+            "peak_rss_mb": peak_rss / 1024,
+            "rss_after_mb": rss_after / 1024,
+            "non2xx": run["non2xx"],
+            "socket_errors": run["socket_errors"],
+            "upstream_cpu_us_per_req": (0.0 if name == "direct"
+                                        else up_cpu_s * 1e6 / requests),
+            "wrk_cpu_us_per_req": run["cpu_s"] * 1e6 / requests,
+            # new connections the upstream accepted during the measured run and requests it
+            # served, less this script's own stub_status call
+            "upstream_connections": (0 if name == "direct" else
+                                     status_after["accepts"] - status_before["accepts"] - 1),
+            "upstream_requests": (0 if name == "direct" else
+                                  status_after["requests"] - status_before["requests"] - 1),
+            "wrk": run,
+        }
+
+
+# --- the comparison --------------------------------------------------------------------------
+
+
+COLUMNS = [  # key, header, format, ratio wanted
+    ("rps", "rps", "{:.0f}"),
+    ("p50_ms", "p50 ms", "{:.3f}"),
+    ("p99_ms", "p99 ms", "{:.3f}"),
+    ("cpu_us_per_req", "cpu µs/req", "{:.2f}"),
+    ("peak_rss_mb", "peak RSS MB", "{:.1f}"),
+]
+
+
+def median_row(rows: list[dict]) -> dict:
+    if len(rows) == 1:
+        return rows[0]
+    out = dict(rows[0])
+    for key, value in rows[0].items():
+        if isinstance(value, (int, float)) and key != "connections":
+            out[key] = statistics.median(r[key] for r in rows)
+    out["cpu_busy"] = {cpu: statistics.median(r["cpu_busy"].get(cpu, 0.0) for r in rows)
+                       for cpu in rows[0]["cpu_busy"]}
+    out["non2xx"] = sum(r["non2xx"] for r in rows)
+    out["socket_errors"] = sum(r["socket_errors"] for r in rows)
+    return out
+
+
+def print_table(connections: int, rows: list[dict], pinned: bool) -> bool:
+    """Prints one table; returns whether some row's core was shared with other work."""
+    ref = next((r for r in rows if r["server"] == "nginx"), None)
+    headers = (["server"] + [h for _, h, _ in COLUMNS]
+               + ["core busy", "CPU0/1 busy", "idle RSS MB", "upstream conns", "errors"])
+    table = []
+    shared = False
+    for row in rows:
+        cells = [row["server"]]
+        # With pinning, CPU 0 busier than the server itself: someone else ran on its core.
+        if pinned and row["cpu_busy"].get(0, 0) - row["core_busy"] > 0.15:
+            cells[0] += " *"
+            shared = True
+        for key, _, fmt in COLUMNS:
+            cell = fmt.format(row[key])
+            if ref and ref[key]:
+                cell += f" ({row[key] / ref[key]:.2f}x)"
+            cells.append(cell)
+        cells.append(f"{row['core_busy'] * 100:.0f}%")
+        busy = row["cpu_busy"]
+        cells.append("/".join(f"{busy.get(c, 0) * 100:.0f}" for c in (0, 1)) + "%")
+        cells.append(f"{row['idle_rss_mb']:.1f}")
+        cells.append("-" if row["server"] == "direct" else f"{row['upstream_connections']:.0f}")
+        errors = row["non2xx"] + row["socket_errors"]
+        cells.append("0" if errors == 0 else
+                     f"{row['non2xx']} non-2xx, {row['socket_errors']} socket")
+        table.append(cells)
+    widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(headers)]
+    print(f"\n{connections} connections (ratios against nginx):")
+    print("  " + "  ".join(h.ljust(w) if i == 0 else h.rjust(w)
+                           for i, (h, w) in enumerate(zip(headers, widths))))
+    for cells in table:
+        print("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                               for i, (c, w) in enumerate(zip(cells, widths))))
+    return shared
+
+
+def comparison(args, bench: Bench, meta: dict) -> dict:
+    servers = args.servers
+    raw: dict[int, dict[str, list[dict]]] = {c: {s: [] for s in servers}
+                                             for c in args.connections}
+    for round_no in range(args.rounds):
+        for connections in args.connections:
+            for name in servers:
+                label = f"round {round_no + 1}/{args.rounds}, " if args.rounds > 1 else ""
+                log(f"{label}{name}, {connections} connections: "
+                    f"{args.warmup:g} s warm-up + {args.duration:g} s")
+                row = bench.measure(name, connections)
+                raw[connections][name].append(row)
+                log(f"  {row['rps']:.0f} rps, p99 {row['p99_ms']:.2f} ms, "
+                    f"{row['cpu_us_per_req']:.2f} µs cpu/req, core {row['core_busy']:.0%}")
+    print()
+    print(f"tollgate {meta['commit']}{' (dirty tree)' if meta['dirty'] else ''} vs nginx "
+          f"{meta['versions']['nginx']}, {meta['versions']['haproxy'].split(' - ')[0]}; "
+          f"client {meta['versions']['wrk'].split(' [')[0]} -t1, "
+          f"{args.duration:g} s runs after {args.warmup:g} s warm-up"
+          + (f", median of {args.rounds} rounds" if args.rounds > 1 else ""))
+    print(f"machine: {meta['machine']['nproc']} CPUs, {meta['machine']['cpu_model']}, "
+          f"kernel {meta['machine']['kernel']}")
+    print(f"pinning: {meta['pinning']}")
+    print(f"load average at start: {meta['loadavg_at_start']} (other work on the machine "
+          f"skews every figure)")
+    print(f"tollgate: RUST_LOG={args.tollgate_log_level}, JSON logs to a file; nginx and "
+          f"HAProxy: no access log; one worker/thread each")
+    results = {}
+    shared = False
+    for connections in args.connections:
+        rows = [median_row(raw[connections][s]) for s in servers]
+        shared |= print_table(connections, rows, args.pin)
+        results[str(connections)] = {"median": rows, "rounds": raw[connections]}
+    if shared:
+        print("\n* other processes took more than 15% of CPU 0, the server's core, during this"
+              " run: its figures are skewed; run again on a quieter machine (or --rounds 3).")
+    print("\ncpu µs/req: the server's utime+stime (whole process tree) per completed request;"
+          " core busy: that CPU time / wall time; CPU0/1 busy: the machine's CPUs, whoever"
+          " ran there" + (" (CPU 0: the server's, CPU 1: wrk's and the upstream's)" if args.pin
+                          else "") + "; upstream conns: connections the upstream accepted"
+          " during the measured run.")
+    return results
+
+
+# --- the expiry storm ------------------------------------------------------------------------
+
+
+class TokenServer:
+    """POST /oauth/token: a fresh token each call, `expires_in` as set, after `delay`;
+    records every call's start and end."""
+
+    def __init__(self, expires_in: int, delay: float) -> None:
+        self.expires_in = expires_in
+        self.delay = delay
+        self.calls: list[tuple[float, float]] = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                start = time.monotonic()
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                if self.path.split("?")[0] != "/oauth/token":
+                    self.send_error(404)
+                    return
+                if outer.delay:
+                    time.sleep(outer.delay)
+                body = json.dumps({"access_token": f"storm-{secrets.token_hex(8)}",
+                                   "token_type": "Bearer",
+                                   "expires_in": outer.expires_in}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                with outer.lock:
+                    outer.calls.append((start, time.monotonic()))
+
+            def log_message(self, *_):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Probe:
+    """One request every `interval` on its own keep-alive connection, timed."""
+
+    def __init__(self, port: int, interval: float) -> None:
+        self.port = port
+        self.interval = interval
+        self.samples: list[tuple[float, float, int]] = []  # start, seconds, status (0: error)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        conn = None
+        while not self.stop.is_set():
+            start = time.monotonic()
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+                conn.request("GET", "/")
+                resp = conn.getresponse()
+                resp.read()
+                status = resp.status
+            except (OSError, http.client.HTTPException):
+                status = 0
+                if conn is not None:
+                    conn.close()
+                conn = None
+            self.samples.append((start, time.monotonic() - start, status))
+            self.stop.wait(max(0.0, self.interval - (time.monotonic() - start)))
+        if conn is not None:
+            conn.close()
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def expiry_storm(args, bench: Bench) -> dict:
+    lifetime = args.storm_expires_in
+    lead = min(args.storm_before_expiry, lifetime / 2)
+    with TokenServer(lifetime, args.token_delay) as tokens:
+        proc, port = bench.start_tollgate(
+            "tollgate-storm", "tollgate-oauth2.yaml", token_port=tokens.port,
+            before_expiry=f"{args.storm_before_expiry}s")
+        try:
+            status, body = http_call(port, "/echo-auth")
+            if status != 200 or not body.startswith(b"Bearer storm-"):
+                raise BenchError(f"tollgate-storm: /echo-auth answered {status} {body[:100]!r}")
+            log(f"expiry storm: tokens live {lifetime} s, refresh lead {lead:g} s, token "
+                f"calls take {args.token_delay:g} s; {args.storm_connections} connections "
+                f"for {args.storm_duration:g} s")
+            probe = Probe(port, args.probe_interval)
+            start = time.monotonic()
+            probe.thread.start()
+            try:
+                run = bench.wrk(port, args.storm_connections, args.storm_duration)
+            finally:
+                probe.stop.set()
+                probe.thread.join(10)
+            end = time.monotonic()
+            if proc.poll() is not None:
+                raise BenchError(f"tollgate exited during the storm ({proc.returncode})")
+        finally:
+            PROCS.stop(proc)
+    with tokens.lock:
+        calls = list(tokens.calls)
+    window = end - start
+    in_window = [c for c in calls if start <= c[0] <= end]
+    starts = [c[0] for c in in_window]
+    intervals = [b - a for a, b in zip(starts, starts[1:])]
+    during, outside = [], []
+    for t0, seconds, status in probe.samples:
+        in_flight = any(c0 <= t0 <= c1 for c0, c1 in calls)
+        (during if in_flight else outside).append((seconds, status))
+    probe_failures = sum(1 for _, _, st in probe.samples if not 200 <= st < 300)
+
+    def stats(samples):
+        lat = [s * 1000 for s, _ in samples]
+        return {"count": len(samples), "p50_ms": percentile(lat, 50),
+                "p99_ms": percentile(lat, 99), "max_ms": max(lat, default=0.0),
+                "failed": sum(1 for _, st in samples if not 200 <= st < 300)}
+
+    result = {
+        "expires_in_s": lifetime,
+        "before_expiry_s": args.storm_before_expiry,
+        "refresh_lead_s": lead,
+        "expected_interval_s": lifetime - lead,
+        "token_delay_s": args.token_delay,
+        "connections": args.storm_connections,
+        "window_s": window,
+        "provider_calls_total": len(calls),
+        "provider_calls_in_window": len(in_window),
+        "calls_per_lifetime": len(in_window) / (window / lifetime),
+        "calls_per_lifetime_from_intervals": (lifetime / statistics.mean(intervals)
+                                              if intervals else 0.0),
+        "intervals_s": intervals,
+        "interval_min_s": min(intervals, default=0.0),
+        "interval_mean_s": statistics.mean(intervals) if intervals else 0.0,
+        "interval_max_s": max(intervals, default=0.0),
+        "wrk": run,
+        "rps": run["rps"],
+        "p50_ms": run["latency_us"]["p50"] / 1000,
+        "p99_ms": run["latency_us"]["p99"] / 1000,
+        "max_ms": run["latency_us"]["max"] / 1000,
+        "failed_requests": run["non2xx"] + run["socket_errors"] + probe_failures,
+        "probe_during_refresh": stats(during),
+        "probe_outside_refresh": stats(outside),
+    }
+    d, o = result["probe_during_refresh"], result["probe_outside_refresh"]
+    print()
+    print(f"expiry storm: tollgate (oauth2), tokens with expires_in {lifetime} s, "
+          f"refresh.before_expiry {args.storm_before_expiry} s (lead {lead:g} s: a refresh "
+          f"is due every {lifetime - lead:g} s), token calls take {args.token_delay:g} s")
+    print(f"  load: wrk -t1 -c{args.storm_connections}, {window:.1f} s, "
+          f"{run['rps']:.0f} rps; probe every {args.probe_interval * 1000:g} ms")
+    print(f"  provider calls in the window: {len(in_window)} "
+          f"({len(calls)} in all, with the login at start and any during shutdown)")
+    print(f"  provider calls per token lifetime: {result['calls_per_lifetime']:.2f} "
+          f"(the refresh schedule gives {lifetime / (lifetime - lead):.2f})")
+    print(f"  interval between calls: min {result['interval_min_s']:.2f} s, mean "
+          f"{result['interval_mean_s']:.2f} s, max {result['interval_max_s']:.2f} s "
+          f"(lifetime / mean interval: "
+          f"{result['calls_per_lifetime_from_intervals']:.2f} calls per lifetime)")
+    print(f"  failed requests: {result['failed_requests']} (wrk non-2xx {run['non2xx']}, "
+          f"wrk socket errors {run['socket_errors']}, probe {probe_failures})")
+    print(f"  latency (wrk, all requests): p50 {result['p50_ms']:.3f} ms, p99 "
+          f"{result['p99_ms']:.3f} ms, max {result['max_ms']:.3f} ms")
+    print(f"  probe, sent while a token call was in flight: {d['count']} requests, p50 "
+          f"{d['p50_ms']:.3f} ms, p99 {d['p99_ms']:.3f} ms, max {d['max_ms']:.3f} ms, "
+          f"{d['failed']} failed")
+    print(f"  probe, the others: {o['count']} requests, p50 {o['p50_ms']:.3f} ms, p99 "
+          f"{o['p99_ms']:.3f} ms, max {o['max_ms']:.3f} ms, {o['failed']} failed")
+    return result
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ints = lambda s: [int(x) for x in s.split(",") if x.strip()]  # noqa: E731
+    parser.add_argument("--connections", type=ints, default=[16, 64, 256],
+                        help="wrk connection counts, comma-separated (default 16,64,256)")
+    parser.add_argument("--duration", type=float, default=10, help="seconds per measured run "
+                        "(default 10)")
+    parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up before "
+                        "each measured run (default 2)")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the whole sequence; the "
+                        "table shows medians (default 1)")
+    parser.add_argument("--servers", default=",".join(SERVERS),
+                        help=f"which to run, comma-separated (default {','.join(SERVERS)})")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 64 connections, 3 s "
+                        "runs, 1 s warm-up (expiry storm: 10 s)")
+    parser.add_argument("--binary", help="a tollgate binary to use instead of building one")
+    parser.add_argument("--json", help="where to write the results (default "
+                        "target/bench/load-<commit>.json, storm-<commit>.json)")
+    parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=None,
+                        help="pin the measured server to CPU 0, wrk and the upstream to CPU 1 "
+                        "(default: on with 2+ CPUs and taskset)")
+    parser.add_argument("--tollgate-log-level", default="warn",
+                        help="RUST_LOG for tollgate (default warn: no access lines)")
+    parser.add_argument("--nginx-keepalive", type=int, default=64,
+                        help="nginx's upstream `keepalive` (default 64)")
+    parser.add_argument("--expiry-storm", action="store_true",
+                        help="run the expiry storm instead of the comparison")
+    parser.add_argument("--storm-duration", type=float, default=20,
+                        help="seconds of load in the expiry storm (default 20)")
+    parser.add_argument("--storm-connections", type=int, default=64,
+                        help="wrk connections in the expiry storm (default 64)")
+    parser.add_argument("--storm-expires-in", type=int, default=4,
+                        help="expires_in of the storm's tokens, seconds (default 4)")
+    parser.add_argument("--storm-before-expiry", type=int, default=2,
+                        help="tollgate's refresh.before_expiry in the storm, seconds (default 2)")
+    parser.add_argument("--token-delay", type=float, default=0.1,
+                        help="seconds each storm token call takes (default 0.1)")
+    parser.add_argument("--probe-interval", type=float, default=0.01,
+                        help="seconds between the storm probe's requests (default 0.01)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.connections = [64]
+        args.duration = 3
+        args.warmup = 1
+        args.storm_duration = 10
+    args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    unknown = [s for s in args.servers if s not in SERVERS]
+    if unknown:
+        parser.error(f"unknown servers {unknown}; choose from {SERVERS}")
+    if not args.connections or min(args.connections) < 1:
+        parser.error("--connections needs positive counts")
+    can_pin = len(os.sched_getaffinity(0)) >= 2 and shutil.which("taskset") is not None
+    if args.pin is None:
+        args.pin = can_pin
+    elif args.pin and not can_pin:
+        parser.error("--pin needs taskset and 2+ CPUs")
+    if args.pin and not {0, 1} <= os.sched_getaffinity(0):
+        parser.error("--pin uses CPUs 0 and 1, which this process may not use")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    raise_fd_limit()
+    workdir = Path(tempfile.mkdtemp(prefix="tollgate-load-"))
+    os.chmod(workdir, 0o755)
+    try:
+        ensure_tools()
+        binary = build_tollgate(args)
+        commit = git("rev-parse", "--short", "HEAD")
+        meta = {
+            "commit": commit,
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "binary": str(binary),
+            "machine": machine_info(),
+            "versions": versions(binary),
+            "pinning": ("measured server on CPU 0; wrk and the shared upstream nginx on CPU 1"
+                        if args.pin else "none (taskset missing, 1 CPU, or --no-pin)"),
+            "tollgate_log_level": args.tollgate_log_level,
+            "loadavg_at_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+            "settings": {k: v for k, v in vars(args).items() if k != "json"},
+        }
+        bench = Bench(args, binary, workdir)
+        bench.start_upstream()
+        if args.expiry_storm:
+            meta["storm"] = expiry_storm(args, bench)
+            default = ROOT / "target" / "bench" / f"storm-{commit}.json"
+        else:
+            meta["results"] = comparison(args, bench, meta)
+            default = ROOT / "target" / "bench" / f"load-{commit}.json"
+        path = Path(args.json) if args.json else default
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(meta, indent=2) + "\n")
+        print(f"\nresults: {path}")
+        return 0
+    except BenchError as error:
+        log(f"error: {error}")
+        return 1
+    except KeyboardInterrupt:
+        log("interrupted; stopping everything started")
+        return 130
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        PROCS.stop_all()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
