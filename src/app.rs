@@ -12,11 +12,11 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::providers::{self, BuildError};
 use crate::proxy::{CompiledRoute, Gateway, RouteBuildError};
+use crate::shutdown::{Drainer, InFlight, Signals};
 use crate::tokens::TokenManager;
 
-/// Seconds pingora keeps serving in-flight requests after SIGTERM before it stops.
-const GRACE_PERIOD_SECONDS: u64 = 5;
-const RUNTIME_SHUTDOWN_SECONDS: u64 = 5;
+/// After the drain time, pingora gives its runtimes this long to stop.
+const RUNTIME_SHUTDOWN_SECONDS: u64 = 1;
 const CONTROL_THREADS: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +52,7 @@ impl App {
             .enable_all()
             .build()
             .map_err(StartError::Runtime)?;
+        warn_about_unverified_tls(&config);
         let metrics = Arc::new(Metrics::new()?);
         let mut clients = Vec::with_capacity(config.providers.len());
         for spec in &config.providers {
@@ -77,8 +78,9 @@ impl App {
         self.control.handle()
     }
 
-    /// Binds the listeners, starts the refreshers and serves until a signal ends the process.
-    pub fn run_forever(self) -> Result<std::convert::Infallible, StartError> {
+    /// Binds the listeners, starts the refreshers and serves until SIGTERM or SIGINT
+    /// (see [`crate::shutdown`]).
+    pub fn run(self) -> Result<(), StartError> {
         let admin_addr = self.config.server.admin;
         let admin_listener = bind(admin_addr)?;
         for addr in &self.config.server.listen {
@@ -103,16 +105,18 @@ impl App {
 
         let conf = ServerConf {
             threads: self.config.server.threads,
-            grace_period_seconds: Some(GRACE_PERIOD_SECONDS),
+            grace_period_seconds: Some(self.config.server.drain_timeout.as_secs_f64().ceil() as u64),
             graceful_shutdown_timeout_seconds: Some(RUNTIME_SHUTDOWN_SECONDS),
             ..ServerConf::default()
         };
         let mut server = Server::new_with_opt_and_conf(None, conf);
         server.bootstrap();
+        let in_flight = Arc::new(InFlight::default());
         let gateway = Gateway::new(
             self.routes,
             Arc::clone(&self.tokens),
             Arc::clone(&self.metrics),
+            Arc::clone(&in_flight),
         );
         let mut service = pingora::proxy::http_proxy_service(&server.configuration, gateway);
         for addr in &self.config.server.listen {
@@ -120,9 +124,11 @@ impl App {
         }
         server.add_service(service);
         server.add_service(pingora::services::background::background_service(
-            "session closer",
-            SessionCloser {
+            "drainer",
+            Drainer {
+                in_flight,
                 tokens: Arc::clone(&self.tokens),
+                drain_timeout: self.config.server.drain_timeout,
             },
         ));
         let listen: Vec<String> = self
@@ -140,9 +146,31 @@ impl App {
             threads = self.config.server.threads,
             "tollgate started"
         );
-        // `self.control` lives on this frame, which run_forever never leaves.
-        let _control = self.control;
-        server.run_forever()
+        server.run(pingora::server::RunArgs {
+            shutdown_signal: Box::new(Signals),
+        });
+        // Dropping the control runtime from async context would panic; it is done here.
+        self.control
+            .shutdown_timeout(std::time::Duration::from_secs(1));
+        Ok(())
+    }
+}
+
+/// Turning certificate checks off is allowed, but never silently.
+fn warn_about_unverified_tls(config: &Config) {
+    for provider in &config.providers {
+        if provider.tls.insecure_skip_verify {
+            tracing::warn!(provider = %provider.name, "TLS certificate verification is OFF for this provider (tls.insecure_skip_verify)");
+        }
+    }
+    for route in &config.routes {
+        if route
+            .backends
+            .iter()
+            .any(|b| b.tls && b.tls_settings.insecure_skip_verify)
+        {
+            tracing::warn!(route = %route.name, "TLS certificate verification is OFF for this route's upstream (upstream.tls.insecure_skip_verify)");
+        }
     }
 }
 
@@ -169,18 +197,4 @@ fn bind(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, StartError>
         .set_nonblocking(true)
         .map_err(|error| StartError::Listen { addr, error })?;
     Ok(listener)
-}
-
-/// Ends provider sessions (where configured) when pingora begins a graceful shutdown.
-struct SessionCloser {
-    tokens: Arc<TokenManager>,
-}
-
-#[async_trait::async_trait]
-impl pingora::services::background::BackgroundService for SessionCloser {
-    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
-        if shutdown.changed().await.is_ok() {
-            self.tokens.end_sessions().await;
-        }
-    }
 }

@@ -9,5 +9,6 @@ pub mod metrics;
 pub mod providers;
 pub mod proxy;
 pub mod secret;
+pub mod shutdown;
 pub mod tls;
 pub mod tokens;

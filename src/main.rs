@@ -80,7 +80,7 @@ fn load(path: &Path) -> anyhow::Result<Config> {
 
 fn run(config: Config) -> anyhow::Result<()> {
     let app = App::build(config)?;
-    app.run_forever()?;
+    app.run()?;
     Ok(())
 }
 
@@ -150,7 +150,7 @@ fn demo() -> anyhow::Result<()> {
         std::future::pending::<()>().await
     });
     println!("{}", tollgate::demo::stack::instructions());
-    app.run_forever()?;
+    app.run()?;
     Ok(())
 }
 

@@ -11,6 +11,7 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
     pub upstream_retries: IntCounterVec,
+    pub upstream_errors: IntCounterVec,
     pub token_requests: IntCounterVec,
     pub token_request_duration: HistogramVec,
     pub token_expiry: GaugeVec,
@@ -53,6 +54,13 @@ impl Metrics {
                 "Requests sent upstream again, by route and reason",
             ),
             &["route", "reason"],
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "upstream_errors_total",
+                "Failed exchanges with an upstream (refused, timed out, closed mid-response), by route and kind",
+            ),
+            &["route", "kind"],
         )?;
         let token_requests = IntCounterVec::new(
             Opts::new(
@@ -99,6 +107,7 @@ impl Metrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_retries.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(token_requests.clone()))?;
         registry.register(Box::new(token_request_duration.clone()))?;
         registry.register(Box::new(token_expiry.clone()))?;
@@ -113,6 +122,7 @@ impl Metrics {
             requests,
             request_duration,
             upstream_retries,
+            upstream_errors,
             token_requests,
             token_request_duration,
             token_expiry,

@@ -26,6 +26,9 @@ use raw::RawServer;
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
+/// Under Kubernetes' default 30 s termination grace period.
+pub const DEFAULT_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+const MAX_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Reads and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -126,10 +129,18 @@ fn validate_server(raw: RawServer, errors: &mut Errors) -> Server {
         Some(threads) => threads,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    let drain_timeout = raw.drain_timeout.map_or(DEFAULT_DRAIN_TIMEOUT, |d| d.0);
+    if drain_timeout > MAX_DRAIN_TIMEOUT {
+        errors.push(
+            "server.drain_timeout",
+            format!("must be at most {}s", MAX_DRAIN_TIMEOUT.as_secs()),
+        );
+    }
     Server {
         listen,
         admin,
         threads,
+        drain_timeout,
     }
 }
 

@@ -22,6 +22,8 @@ pub struct Server {
     pub listen: Vec<SocketAddr>,
     pub admin: SocketAddr,
     pub threads: usize,
+    /// How long requests in flight may run on after SIGTERM/SIGINT.
+    pub drain_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -295,6 +297,31 @@ pub struct Route {
     pub on_upstream_status: Vec<u16>,
     /// Send the client's Host header upstream instead of the backend's authority.
     pub preserve_host: bool,
+    pub timeouts: UpstreamTimeouts,
+    /// Larger request bodies are refused with 413.
+    pub max_request_body: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    /// TCP connect, and the TLS handshake after it.
+    pub connect: Duration,
+    /// Waiting for each read from the upstream (the response header, then body chunks).
+    pub read: Duration,
+    pub write: Duration,
+    /// How long an unused pooled connection is kept.
+    pub idle: Duration,
+}
+
+impl Default for UpstreamTimeouts {
+    fn default() -> Self {
+        UpstreamTimeouts {
+            connect: Duration::from_secs(5),
+            read: Duration::from_secs(60),
+            write: Duration::from_secs(60),
+            idle: Duration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,12 +24,56 @@ impl<'de> Deserialize<'de> for DurationText {
     }
 }
 
+/// A byte size: a whole number of bytes, or text with a unit (`512KiB`, `10MiB`, `1MB`).
+#[derive(Debug, Clone, Copy)]
+pub struct SizeText(pub u64);
+
+impl<'de> Deserialize<'de> for SizeText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Bytes(u64),
+            Text(String),
+        }
+        match Written::deserialize(deserializer)? {
+            Written::Bytes(bytes) => Ok(SizeText(bytes)),
+            Written::Text(text) => parse_size(&text).map(SizeText).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "invalid size `{text}`: write bytes, or a number and a unit (B, KB, KiB, MB, MiB, GB, GiB)"
+                ))
+            }),
+        }
+    }
+}
+
+fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" | "kB" => 1_000,
+        "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(factor)
+}
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub listen: Option<Vec<String>>,
     pub admin: Option<String>,
     pub threads: Option<usize>,
+    pub drain_timeout: Option<DurationText>,
 }
 
 /// Keys every provider accepts besides its own.
@@ -109,6 +153,17 @@ pub struct RawRoute {
     pub credential: Option<RawCredential>,
     pub on_upstream_status: Option<Vec<u16>>,
     pub preserve_host: Option<bool>,
+    pub timeouts: Option<RawTimeouts>,
+    pub max_request_body: Option<SizeText>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    pub connect: Option<DurationText>,
+    pub read: Option<DurationText>,
+    pub write: Option<DurationText>,
+    pub idle: Option<DurationText>,
 }
 
 #[derive(Debug, Deserialize)]

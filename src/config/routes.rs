@@ -12,6 +12,7 @@ use super::raw::*;
 use super::typed;
 
 const TOKEN_PLACEHOLDER: &str = "{token}";
+const DEFAULT_MAX_REQUEST_BODY: u64 = 10 << 20;
 const TOKEN_TYPE_PLACEHOLDER: &str = "{token_type}";
 
 pub(crate) fn validate_all(
@@ -100,6 +101,23 @@ fn validate_one(
             );
         }
     }
+    let defaults = UpstreamTimeouts::default();
+    let raw_timeouts = raw.timeouts.unwrap_or_default();
+    let timeouts = UpstreamTimeouts {
+        connect: raw_timeouts.connect.map_or(defaults.connect, |d| d.0),
+        read: raw_timeouts.read.map_or(defaults.read, |d| d.0),
+        write: raw_timeouts.write.map_or(defaults.write, |d| d.0),
+        idle: raw_timeouts.idle.map_or(defaults.idle, |d| d.0),
+    };
+    for (key, value) in [
+        ("connect", timeouts.connect),
+        ("read", timeouts.read),
+        ("write", timeouts.write),
+    ] {
+        if value.is_zero() {
+            errors.push(join(&join(path, "timeouts"), key), "must be longer than 0s");
+        }
+    }
     Some(Route {
         name: raw.name,
         host,
@@ -109,6 +127,10 @@ fn validate_one(
         credential,
         on_upstream_status,
         preserve_host: raw.preserve_host.unwrap_or(false),
+        timeouts,
+        max_request_body: raw
+            .max_request_body
+            .map_or(DEFAULT_MAX_REQUEST_BODY, |size| size.0),
     })
 }
 

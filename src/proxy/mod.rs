@@ -17,6 +17,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::metrics::Metrics;
+use crate::shutdown::{InFlight, InFlightGuard};
 use crate::tokens::{CredentialUnavailable, Token, TokenManager};
 use respond::{send_error, ErrorBody, ErrorKind};
 pub use route::{CompiledRoute, RouteBuildError, UpstreamBackend};
@@ -31,10 +32,12 @@ pub struct Gateway {
     tokens: Arc<TokenManager>,
     metrics: Arc<Metrics>,
     request_ids: RequestIds,
+    in_flight: Arc<InFlight>,
 }
 
 /// Per-request state carried between pingora's phases.
 pub struct RequestContext {
+    _in_flight: InFlightGuard,
     started: Instant,
     request_id: String,
     route: Option<Arc<CompiledRoute>>,
@@ -43,6 +46,7 @@ pub struct RequestContext {
     connect_failures: usize,
     auth_retry: AuthRetry,
     unavailable: Option<CredentialUnavailable>,
+    body_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,12 +62,14 @@ impl Gateway {
         routes: Vec<Arc<CompiledRoute>>,
         tokens: Arc<TokenManager>,
         metrics: Arc<Metrics>,
+        in_flight: Arc<InFlight>,
     ) -> Self {
         Gateway {
             router: Router::new(routes),
             tokens,
             metrics,
             request_ids: RequestIds::new(),
+            in_flight,
         }
     }
 
@@ -127,6 +133,7 @@ impl ProxyHttp for Gateway {
 
     fn new_ctx(&self) -> RequestContext {
         RequestContext {
+            _in_flight: self.in_flight.enter(),
             started: Instant::now(),
             request_id: String::new(),
             route: None,
@@ -135,6 +142,7 @@ impl ProxyHttp for Gateway {
             connect_failures: 0,
             auth_retry: AuthRetry::NotYet,
             unavailable: None,
+            body_bytes: 0,
         }
     }
 
@@ -168,6 +176,24 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         };
         ctx.route = Some(Arc::clone(&route));
+        if declared_body_length(session.req_header())
+            .is_some_and(|length| length > route.max_request_body)
+        {
+            let detail = format!(
+                "the request body is larger than this route's limit of {} bytes",
+                route.max_request_body
+            );
+            self.refuse(
+                session,
+                ctx,
+                ErrorKind::PayloadTooLarge,
+                &detail,
+                None,
+                true,
+            )
+            .await;
+            return Ok(true);
+        }
         if let Some(credential) = &route.credential {
             match self.tokens.credential(credential.provider).await {
                 Ok(token) => ctx.token = Some(token),
@@ -179,6 +205,28 @@ impl ProxyHttp for Gateway {
             }
         }
         Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestContext,
+    ) -> pingora::Result<()> {
+        let limit = ctx
+            .route
+            .as_deref()
+            .map_or(u64::MAX, |r| r.max_request_body);
+        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        if ctx.body_bytes > limit {
+            // A chunked body that outgrew the limit; the declared-length case was refused earlier.
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(413),
+                "request body over the route's limit",
+            ));
+        }
+        Ok(())
     }
 
     async fn upstream_peer(
@@ -342,6 +390,7 @@ impl ProxyHttp for Gateway {
             };
         }
         let kind = match (error.esource(), error.etype()) {
+            (_, ErrorType::HTTPStatus(413)) => ErrorKind::PayloadTooLarge,
             (
                 _,
                 ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
@@ -369,6 +418,7 @@ impl ProxyHttp for Gateway {
             ErrorKind::UpstreamUnreachable => "the upstream could not be reached",
             ErrorKind::UpstreamTimeout => "the upstream did not answer in time",
             ErrorKind::BadRequest => "the request could not be read",
+            ErrorKind::PayloadTooLarge => "the request body is larger than this route's limit",
             _ => "the gateway failed to proxy the request",
         };
         self.refuse(session, ctx, kind, detail, None, true).await;
@@ -396,6 +446,12 @@ impl ProxyHttp for Gateway {
             .request_duration
             .with_label_values(&[route_name])
             .observe(elapsed.as_secs_f64());
+        if let Some(error) = error.filter(|e| matches!(e.esource(), ErrorSource::Upstream)) {
+            self.metrics
+                .upstream_errors
+                .with_label_values(&[route_name, error.etype().as_str()])
+                .inc();
+        }
         let upstream = match (route, ctx.backend) {
             (Some(route), Some(index)) => route.backends[index].label.as_str(),
             _ => "-",
@@ -414,6 +470,15 @@ impl ProxyHttp for Gateway {
             error = error.map(|e| e.etype().as_str()),
         );
     }
+}
+
+/// The `Content-Length` the caller declared, if any.
+fn declared_body_length(request: &RequestHeader) -> Option<u64> {
+    request
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.trim().parse().ok())
 }
 
 /// A request can be sent again when its whole body is still held by pingora's retry

@@ -13,6 +13,7 @@ pub enum ErrorKind {
     UpstreamUnreachable,
     UpstreamTimeout,
     BadRequest,
+    PayloadTooLarge,
     Internal,
 }
 
@@ -24,6 +25,7 @@ impl ErrorKind {
             ErrorKind::UpstreamUnreachable => 502,
             ErrorKind::UpstreamTimeout => 504,
             ErrorKind::BadRequest => 400,
+            ErrorKind::PayloadTooLarge => 413,
             ErrorKind::Internal => 500,
         }
     }

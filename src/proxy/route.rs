@@ -4,21 +4,14 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::WrappedX509;
 
 use super::router::Matchable;
-use crate::config::{Backend, Route, TokenFormat};
+use crate::config::{Backend, Route, TokenFormat, UpstreamTimeouts};
 use crate::tokens::{ProviderId, TokenManager};
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const TOTAL_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
-const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct CompiledRoute {
     pub name: String,
@@ -30,6 +23,7 @@ pub struct CompiledRoute {
     pub credential: Option<RouteCredential>,
     pub retry_statuses: Vec<u16>,
     pub preserve_host: bool,
+    pub max_request_body: u64,
 }
 
 pub struct UpstreamBackend {
@@ -76,7 +70,7 @@ impl CompiledRoute {
         let backends = route
             .backends
             .iter()
-            .map(|backend| upstream_backend(backend).map_err(error))
+            .map(|backend| upstream_backend(backend, &route.timeouts).map_err(error))
             .collect::<Result<Vec<_>, _>>()?;
         let credential = match &route.credential {
             None => None,
@@ -102,6 +96,7 @@ impl CompiledRoute {
             credential,
             retry_statuses: route.on_upstream_status.clone(),
             preserve_host: route.preserve_host,
+            max_request_body: route.max_request_body,
         }))
     }
 
@@ -140,14 +135,17 @@ impl CompiledRoute {
     }
 }
 
-fn upstream_backend(backend: &Backend) -> Result<UpstreamBackend, String> {
+fn upstream_backend(
+    backend: &Backend,
+    timeouts: &UpstreamTimeouts,
+) -> Result<UpstreamBackend, String> {
     let address = resolve(&backend.host, backend.port)?;
     let mut peer = HttpPeer::new(address, backend.tls, backend.host.clone());
-    peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
-    peer.options.total_connection_timeout = Some(TOTAL_CONNECT_TIMEOUT);
-    peer.options.read_timeout = Some(READ_TIMEOUT);
-    peer.options.write_timeout = Some(WRITE_TIMEOUT);
-    peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
+    peer.options.connection_timeout = Some(timeouts.connect);
+    peer.options.total_connection_timeout = Some(timeouts.connect);
+    peer.options.read_timeout = Some(timeouts.read);
+    peer.options.write_timeout = Some(timeouts.write);
+    peer.options.idle_timeout = Some(timeouts.idle);
     if backend.tls_settings.insecure_skip_verify {
         peer.options.verify_cert = false;
         peer.options.verify_hostname = false;
