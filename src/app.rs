@@ -54,6 +54,9 @@ impl App {
             .map_err(StartError::Runtime)?;
         warn_about_unverified_tls(&config);
         let metrics = Arc::new(Metrics::new()?);
+        let route_names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+        let provider_names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
+        metrics.prepare(&route_names, &provider_names);
         let mut clients = Vec::with_capacity(config.providers.len());
         for spec in &config.providers {
             clients.push((spec, providers::build(spec)?));

@@ -131,6 +131,21 @@ impl Metrics {
         })
     }
 
+    /// Creates the counters that alerts watch at 0, so `increase()` sees their first event.
+    pub fn prepare(&self, routes: &[&str], providers: &[&str]) {
+        for route in routes {
+            self.credential_unavailable.with_label_values(&[route]);
+        }
+        for provider in providers {
+            for kind in ["login", "refresh"] {
+                for outcome in ["success", "failure"] {
+                    self.token_requests
+                        .with_label_values(&[provider, kind, outcome]);
+                }
+            }
+        }
+    }
+
     pub fn cache_lookups(&self, provider: &str) -> CacheLookupCounters {
         CacheLookupCounters {
             hit: self
