@@ -218,3 +218,89 @@ fn format_may_name_the_token_type() {
         "{errors:?}"
     );
 }
+
+mod properties {
+    use super::super::*;
+    use proptest::prelude::*;
+
+    fn yaml_scalar() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z_]{0,12}",
+            "[0-9]{1,6}(ms|s|m|h)?",
+            "(http|https|ftp)://[a-z0-9.:/-]{0,24}",
+            Just("${env:TOLLGATE_PROPTEST_UNSET}".to_owned()),
+            Just("${file:/nonexistent}".to_owned()),
+            Just("\"{token}\"".to_owned()),
+            Just("[]".to_owned()),
+            Just("{}".to_owned()),
+            Just("~".to_owned()),
+        ]
+    }
+
+    /// YAML shaped like a config, with random keys and values in the known sections.
+    fn config_like() -> impl Strategy<Value = String> {
+        let key = prop_oneof![
+            Just("type"),
+            Just("token_url"),
+            Just("base_url"),
+            Just("client_id"),
+            Just("grant"),
+            Just("refresh"),
+            Just("timeout"),
+            Just("basic"),
+            Just("flow"),
+            Just("value"),
+            Just("login"),
+            Just("token_pointer"),
+            Just("bogus"),
+        ];
+        let provider = proptest::collection::vec((key, yaml_scalar()), 0..6);
+        let route_key = prop_oneof![
+            Just("name"),
+            Just("match"),
+            Just("upstream"),
+            Just("credential"),
+            Just("timeouts"),
+            Just("max_request_body"),
+            Just("strip_prefix"),
+        ];
+        let route = proptest::collection::vec((route_key, yaml_scalar()), 0..6);
+        (provider, route, "[a-z]{1,8}").prop_map(|(provider, route, name)| {
+            let mut text = format!("providers:\n  {name}:\n");
+            for (key, value) in provider {
+                text.push_str(&format!("    {key}: {value}\n"));
+            }
+            text.push_str("routes:\n  -");
+            for (key, value) in route {
+                text.push_str(&format!(" {key}: {value}\n   "));
+            }
+            text.push('\n');
+            text
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_is_a_config_or_clear_errors(text in "\\PC{0,400}") {
+            if let Err(errors) = parse(&text) {
+                prop_assert!(!errors.0.is_empty());
+                prop_assert!(errors.0.iter().all(|e| !e.message.is_empty()));
+            }
+        }
+
+        #[test]
+        fn config_shaped_yaml_is_a_config_or_clear_errors(text in config_like()) {
+            if let Err(errors) = parse(&text) {
+                prop_assert!(!errors.0.is_empty());
+                prop_assert!(errors.0.iter().all(|e| !e.message.is_empty()));
+            }
+        }
+
+        #[test]
+        fn reference_expansion_never_panics(text in "\\PC{0,80}(\\$\\{(env|file|x):\\PC{0,20}\\}?)?\\PC{0,20}") {
+            if let Err(message) = expand_references(&text) {
+                prop_assert!(!message.is_empty());
+            }
+        }
+    }
+}

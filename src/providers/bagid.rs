@@ -15,6 +15,8 @@ use crate::secret::Secret;
 
 const APP_KEY_HEADER: &str = "X-Source-App-Key";
 const B2B_SECRET_HEADER: &str = "X-B2B-Secret";
+/// Nonces are short-lived; a stated lifetime beyond this is treated as this.
+const MAX_NONCE_LIFETIME: Duration = Duration::from_secs(3600);
 /// Longest attestation object accepted from an attestor.
 const MAX_ATTESTATION_BYTES: usize = 64 * 1024;
 
@@ -117,8 +119,11 @@ impl BagId {
             .filter(|n| !n.is_empty())
             .ok_or_else(|| ProviderError::BadReply("nonce reply has no nonce".to_owned()))?;
         let now = Instant::now();
-        let mut usable_until: Option<Instant> =
-            reply.ttl_seconds.map(|ttl| now + Duration::from_secs(ttl));
+        // Capped, so that a nonsense lifetime cannot overflow the clock.
+        let within = |left: Duration| now + left.min(MAX_NONCE_LIFETIME);
+        let mut usable_until: Option<Instant> = reply
+            .ttl_seconds
+            .map(|ttl| within(Duration::from_secs(ttl)));
         if let Some(expires_at) = reply.expires_at {
             let at = humantime::parse_rfc3339_weak(&expires_at).map_err(|_| {
                 ProviderError::BadReply(format!("nonce expiresAt `{expires_at}` is not RFC 3339"))
@@ -126,7 +131,7 @@ impl BagId {
             let left = at
                 .duration_since(SystemTime::now())
                 .unwrap_or(Duration::ZERO);
-            let until = now + left;
+            let until = within(left);
             usable_until = Some(usable_until.map_or(until, |other| other.min(until)));
         }
         let usable_until = usable_until.unwrap_or(now + Duration::from_secs(30));

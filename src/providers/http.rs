@@ -200,4 +200,42 @@ mod tests {
         let missing = parse_json::<Reply>(b"{}", "token reply").unwrap_err();
         assert!(missing.to_string().contains("missing field `access_token`"));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct TokenReply {
+            access_token: Secret,
+            expires_in: Option<u64>,
+            refresh_token: Option<Secret>,
+        }
+
+        fn bodies() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                any::<Vec<u8>>(),
+                "\\PC{0,120}".prop_map(String::into_bytes),
+                ("[a-z_]{1,14}", "\\PC{0,30}")
+                    .prop_map(
+                        |(key, value)| format!("{{\"{key}\":\"SECRET{value}\"}}").into_bytes()
+                    ),
+                any::<i64>().prop_map(|n| {
+                    format!("{{\"access_token\":{n},\"expires_in\":\"SECRET\"}}").into_bytes()
+                }),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn any_reply_body_parses_or_gives_an_error_without_its_content(body in bodies()) {
+                if let Err(error) = parse_json::<TokenReply>(&body, "token reply") {
+                    let text = error.to_string();
+                    prop_assert!(!text.contains("SECRET"), "{}", text);
+                    prop_assert!(matches!(error, ProviderError::BadReply(_)));
+                }
+            }
+        }
+    }
 }

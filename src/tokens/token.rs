@@ -12,6 +12,8 @@ use crate::secret::Secret;
 /// Tokens are treated as expired this long before the instant they expire, so that a token
 /// is never sent with a moment left that the network delay would eat.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(1);
+/// Longest lifetime taken from a provider (ten years).
+const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 #[derive(Debug)]
 pub struct Token {
@@ -47,6 +49,8 @@ impl Token {
         let now = Instant::now();
         let wall_now = SystemTime::now();
         let (lifetime, source) = lifetime(grant, policy, wall_now)?;
+        // A provider may state any number; beyond this it only risks overflowing clocks.
+        let lifetime = lifetime.min(MAX_LIFETIME);
         let usable = lifetime.saturating_sub(EXPIRY_MARGIN.min(lifetime / 10));
         let lead = policy.before_expiry.min(lifetime / 2);
         let expires_at_unix = wall_now
@@ -214,5 +218,46 @@ mod tests {
         assert_eq!(a.len(), 12);
         assert_eq!(a, fingerprint(&Secret::new("token-a")));
         assert_ne!(a, fingerprint(&Secret::new("token-b")));
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use base64::Engine;
+    use proptest::prelude::*;
+
+    fn encode(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    proptest! {
+        #[test]
+        fn jwt_expiry_never_panics(text in "\\PC{0,300}") {
+            let _ = jwt_expiry(&text);
+        }
+
+        #[test]
+        fn jwt_shaped_tokens_give_a_lifetime_or_a_clear_error(
+            payload in prop_oneof![
+                any::<Vec<u8>>(),
+                (any::<i64>()).prop_map(|exp| format!("{{\"exp\":{exp}}}").into_bytes()),
+                (any::<u64>()).prop_map(|exp| format!("{{\"exp\":{exp}}}").into_bytes()),
+                "\\PC{0,40}".prop_map(|s| format!("{{\"exp\":\"{s}\"}}").into_bytes()),
+            ],
+            expires_in in proptest::option::of(any::<u64>()),
+        ) {
+            let token = format!("{}.{}.sig", encode(br#"{"alg":"HS256"}"#), encode(&payload));
+            let mut grant = Grant::bare(Secret::new(token));
+            grant.expires_in = expires_in.map(Duration::from_secs);
+            match Token::from_grant(1, &grant, &RefreshPolicy::default()) {
+                Ok(token) => {
+                    let now = Instant::now();
+                    prop_assert!(token.expires_at > now);
+                    prop_assert!(token.refresh_at <= token.expires_at + EXPIRY_MARGIN);
+                }
+                Err(error) => prop_assert!(matches!(error, ProviderError::BadReply(_))),
+            }
+        }
     }
 }
