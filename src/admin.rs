@@ -10,13 +10,20 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::tokens::TokenManager;
 
 #[derive(Clone)]
 pub struct AdminState {
-    pub tokens: Arc<TokenManager>,
+    pub live: Arc<Live>,
     pub metrics: Arc<Metrics>,
+}
+
+impl AdminState {
+    fn tokens(&self) -> Arc<TokenManager> {
+        Arc::clone(&self.live.load().tokens)
+    }
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -52,7 +59,7 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {
-    let statuses = state.tokens.status().await;
+    let statuses = state.tokens().status().await;
     let waiting: Vec<String> = statuses
         .iter()
         .filter(|status| status.seconds_to_expiry.is_none())
@@ -75,7 +82,7 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 async fn status(State(state): State<AdminState>) -> Json<serde_json::Value> {
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "providers": state.tokens.status().await,
+        "providers": state.tokens().status().await,
     }))
 }
 

@@ -1,6 +1,7 @@
 //! Wiring: a validated [`Config`] becomes a running gateway — the control runtime (provider
 //! calls, refreshers, admin listener) beside pingora's proxy service.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use pingora::server::configuration::ServerConf;
@@ -9,9 +10,11 @@ use tokio::runtime::Runtime;
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
+use crate::live::{Live, Routing};
 use crate::metrics::Metrics;
 use crate::providers::{self, BuildError};
-use crate::proxy::{CompiledRoute, Gateway, RouteBuildError};
+use crate::proxy::{Gateway, RouteBuildError};
+use crate::reload::Reloader;
 use crate::shutdown::{Drainer, InFlight, Signals};
 use crate::tokens::TokenManager;
 
@@ -39,9 +42,10 @@ pub enum StartError {
 pub struct App {
     config: Config,
     control: Runtime,
-    tokens: Arc<TokenManager>,
+    live: Arc<Live>,
     metrics: Arc<Metrics>,
-    routes: Vec<Arc<CompiledRoute>>,
+    /// The file to reload from on SIGHUP or when it changes.
+    config_path: Option<PathBuf>,
 }
 
 impl App {
@@ -62,18 +66,20 @@ impl App {
             clients.push((spec, providers::build(spec)?));
         }
         let tokens = TokenManager::new(clients, control.handle().clone(), Arc::clone(&metrics));
-        let routes = config
-            .routes
-            .iter()
-            .map(|route| CompiledRoute::build(route, &tokens))
-            .collect::<Result<Vec<_>, _>>()?;
+        let routing = Routing::build(&config, tokens)?;
         Ok(App {
             config,
             control,
-            tokens,
+            live: Arc::new(Live::from_pointee(routing)),
             metrics,
-            routes,
+            config_path: None,
         })
+    }
+
+    /// Reload from `path` on SIGHUP and whenever its content changes.
+    pub fn reload_from(mut self, path: PathBuf) -> App {
+        self.config_path = Some(path);
+        self
     }
 
     /// The runtime that hosts provider calls; the demo runs its stand-ins on it too.
@@ -91,7 +97,7 @@ impl App {
             drop(bind(*addr)?);
         }
         let state = AdminState {
-            tokens: Arc::clone(&self.tokens),
+            live: Arc::clone(&self.live),
             metrics: Arc::clone(&self.metrics),
         };
         let proxy_addrs = self.config.server.listen.clone();
@@ -104,7 +110,16 @@ impl App {
                 Err(error) => tracing::error!(%error, "admin listener failed"),
             }
         });
-        self.tokens.start_refreshers();
+        self.live.load().tokens.start_refreshers();
+        if let Some(path) = &self.config_path {
+            let reloader = Reloader::new(
+                path.clone(),
+                &self.config,
+                Arc::clone(&self.live),
+                Arc::clone(&self.metrics),
+            );
+            self.control.spawn(reloader.run());
+        }
 
         let conf = ServerConf {
             threads: self.config.server.threads,
@@ -116,8 +131,7 @@ impl App {
         server.bootstrap();
         let in_flight = Arc::new(InFlight::default());
         let gateway = Gateway::new(
-            self.routes,
-            Arc::clone(&self.tokens),
+            Arc::clone(&self.live),
             Arc::clone(&self.metrics),
             Arc::clone(&in_flight),
         );
@@ -130,7 +144,7 @@ impl App {
             "drainer",
             Drainer {
                 in_flight,
-                tokens: Arc::clone(&self.tokens),
+                live: Arc::clone(&self.live),
                 drain_timeout: self.config.server.drain_timeout,
             },
         ));

@@ -51,7 +51,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => {
             logging::init(cli.log_format.unwrap_or(LogFormat::Json));
-            load(&config).and_then(run)
+            load(&config).and_then(|loaded| run(loaded, config))
         }
         Command::Check { config } => return check(&config),
         Command::Demo => {
@@ -78,8 +78,8 @@ fn load(path: &Path) -> anyhow::Result<Config> {
         .map_err(|errors| anyhow::anyhow!("invalid config {}:\n{errors}", path.display()))
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
-    let app = App::build(config)?;
+fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
+    let app = App::build(config)?.reload_from(path);
     app.run()?;
     Ok(())
 }

@@ -17,6 +17,7 @@ pub struct Metrics {
     pub token_expiry: GaugeVec,
     pub token_cache_lookups: IntCounterVec,
     pub credential_unavailable: IntCounterVec,
+    pub config_reloads: IntCounterVec,
 }
 
 /// Pre-resolved counters for one provider's cache lookups, so the hot path does no label
@@ -100,6 +101,10 @@ impl Metrics {
             ),
             &["route"],
         )?;
+        let config_reloads = IntCounterVec::new(
+            Opts::new("config_reloads_total", "Config reloads, by outcome"),
+            &["outcome"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("build_info", "Build of this tollgate"),
             &["version"],
@@ -113,6 +118,10 @@ impl Metrics {
         registry.register(Box::new(token_expiry.clone()))?;
         registry.register(Box::new(token_cache_lookups.clone()))?;
         registry.register(Box::new(credential_unavailable.clone()))?;
+        registry.register(Box::new(config_reloads.clone()))?;
+        for outcome in ["success", "failure"] {
+            config_reloads.with_label_values(&[outcome]);
+        }
         registry.register(Box::new(build_info.clone()))?;
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -128,6 +137,7 @@ impl Metrics {
             token_expiry,
             token_cache_lookups,
             credential_unavailable,
+            config_reloads,
         })
     }
 

@@ -14,7 +14,7 @@ use pingora::server::{ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::tokens::TokenManager;
+use crate::live::Live;
 
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 
@@ -72,7 +72,7 @@ impl ShutdownSignalWatch for Signals {
 /// ends provider sessions, and exits.
 pub struct Drainer {
     pub in_flight: Arc<InFlight>,
-    pub tokens: Arc<TokenManager>,
+    pub live: Arc<Live>,
     pub drain_timeout: Duration,
 }
 
@@ -93,7 +93,8 @@ impl BackgroundService for Drainer {
                 "drain time is up; cutting requests still in flight"
             );
         }
-        self.tokens.end_sessions().await;
+        let tokens = std::sync::Arc::clone(&self.live.load().tokens);
+        tokens.end_sessions().await;
         tracing::info!("drained; exiting");
         std::process::exit(0);
     }

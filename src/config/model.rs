@@ -10,14 +10,14 @@ use url::Url;
 
 use crate::secret::Secret;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub server: Server,
     pub providers: Vec<ProviderSpec>,
     pub routes: Vec<Route>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Server {
     pub listen: Vec<SocketAddr>,
     pub admin: SocketAddr,
@@ -26,7 +26,7 @@ pub struct Server {
     pub drain_timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProviderSpec {
     pub name: String,
     pub settings: ProviderSettings,
@@ -36,7 +36,7 @@ pub struct ProviderSpec {
     pub tls: TlsSettings,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ProviderSettings {
     OAuth2(OAuth2Settings),
     BigId(BigIdSettings),
@@ -88,7 +88,7 @@ pub struct TlsSettings {
     pub insecure_skip_verify: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OAuth2Settings {
     pub token_url: Url,
     pub grant: OAuth2Grant,
@@ -99,7 +99,7 @@ pub struct OAuth2Settings {
     pub audience: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum OAuth2Grant {
     ClientCredentials,
     Password { username: String, password: Secret },
@@ -113,13 +113,13 @@ pub enum ClientAuth {
     Post,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BigIdSettings {
     pub base_url: Url,
     pub login: BigIdLogin,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum BigIdLogin {
     /// Exchanged for a system token at `POST /api/v1/refresh-access-token`.
     UserToken(Secret),
@@ -127,7 +127,7 @@ pub enum BigIdLogin {
     Password { username: String, password: Secret },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FortanixSettings {
     pub base_url: Url,
     pub login: FortanixLogin,
@@ -136,7 +136,7 @@ pub struct FortanixSettings {
 }
 
 /// How DSM is asked for a session: HTTP Basic, or one of its body methods.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum FortanixLogin {
     /// A user email and password, or an app id and app secret.
     Basic {
@@ -160,7 +160,7 @@ pub enum FortanixLogin {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BigBucksSettings {
     /// The API base, `.../api/v1`; the login is `POST {base_url}/signin`.
     pub base_url: Url,
@@ -169,13 +169,13 @@ pub struct BigBucksSettings {
     pub recaptcha: Option<Secret>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BagIdSettings {
     pub base_url: Url,
     pub flow: BagIdFlow,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum BagIdFlow {
     Federated {
         app_key: Secret,
@@ -207,7 +207,7 @@ impl BagIdFlow {
 }
 
 /// The host app's trusted JWT for BagID's federated login.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum FederatedToken {
     Value(Secret),
     /// Read at every login, so a rotated (projected) token is picked up.
@@ -215,7 +215,7 @@ pub enum FederatedToken {
 }
 
 /// Produces the `attestationObject` for a BagID nonce.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Attestor {
     /// `POST {url}` with `{"nonce": ...}`, answered by `{"attestationObject": ...}`.
     Http { url: Url, timeout: Duration },
@@ -227,13 +227,13 @@ pub enum Attestor {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StaticSettings {
     pub value: Secret,
 }
 
 /// A declarative login for any JSON API.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HttpLoginSettings {
     pub login: HttpRequestTemplate,
     /// JSON pointer to the token in the reply; "" when the reply is the token as a JSON string.
@@ -242,7 +242,7 @@ pub struct HttpLoginSettings {
     pub refresh: Option<HttpRefresh>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HttpRefresh {
     /// May use `{refresh_token}` in its URL, headers and body.
     pub request: HttpRequestTemplate,
@@ -250,7 +250,7 @@ pub struct HttpRefresh {
     pub refresh_token_pointer: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HttpRequestTemplate {
     pub method: http::Method,
     pub url: Secret,
@@ -258,7 +258,7 @@ pub struct HttpRequestTemplate {
     pub body: Option<HttpBody>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum HttpBody {
     /// Serialized JSON text.
     Json(Secret),
@@ -269,7 +269,7 @@ pub enum HttpBody {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExpiryField {
     pub pointer: String,
     pub format: ExpiryFormat,
@@ -285,7 +285,7 @@ pub enum ExpiryFormat {
     Rfc3339,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     pub name: String,
     /// Lower-case host name without port; `None` matches any host.
@@ -336,7 +336,7 @@ pub struct Backend {
     pub tls_settings: TlsSettings,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Credential {
     pub provider: String,
     pub header: HeaderName,

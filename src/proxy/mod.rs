@@ -16,20 +16,20 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType};
 
+use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::shutdown::{InFlight, InFlightGuard};
 use crate::tokens::{CredentialUnavailable, Token, TokenManager};
 use respond::{send_error, ErrorBody, ErrorKind};
 pub use route::{CompiledRoute, RouteBuildError, UpstreamBackend};
-use router::{host_without_port, Router};
+use router::host_without_port;
 
 /// Route label of requests that matched no route.
 const NO_ROUTE_LABEL: &str = "none";
 
 /// The gateway's request handling; one instance serves every request.
 pub struct Gateway {
-    router: Router<CompiledRoute>,
-    tokens: Arc<TokenManager>,
+    live: Arc<Live>,
     metrics: Arc<Metrics>,
     request_ids: RequestIds,
     in_flight: Arc<InFlight>,
@@ -41,6 +41,8 @@ pub struct RequestContext {
     started: Instant,
     request_id: String,
     route: Option<Arc<CompiledRoute>>,
+    /// The token manager of the routing the request started with (reloads swap it).
+    tokens: Option<Arc<TokenManager>>,
     token: Option<Arc<Token>>,
     backend: Option<usize>,
     connect_failures: usize,
@@ -58,15 +60,9 @@ enum AuthRetry {
 }
 
 impl Gateway {
-    pub fn new(
-        routes: Vec<Arc<CompiledRoute>>,
-        tokens: Arc<TokenManager>,
-        metrics: Arc<Metrics>,
-        in_flight: Arc<InFlight>,
-    ) -> Self {
+    pub fn new(live: Arc<Live>, metrics: Arc<Metrics>, in_flight: Arc<InFlight>) -> Self {
         Gateway {
-            router: Router::new(routes),
-            tokens,
+            live,
             metrics,
             request_ids: RequestIds::new(),
             in_flight,
@@ -137,6 +133,7 @@ impl ProxyHttp for Gateway {
             started: Instant::now(),
             request_id: String::new(),
             route: None,
+            tokens: None,
             token: None,
             backend: None,
             connect_failures: 0,
@@ -163,7 +160,13 @@ impl ProxyHttp for Gateway {
                     .and_then(|h| h.to_str().ok())
             })
             .map(host_without_port);
-        let Some(route) = self.router.find(host, request.uri.path()).cloned() else {
+        let (route, tokens) = {
+            let routing = self.live.load();
+            let route = routing.router.find(host, request.uri.path()).cloned();
+            (route, Arc::clone(&routing.tokens))
+        };
+        ctx.tokens = Some(Arc::clone(&tokens));
+        let Some(route) = route else {
             self.refuse(
                 session,
                 ctx,
@@ -195,7 +198,7 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
         if let Some(credential) = &route.credential {
-            match self.tokens.credential(credential.provider).await {
+            match tokens.credential(credential.provider).await {
                 Ok(token) => ctx.token = Some(token),
                 Err(unavailable) => {
                     self.refuse_unavailable(session, ctx, &unavailable, false)
@@ -234,7 +237,7 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut RequestContext,
     ) -> pingora::Result<Box<HttpPeer>> {
-        let Some(route) = ctx.route.clone() else {
+        let (Some(route), Some(tokens)) = (ctx.route.clone(), ctx.tokens.clone()) else {
             return Err(Error::explain(
                 ErrorType::InternalError,
                 "no route in context",
@@ -243,7 +246,7 @@ impl ProxyHttp for Gateway {
         if ctx.auth_retry == AuthRetry::Pending {
             ctx.auth_retry = AuthRetry::Done;
             if let Some(credential) = &route.credential {
-                match self.tokens.credential(credential.provider).await {
+                match tokens.credential(credential.provider).await {
                     Ok(token) => ctx.token = Some(token),
                     Err(unavailable) => {
                         ctx.unavailable = Some(unavailable);
@@ -294,7 +297,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestContext,
     ) -> pingora::Result<()> {
         let status = upstream_response.status.as_u16();
-        let Some(route) = ctx.route.clone() else {
+        let (Some(route), Some(tokens)) = (ctx.route.clone(), ctx.tokens.clone()) else {
             return Ok(());
         };
         let (Some(credential), Some(token)) = (&route.credential, &ctx.token) else {
@@ -303,7 +306,7 @@ impl ProxyHttp for Gateway {
         if !route.retry_statuses.contains(&status) {
             return Ok(());
         }
-        self.tokens.reject(credential.provider, token.id).await;
+        tokens.reject(credential.provider, token.id).await;
         if ctx.auth_retry != AuthRetry::NotYet || !replayable(session) {
             return Ok(());
         }

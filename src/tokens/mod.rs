@@ -10,7 +10,7 @@ mod backoff;
 mod token;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 
 use crate::config::{ProviderSpec, RefreshPolicy};
 use crate::metrics::{CacheLookupCounters, Metrics};
-use crate::providers::{Grant, Provider, ProviderError};
+use crate::providers::{BuildError, Grant, Provider, ProviderError};
 use crate::secret::Secret;
 
 pub use token::{fingerprint, jwt_claims, jwt_expiry, LifetimeSource, Token};
@@ -33,6 +33,11 @@ pub use token::{fingerprint, jwt_claims, jwt_expiry, LifetimeSource, Token};
 /// hash provider names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ProviderId(usize);
+
+/// Names a provider's token in the cache. Unique for the life of the process, so a
+/// provider kept across a config reload keeps its key, its token and its refresher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct SlotKey(u64);
 
 /// No valid token could be had; the request must not be forwarded.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -44,17 +49,30 @@ pub struct CredentialUnavailable {
 }
 
 pub struct TokenManager {
-    cache: Cache<ProviderId, Arc<Token>>,
+    /// Shared with the managers built by later config reloads.
+    cache: Cache<SlotKey, Arc<Token>>,
     slots: Vec<Arc<Slot>>,
     by_name: HashMap<String, ProviderId>,
     control: Handle,
-    next_token_id: AtomicU64,
+    counters: Arc<Counters>,
     metrics: Arc<Metrics>,
 }
 
+/// Process-wide sequence numbers, shared across reloads so ids never repeat.
+#[derive(Default)]
+struct Counters {
+    next_token_id: AtomicU64,
+    next_slot_key: AtomicU64,
+}
+
 struct Slot {
-    id: ProviderId,
+    key: SlotKey,
     name: String,
+    /// The settings it was built from; a reload keeps the slot only if they are unchanged.
+    spec: ProviderSpec,
+    /// Set when a reload dropped or changed the provider; its refresher stops.
+    retired: AtomicBool,
+    refresher_running: AtomicBool,
     provider: Arc<dyn Provider>,
     policy: RefreshPolicy,
     fetch_lock: tokio::sync::Mutex<()>,
@@ -90,10 +108,10 @@ pub struct ProviderStatus {
 /// Lets each cache entry live exactly as long as its token is usable.
 struct TokenExpiry;
 
-impl Expiry<ProviderId, Arc<Token>> for TokenExpiry {
+impl Expiry<SlotKey, Arc<Token>> for TokenExpiry {
     fn expire_after_create(
         &self,
-        _key: &ProviderId,
+        _key: &SlotKey,
         token: &Arc<Token>,
         now: Instant,
     ) -> Option<Duration> {
@@ -102,7 +120,7 @@ impl Expiry<ProviderId, Arc<Token>> for TokenExpiry {
 
     fn expire_after_update(
         &self,
-        _key: &ProviderId,
+        _key: &SlotKey,
         token: &Arc<Token>,
         now: Instant,
         _current: Option<Duration>,
@@ -119,37 +137,84 @@ impl TokenManager {
         control: Handle,
         metrics: Arc<Metrics>,
     ) -> Arc<TokenManager> {
+        let counters = Arc::new(Counters::default());
         let slots: Vec<Arc<Slot>> = providers
             .into_iter()
-            .enumerate()
-            .map(|(index, (spec, provider))| {
-                Arc::new(Slot {
-                    id: ProviderId(index),
-                    name: spec.name.clone(),
-                    provider,
-                    policy: spec.refresh,
-                    fetch_lock: tokio::sync::Mutex::new(()),
-                    state: Mutex::new(SlotState::default()),
-                    wake: Notify::new(),
-                    lookups: metrics.cache_lookups(&spec.name),
-                    expiry: metrics.expiry_gauge(&spec.name),
-                })
-            })
+            .map(|(spec, provider)| new_slot(spec, provider, &counters, &metrics))
             .collect();
-        let by_name = slots
-            .iter()
-            .map(|slot| (slot.name.clone(), slot.id))
-            .collect();
+        // Room for reloads that replace every provider while old tokens still expire.
         let cache = Cache::builder()
-            .max_capacity(slots.len().max(1) as u64)
+            .max_capacity((slots.len().max(1) * 4) as u64)
             .expire_after(TokenExpiry)
             .build();
+        Self::assemble(slots, cache, control, counters, metrics)
+    }
+
+    /// The manager for a reloaded config: providers whose settings did not change keep
+    /// their slot (token, refresher, backoff state); the others get new ones. Call
+    /// [`TokenManager::retire_replaced`] on `self` once the successor is in use.
+    pub fn successor(
+        &self,
+        specs: &[ProviderSpec],
+        mut build: impl FnMut(&ProviderSpec) -> Result<Arc<dyn Provider>, BuildError>,
+    ) -> Result<Arc<TokenManager>, BuildError> {
+        let mut slots = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let kept = self
+                .slots
+                .iter()
+                .find(|slot| slot.name == spec.name && slot.spec == *spec);
+            slots.push(match kept {
+                Some(slot) => Arc::clone(slot),
+                None => new_slot(spec, build(spec)?, &self.counters, &self.metrics),
+            });
+        }
+        Ok(Self::assemble(
+            slots,
+            self.cache.clone(),
+            self.control.clone(),
+            Arc::clone(&self.counters),
+            Arc::clone(&self.metrics),
+        ))
+    }
+
+    /// Stops the refreshers of providers `successor` no longer has, and drops their tokens.
+    pub async fn retire_replaced(&self, successor: &TokenManager) {
+        for slot in &self.slots {
+            if successor.slots.iter().any(|kept| Arc::ptr_eq(kept, slot)) {
+                continue;
+            }
+            slot.retired.store(true, Ordering::Release);
+            slot.wake.notify_one();
+            self.cache.invalidate(&slot.key).await;
+            tracing::info!(provider = %slot.name, "provider removed or changed by reload; its token is dropped");
+        }
+    }
+
+    /// Whether the two managers share the slot of `name` (a reload kept the provider).
+    pub fn keeps_provider(&self, successor: &TokenManager, name: &str) -> bool {
+        let slot = |manager: &TokenManager| manager.slots.iter().find(|s| s.name == name).cloned();
+        matches!((slot(self), slot(successor)), (Some(a), Some(b)) if Arc::ptr_eq(&a, &b))
+    }
+
+    fn assemble(
+        slots: Vec<Arc<Slot>>,
+        cache: Cache<SlotKey, Arc<Token>>,
+        control: Handle,
+        counters: Arc<Counters>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<TokenManager> {
+        let by_name = slots
+            .iter()
+            .enumerate()
+            .map(|(index, slot)| (slot.name.clone(), ProviderId(index)))
+            .collect();
         Arc::new(TokenManager {
             cache,
             slots,
             by_name,
             control,
-            next_token_id: AtomicU64::new(1),
+            counters,
             metrics,
         })
     }
@@ -158,13 +223,13 @@ impl TokenManager {
         self.by_name.get(name).copied()
     }
 
-    pub fn provider_name(&self, id: ProviderId) -> &str {
-        &self.slots[id.0].name
-    }
-
-    /// Starts one background refresher per provider; each logs in at once.
+    /// Starts a background refresher for each provider that has none yet (a slot kept by
+    /// a reload keeps its own); each logs in at once.
     pub fn start_refreshers(self: &Arc<Self>) {
         for slot in &self.slots {
+            if slot.refresher_running.swap(true, Ordering::AcqRel) {
+                continue;
+            }
             let manager = Arc::clone(self);
             let slot = Arc::clone(slot);
             self.control
@@ -179,7 +244,7 @@ impl TokenManager {
         id: ProviderId,
     ) -> Result<Arc<Token>, CredentialUnavailable> {
         let slot = &self.slots[id.0];
-        if let Some(token) = self.cache.get(&id).await {
+        if let Some(token) = self.cache.get(&slot.key).await {
             if token.is_usable(Instant::now()) {
                 slot.lookups.hit.inc();
                 return Ok(token);
@@ -194,7 +259,7 @@ impl TokenManager {
         let slot = &self.slots[id.0];
         let result = self
             .cache
-            .entry(id)
+            .entry(slot.key)
             .and_compute_with(|entry| {
                 let op = match entry {
                     Some(entry) if entry.value().id == token_id => Op::Remove,
@@ -240,7 +305,7 @@ impl TokenManager {
     ) -> Result<Arc<Token>, CredentialUnavailable> {
         let _guard = slot.fetch_lock.lock().await;
         let now = Instant::now();
-        if let Some(token) = self.cache.get(&slot.id).await.filter(|t| t.is_usable(now)) {
+        if let Some(token) = self.cache.get(&slot.key).await.filter(|t| t.is_usable(now)) {
             if replacing != Some(token.id) {
                 return Ok(token);
             }
@@ -262,7 +327,7 @@ impl TokenManager {
             .inc();
         match result {
             Ok(token) => {
-                self.cache.insert(slot.id, Arc::clone(&token)).await;
+                self.cache.insert(slot.key, Arc::clone(&token)).await;
                 slot.expiry.set(token.expires_at_unix);
                 tracing::info!(
                     provider = %slot.name,
@@ -325,7 +390,7 @@ impl TokenManager {
     }
 
     fn accept(&self, slot: &Slot, kind: &str, grant: Grant) -> Result<Arc<Token>, ProviderError> {
-        let id = self.next_token_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.counters.next_token_id.fetch_add(1, Ordering::Relaxed);
         let token = Token::from_grant(id, &grant, &slot.policy)?;
         let mut state = lock(&slot.state);
         match grant.refresh_token {
@@ -351,9 +416,9 @@ impl TokenManager {
     }
 
     async fn refresh_loop(self: Arc<Self>, slot: Arc<Slot>) {
-        loop {
+        while !slot.retired.load(Ordering::Acquire) {
             let now = Instant::now();
-            let current = self.cache.get(&slot.id).await.filter(|t| t.is_usable(now));
+            let current = self.cache.get(&slot.key).await.filter(|t| t.is_usable(now));
             let due = current.as_ref().map_or(now, |token| token.refresh_at);
             let retry_at = lock(&slot.state).retry_at.unwrap_or(now);
             let due = due.max(retry_at);
@@ -377,10 +442,10 @@ impl TokenManager {
             if !slot.provider.ends_sessions() {
                 continue;
             }
-            let Some(token) = self.cache.get(&slot.id).await else {
+            let Some(token) = self.cache.get(&slot.key).await else {
                 continue;
             };
-            self.cache.invalidate(&slot.id).await;
+            self.cache.invalidate(&slot.key).await;
             let provider = Arc::clone(&slot.provider);
             let outcome = self
                 .control
@@ -402,7 +467,7 @@ impl TokenManager {
         let mut statuses = Vec::with_capacity(self.slots.len());
         for slot in &self.slots {
             let now = Instant::now();
-            let token = self.cache.get(&slot.id).await.filter(|t| t.is_usable(now));
+            let token = self.cache.get(&slot.key).await.filter(|t| t.is_usable(now));
             statuses.push(Self::slot_status(slot, token.as_deref(), now));
         }
         statuses
@@ -457,4 +522,26 @@ fn lock(state: &Mutex<SlotState>) -> MutexGuard<'_, SlotState> {
     state
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn new_slot(
+    spec: &ProviderSpec,
+    provider: Arc<dyn Provider>,
+    counters: &Counters,
+    metrics: &Metrics,
+) -> Arc<Slot> {
+    Arc::new(Slot {
+        key: SlotKey(counters.next_slot_key.fetch_add(1, Ordering::Relaxed)),
+        name: spec.name.clone(),
+        spec: spec.clone(),
+        retired: AtomicBool::new(false),
+        refresher_running: AtomicBool::new(false),
+        provider,
+        policy: spec.refresh,
+        fetch_lock: tokio::sync::Mutex::new(()),
+        state: Mutex::new(SlotState::default()),
+        wake: Notify::new(),
+        lookups: metrics.cache_lookups(&spec.name),
+        expiry: metrics.expiry_gauge(&spec.name),
+    })
 }

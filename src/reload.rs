@@ -1,0 +1,142 @@
+//! Config reload without dropping requests: on SIGHUP, and when the config file's content
+//! changes (a Kubernetes ConfigMap update swaps a symlink, so the file is re-read rather
+//! than watched by inode). A valid config replaces the routing atomically, keeping the
+//! tokens of providers whose settings did not change; an invalid one is logged and the
+//! old config keeps serving.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::{self, Config, Server};
+use crate::live::{Live, Routing};
+use crate::metrics::Metrics;
+use crate::providers;
+
+/// How often the config file is read to see whether it changed.
+const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+
+pub struct Reloader {
+    path: PathBuf,
+    /// The `server` section in force; changing it needs a restart.
+    server: Server,
+    live: Arc<Live>,
+    metrics: Arc<Metrics>,
+    last_digest: Mutex<Option<[u8; 32]>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ReloadError {
+    #[error("invalid config:\n{0}")]
+    Invalid(#[from] config::ConfigErrors),
+    #[error(transparent)]
+    Provider(#[from] providers::BuildError),
+    #[error(transparent)]
+    Route(#[from] crate::proxy::RouteBuildError),
+}
+
+impl Reloader {
+    pub fn new(path: PathBuf, config: &Config, live: Arc<Live>, metrics: Arc<Metrics>) -> Reloader {
+        let last_digest = Mutex::new(digest_of(&path));
+        Reloader {
+            path,
+            server: config.server.clone(),
+            live,
+            metrics,
+            last_digest,
+        }
+    }
+
+    /// Watches for SIGHUP and file changes until the process ends.
+    pub async fn run(self) {
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(hangup) => Some(hangup),
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGHUP; reloading on file changes only");
+                None
+            }
+        };
+        let mut tick = tokio::time::interval(WATCH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            let trigger = tokio::select! {
+                Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
+                _ = tick.tick() => {
+                    if !self.file_changed() {
+                        continue;
+                    }
+                    "file change"
+                }
+            };
+            self.reload(trigger).await;
+        }
+    }
+
+    fn file_changed(&self) -> bool {
+        let current = digest_of(&self.path);
+        let mut last = self.last_digest.lock().unwrap_or_else(|p| p.into_inner());
+        if current.is_none() || *last == current {
+            return false;
+        }
+        *last = current;
+        true
+    }
+
+    async fn reload(&self, trigger: &str) {
+        match self.try_reload().await {
+            Ok(summary) => {
+                self.metrics
+                    .config_reloads
+                    .with_label_values(&["success"])
+                    .inc();
+                tracing::info!(trigger, %summary, "config reloaded");
+            }
+            Err(error) => {
+                self.metrics
+                    .config_reloads
+                    .with_label_values(&["failure"])
+                    .inc();
+                tracing::error!(trigger, error = %error, "config reload refused; the previous config keeps serving");
+            }
+        }
+    }
+
+    async fn try_reload(&self) -> Result<String, ReloadError> {
+        let config = config::load(&self.path)?;
+        if config.server != self.server {
+            tracing::warn!("the server section changed; listeners, threads and drain time apply after a restart");
+        }
+        let current = self.live.load_full();
+        let successor = current
+            .tokens
+            .successor(&config.providers, providers::build)?;
+        let routing = Routing::build(&config, Arc::clone(&successor))?;
+        let route_names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+        let provider_names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
+        self.metrics.prepare(&route_names, &provider_names);
+        successor.start_refreshers();
+        self.live.store(Arc::new(routing));
+        current.tokens.retire_replaced(&successor).await;
+        let kept: Vec<&str> = provider_names
+            .iter()
+            .copied()
+            .filter(|name| current.tokens.keeps_provider(&successor, name))
+            .collect();
+        Ok(format!(
+            "{} routes, {} providers ({} kept with their tokens: {})",
+            route_names.len(),
+            provider_names.len(),
+            kept.len(),
+            kept.join(", ")
+        ))
+    }
+}
+
+fn digest_of(path: &PathBuf) -> Option<[u8; 32]> {
+    std::fs::read(path)
+        .ok()
+        .map(|bytes| Sha256::digest(bytes).into())
+}
