@@ -30,6 +30,8 @@ pub struct Reloader {
 
 #[derive(Debug, thiserror::Error)]
 enum ReloadError {
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("invalid config:\n{0}")]
     Invalid(#[from] config::ConfigErrors),
     #[error(transparent)]
@@ -105,7 +107,18 @@ impl Reloader {
     }
 
     async fn try_reload(&self) -> Result<String, ReloadError> {
-        let config = config::load(&self.path)?;
+        // Remember exactly what was read, so the file poll does not reload it again.
+        let text = std::fs::read(&self.path).map_err(|error| ReloadError::Read {
+            path: self.path.display().to_string(),
+            error,
+        })?;
+        *self.last_digest.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Sha256::digest(&text).into());
+        let text = String::from_utf8(text).map_err(|_| ReloadError::Read {
+            path: self.path.display().to_string(),
+            error: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"),
+        })?;
+        let config = config::parse(&text)?;
         if config.server != self.server {
             tracing::warn!("the server section changed; listeners, threads and drain time apply after a restart");
         }

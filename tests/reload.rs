@@ -440,7 +440,6 @@ async fn sighup_reloads_at_once() {
 /// file as changed and reloads the same content a second time (two "config reloaded" lines
 /// and two successes for one change).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "gateway bug: a SIGHUP reload is repeated by the next file poll"]
 async fn a_sighup_reload_is_not_repeated_by_the_file_poll() {
     let idp = OAuth2StandIn::start(OAuth2Settings::default())
         .await
