@@ -1,0 +1,432 @@
+//! Inbound checks (ingress mode): decide whether a caller may pass before tollgate injects
+//! its own credential and forwards.
+//!
+//! A route's `inbound:` section ([`crate::config::inbound::InboundSettings`]) turns into one
+//! [`Inbound`] at startup. Three checks exist, one file each:
+//!
+//! - [`api_key`]: a key in a header, compared (as SHA-256 hashes, in constant time) with the
+//!   configured set;
+//! - [`jwt`]: a JWT verified with jsonwebtoken against a shared secret, a PEM public key, or a
+//!   JWKS ([`jwks`]: cached in moka, refetched on an unknown `kid` at most once per interval);
+//! - [`authorize`]: a remote decision by the BigBucks Auth Engine (`POST /user/authorize`,
+//!   optionally `GET /me` for identity), cached in moka per token and question.
+//!
+//! When several are configured **all** must pass, in that order (cheapest first). On
+//! success the identity headers are read from the JWT claims, or from the `/me` reply when
+//! `authorize.identity_from_me` is set.
+//!
+//! Every HTTP call (JWKS, authorize, /me) runs on the control runtime (`Handle::spawn`, the
+//! request task awaits the `JoinHandle`), so connection pools stay on one runtime and a call
+//! that started always completes and fills its cache. No refusal detail, log line or error
+//! carries the caller's credential or a configured secret.
+
+pub mod api_key;
+pub mod authorize;
+mod client;
+pub mod jwks;
+pub mod jwt;
+#[cfg(test)]
+mod testkit;
+
+use std::fmt;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use serde_json::Value;
+
+use crate::config::inbound::{IdentityHeaderSetting, InboundSettings, TokenSource};
+
+/// The `realm` of every challenge tollgate sends.
+const REALM: &str = "tollgate";
+/// A credential longer than this is refused without parsing it.
+const MAX_CREDENTIAL_BYTES: usize = 16 * 1024;
+/// An identity header value longer than this is not set.
+const MAX_IDENTITY_VALUE_BYTES: usize = 4 * 1024;
+
+/// A route's compiled inbound checks.
+pub struct Inbound {
+    api_keys: Option<api_key::ApiKeyCheck>,
+    jwt: Option<jwt::JwtCheck>,
+    authorize: Option<authorize::AuthorizeCheck>,
+    identity: Vec<IdentityHeaderSetting>,
+    identity_from_me: bool,
+    strip: Vec<HeaderName>,
+}
+
+impl fmt::Debug for Inbound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inbound")
+            .field("api_keys", &self.api_keys)
+            .field("jwt", &self.jwt)
+            .field("authorize", &self.authorize)
+            .field("identity", &self.identity)
+            .field("identity_from_me", &self.identity_from_me)
+            .field("strip", &self.strip)
+            .finish()
+    }
+}
+
+/// What a passing caller is: the identity headers to set on the forwarded request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// Why a caller may not pass. No variant carries the caller's credential or a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// 401 with `WWW-Authenticate: {www_authenticate}`: no credential, or not a valid one.
+    Unauthenticated {
+        detail: String,
+        www_authenticate: String,
+    },
+    /// 403: a valid credential that is not allowed here.
+    Forbidden { detail: String },
+    /// 503 with `Retry-After`: the check could not be made (JWKS or authorization server
+    /// down); the request is not forwarded.
+    Unavailable {
+        detail: String,
+        retry_after: Duration,
+    },
+}
+
+impl Refusal {
+    /// The HTTP status to answer with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::Unauthenticated { .. } => 401,
+            Refusal::Forbidden { .. } => 403,
+            Refusal::Unavailable { .. } => 503,
+        }
+    }
+
+    /// The `error` field of the JSON body.
+    pub fn error(&self) -> &'static str {
+        match self {
+            Refusal::Unauthenticated { .. } => "unauthenticated",
+            Refusal::Forbidden { .. } => "forbidden",
+            Refusal::Unavailable { .. } => "authorization_unavailable",
+        }
+    }
+
+    pub fn detail(&self) -> &str {
+        match self {
+            Refusal::Unauthenticated { detail, .. }
+            | Refusal::Forbidden { detail }
+            | Refusal::Unavailable { detail, .. } => detail,
+        }
+    }
+
+    fn forbidden(detail: impl Into<String>) -> Refusal {
+        Refusal::Forbidden {
+            detail: detail.into(),
+        }
+    }
+
+    fn unavailable(detail: impl Into<String>, retry_after: Duration) -> Refusal {
+        Refusal::Unavailable {
+            detail: detail.into(),
+            retry_after: retry_after.max(Duration::from_secs(1)),
+        }
+    }
+}
+
+/// `allowed`, `unauthenticated`, `forbidden` or `unavailable`: the `outcome` label of
+/// `tollgate_inbound_auth_total{route,outcome}`.
+pub fn outcome_label(result: &Result<Identity, Refusal>) -> &'static str {
+    match result {
+        Ok(_) => "allowed",
+        Err(Refusal::Unauthenticated { .. }) => "unauthenticated",
+        Err(Refusal::Forbidden { .. }) => "forbidden",
+        Err(Refusal::Unavailable { .. }) => "unavailable",
+    }
+}
+
+/// The checks could not be built (a key that does not parse, an HTTP client that cannot be
+/// made). Config validation catches these first; this is the last line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("inbound {check}: {reason}")]
+pub struct InboundBuildError {
+    pub check: &'static str,
+    pub reason: String,
+}
+
+impl Inbound {
+    /// Compiles the checks. `control` runs every JWKS and authorization call; when a JWKS is
+    /// configured its first fetch starts at once on `control`.
+    pub fn build(
+        settings: &InboundSettings,
+        control: tokio::runtime::Handle,
+    ) -> Result<Inbound, InboundBuildError> {
+        let api_keys = settings.api_keys.as_ref().map(api_key::ApiKeyCheck::new);
+        let jwt = settings
+            .jwt
+            .as_ref()
+            .map(|jwt| jwt::JwtCheck::build(jwt, control.clone()))
+            .transpose()?;
+        let authorize = settings
+            .authorize
+            .as_ref()
+            .map(|authorize| authorize::AuthorizeCheck::build(authorize, control.clone()))
+            .transpose()?;
+        let identity_from_me = settings
+            .authorize
+            .as_ref()
+            .is_some_and(|authorize| authorize.identity_from_me);
+
+        let mut strip: Vec<HeaderName> = Vec::new();
+        let mut add = |name: HeaderName| {
+            if !strip.contains(&name) {
+                strip.push(name);
+            }
+        };
+        for identity in &settings.identity_headers {
+            add(identity.header.clone());
+        }
+        if !settings.forward_caller_credential {
+            if let Some(api_keys) = &settings.api_keys {
+                add(api_keys.header.clone());
+            }
+            if let Some(jwt) = &settings.jwt {
+                add(jwt.from.header_name());
+            }
+            if let Some(authorize) = &settings.authorize {
+                add(authorize.from.header_name());
+            }
+        }
+        Ok(Inbound {
+            api_keys,
+            jwt,
+            authorize,
+            identity: settings.identity_headers.clone(),
+            identity_from_me,
+            strip,
+        })
+    }
+
+    /// Decides whether the request may pass. Never panics on any input.
+    ///
+    /// API keys are checked first, then the JWT, then the remote decision; the first refusal
+    /// is the answer.
+    pub async fn check(&self, method: &Method, headers: &HeaderMap) -> Result<Identity, Refusal> {
+        if let Some(api_keys) = &self.api_keys {
+            api_keys.check(headers)?;
+        }
+        let claims = match &self.jwt {
+            Some(jwt) => Some(jwt.check(headers).await?),
+            None => None,
+        };
+        let me = match &self.authorize {
+            Some(authorize) => authorize.check(method, headers).await?,
+            None => None,
+        };
+        let document = if self.identity_from_me {
+            me.as_deref()
+        } else {
+            claims.as_ref()
+        };
+        Ok(Identity {
+            headers: document.map_or_else(Vec::new, |document| {
+                identity_headers(document, &self.identity)
+            }),
+        })
+    }
+
+    /// Header names to delete from the request before forwarding, whatever the outcome:
+    /// every configured identity header (anti-spoofing) and, unless
+    /// `forward_caller_credential`, the header each credential came from (`Cookie` as a
+    /// whole for a cookie source).
+    pub fn headers_to_strip(&self) -> &[HeaderName] {
+        &self.strip
+    }
+}
+
+/// The identity headers read from `document` (JWT claims or the `/me` reply). A missing
+/// field, an object, or a value a header cannot carry leaves its header unset.
+fn identity_headers(
+    document: &Value,
+    settings: &[IdentityHeaderSetting],
+) -> Vec<(HeaderName, HeaderValue)> {
+    settings
+        .iter()
+        .filter_map(|setting| {
+            let value = field(document, &setting.field)?;
+            let text = match value {
+                Value::String(text) => text.clone(),
+                Value::Number(number) => number.to_string(),
+                Value::Bool(flag) => flag.to_string(),
+                Value::Array(items) => {
+                    let parts: Option<Vec<String>> = items
+                        .iter()
+                        .map(|item| match item {
+                            Value::String(text) if !text.contains(',') => Some(text.clone()),
+                            Value::Number(number) => Some(number.to_string()),
+                            Value::Bool(flag) => Some(flag.to_string()),
+                            _ => None,
+                        })
+                        .collect();
+                    parts?.join(",")
+                }
+                Value::Null | Value::Object(_) => return None,
+            };
+            if text.len() > MAX_IDENTITY_VALUE_BYTES
+                || text.bytes().any(|b| b < 0x20 || b == 0x7f)
+            {
+                tracing::debug!(header = %setting.header, "identity value cannot be a header value; not set");
+                return None;
+            }
+            let value = HeaderValue::from_bytes(text.as_bytes()).ok()?;
+            Some((setting.header.clone(), value))
+        })
+        .collect()
+}
+
+/// `name` as a top-level member, or `/a/b` as a JSON pointer.
+pub(crate) fn field<'a>(document: &'a Value, name: &str) -> Option<&'a Value> {
+    if name.starts_with('/') {
+        document.pointer(name)
+    } else {
+        document.get(name)
+    }
+}
+
+/// Why no credential could be read from a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoCredential {
+    /// Nothing there (or a header with another scheme): the challenge carries no error.
+    Missing,
+    /// Present but unusable (several copies, bad bytes, empty, too large).
+    Malformed(&'static str),
+}
+
+/// The caller's credential from `source`, without its scheme.
+pub(crate) fn credential<'h>(
+    source: &TokenSource,
+    headers: &'h HeaderMap,
+) -> Result<&'h str, NoCredential> {
+    let token = match source {
+        TokenSource::Header { name, scheme } => {
+            let mut values = headers.get_all(name).iter();
+            let Some(value) = values.next() else {
+                return Err(NoCredential::Missing);
+            };
+            if values.next().is_some() {
+                return Err(NoCredential::Malformed(
+                    "the credential header appears more than once",
+                ));
+            }
+            let Ok(text) = value.to_str() else {
+                return Err(NoCredential::Malformed(
+                    "the credential holds bytes that are not visible ASCII",
+                ));
+            };
+            let text = text.trim_matches([' ', '\t']);
+            match scheme {
+                None => text,
+                Some(scheme) => {
+                    let Some((given, rest)) = text.split_once([' ', '\t']) else {
+                        return if text.eq_ignore_ascii_case(scheme) {
+                            Err(NoCredential::Malformed(
+                                "the scheme is not followed by a credential",
+                            ))
+                        } else {
+                            Err(NoCredential::Missing)
+                        };
+                    };
+                    if !given.eq_ignore_ascii_case(scheme) {
+                        return Err(NoCredential::Missing);
+                    }
+                    rest.trim_start_matches([' ', '\t'])
+                }
+            }
+        }
+        TokenSource::Cookie { name } => {
+            let mut found: Option<&str> = None;
+            for value in headers.get_all(http::header::COOKIE) {
+                let Ok(text) = std::str::from_utf8(value.as_bytes()) else {
+                    continue;
+                };
+                for pair in text.split(';') {
+                    let Some((key, value)) = pair.split_once('=') else {
+                        continue;
+                    };
+                    if key.trim_matches([' ', '\t']) != name {
+                        continue;
+                    }
+                    if found.is_some() {
+                        return Err(NoCredential::Malformed(
+                            "the credential cookie appears more than once",
+                        ));
+                    }
+                    let value = value.trim_matches([' ', '\t']);
+                    let value = value
+                        .strip_prefix('"')
+                        .and_then(|v| v.strip_suffix('"'))
+                        .unwrap_or(value);
+                    found = Some(value);
+                }
+            }
+            found.ok_or(NoCredential::Missing)?
+        }
+    };
+    if token.is_empty() {
+        return Err(NoCredential::Malformed("the credential is empty"));
+    }
+    if token.len() > MAX_CREDENTIAL_BYTES {
+        return Err(NoCredential::Malformed("the credential is too large"));
+    }
+    if token.bytes().any(|b| b < 0x21 || b == 0x7f) {
+        return Err(NoCredential::Malformed(
+            "the credential holds spaces or control characters",
+        ));
+    }
+    Ok(token)
+}
+
+/// The `WWW-Authenticate` challenge for a credential read from `source`; `error` is
+/// `(code, description)` from RFC 6750 §3.1 (descriptions are fixed texts of ours, never
+/// caller input).
+pub(crate) fn challenge(source: &TokenSource, error: Option<(&str, &str)>) -> String {
+    let mut text = match source {
+        TokenSource::Header {
+            scheme: Some(scheme),
+            ..
+        } => format!("{scheme} realm=\"{REALM}\""),
+        TokenSource::Header { name, scheme: None } => {
+            format!("Token realm=\"{REALM}\", header=\"{name}\"")
+        }
+        TokenSource::Cookie { name } => format!("Cookie realm=\"{REALM}\", cookie=\"{name}\""),
+    };
+    if let Some((code, description)) = error {
+        let description: String = description
+            .chars()
+            .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+            .collect();
+        text.push_str(&format!(
+            ", error=\"{code}\", error_description=\"{description}\""
+        ));
+    }
+    text
+}
+
+/// A 401 for a credential from `source` that is missing or not valid.
+pub(crate) fn unauthenticated(source: &TokenSource, problem: NoCredential) -> Refusal {
+    match problem {
+        NoCredential::Missing => Refusal::Unauthenticated {
+            detail: "no credential was sent".to_owned(),
+            www_authenticate: challenge(source, None),
+        },
+        NoCredential::Malformed(detail) => invalid(source, "invalid_request", detail),
+    }
+}
+
+/// A 401 with an RFC 6750 error code and our fixed description.
+pub(crate) fn invalid(source: &TokenSource, code: &str, detail: &str) -> Refusal {
+    Refusal::Unauthenticated {
+        detail: detail.to_owned(),
+        www_authenticate: challenge(source, Some((code, detail))),
+    }
+}
+
+#[cfg(test)]
+mod tests;
