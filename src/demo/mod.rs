@@ -12,6 +12,7 @@ pub mod echo;
 pub mod fortanix;
 pub mod jwt;
 pub mod oauth2;
+pub mod scripted;
 pub mod stack;
 
 use std::net::SocketAddr;

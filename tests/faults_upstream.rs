@@ -1,0 +1,374 @@
+//! End to end: upstreams that misbehave. A refused backend fails over to the next one;
+//! connect and read timeouts are per route and answered with JSON; an upstream that hangs
+//! up half way through a response is logged and counted, and the client never gets another
+//! request's bytes; upstream TLS certificates are checked unless a route says otherwise.
+
+mod common;
+mod hardening_support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use hardening_support::*;
+use serde_json::Value;
+use tollgate::demo::echo::EchoUpstream;
+
+/// A config whose routes need no provider (the routes pass `None` as provider).
+fn no_provider_config(routes: &[String]) -> String {
+    config(&[static_provider("key")], routes)
+}
+
+/// `tollgate_upstream_errors_total` of `route` (any kind) reaches 1 within 2 s.
+async fn upstream_errors_counted(gateway: &Gateway, route: &str) -> bool {
+    eventually(Duration::from_secs(2), || async {
+        sample_sum(
+            &gateway.metrics().await,
+            "tollgate_upstream_errors_total",
+            &[("route", route)],
+        ) >= 1.0
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_backend_fails_over_to_the_next_one() {
+    let echo = EchoUpstream::start().await.unwrap();
+    let dead = closed_port_url();
+    let yaml = no_provider_config(&[route_with(
+        "pair",
+        "path_prefix: /pair/",
+        &format!("urls: [{dead}, {}]", echo.url()),
+        Some("key"),
+        "",
+    )]);
+    let gateway = Gateway::start(&yaml).await;
+    // Round-robin sends every other request to the dead backend first.
+    for i in 0..10 {
+        let (status, _, body) = gateway.get_json(&format!("/pair/{i}")).await;
+        assert_eq!(status, 200, "request {i}: {body}");
+        assert_eq!(body["path"], format!("/{i}"));
+    }
+    assert_eq!(echo.request_count(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "gateway bug: the retry after a connect failure takes the route's shared round-robin counter, so under concurrency it can draw the dead backend again and give up with 502"]
+async fn concurrent_requests_fail_over_to_the_next_backend_too() {
+    let echo = EchoUpstream::start().await.unwrap();
+    echo.set_recording(false);
+    let dead = closed_port_url();
+    let yaml = no_provider_config(&[route_with(
+        "pair",
+        "path_prefix: /pair/",
+        &format!("urls: [{dead}, {}]", echo.url()),
+        Some("key"),
+        "",
+    )]);
+    let gateway = Gateway::start(&yaml).await;
+    let client = client();
+    let mut statuses = BTreeMap::new();
+    for round in 0..5 {
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let request = client.get(gateway.proxy_url(&format!("/pair/{round}/{i}")));
+            tasks.push(tokio::spawn(async move {
+                request
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            }));
+        }
+        for task in tasks {
+            *statuses.entry(task.await.unwrap()).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(
+        statuses,
+        BTreeMap::from([(200, 200)]),
+        "with one live backend every request must get through"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_backend_refused_is_a_json_502_and_counted() {
+    let yaml = no_provider_config(&[route_with(
+        "gone",
+        "path_prefix: /gone/",
+        &format!("urls: [{}, {}]", closed_port_url(), closed_port_url()),
+        Some("key"),
+        "",
+    )]);
+    let gateway = Gateway::start(&yaml).await;
+    let (status, headers, body) = gateway.get_json("/gone/x").await;
+    assert_eq!(status, 502, "{body}");
+    assert_error_body(&body, "upstream_unreachable");
+    assert_eq!(body["route"], "gone");
+    assert!(headers.contains_key("x-request-id"));
+    assert_eq!(
+        headers["content-type"].to_str().unwrap(),
+        "application/json",
+        "{headers:?}"
+    );
+    // Counted when the request is logged, just after the answer.
+    assert!(
+        upstream_errors_counted(&gateway, "gone").await,
+        "upstream errors not counted:\n{}",
+        gateway.metrics().await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_upstream_is_a_json_504_after_the_route_read_timeout() {
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = no_provider_config(&[route_with(
+        "slow",
+        "path_prefix: /slow/",
+        &format!("url: {}", echo.url()),
+        Some("key"),
+        "timeouts: { read: 300ms }",
+    )]);
+    let gateway = Gateway::start(&yaml).await;
+    echo.set_delay(Duration::from_secs(1));
+    let started = Instant::now();
+    let (status, _, body) = gateway.get_json("/slow/x").await;
+    let elapsed = started.elapsed();
+    assert_eq!(status, 504, "{body}");
+    assert_error_body(&body, "upstream_timeout");
+    assert_eq!(body["route"], "slow");
+    assert!(
+        elapsed >= Duration::from_millis(290) && elapsed < Duration::from_millis(1000),
+        "answered after {elapsed:?} with a 300ms read timeout and a 1 s upstream"
+    );
+    assert!(
+        upstream_errors_counted(&gateway, "slow").await,
+        "the timeout was not counted:\n{}",
+        gateway.metrics().await
+    );
+    // The upstream is fine again: so is the route.
+    echo.set_delay(Duration::ZERO);
+    let (status, _, body) = gateway.get_json("/slow/y").await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// A loopback listener whose accept queue is full, so that new connections hang in the
+/// SYN stage (Linux drops the SYN): a connect timeout without leaving the machine.
+struct Unaccepting {
+    addr: std::net::SocketAddr,
+    _listener: tokio::net::TcpListener,
+    _held: Vec<tokio::net::TcpStream>,
+}
+
+impl Unaccepting {
+    /// `None` when the kernel completes connections anyway (then the test cannot run).
+    async fn start() -> Option<Unaccepting> {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(1).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            match tokio::time::timeout(
+                Duration::from_millis(200),
+                tokio::net::TcpStream::connect(addr),
+            )
+            .await
+            {
+                Ok(Ok(stream)) => held.push(stream),
+                Ok(Err(_)) => return None,
+                Err(_) => {
+                    return Some(Unaccepting {
+                        addr,
+                        _listener: listener,
+                        _held: held,
+                    })
+                }
+            }
+        }
+        None
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "gateway bug: a connect timeout is answered 502 upstream_unreachable; issue 4 says a timeout is a JSON 504"]
+async fn an_upstream_that_does_not_accept_is_a_json_504_after_the_connect_timeout() {
+    let Some(unaccepting) = Unaccepting::start().await else {
+        eprintln!("SKIPPED: this kernel completes connections beyond the accept queue");
+        return;
+    };
+    let yaml = no_provider_config(&[route_with(
+        "stuck",
+        "path_prefix: /stuck/",
+        &format!("url: http://{}", unaccepting.addr),
+        Some("key"),
+        "timeouts: { connect: 300ms }",
+    )]);
+    let gateway = Gateway::start(&yaml).await;
+    let started = Instant::now();
+    let (status, _, body) = gateway.get_json("/stuck/x").await;
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_millis(1500),
+        "the 300ms connect timeout took {elapsed:?}"
+    );
+    assert_eq!(status, 504, "a connect timeout is a timeout: {body}");
+    assert_error_body(&body, "upstream_timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upstream_hanging_up_mid_response_is_counted_and_never_mixes_responses() {
+    // Announces 100 bytes, sends 10, hangs up.
+    let broken = CannedUpstream::start(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n0123456789",
+    )
+    .await;
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = no_provider_config(&[
+        route_with(
+            "broken",
+            "path_prefix: /broken/",
+            &format!("url: {}", broken.url()),
+            Some("key"),
+            "",
+        ),
+        route_with(
+            "healthy",
+            "path_prefix: /healthy/",
+            &format!("url: {}", echo.url()),
+            Some("key"),
+            "",
+        ),
+    ]);
+    let gateway = Gateway::start(&yaml).await;
+    let host = gateway.proxy_addr().to_string();
+
+    // Two requests pipelined on one connection: the second one's answer must never be
+    // read as the rest of the first one's body.
+    let mut connection = RawConnection::open(gateway.proxy_addr()).await;
+    connection
+        .send(
+            format!(
+                "GET /broken/x HTTP/1.1\r\nHost: {host}\r\n\r\nGET /healthy/second HTTP/1.1\r\nHost: {host}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await;
+    let outcome = connection.response(Duration::from_secs(10)).await;
+    eprintln!("cut-off upstream response: {outcome:?}");
+    match outcome {
+        RawOutcome::Closed => {}
+        RawOutcome::Response(response) if response.status == 200 => {
+            assert_eq!(
+                response.body,
+                b"0123456789",
+                "the client got more than the upstream sent: {:?}",
+                String::from_utf8_lossy(&response.body)
+            );
+            let rest = connection.rest_until_closed(Duration::from_secs(5)).await;
+            assert!(
+                rest.is_empty(),
+                "after a cut-off body the connection must close, not go on: {:?}",
+                String::from_utf8_lossy(&rest)
+            );
+        }
+        RawOutcome::Response(response) => {
+            // An error answer instead is fine, if it is the gateway's own.
+            assert!(response.status >= 500, "{response:?}");
+            assert!(response.json()["error"].is_string(), "{response:?}");
+        }
+    }
+    assert!(broken.connections() >= 1);
+    assert_eq!(
+        echo.requests()
+            .iter()
+            .filter(|r| r.path == "/second")
+            .count(),
+        0,
+        "the pipelined request was served on the broken connection"
+    );
+
+    assert!(
+        upstream_errors_counted(&gateway, "broken").await,
+        "not counted:\n{}",
+        gateway.metrics().await
+    );
+    let logged = json_lines(&gateway.stdout()).into_iter().any(|line| {
+        line["target"] == "access" && line["route"] == "broken" && line["error"].is_string()
+    });
+    assert!(
+        logged,
+        "no access line with the error:\n{}",
+        gateway.stdout()
+    );
+
+    // Others are served as before.
+    let (status, _, body) = gateway.get_json("/healthy/after").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["path"], "/after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upstream_tls_is_verified_unless_explicitly_turned_off_which_is_logged() {
+    let Some(pki) = test_pki() else {
+        eprintln!("SKIPPED: no openssl command to make test certificates");
+        return;
+    };
+    let echo = EchoUpstream::start().await.unwrap();
+    let relay = TlsRelay::start(&pki, echo.addr()).await;
+    let ca = yaml_path(&pki.ca_cert);
+    let yaml = no_provider_config(&[
+        route_with(
+            "by-default",
+            "path_prefix: /by-default/",
+            &format!("url: {}", relay.url()),
+            Some("key"),
+            "",
+        ),
+        route_with(
+            "with-ca",
+            "path_prefix: /with-ca/",
+            &format!("url: {}, tls: {{ ca_file: {ca} }}", relay.url()),
+            Some("key"),
+            "",
+        ),
+        route_with(
+            "unverified",
+            "path_prefix: /unverified/",
+            &format!(
+                "url: {}, tls: {{ insecure_skip_verify: true }}",
+                relay.url()
+            ),
+            Some("key"),
+            "",
+        ),
+    ]);
+    let gateway = Gateway::start(&yaml).await;
+
+    let (status, _, body) = gateway.get_json("/by-default/x").await;
+    assert_eq!(status, 502, "an unknown CA was accepted: {body}");
+    assert_error_body(&body, "upstream_unreachable");
+    assert_eq!(echo.request_count(), 0);
+    let (status, _, body) = gateway.get_json("/with-ca/x").await;
+    assert_eq!(status, 200, "the configured CA was not trusted: {body}");
+    let (status, _, body) = gateway.get_json("/unverified/x").await;
+    assert_eq!(status, 200, "insecure_skip_verify did not skip: {body}");
+    assert_eq!(echo.request_count(), 2);
+
+    let warnings: Vec<Value> = json_lines(&gateway.stdout())
+        .into_iter()
+        .filter(|line| {
+            line["level"] == "WARN"
+                && line["message"]
+                    .as_str()
+                    .is_some_and(|m| m.to_ascii_lowercase().contains("verification is off"))
+        })
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one warning, for the unverified route only:\n{}",
+        gateway.stdout()
+    );
+    assert_eq!(warnings[0]["route"], "unverified", "{}", warnings[0]);
+}

@@ -1,0 +1,645 @@
+//! Helpers of the hardening tests (`faults_provider`, `faults_upstream`, `abuse`,
+//! `shutdown`): route blocks with any upstream keys, HTTP spoken by hand over raw TCP (for
+//! requests and upstreams a well-behaved library will not produce), and a TLS relay with a
+//! throwaway CA for the certificate checks.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+// ---------------------------------------------------------------------------------------
+// Config text.
+// ---------------------------------------------------------------------------------------
+
+/// A route block: `matcher` and `upstream` are the inside of their flow mappings
+/// (`path_prefix: /a/`, `urls: [http://x, http://y]`), `provider` gives a bearer
+/// credential, `extra` holds more route keys, one per line, flush left.
+pub fn route_with(
+    name: &str,
+    matcher: &str,
+    upstream: &str,
+    provider: Option<&str>,
+    extra: &str,
+) -> String {
+    let mut block = format!(
+        "  - name: {name}\n    match: {{ {matcher} }}\n    strip_prefix: true\n    upstream: {{ {upstream} }}\n"
+    );
+    if let Some(provider) = provider {
+        block.push_str(&format!(
+            "    credential: {{ provider: {provider}, header: Authorization, format: \"Bearer {{token}}\" }}\n"
+        ));
+    }
+    for line in extra.lines().filter(|l| !l.trim().is_empty()) {
+        block.push_str("    ");
+        block.push_str(line);
+        block.push('\n');
+    }
+    block
+}
+
+/// A `static` provider block: no network, for routes whose test is not about tokens.
+pub fn static_provider(name: &str) -> String {
+    format!("  {name}:\n    type: static\n    value: static-test-key\n")
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP by hand: the client side.
+// ---------------------------------------------------------------------------------------
+
+/// A response read off a raw connection.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Lower-case names.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// What came back on a raw connection.
+#[derive(Debug)]
+pub enum RawOutcome {
+    Response(RawResponse),
+    /// Closed or reset before a whole response head arrived.
+    Closed,
+}
+
+/// A raw client connection: writes go out in the background (so a server that stops
+/// reading cannot block the test), reads parse responses one at a time.
+pub struct RawConnection {
+    reader: tokio::net::tcp::OwnedReadHalf,
+    writer: Option<tokio::net::tcp::OwnedWriteHalf>,
+    buffer: Vec<u8>,
+    eof: bool,
+}
+
+impl RawConnection {
+    pub async fn open(addr: SocketAddr) -> RawConnection {
+        let stream = TcpStream::connect(addr)
+            .await
+            .expect("connect to the gateway");
+        stream.set_nodelay(true).unwrap();
+        let (reader, writer) = stream.into_split();
+        RawConnection {
+            reader,
+            writer: Some(writer),
+            buffer: Vec::new(),
+            eof: false,
+        }
+    }
+
+    /// Writes `bytes`; errors (the server closed or reset) are ignored.
+    pub async fn send(&mut self, bytes: &[u8]) {
+        if let Some(writer) = self.writer.as_mut() {
+            let write = async {
+                writer.write_all(bytes).await?;
+                writer.flush().await
+            };
+            if !matches!(
+                tokio::time::timeout(Duration::from_secs(5), write).await,
+                Ok(Ok(()))
+            ) {
+                self.writer = None;
+            }
+        }
+    }
+
+    /// Writes `bytes` on a background task and returns at once (for bodies the server may
+    /// refuse to read).
+    pub fn send_in_background(&mut self, bytes: Vec<u8>) -> JoinHandle<()> {
+        let mut writer = self.writer.take().expect("writer still open");
+        tokio::spawn(async move {
+            let write = async {
+                writer.write_all(&bytes).await?;
+                writer.flush().await
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(10), write).await;
+            // Keep the write side open: closing it would look like a client that left.
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        })
+    }
+
+    async fn fill(&mut self, wait: Duration) -> bool {
+        if self.eof {
+            return false;
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        match tokio::time::timeout(wait, self.reader.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                self.eof = true;
+                false
+            }
+            Ok(Ok(n)) => {
+                self.buffer.extend_from_slice(&chunk[..n]);
+                true
+            }
+            Err(_) => panic!(
+                "no response and no close within {wait:?}; read so far: {:?}",
+                String::from_utf8_lossy(&self.buffer)
+            ),
+        }
+    }
+
+    /// The next response, or `Closed` when the connection ends first. Panics when nothing
+    /// happens within `wait`.
+    pub async fn response(&mut self, wait: Duration) -> RawOutcome {
+        let deadline = Instant::now() + wait;
+        let left = || deadline.saturating_duration_since(Instant::now());
+        let head_end = loop {
+            if let Some(end) = find(&self.buffer, b"\r\n\r\n") {
+                break end;
+            }
+            if !self.fill(left()).await {
+                return RawOutcome::Closed;
+            }
+        };
+        let head = String::from_utf8_lossy(&self.buffer[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status: u16 = lines
+            .next()
+            .and_then(|line| line.split(' ').nth(1))
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP response head: {head:?}"));
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|line| line.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        self.buffer.drain(..head_end + 4);
+        let length = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .and_then(|(_, v)| v.parse::<usize>().ok());
+        let chunked = headers
+            .iter()
+            .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+        let body = match (length, chunked) {
+            (_, true) => {
+                while find(&self.buffer, b"0\r\n\r\n").is_none() {
+                    if !self.fill(left()).await {
+                        break;
+                    }
+                }
+                std::mem::take(&mut self.buffer)
+            }
+            (Some(length), false) => {
+                while self.buffer.len() < length {
+                    if !self.fill(left()).await {
+                        break;
+                    }
+                }
+                let take = length.min(self.buffer.len());
+                self.buffer.drain(..take).collect()
+            }
+            (None, false) => {
+                while self.fill(left()).await {}
+                std::mem::take(&mut self.buffer)
+            }
+        };
+        RawOutcome::Response(RawResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// Reads until the server closes; returns what arrived (beyond what was parsed). Panics
+    /// when the connection is still open after `wait`.
+    pub async fn rest_until_closed(&mut self, wait: Duration) -> Vec<u8> {
+        let deadline = Instant::now() + wait;
+        while self
+            .fill(deadline.saturating_duration_since(Instant::now()))
+            .await
+        {}
+        std::mem::take(&mut self.buffer)
+    }
+
+    /// True when the server closes the connection within `wait` (with nothing more sent).
+    pub async fn closed_within(&mut self, wait: Duration) -> bool {
+        if self.eof {
+            return self.buffer.is_empty();
+        }
+        let mut chunk = [0u8; 1024];
+        match tokio::time::timeout(wait, self.reader.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                self.eof = true;
+                true
+            }
+            Ok(Ok(n)) => {
+                self.buffer.extend_from_slice(&chunk[..n]);
+                false
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// One request on a new connection: the response or `Closed`.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> RawOutcome {
+    let mut connection = RawConnection::open(addr).await;
+    connection.send_in_background(request.to_vec());
+    connection.response(Duration::from_secs(10)).await
+}
+
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || haystack.len() < needle.len() {
+        return None;
+    }
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP by hand: upstreams that misbehave or record raw bytes.
+// ---------------------------------------------------------------------------------------
+
+/// An upstream that reads each request head and answers with fixed bytes, then closes
+/// (used for a response cut off after its headers).
+pub struct CannedUpstream {
+    addr: SocketAddr,
+    connections: Arc<Mutex<usize>>,
+    task: JoinHandle<()>,
+}
+
+impl CannedUpstream {
+    pub async fn start(answer: &'static [u8]) -> CannedUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(Mutex::new(0));
+        let count = Arc::clone(&connections);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                *count.lock().unwrap() += 1;
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while find(&head, b"\r\n\r\n").is_none() {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let _ = stream.write_all(answer).await;
+                    let _ = stream.flush().await;
+                    // Let the bytes leave before the close.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                });
+            }
+        });
+        CannedUpstream {
+            addr,
+            connections,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn connections(&self) -> usize {
+        *self.connections.lock().unwrap()
+    }
+}
+
+impl Drop for CannedUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An upstream that records the raw bytes of every connection and answers `200 ok` only
+/// to a complete request (head without body, `Content-Length` satisfied, or a chunked body
+/// with its last chunk).
+pub struct RecordingUpstream {
+    addr: SocketAddr,
+    received: Arc<Mutex<Vec<Vec<u8>>>>,
+    complete: Arc<Mutex<usize>>,
+    task: JoinHandle<()>,
+}
+
+impl RecordingUpstream {
+    pub async fn start() -> RecordingUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let complete = Arc::new(Mutex::new(0));
+        let (r, c) = (Arc::clone(&received), Arc::clone(&complete));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (r, c) = (Arc::clone(&r), Arc::clone(&c));
+                tokio::spawn(async move { record_connection(stream, r, c).await });
+            }
+        });
+        RecordingUpstream {
+            addr,
+            received,
+            complete,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The bytes of each connection so far.
+    pub fn received(&self) -> Vec<Vec<u8>> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Requests that arrived whole.
+    pub fn complete_requests(&self) -> usize {
+        *self.complete.lock().unwrap()
+    }
+}
+
+impl Drop for RecordingUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn record_connection(
+    mut stream: TcpStream,
+    received: Arc<Mutex<Vec<Vec<u8>>>>,
+    complete: Arc<Mutex<usize>>,
+) {
+    let index = {
+        let mut all = received.lock().unwrap();
+        all.push(Vec::new());
+        all.len() - 1
+    };
+    let mut data = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await;
+        let n = match read {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return,
+        };
+        data.extend_from_slice(&chunk[..n]);
+        received.lock().unwrap()[index] = data.clone();
+        if request_is_complete(&data) {
+            *complete.lock().unwrap() += 1;
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                .await;
+            return;
+        }
+    }
+}
+
+fn request_is_complete(data: &[u8]) -> bool {
+    let Some(end) = find(data, b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+    let body = &data[end + 4..];
+    if head.contains("transfer-encoding: chunked") {
+        return body.starts_with(b"0\r\n\r\n") || find(body, b"\r\n0\r\n\r\n").is_some();
+    }
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    body.len() >= length
+}
+
+/// A loopback listener that only counts the connections it accepts: a place a request
+/// must never reach.
+pub struct Trap {
+    addr: SocketAddr,
+    accepted: Arc<Mutex<usize>>,
+    task: JoinHandle<()>,
+}
+
+impl Trap {
+    pub async fn start() -> Trap {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(Mutex::new(0));
+        let count = Arc::clone(&accepted);
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                *count.lock().unwrap() += 1;
+                held.push(stream);
+            }
+        });
+        Trap {
+            addr,
+            accepted,
+            task,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn accepted(&self) -> usize {
+        *self.accepted.lock().unwrap()
+    }
+}
+
+impl Drop for Trap {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// TLS: a throwaway CA and a relay that terminates TLS in front of a plain server.
+// ---------------------------------------------------------------------------------------
+
+/// A CA certificate and a server certificate it signed for `127.0.0.1` and `localhost`.
+pub struct TestPki {
+    pub dir: tempfile::TempDir,
+    pub ca_cert: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+/// Makes a CA and a server certificate with the `openssl` command; `None` when there is
+/// no `openssl`.
+pub fn test_pki() -> Option<TestPki> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let openssl = |args: &[&str]| -> Option<()> {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .ok()?;
+        assert!(
+            output.status.success(),
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Some(())
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+    openssl(
+        &[
+            &[
+                "req",
+                "-x509",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=tollgate test CA",
+            ][..],
+            &ec[..],
+            &["-keyout", "ca.key", "-out", "ca.pem"][..],
+        ]
+        .concat(),
+    )?;
+    openssl(
+        &[
+            &["req", "-nodes", "-subj", "/CN=127.0.0.1"][..],
+            &ec[..],
+            &["-keyout", "server.key", "-out", "server.csr"][..],
+        ]
+        .concat(),
+    )?;
+    std::fs::write(
+        path("server.ext"),
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ])?;
+    Some(TestPki {
+        ca_cert: path("ca.pem"),
+        server_cert: path("server.pem"),
+        server_key: path("server.key"),
+        dir,
+    })
+}
+
+/// Terminates TLS with the test server certificate and relays the plain bytes to `target`.
+pub struct TlsRelay {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl TlsRelay {
+    pub async fn start(pki: &TestPki, target: SocketAddr) -> TlsRelay {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&pki.server_cert)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(&pki.server_key).unwrap();
+        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let Ok(mut plain) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        });
+        TlsRelay { addr, task }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `https://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+}
+
+impl Drop for TlsRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Small helpers.
+// ---------------------------------------------------------------------------------------
+
+/// The JSON log lines of the gateway (non-JSON lines skipped).
+pub fn json_lines(logs: &str) -> Vec<Value> {
+    logs.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .collect()
+}
+
+/// Reads everything from `reader` until it ends or `wait` passes.
+pub async fn read_all<R: AsyncRead + Unpin>(reader: &mut R, wait: Duration) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, reader.read_to_end(&mut out)).await;
+    out
+}
+
+/// `path` as a string for YAML.
+pub fn yaml_path(path: &Path) -> String {
+    path.to_str().expect("utf-8 path").to_owned()
+}
