@@ -64,7 +64,7 @@ fn bench(c: &mut Criterion) {
     let routes: Vec<Arc<CompiledRoute>> = config
         .routes
         .iter()
-        .map(|route| CompiledRoute::build(route, &tokens).expect("route"))
+        .map(|route| CompiledRoute::build(route, &tokens, runtime.handle()).expect("route"))
         .collect();
     let router = Router::new(routes.clone());
     let provider_id = tokens.provider_id("idp").expect("provider");

@@ -20,6 +20,8 @@ use crate::tokens::TokenManager;
 
 /// After the drain time, pingora gives its runtimes this long to stop.
 const RUNTIME_SHUTDOWN_SECONDS: u64 = 1;
+/// pingora's own grace period outlasts the drain by this much, so the drainer finishes.
+const GRACE_AFTER_DRAIN_SECONDS: u64 = 3;
 const CONTROL_THREADS: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +68,7 @@ impl App {
             clients.push((spec, providers::build(spec)?));
         }
         let tokens = TokenManager::new(clients, control.handle().clone(), Arc::clone(&metrics));
-        let routing = Routing::build(&config, tokens)?;
+        let routing = Routing::build(&config, tokens, control.handle())?;
         Ok(App {
             config,
             control,
@@ -123,7 +125,12 @@ impl App {
 
         let conf = ServerConf {
             threads: self.config.server.threads,
-            grace_period_seconds: Some(self.config.server.drain_timeout.as_secs_f64().ceil() as u64),
+            // A fallback only: the drainer ends the process at the drain time, after it has
+            // ended provider sessions.
+            grace_period_seconds: Some(
+                self.config.server.drain_timeout.as_secs_f64().ceil() as u64
+                    + GRACE_AFTER_DRAIN_SECONDS,
+            ),
             graceful_shutdown_timeout_seconds: Some(RUNTIME_SHUTDOWN_SECONDS),
             ..ServerConf::default()
         };

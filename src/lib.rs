@@ -4,6 +4,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod demo;
+pub mod inbound;
 pub mod live;
 pub mod logging;
 pub mod metrics;

@@ -20,12 +20,17 @@ pub struct Routing {
 pub type Live = ArcSwap<Routing>;
 
 impl Routing {
-    /// Compiles the config's routes against `tokens`.
-    pub fn build(config: &Config, tokens: Arc<TokenManager>) -> Result<Routing, RouteBuildError> {
+    /// Compiles the config's routes against `tokens`; `control` runs their inbound checks'
+    /// calls.
+    pub fn build(
+        config: &Config,
+        tokens: Arc<TokenManager>,
+        control: &tokio::runtime::Handle,
+    ) -> Result<Routing, RouteBuildError> {
         let routes = config
             .routes
             .iter()
-            .map(|route| CompiledRoute::build(route, &tokens))
+            .map(|route| CompiledRoute::build(route, &tokens, control))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Routing {
             router: Router::new(routes),

@@ -18,6 +18,7 @@ pub struct Metrics {
     pub token_cache_lookups: IntCounterVec,
     pub credential_unavailable: IntCounterVec,
     pub config_reloads: IntCounterVec,
+    pub inbound_auth: IntCounterVec,
 }
 
 /// Pre-resolved counters for one provider's cache lookups, so the hot path does no label
@@ -105,6 +106,13 @@ impl Metrics {
             Opts::new("config_reloads_total", "Config reloads, by outcome"),
             &["outcome"],
         )?;
+        let inbound_auth = IntCounterVec::new(
+            Opts::new(
+                "inbound_auth_total",
+                "Inbound caller checks, by route and outcome (allowed, unauthenticated, forbidden, unavailable)",
+            ),
+            &["route", "outcome"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("build_info", "Build of this tollgate"),
             &["version"],
@@ -119,6 +127,7 @@ impl Metrics {
         registry.register(Box::new(token_cache_lookups.clone()))?;
         registry.register(Box::new(credential_unavailable.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
+        registry.register(Box::new(inbound_auth.clone()))?;
         for outcome in ["success", "failure"] {
             config_reloads.with_label_values(&[outcome]);
         }
@@ -138,6 +147,7 @@ impl Metrics {
             token_cache_lookups,
             credential_unavailable,
             config_reloads,
+            inbound_auth,
         })
     }
 

@@ -126,7 +126,11 @@ impl Reloader {
         let successor = current
             .tokens
             .successor(&config.providers, providers::build)?;
-        let routing = Routing::build(&config, Arc::clone(&successor))?;
+        let routing = Routing::build(
+            &config,
+            Arc::clone(&successor),
+            &tokio::runtime::Handle::current(),
+        )?;
         let route_names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
         let provider_names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
         self.metrics.prepare(&route_names, &provider_names);

@@ -147,7 +147,7 @@ pub struct RawApiKeys {
 // ---------------------------------------------------------------------------------------
 
 /// A route's validated `inbound:` section.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct InboundSettings {
     pub jwt: Option<JwtSettings>,
     pub authorize: Option<AuthorizeSettings>,
@@ -180,7 +180,7 @@ impl TokenSource {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JwtSettings {
     pub from: TokenSource,
     /// Never empty; `none` cannot be written.
@@ -197,7 +197,7 @@ pub struct JwtSettings {
     pub required_scopes: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum JwtKeySettings {
     /// HMAC secret for HS256/384/512.
     Secret(Secret),
@@ -209,7 +209,7 @@ pub enum JwtKeySettings {
     Jwks(JwksSettings),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JwksSettings {
     pub url: Url,
     /// How long a fetched key set is used before it is fetched again.
@@ -220,7 +220,7 @@ pub struct JwksSettings {
     pub tls: TlsSettings,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AuthorizeSettings {
     /// API base (`.../api/v1`): `POST {url}/user/authorize`, `GET {url}/me`.
     pub url: Url,
@@ -247,7 +247,7 @@ pub enum AuthorizeAction {
 }
 
 /// API keys, kept only as SHA-256 hashes.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct ApiKeySettings {
     pub header: HeaderName,
     pub key_hashes: Vec<[u8; 32]>,

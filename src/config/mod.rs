@@ -5,6 +5,7 @@
 //! next, and finally cross-references (route → provider) are checked.
 
 mod error;
+pub mod inbound;
 mod kinds;
 mod model;
 mod providers;

@@ -300,6 +300,8 @@ pub struct Route {
     pub timeouts: UpstreamTimeouts,
     /// Larger request bodies are refused with 413.
     pub max_request_body: u64,
+    /// Checks of the caller before anything is forwarded (ingress mode).
+    pub inbound: Option<super::inbound::InboundSettings>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -155,6 +155,7 @@ pub struct RawRoute {
     pub preserve_host: Option<bool>,
     pub timeouts: Option<RawTimeouts>,
     pub max_request_body: Option<SizeText>,
+    pub inbound: Option<super::inbound::RawInbound>,
 }
 
 #[derive(Debug, Deserialize, Default)]

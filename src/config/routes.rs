@@ -101,6 +101,9 @@ fn validate_one(
             );
         }
     }
+    let inbound = raw
+        .inbound
+        .and_then(|raw| super::inbound::validate(raw, &join(path, "inbound"), errors));
     let defaults = UpstreamTimeouts::default();
     let raw_timeouts = raw.timeouts.unwrap_or_default();
     let timeouts = UpstreamTimeouts {
@@ -131,6 +134,7 @@ fn validate_one(
         max_request_body: raw
             .max_request_body
             .map_or(DEFAULT_MAX_REQUEST_BODY, |size| size.0),
+        inbound,
     })
 }
 

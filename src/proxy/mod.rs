@@ -16,11 +16,12 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType};
 
+use crate::inbound::{outcome_label, Identity, Refusal};
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::shutdown::{InFlight, InFlightGuard};
 use crate::tokens::{CredentialUnavailable, Token, TokenManager};
-use respond::{send_error, ErrorBody, ErrorKind};
+use respond::{send_error, Answer, ErrorBody, ErrorKind};
 pub use route::{CompiledRoute, RouteBuildError, UpstreamBackend};
 use router::host_without_port;
 
@@ -49,6 +50,8 @@ pub struct RequestContext {
     auth_retry: AuthRetry,
     unavailable: Option<CredentialUnavailable>,
     body_bytes: u64,
+    /// What the route's inbound checks established about the caller.
+    identity: Option<Identity>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +81,26 @@ impl Gateway {
         retry_after: Option<u64>,
         close: bool,
     ) {
-        let body = ErrorBody {
+        self.answer(
+            session,
+            ctx,
+            Answer {
+                body: self.error_body(ctx, kind, detail),
+                retry_after_seconds: retry_after,
+                www_authenticate: None,
+                close,
+            },
+        )
+        .await;
+    }
+
+    fn error_body<'a>(
+        &self,
+        ctx: &'a RequestContext,
+        kind: ErrorKind,
+        detail: &'a str,
+    ) -> ErrorBody<'a> {
+        ErrorBody {
             error: kind,
             route: ctx.route.as_deref().map(|r| r.name.as_str()),
             provider: ctx
@@ -87,10 +109,41 @@ impl Gateway {
                 .and_then(|r| r.credential.as_ref())
                 .map(|c| c.provider_name.as_str()),
             detail,
-        };
-        if let Err(error) = send_error(session, &body, retry_after, &ctx.request_id, close).await {
+        }
+    }
+
+    async fn answer(&self, session: &mut Session, ctx: &RequestContext, answer: Answer<'_>) {
+        if let Err(error) = send_error(session, &answer, &ctx.request_id).await {
             tracing::debug!(%error, "could not send the error response");
         }
+    }
+
+    /// The caller did not pass the route's inbound checks; nothing is forwarded.
+    async fn refuse_caller(&self, session: &mut Session, ctx: &RequestContext, refusal: &Refusal) {
+        let (kind, www_authenticate, retry_after) = match refusal {
+            Refusal::Unauthenticated {
+                www_authenticate, ..
+            } => (
+                ErrorKind::Unauthenticated,
+                Some(www_authenticate.as_str()),
+                None,
+            ),
+            Refusal::Forbidden { .. } => (ErrorKind::Forbidden, None, None),
+            Refusal::Unavailable { retry_after, .. } => (
+                ErrorKind::AuthorizationUnavailable,
+                None,
+                Some(retry_after.as_secs_f64().ceil() as u64),
+            ),
+        };
+        let mut body = self.error_body(ctx, kind, refusal.detail());
+        body.provider = None;
+        let answer = Answer {
+            body,
+            retry_after_seconds: retry_after,
+            www_authenticate,
+            close: false,
+        };
+        self.answer(session, ctx, answer).await;
     }
 
     async fn refuse_unavailable(
@@ -140,6 +193,7 @@ impl ProxyHttp for Gateway {
             auth_retry: AuthRetry::NotYet,
             unavailable: None,
             body_bytes: 0,
+            identity: None,
         }
     }
 
@@ -196,6 +250,21 @@ impl ProxyHttp for Gateway {
             )
             .await;
             return Ok(true);
+        }
+        if let Some(inbound) = &route.inbound {
+            let request = session.req_header();
+            let outcome = inbound.check(&request.method, &request.headers).await;
+            self.metrics
+                .inbound_auth
+                .with_label_values(&[&route.name, outcome_label(&outcome)])
+                .inc();
+            match outcome {
+                Ok(identity) => ctx.identity = Some(identity),
+                Err(refusal) => {
+                    self.refuse_caller(session, ctx, &refusal).await;
+                    return Ok(true);
+                }
+            }
         }
         if let Some(credential) = &route.credential {
             match tokens.credential(credential.provider).await {
@@ -258,7 +327,8 @@ impl ProxyHttp for Gateway {
                 }
             }
         }
-        let index = route.pick_backend();
+        let failed = ctx.backend.filter(|_| ctx.connect_failures > 0);
+        let index = route.pick_backend(failed);
         ctx.backend = Some(index);
         Ok(Box::new(route.backends[index].peer.clone()))
     }
@@ -279,6 +349,13 @@ impl ProxyHttp for Gateway {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        if let Some(inbound) = &route.inbound {
+            // Before the credential goes in: the caller's own credential may use the same
+            // header, and identity headers must never be the caller's copies.
+            for name in inbound.headers_to_strip() {
+                upstream_request.remove_header(name);
+            }
+        }
         let token = ctx.token.as_deref();
         rewrite::upstream_request(
             route,
@@ -287,7 +364,13 @@ impl ProxyHttp for Gateway {
             client,
             &ctx.request_id,
             upstream_request,
-        )
+        )?;
+        if let Some(identity) = &ctx.identity {
+            for (name, value) in &identity.headers {
+                upstream_request.insert_header(name.clone(), value.clone())?;
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_response_filter(
@@ -395,15 +478,9 @@ impl ProxyHttp for Gateway {
         let kind = match (error.esource(), error.etype()) {
             (_, ErrorType::HTTPStatus(413)) => ErrorKind::PayloadTooLarge,
             (
-                _,
+                ErrorSource::Upstream,
                 ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
-            ) if matches!(error.esource(), ErrorSource::Upstream) => {
-                if matches!(error.etype(), ErrorType::ConnectTimedout) {
-                    ErrorKind::UpstreamUnreachable
-                } else {
-                    ErrorKind::UpstreamTimeout
-                }
-            }
+            ) => ErrorKind::UpstreamTimeout,
             (ErrorSource::Upstream, _) => ErrorKind::UpstreamUnreachable,
             (
                 ErrorSource::Downstream,

@@ -14,6 +14,9 @@ pub enum ErrorKind {
     UpstreamTimeout,
     BadRequest,
     PayloadTooLarge,
+    Unauthenticated,
+    Forbidden,
+    AuthorizationUnavailable,
     Internal,
 }
 
@@ -26,6 +29,9 @@ impl ErrorKind {
             ErrorKind::UpstreamTimeout => 504,
             ErrorKind::BadRequest => 400,
             ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::Unauthenticated => 401,
+            ErrorKind::Forbidden => 403,
+            ErrorKind::AuthorizationUnavailable => 503,
             ErrorKind::Internal => 500,
         }
     }
@@ -41,27 +47,38 @@ pub struct ErrorBody<'a> {
     pub detail: &'a str,
 }
 
-/// Writes the JSON error; `retry_after` becomes a `Retry-After` header in whole seconds.
-/// `close` ends the connection after the answer (pingora does not reuse a downstream
-/// connection once a request failed past upstream selection).
+/// An error response: the body and what goes with it.
+pub struct Answer<'a> {
+    pub body: ErrorBody<'a>,
+    /// Becomes `Retry-After` in whole seconds.
+    pub retry_after_seconds: Option<u64>,
+    /// The challenge of a 401.
+    pub www_authenticate: Option<&'a str>,
+    pub close: bool,
+}
+
+/// Writes the JSON error. `close` ends the connection after the answer (pingora does not
+/// reuse a downstream connection once a request failed past upstream selection).
 pub async fn send_error(
     session: &mut Session,
-    body: &ErrorBody<'_>,
-    retry_after_seconds: Option<u64>,
+    answer: &Answer<'_>,
     request_id: &str,
-    close: bool,
 ) -> pingora::Result<()> {
+    let body = &answer.body;
     let json = serde_json::to_vec(body).unwrap_or_else(|_| b"{\"error\":\"internal\"}".to_vec());
     let mut header = ResponseHeader::build(body.error.status(), Some(5))?;
     header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     header.insert_header(http::header::CONTENT_LENGTH, json.len().to_string())?;
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
     header.insert_header("x-request-id", request_id)?;
-    if let Some(seconds) = retry_after_seconds {
+    if let Some(seconds) = answer.retry_after_seconds {
         header.insert_header(http::header::RETRY_AFTER, seconds.max(1).to_string())?;
     }
+    if let Some(challenge) = answer.www_authenticate {
+        header.insert_header(http::header::WWW_AUTHENTICATE, challenge)?;
+    }
     // An unread request body would be taken for the next request on this connection.
-    if close || !session.is_body_empty() {
+    if answer.close || !session.is_body_empty() {
         session.set_keepalive(None);
     }
     session

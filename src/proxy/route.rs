@@ -11,6 +11,7 @@ use pingora::utils::tls::WrappedX509;
 
 use super::router::Matchable;
 use crate::config::{Backend, Route, TokenFormat, UpstreamTimeouts};
+use crate::inbound::Inbound;
 use crate::tokens::{ProviderId, TokenManager};
 
 pub struct CompiledRoute {
@@ -24,6 +25,8 @@ pub struct CompiledRoute {
     pub retry_statuses: Vec<u16>,
     pub preserve_host: bool,
     pub max_request_body: u64,
+    /// Caller checks (ingress mode), run before the credential is looked up.
+    pub inbound: Option<Inbound>,
 }
 
 pub struct UpstreamBackend {
@@ -59,9 +62,11 @@ impl Matchable for CompiledRoute {
 }
 
 impl CompiledRoute {
+    /// `control` runs the inbound checks' own calls (JWKS, authorization server).
     pub fn build(
         route: &Route,
         tokens: &TokenManager,
+        control: &tokio::runtime::Handle,
     ) -> Result<Arc<CompiledRoute>, RouteBuildError> {
         let error = |reason: String| RouteBuildError {
             route: route.name.clone(),
@@ -86,6 +91,12 @@ impl CompiledRoute {
                 })
             }
         };
+        let inbound = route
+            .inbound
+            .as_ref()
+            .map(|settings| Inbound::build(settings, control.clone()))
+            .transpose()
+            .map_err(|e| error(e.to_string()))?;
         Ok(Arc::new(CompiledRoute {
             name: route.name.clone(),
             host: route.host.clone(),
@@ -97,12 +108,18 @@ impl CompiledRoute {
             retry_statuses: route.on_upstream_status.clone(),
             preserve_host: route.preserve_host,
             max_request_body: route.max_request_body,
+            inbound,
         }))
     }
 
-    /// Round-robin over the backends.
-    pub fn pick_backend(&self) -> usize {
-        self.next_backend.fetch_add(1, Ordering::Relaxed) % self.backends.len()
+    /// Round-robin over the backends for a first attempt; a retry after a failed
+    /// connection takes the backend after the one that failed, so concurrent requests
+    /// cannot send it back to the same dead backend.
+    pub fn pick_backend(&self, failed: Option<usize>) -> usize {
+        match failed {
+            Some(index) => (index + 1) % self.backends.len(),
+            None => self.next_backend.fetch_add(1, Ordering::Relaxed) % self.backends.len(),
+        }
     }
 
     /// The upstream path: the route prefix removed when asked, the backend's base path put
