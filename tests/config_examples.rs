@@ -37,7 +37,8 @@ fn every_example_config_passes_check() {
         let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
         command.arg("check").arg("--config").arg(&file);
         for name in env_references(&text) {
-            command.env(name, "placeholder-value");
+            let value = format!("placeholder-value-for-{name}");
+            command.env(name, value);
         }
         let output = command.output().expect("tollgate runs");
         assert!(

@@ -76,6 +76,28 @@ async fn demo_routes_show_their_credentials_and_ctrl_c_exits_cleanly() {
         );
     }
 
+    let refused = client
+        .get("http://127.0.0.1:8080/ingress/anything")
+        .send()
+        .await
+        .expect("demo answers");
+    assert_eq!(refused.status(), 401);
+    assert!(refused.headers().contains_key("www-authenticate"));
+    let refused: Value = refused.json().await.expect("JSON error");
+    assert_eq!(refused["error"], "unauthenticated");
+    let passed: Value = client
+        .get("http://127.0.0.1:8080/ingress/anything")
+        .header("x-api-key", "demo-caller-key-0001")
+        .send()
+        .await
+        .expect("demo answers")
+        .json()
+        .await
+        .expect("echo JSON");
+    let injected = passed["headers"]["authorization"].as_str().unwrap_or_default();
+    assert!(injected.starts_with("Bearer eyJ"), "ingress: {injected:?}");
+    assert!(passed["headers"]["x-api-key"].is_null(), "the caller's key was forwarded");
+
     let pid = demo.0.id().to_string();
     let sent = Command::new("kill")
         .args(["-INT", &pid])

@@ -101,6 +101,8 @@ pub fn instructions() -> String {
         "  curl -s localhost:8080/static/anything          # static API key: X-Api-Key",
         "  curl -s localhost:8080/declared/anything        # http: the BigID login declared in YAML",
         "  curl -s -H 'Authorization: Bearer mine' localhost:8080/oauth2/x   # your header is replaced",
+        "  curl -si localhost:8080/ingress/x                                    # ingress check: 401 without a key",
+        "  curl -s -H 'X-Api-Key: demo-caller-key-0001' localhost:8080/ingress/x  # ...and a pass with one",
         "  curl -s localhost:8080/nowhere                  # 404 no_route",
         "  curl -s localhost:9901/status                   # token state and fingerprints, never tokens",
         "  curl -s localhost:9901/metrics | grep tollgate_",
