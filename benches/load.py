@@ -268,22 +268,32 @@ def server_pids(proc: subprocess.Popen) -> list[int]:
     return tree(proc.pid)
 
 
-def cpu_jiffies() -> dict[int, tuple[int, int]]:
-    """Per CPU, from /proc/stat: (busy, total) jiffies since boot; busy counts everything
-    but idle and iowait (steal included: time the CPU was not ours)."""
+CPU_FIELDS = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"]
+
+
+def cpu_jiffies() -> dict[int, list[int]]:
+    """Per CPU, from /proc/stat: jiffies since boot in each of CPU_FIELDS."""
     out = {}
     for line in Path("/proc/stat").read_text().splitlines():
         name, *fields = line.split()
         if name.startswith("cpu") and name != "cpu":
-            values = [int(v) for v in fields[:8]]
-            idle = values[3] + values[4]
-            out[int(name[3:])] = (sum(values) - idle, sum(values))
+            out[int(name[3:])] = [int(v) for v in fields[:len(CPU_FIELDS)]]
     return out
 
 
-def cpu_busy(before: dict, after: dict) -> dict[int, float]:
-    return {cpu: (after[cpu][0] - before[cpu][0]) / max(after[cpu][1] - before[cpu][1], 1)
-            for cpu in after if cpu in before}
+def cpu_split(before: dict, after: dict) -> dict[int, dict[str, float]]:
+    """Per CPU, the share of the interval spent in each of CPU_FIELDS, and `busy` (all but
+    idle and iowait; steal included: time the CPU was not ours)."""
+    out = {}
+    for cpu in after:
+        if cpu not in before:
+            continue
+        delta = [a - b for a, b in zip(after[cpu], before[cpu])]
+        total = max(sum(delta), 1)
+        shares = {name: d / total for name, d in zip(CPU_FIELDS, delta)}
+        shares["busy"] = 1 - shares["idle"] - shares["iowait"]
+        out[cpu] = shares
+    return out
 
 
 def nginx_status(port: int) -> dict:
@@ -550,9 +560,14 @@ class Bench:
             "cpu_s": cpu_s,
             "cpu_us_per_req": cpu_s * 1e6 / requests,
             "core_busy": cpu_s / seconds,
-            # how busy each CPU of the machine was (whoever ran there): with --pin, CPU 0 is
-            # the server's, CPU 1 the client's and the upstream's
-            "cpu_busy": cpu_busy(machine_before, machine_after),
+            # how each CPU of the machine spent the run (whoever ran there): with --pin,
+            # CPU 0 is the server's, CPU 1 the client's and the upstream's
+            "cpu_split": (split := cpu_split(machine_before, machine_after)),
+            "cpu_busy": {cpu: shares["busy"] for cpu, shares in split.items()},
+            # process time on CPU 0 that was not the server's (softirq, the kernel's packet
+            # work, is not counted: nobody's process time)
+            "cpu0_others": (split[0]["user"] + split[0]["nice"] + split[0]["system"]
+                            - cpu_s / seconds) if self.args.pin and 0 in split else 0.0,
             "idle_rss_mb": idle_rss / 1024,
             "peak_rss_mb": peak_rss / 1024,
             "rss_after_mb": rss_after / 1024,
@@ -607,7 +622,7 @@ def print_table(connections: int, rows: list[dict], pinned: bool) -> bool:
     for row in rows:
         cells = [row["server"]]
         # With pinning, CPU 0 busier than the server itself: someone else ran on its core.
-        if pinned and row["cpu_busy"].get(0, 0) - row["core_busy"] > 0.15:
+        if pinned and row["cpu0_others"] > 0.10:
             cells[0] += " *"
             shared = True
         for key, _, fmt in COLUMNS:
@@ -654,6 +669,8 @@ def comparison(args, bench: Bench, meta: dict) -> dict:
           f"client {meta['versions']['wrk'].split(' [')[0]} -t1, "
           f"{args.duration:g} s runs after {args.warmup:g} s warm-up"
           + (f", median of {args.rounds} rounds" if args.rounds > 1 else ""))
+    if args.binary:
+        print(f"binary: {meta['binary']} (given; the commit above is the work tree's HEAD)")
     print(f"machine: {meta['machine']['nproc']} CPUs, {meta['machine']['cpu_model']}, "
           f"kernel {meta['machine']['kernel']}")
     print(f"pinning: {meta['pinning']}")
@@ -668,7 +685,7 @@ def comparison(args, bench: Bench, meta: dict) -> dict:
         shared |= print_table(connections, rows, args.pin)
         results[str(connections)] = {"median": rows, "rounds": raw[connections]}
     if shared:
-        print("\n* other processes took more than 15% of CPU 0, the server's core, during this"
+        print("\n* other processes took more than 10% of CPU 0, the server's core, during this"
               " run: its figures are skewed; run again on a quieter machine (or --rounds 3).")
     print("\ncpu µs/req: the server's utime+stime (whole process tree) per completed request;"
           " core busy: that CPU time / wall time; CPU0/1 busy: the machine's CPUs, whoever"
