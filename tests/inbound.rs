@@ -1102,9 +1102,6 @@ async fn no_caller_credential_or_secret_in_the_logs_or_error_bodies() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "gateway bug: with forward_caller_credential: true the caller's credential is \
-            forwarded as a plain (not sensitive) header value, so pingora's debug log \
-            `Sending header to upstream` prints it"]
 async fn a_forwarded_caller_credential_is_not_logged_at_debug_level() {
     let stack = Stack::start_with_env(&[("RUST_LOG", "debug")]).await;
     stack.echo.set_reflect(false);

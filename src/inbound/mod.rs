@@ -51,6 +51,7 @@ pub struct Inbound {
     identity: Vec<IdentityHeaderSetting>,
     identity_from_me: bool,
     strip: Vec<HeaderName>,
+    credential_headers: Vec<HeaderName>,
 }
 
 impl fmt::Debug for Inbound {
@@ -174,24 +175,28 @@ impl Inbound {
             .as_ref()
             .is_some_and(|authorize| authorize.identity_from_me);
 
-        let mut strip: Vec<HeaderName> = Vec::new();
-        let mut add = |name: HeaderName| {
-            if !strip.contains(&name) {
-                strip.push(name);
+        let mut credential_headers: Vec<HeaderName> = Vec::new();
+        let sources = [
+            settings.api_keys.as_ref().map(|a| a.header.clone()),
+            settings.jwt.as_ref().map(|j| j.from.header_name()),
+            settings.authorize.as_ref().map(|a| a.from.header_name()),
+        ];
+        for name in sources.into_iter().flatten() {
+            if !credential_headers.contains(&name) {
+                credential_headers.push(name);
             }
-        };
+        }
+        let mut strip: Vec<HeaderName> = Vec::new();
         for identity in &settings.identity_headers {
-            add(identity.header.clone());
+            if !strip.contains(&identity.header) {
+                strip.push(identity.header.clone());
+            }
         }
         if !settings.forward_caller_credential {
-            if let Some(api_keys) = &settings.api_keys {
-                add(api_keys.header.clone());
-            }
-            if let Some(jwt) = &settings.jwt {
-                add(jwt.from.header_name());
-            }
-            if let Some(authorize) = &settings.authorize {
-                add(authorize.from.header_name());
+            for name in &credential_headers {
+                if !strip.contains(name) {
+                    strip.push(name.clone());
+                }
             }
         }
         Ok(Inbound {
@@ -201,6 +206,7 @@ impl Inbound {
             identity: settings.identity_headers.clone(),
             identity_from_me,
             strip,
+            credential_headers,
         })
     }
 
@@ -238,6 +244,12 @@ impl Inbound {
     /// whole for a cookie source).
     pub fn headers_to_strip(&self) -> &[HeaderName] {
         &self.strip
+    }
+
+    /// The headers callers present their credential in; when forwarded, their values
+    /// must still never be printed.
+    pub fn credential_headers(&self) -> &[HeaderName] {
+        &self.credential_headers
     }
 }
 

@@ -355,6 +355,13 @@ impl ProxyHttp for Gateway {
             for name in inbound.headers_to_strip() {
                 upstream_request.remove_header(name);
             }
+            // A caller credential that is forwarded still never shows in a debug log.
+            for name in inbound.credential_headers() {
+                if let Some(mut value) = upstream_request.remove_header(name) {
+                    value.set_sensitive(true);
+                    upstream_request.insert_header(name.clone(), value)?;
+                }
+            }
         }
         let token = ctx.token.as_deref();
         rewrite::upstream_request(
