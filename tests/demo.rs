@@ -94,9 +94,14 @@ async fn demo_routes_show_their_credentials_and_ctrl_c_exits_cleanly() {
         .json()
         .await
         .expect("echo JSON");
-    let injected = passed["headers"]["authorization"].as_str().unwrap_or_default();
+    let injected = passed["headers"]["authorization"]
+        .as_str()
+        .unwrap_or_default();
     assert!(injected.starts_with("Bearer eyJ"), "ingress: {injected:?}");
-    assert!(passed["headers"]["x-api-key"].is_null(), "the caller's key was forwarded");
+    assert!(
+        passed["headers"]["x-api-key"].is_null(),
+        "the caller's key was forwarded"
+    );
 
     let pid = demo.0.id().to_string();
     let sent = Command::new("kill")
