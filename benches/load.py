@@ -38,7 +38,9 @@ on Ctrl-C or an error):
   upstream were the limit), idle RSS (VmRSS before load), "upstream conns" (connections
   the upstream accepted during the run: pooling at work) and wrk's non-2xx responses and
   socket errors (which should be 0). A row marked * shared its core with other work on
-  the machine. All raw figures go to JSON (--json, default target/bench/load-<commit>.json)
+  the machine; a note follows a table when a server opened a new upstream connection for
+  more than 1% of its requests (nginx does at 256 connections with its keepalive 64:
+  --nginx-keepalive raises it). All raw figures go to JSON (--json, default target/bench/load-<commit>.json)
   with the commit (and whether the tree was dirty), date, load average, machine and the
   versions of nginx, HAProxy, wrk and tollgate, including the upstream's and wrk's CPU per
   request.
@@ -684,6 +686,15 @@ def comparison(args, bench: Bench, meta: dict) -> dict:
         rows = [median_row(raw[connections][s]) for s in servers]
         shared |= print_table(connections, rows, args.pin)
         results[str(connections)] = {"median": rows, "rounds": raw[connections]}
+        for row in rows:
+            churn = row["upstream_connections"] / max(row["requests"], 1)
+            if row["server"] != "direct" and churn > 0.01:
+                hint = (f" (its keepalive pool, --nginx-keepalive {args.nginx_keepalive}, is"
+                        f" smaller than {connections} connections)"
+                        if row["server"] == "nginx" and args.nginx_keepalive < connections
+                        else "")
+                print(f"  note: {row['server']} opened a new upstream connection for "
+                      f"{churn:.1%} of its requests{hint}")
     if shared:
         print("\n* other processes took more than 10% of CPU 0, the server's core, during this"
               " run: its figures are skewed; run again on a quieter machine (or --rounds 3).")
