@@ -151,6 +151,32 @@ async fn a_slow_upstream_is_a_json_504_after_the_route_read_timeout() {
     assert_eq!(status, 200, "{body}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_total_timeout_caps_the_whole_exchange() {
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = no_provider_config(&[route_with(
+        "capped",
+        "path_prefix: /capped/",
+        &format!("url: {}", echo.url()),
+        Some("key"),
+        "timeouts: { read: 10s, total: 400ms }",
+    )]);
+    let gateway = Gateway::start(&yaml).await;
+    echo.set_delay(Duration::from_secs(2));
+    let started = Instant::now();
+    let (status, _, body) = gateway.get_json("/capped/x").await;
+    let elapsed = started.elapsed();
+    assert_eq!(status, 504, "{body}");
+    assert_error_body(&body, "upstream_timeout");
+    assert!(
+        elapsed >= Duration::from_millis(390) && elapsed < Duration::from_millis(1500),
+        "answered after {elapsed:?} with a 400ms total, a 10 s read timeout and a 2 s upstream"
+    );
+    echo.set_delay(Duration::ZERO);
+    let (status, _, body) = gateway.get_json("/capped/y").await;
+    assert_eq!(status, 200, "{body}");
+}
+
 /// A loopback listener whose accept queue is full, so that new connections hang in the
 /// SYN stage (Linux drops the SYN): a connect timeout without leaving the machine.
 struct Unaccepting {

@@ -313,6 +313,9 @@ pub struct UpstreamTimeouts {
     pub write: Duration,
     /// How long an unused pooled connection is kept.
     pub idle: Duration,
+    /// Deadline for the whole exchange with the upstream, from the request's arrival to
+    /// the last byte of the response, retries included.
+    pub total: Duration,
 }
 
 impl Default for UpstreamTimeouts {
@@ -322,6 +325,7 @@ impl Default for UpstreamTimeouts {
             read: Duration::from_secs(60),
             write: Duration::from_secs(60),
             idle: Duration::from_secs(60),
+            total: Duration::from_secs(300),
         }
     }
 }

@@ -165,6 +165,7 @@ pub struct RawTimeouts {
     pub read: Option<DurationText>,
     pub write: Option<DurationText>,
     pub idle: Option<DurationText>,
+    pub total: Option<DurationText>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -111,11 +111,13 @@ fn validate_one(
         read: raw_timeouts.read.map_or(defaults.read, |d| d.0),
         write: raw_timeouts.write.map_or(defaults.write, |d| d.0),
         idle: raw_timeouts.idle.map_or(defaults.idle, |d| d.0),
+        total: raw_timeouts.total.map_or(defaults.total, |d| d.0),
     };
     for (key, value) in [
         ("connect", timeouts.connect),
         ("read", timeouts.read),
         ("write", timeouts.write),
+        ("total", timeouts.total),
     ] {
         if value.is_zero() {
             errors.push(join(&join(path, "timeouts"), key), "must be longer than 0s");

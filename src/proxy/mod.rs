@@ -330,7 +330,30 @@ impl ProxyHttp for Gateway {
         let failed = ctx.backend.filter(|_| ctx.connect_failures > 0);
         let index = route.pick_backend(failed);
         ctx.backend = Some(index);
-        Ok(Box::new(route.backends[index].peer.clone()))
+        // The route's total deadline caps every wait on this attempt.
+        let left = route.timeouts.total.saturating_sub(ctx.started.elapsed());
+        if left.is_zero() {
+            return Err(total_timeout());
+        }
+        let mut peer = route.backends[index].peer.clone();
+        peer.options.connection_timeout = Some(route.timeouts.connect.min(left));
+        peer.options.total_connection_timeout = Some(route.timeouts.connect.min(left));
+        peer.options.read_timeout = Some(route.timeouts.read.min(left));
+        peer.options.write_timeout = Some(route.timeouts.write.min(left));
+        Ok(Box::new(peer))
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestContext,
+    ) -> pingora::Result<Option<std::time::Duration>> {
+        match &ctx.route {
+            Some(route) if ctx.started.elapsed() > route.timeouts.total => Err(total_timeout()),
+            _ => Ok(None),
+        }
     }
 
     async fn upstream_request_filter(
@@ -557,6 +580,14 @@ impl ProxyHttp for Gateway {
             error = error.map(|e| e.etype().as_str()),
         );
     }
+}
+
+/// The route's whole-exchange deadline passed: a timeout on the upstream side (504, or a
+/// cut response once the header went out).
+fn total_timeout() -> Box<Error> {
+    let mut error = Error::explain(ErrorType::ReadTimedout, "the route's total timeout passed");
+    error.set_retry(false);
+    error.into_up()
 }
 
 /// The `Content-Length` the caller declared, if any.

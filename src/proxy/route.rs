@@ -25,6 +25,7 @@ pub struct CompiledRoute {
     pub retry_statuses: Vec<u16>,
     pub preserve_host: bool,
     pub max_request_body: u64,
+    pub timeouts: UpstreamTimeouts,
     /// Caller checks (ingress mode), run before the credential is looked up.
     pub inbound: Option<Inbound>,
 }
@@ -108,6 +109,7 @@ impl CompiledRoute {
             retry_statuses: route.on_upstream_status.clone(),
             preserve_host: route.preserve_host,
             max_request_body: route.max_request_body,
+            timeouts: route.timeouts,
             inbound,
         }))
     }
