@@ -1,12 +1,12 @@
 //! The pingora side: a thin [`ProxyHttp`] that routes, asks the token manager for the
 //! route's credential, injects it, and retries once when the upstream rejects it.
 
+mod request_id;
 mod respond;
 pub mod rewrite;
 mod route;
 pub mod router;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,12 +16,13 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType};
 
-use crate::inbound::{outcome_label, Identity, Refusal};
+use crate::inbound::{outcome_label, Identity};
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::shutdown::{InFlight, InFlightGuard};
 use crate::tokens::{CredentialUnavailable, Token, TokenManager};
-use respond::{send_error, Answer, ErrorBody, ErrorKind};
+use request_id::RequestIds;
+use respond::ErrorKind;
 pub use route::{CompiledRoute, RouteBuildError, UpstreamBackend};
 use router::host_without_port;
 
@@ -70,109 +71,6 @@ impl Gateway {
             request_ids: RequestIds::new(),
             in_flight,
         }
-    }
-
-    async fn refuse(
-        &self,
-        session: &mut Session,
-        ctx: &RequestContext,
-        kind: ErrorKind,
-        detail: &str,
-        retry_after: Option<u64>,
-        close: bool,
-    ) {
-        self.answer(
-            session,
-            ctx,
-            Answer {
-                body: self.error_body(ctx, kind, detail),
-                retry_after_seconds: retry_after,
-                www_authenticate: None,
-                close,
-            },
-        )
-        .await;
-    }
-
-    fn error_body<'a>(
-        &self,
-        ctx: &'a RequestContext,
-        kind: ErrorKind,
-        detail: &'a str,
-    ) -> ErrorBody<'a> {
-        ErrorBody {
-            error: kind,
-            route: ctx.route.as_deref().map(|r| r.name.as_str()),
-            provider: ctx
-                .route
-                .as_deref()
-                .and_then(|r| r.credential.as_ref())
-                .map(|c| c.provider_name.as_str()),
-            detail,
-        }
-    }
-
-    async fn answer(&self, session: &mut Session, ctx: &RequestContext, answer: Answer<'_>) {
-        if let Err(error) = send_error(session, &answer, &ctx.request_id).await {
-            tracing::debug!(%error, "could not send the error response");
-        }
-    }
-
-    /// The caller did not pass the route's inbound checks; nothing is forwarded.
-    async fn refuse_caller(&self, session: &mut Session, ctx: &RequestContext, refusal: &Refusal) {
-        let (kind, www_authenticate, retry_after) = match refusal {
-            Refusal::Unauthenticated {
-                www_authenticate, ..
-            } => (
-                ErrorKind::Unauthenticated,
-                Some(www_authenticate.as_str()),
-                None,
-            ),
-            Refusal::Forbidden { .. } => (ErrorKind::Forbidden, None, None),
-            Refusal::Unavailable { retry_after, .. } => (
-                ErrorKind::AuthorizationUnavailable,
-                None,
-                Some(retry_after.as_secs_f64().ceil() as u64),
-            ),
-        };
-        let mut body = self.error_body(ctx, kind, refusal.detail());
-        body.provider = None;
-        let answer = Answer {
-            body,
-            retry_after_seconds: retry_after,
-            www_authenticate,
-            close: false,
-        };
-        self.answer(session, ctx, answer).await;
-    }
-
-    async fn refuse_unavailable(
-        &self,
-        session: &mut Session,
-        ctx: &RequestContext,
-        unavailable: &CredentialUnavailable,
-        close: bool,
-    ) {
-        if let Some(route) = &ctx.route {
-            self.metrics
-                .credential_unavailable
-                .with_label_values(&[&route.name])
-                .inc();
-        }
-        let detail = format!(
-            "no valid credential from provider {}: {}",
-            unavailable.provider, unavailable.reason
-        );
-        let retry_after = unavailable.retry_after.as_secs_f64().ceil() as u64;
-        self.refuse(
-            session,
-            ctx,
-            ErrorKind::CredentialUnavailable,
-            &detail,
-            Some(retry_after),
-            close,
-        )
-        .await;
     }
 }
 
@@ -615,33 +513,4 @@ fn status_label(status: u16, buffer: &mut [u8; 3]) -> &str {
     buffer[1] = b'0' + (status / 10 % 10) as u8;
     buffer[2] = b'0' + (status % 10) as u8;
     std::str::from_utf8(buffer).unwrap_or("0")
-}
-
-/// Request ids: the caller's `X-Request-Id` when it is short and printable, else a new one.
-struct RequestIds {
-    prefix: u32,
-    counter: AtomicU64,
-}
-
-impl RequestIds {
-    fn new() -> Self {
-        RequestIds {
-            prefix: rand::random(),
-            counter: AtomicU64::new(0),
-        }
-    }
-
-    fn for_request(&self, request: &RequestHeader) -> String {
-        if let Some(id) = request
-            .headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-        {
-            if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) {
-                return id.to_owned();
-            }
-        }
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        format!("{:08x}{n:012x}", self.prefix)
-    }
 }

@@ -5,6 +5,10 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use serde::Serialize;
 
+use super::{Gateway, RequestContext};
+use crate::inbound::Refusal;
+use crate::tokens::CredentialUnavailable;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
@@ -88,4 +92,120 @@ pub async fn send_error(
         .write_response_body(Some(Bytes::from(json)), true)
         .await?;
     Ok(())
+}
+
+/// The answers the gateway gives itself, with their metrics.
+impl Gateway {
+    pub(super) async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &RequestContext,
+        kind: ErrorKind,
+        detail: &str,
+        retry_after: Option<u64>,
+        close: bool,
+    ) {
+        self.answer(
+            session,
+            ctx,
+            Answer {
+                body: self.error_body(ctx, kind, detail),
+                retry_after_seconds: retry_after,
+                www_authenticate: None,
+                close,
+            },
+        )
+        .await;
+    }
+
+    pub(super) fn error_body<'a>(
+        &self,
+        ctx: &'a RequestContext,
+        kind: ErrorKind,
+        detail: &'a str,
+    ) -> ErrorBody<'a> {
+        ErrorBody {
+            error: kind,
+            route: ctx.route.as_deref().map(|r| r.name.as_str()),
+            provider: ctx
+                .route
+                .as_deref()
+                .and_then(|r| r.credential.as_ref())
+                .map(|c| c.provider_name.as_str()),
+            detail,
+        }
+    }
+
+    pub(super) async fn answer(
+        &self,
+        session: &mut Session,
+        ctx: &RequestContext,
+        answer: Answer<'_>,
+    ) {
+        if let Err(error) = send_error(session, &answer, &ctx.request_id).await {
+            tracing::debug!(%error, "could not send the error response");
+        }
+    }
+
+    /// The caller did not pass the route's inbound checks; nothing is forwarded.
+    pub(super) async fn refuse_caller(
+        &self,
+        session: &mut Session,
+        ctx: &RequestContext,
+        refusal: &Refusal,
+    ) {
+        let (kind, www_authenticate, retry_after) = match refusal {
+            Refusal::Unauthenticated {
+                www_authenticate, ..
+            } => (
+                ErrorKind::Unauthenticated,
+                Some(www_authenticate.as_str()),
+                None,
+            ),
+            Refusal::Forbidden { .. } => (ErrorKind::Forbidden, None, None),
+            Refusal::Unavailable { retry_after, .. } => (
+                ErrorKind::AuthorizationUnavailable,
+                None,
+                Some(retry_after.as_secs_f64().ceil() as u64),
+            ),
+        };
+        let mut body = self.error_body(ctx, kind, refusal.detail());
+        body.provider = None;
+        let answer = Answer {
+            body,
+            retry_after_seconds: retry_after,
+            www_authenticate,
+            close: false,
+        };
+        self.answer(session, ctx, answer).await;
+    }
+
+    pub(super) async fn refuse_unavailable(
+        &self,
+        session: &mut Session,
+        ctx: &RequestContext,
+        unavailable: &CredentialUnavailable,
+        close: bool,
+    ) {
+        if let Some(route) = &ctx.route {
+            self.metrics
+                .credential_unavailable
+                .with_label_values(&[&route.name])
+                .inc();
+        }
+        let detail = format!(
+            "no valid credential from provider {}: {}",
+            unavailable.provider, unavailable.reason
+        );
+        let retry_after = unavailable.retry_after.as_secs_f64().ceil() as u64;
+        self.refuse(
+            session,
+            ctx,
+            ErrorKind::CredentialUnavailable,
+            &detail,
+            Some(retry_after),
+            close,
+        )
+        .await;
+    }
 }
