@@ -60,9 +60,7 @@ impl App {
             .map_err(StartError::Runtime)?;
         warn_about_unverified_tls(&config);
         let metrics = Arc::new(Metrics::new()?);
-        let route_names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
-        let provider_names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
-        metrics.prepare(&route_names, &provider_names);
+        metrics.prepare(&config);
         let mut clients = Vec::with_capacity(config.providers.len());
         for spec in &config.providers {
             clients.push((spec, providers::build(spec)?));
@@ -180,8 +178,8 @@ impl App {
     }
 }
 
-/// Turning certificate checks off is allowed, but never silently.
-fn warn_about_unverified_tls(config: &Config) {
+/// Turning certificate checks off is allowed, but never silently (at start and on reload).
+pub(crate) fn warn_about_unverified_tls(config: &Config) {
     for provider in &config.providers {
         if provider.tls.insecure_skip_verify {
             tracing::warn!(provider = %provider.name, "TLS certificate verification is OFF for this provider (tls.insecure_skip_verify)");

@@ -1,6 +1,7 @@
 //! The Prometheus metrics of the DESIGN contract, in one registry served by the admin
 //! listener. No label ever carries a path, a user or a token.
 
+use crate::config::Config;
 use prometheus::{
     Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
     Opts, Registry, TextEncoder,
@@ -152,15 +153,16 @@ impl Metrics {
     }
 
     /// Creates the counters that alerts watch at 0, so `increase()` sees their first event.
-    pub fn prepare(&self, routes: &[&str], providers: &[&str]) {
-        for route in routes {
-            self.credential_unavailable.with_label_values(&[route]);
+    pub fn prepare(&self, config: &Config) {
+        for route in &config.routes {
+            self.credential_unavailable
+                .with_label_values(&[&route.name]);
         }
-        for provider in providers {
+        for provider in &config.providers {
             for kind in ["login", "refresh"] {
                 for outcome in ["success", "failure"] {
                     self.token_requests
-                        .with_label_values(&[provider, kind, outcome]);
+                        .with_label_values(&[&provider.name, kind, outcome]);
                 }
             }
         }

@@ -4,7 +4,7 @@
 //! tokens of providers whose settings did not change; an invalid one is logged and the
 //! old config keeps serving.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -131,9 +131,9 @@ impl Reloader {
             Arc::clone(&successor),
             &tokio::runtime::Handle::current(),
         )?;
-        let route_names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+        crate::app::warn_about_unverified_tls(&config);
+        self.metrics.prepare(&config);
         let provider_names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
-        self.metrics.prepare(&route_names, &provider_names);
         successor.start_refreshers();
         self.live.store(Arc::new(routing));
         current.tokens.retire_replaced(&successor).await;
@@ -144,7 +144,7 @@ impl Reloader {
             .collect();
         Ok(format!(
             "{} routes, {} providers ({} kept with their tokens: {})",
-            route_names.len(),
+            config.routes.len(),
             provider_names.len(),
             kept.len(),
             kept.join(", ")
@@ -152,7 +152,7 @@ impl Reloader {
     }
 }
 
-fn digest_of(path: &PathBuf) -> Option<[u8; 32]> {
+fn digest_of(path: &Path) -> Option<[u8; 32]> {
     std::fs::read(path)
         .ok()
         .map(|bytes| Sha256::digest(bytes).into())

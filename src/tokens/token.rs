@@ -2,7 +2,6 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::RefreshPolicy;
@@ -20,7 +19,6 @@ pub struct Token {
     /// Distinguishes tokens of one provider, so a rejection purges exactly the one sent.
     pub id: u64,
     pub value: Secret,
-    pub obtained_at: SystemTime,
     pub expires_at: Instant,
     pub expires_at_unix: f64,
     /// When the background refresher renews it, ahead of expiry.
@@ -60,7 +58,6 @@ impl Token {
         Ok(Token {
             id,
             value: grant.access_token.clone(),
-            obtained_at: wall_now,
             expires_at: now + usable,
             expires_at_unix,
             refresh_at: now + lifetime.saturating_sub(lead),
@@ -121,22 +118,6 @@ fn lifetime(
     }
 }
 
-#[derive(Deserialize)]
-struct ExpiryClaim {
-    exp: Option<u64>,
-}
-
-/// The `exp` claim of a JWT, read without verifying the signature: the gateway only needs
-/// to know when the provider will stop accepting it, not to trust it.
-pub fn jwt_expiry(token: &str) -> Option<u64> {
-    if token.bytes().filter(|&b| b == b'.').count() != 2 {
-        return None;
-    }
-    jsonwebtoken::dangerous::insecure_decode::<ExpiryClaim>(token)
-        .ok()
-        .and_then(|data| data.claims.exp)
-}
-
 /// The claims of a JWT as JSON, unverified, for display by `tollgate token`.
 pub fn jwt_claims(token: &str) -> Option<serde_json::Value> {
     if token.bytes().filter(|&b| b == b'.').count() != 2 {
@@ -145,6 +126,12 @@ pub fn jwt_claims(token: &str) -> Option<serde_json::Value> {
     jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(token)
         .ok()
         .map(|data| data.claims)
+}
+
+/// The `exp` claim of a JWT, read without verifying the signature: the gateway only needs
+/// to know when the provider will stop accepting it, not to trust it.
+pub fn jwt_expiry(token: &str) -> Option<u64> {
+    jwt_claims(token)?.get("exp")?.as_u64()
 }
 
 /// A short hash that tells tokens apart in `/status` without revealing them.
