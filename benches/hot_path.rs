@@ -106,7 +106,7 @@ fn bench(c: &mut Criterion) {
                 &route.backends[0],
                 Some(&token),
                 client,
-                "req-1",
+                &http::HeaderValue::from_static("req-1"),
                 &mut request,
             )
             .expect("rewrite");

@@ -74,6 +74,7 @@ async fn client_authorization_is_replaced_not_forwarded() {
         .client()
         .get(gateway.proxy_url("/reports/x"))
         .header("Authorization", "Bearer client-supplied-token")
+        .header("Authorization", "Bearer client-supplied-token-2")
         .send()
         .await
         .unwrap();

@@ -41,7 +41,7 @@ pub struct Gateway {
 pub struct RequestContext {
     _in_flight: InFlightGuard,
     started: Instant,
-    request_id: String,
+    request_id: http::HeaderValue,
     route: Option<Arc<CompiledRoute>>,
     /// The token manager of the routing the request started with (reloads swap it).
     tokens: Option<Arc<TokenManager>>,
@@ -82,7 +82,7 @@ impl ProxyHttp for Gateway {
         RequestContext {
             _in_flight: self.in_flight.enter(),
             started: Instant::now(),
-            request_id: String::new(),
+            request_id: http::HeaderValue::from_static("-"),
             route: None,
             tokens: None,
             token: None,
@@ -340,7 +340,7 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestContext,
     ) -> pingora::Result<()> {
-        upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        upstream_response.insert_header(rewrite::X_REQUEST_ID, ctx.request_id.clone())?;
         Ok(())
     }
 
@@ -467,7 +467,7 @@ impl ProxyHttp for Gateway {
         let request = session.req_header();
         tracing::info!(
             target: "access",
-            request_id = %ctx.request_id,
+            request_id = request_id::as_text(&ctx.request_id),
             method = %request.method,
             path = request.uri.path(),
             route = route_name,

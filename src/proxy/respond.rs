@@ -66,7 +66,7 @@ pub struct Answer<'a> {
 pub async fn send_error(
     session: &mut Session,
     answer: &Answer<'_>,
-    request_id: &str,
+    request_id: &http::HeaderValue,
 ) -> pingora::Result<()> {
     let body = &answer.body;
     let json = serde_json::to_vec(body).unwrap_or_else(|_| b"{\"error\":\"internal\"}".to_vec());
@@ -74,7 +74,7 @@ pub async fn send_error(
     header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     header.insert_header(http::header::CONTENT_LENGTH, json.len().to_string())?;
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    header.insert_header("x-request-id", request_id)?;
+    header.insert_header(super::rewrite::X_REQUEST_ID, request_id.clone())?;
     if let Some(seconds) = answer.retry_after_seconds {
         header.insert_header(http::header::RETRY_AFTER, seconds.max(1).to_string())?;
     }

@@ -1,8 +1,12 @@
 //! What the upstream receives: the rewritten path, its own Host, the injected credential
 //! in place of any the caller sent, and the forwarding headers.
+//!
+//! This runs on every request, so values are built straight into header bytes: no
+//! `format!`, and no copy between a `String` and a `HeaderValue`.
 
 use std::net::IpAddr;
 
+use bytes::Bytes;
 use http::{HeaderValue, Uri};
 use pingora::http::RequestHeader;
 use pingora::{Error, ErrorType};
@@ -10,22 +14,29 @@ use pingora::{Error, ErrorType};
 use super::route::{CompiledRoute, UpstreamBackend};
 use crate::tokens::Token;
 
+/// Header names as `&'static str`: pingora keeps their case on the wire without copying them.
+pub const X_FORWARDED_FOR: &str = "X-Forwarded-For";
+pub const X_FORWARDED_PROTO: &str = "X-Forwarded-Proto";
+pub const X_REQUEST_ID: &str = "X-Request-Id";
+
 pub fn upstream_request(
     route: &CompiledRoute,
     backend: &UpstreamBackend,
     token: Option<&Token>,
     client: Option<IpAddr>,
-    request_id: &str,
+    request_id: &HeaderValue,
     request: &mut RequestHeader,
 ) -> pingora::Result<()> {
-    let path = route.upstream_path(backend, request.uri.path(), request.uri.query());
-    let uri: Uri = path.parse().map_err(|_| {
-        Error::explain(
-            ErrorType::InvalidHTTPHeader,
-            "rewritten path is not a valid URI",
-        )
-    })?;
-    request.set_uri(uri);
+    if route.rewrites_path(backend) || request.uri.authority().is_some() {
+        let path = route.upstream_path(backend, request.uri.path(), request.uri.query());
+        let uri: Uri = path.parse().map_err(|_| {
+            Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                "rewritten path is not a valid URI",
+            )
+        })?;
+        request.set_uri(uri);
+    }
     if !route.preserve_host {
         request.insert_header(http::header::HOST, backend.authority.clone())?;
     }
@@ -37,12 +48,10 @@ pub fn upstream_request(
                 "route needs a credential but none is held",
             ));
         };
-        // The caller's own copy must never reach the upstream next to ours.
-        request.remove_header(&credential.header);
         let rendered = credential
             .format
             .render(token.value.expose(), &token.token_type);
-        let mut value = HeaderValue::from_str(&rendered).map_err(|_| {
+        let mut value = HeaderValue::from_maybe_shared(Bytes::from(rendered)).map_err(|_| {
             Error::explain(
                 ErrorType::InternalError,
                 "token is not a valid header value",
@@ -50,22 +59,52 @@ pub fn upstream_request(
         })?;
         // Sensitive values print as "Sensitive" in pingora's debug log of the request.
         value.set_sensitive(true);
+        // Inserting replaces every copy the caller sent: only ours reaches the upstream.
         request.insert_header(credential.header.clone(), value)?;
     }
     if let Some(client) = client {
-        let value = match request
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(existing) => format!("{existing}, {client}"),
-            None => client.to_string(),
-        };
-        request.insert_header("x-forwarded-for", value)?;
+        let value = forwarded_for(request.headers.get(X_FORWARDED_FOR), client);
+        request.insert_header(X_FORWARDED_FOR, value)?;
     }
-    request.insert_header("x-forwarded-proto", "http")?;
-    request.insert_header("x-request-id", request_id)?;
+    request.insert_header(X_FORWARDED_PROTO, HeaderValue::from_static("http"))?;
+    request.insert_header(X_REQUEST_ID, request_id.clone())?;
     Ok(())
+}
+
+/// `X-Forwarded-For` with the client appended to what earlier proxies wrote.
+fn forwarded_for(existing: Option<&HeaderValue>, client: IpAddr) -> HeaderValue {
+    let earlier = existing.map(HeaderValue::as_bytes).unwrap_or_default();
+    let mut value = Vec::with_capacity(earlier.len() + 2 + 39);
+    if !earlier.is_empty() {
+        value.extend_from_slice(earlier);
+        value.extend_from_slice(b", ");
+    }
+    push_ip(&mut value, client);
+    // The earlier part was a valid header value and an address adds only ASCII.
+    HeaderValue::from_maybe_shared(Bytes::from(value))
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// An address in its usual text form; IPv4 by hand, as `Display` costs more than the
+/// whole of the rest of this module.
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if octet >= 100 {
+                    out.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    out.push(b'0' + octet / 10 % 10);
+                }
+                out.push(b'0' + octet % 10);
+            }
+        }
+        IpAddr::V6(v6) => out.extend_from_slice(v6.to_string().as_bytes()),
+    }
 }
 
 #[cfg(test)]
@@ -80,5 +119,33 @@ mod tests {
         request.insert_header("authorization", value).unwrap();
         let printed = format!("{request:?}");
         assert!(!printed.contains("secret-token"), "{printed}");
+    }
+
+    #[test]
+    fn addresses_print_as_display_does() {
+        let addresses: [IpAddr; 6] = [
+            [0, 0, 0, 0].into(),
+            [127, 0, 0, 1].into(),
+            [10, 20, 199, 255].into(),
+            [100, 9, 90, 109].into(),
+            "::1".parse().unwrap(),
+            "2001:db8::42:1".parse().unwrap(),
+        ];
+        for ip in addresses {
+            let mut out = Vec::new();
+            push_ip(&mut out, ip);
+            assert_eq!(String::from_utf8(out).unwrap(), ip.to_string());
+        }
+    }
+
+    #[test]
+    fn the_client_is_appended_to_earlier_proxies() {
+        let client = IpAddr::from([10, 0, 0, 7]);
+        assert_eq!(forwarded_for(None, client), "10.0.0.7");
+        let earlier = HeaderValue::from_static("203.0.113.9");
+        assert_eq!(
+            forwarded_for(Some(&earlier), client),
+            "203.0.113.9, 10.0.0.7"
+        );
     }
 }

@@ -124,6 +124,12 @@ impl CompiledRoute {
         }
     }
 
+    /// Whether the upstream path differs from the caller's: a prefix to strip or a base
+    /// path to add. Most routes do neither, and their requests keep the parsed URI.
+    pub fn rewrites_path(&self, backend: &UpstreamBackend) -> bool {
+        self.strip_prefix || !backend.base_path.is_empty()
+    }
+
     /// The upstream path: the route prefix removed when asked, the backend's base path put
     /// in front. `path` is the request's path without query.
     pub fn upstream_path(
