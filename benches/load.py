@@ -4,6 +4,7 @@
     python3 benches/load.py                      # the comparison (connections 16,64,256; 10 s each)
     python3 benches/load.py --quick              # smoke run: 64 connections, 3 s
     python3 benches/load.py --expiry-storm       # tokens expiring every 4 s under steady load
+    python3 benches/load.py --instructions       # instructions per request, under callgrind
 
 What it does (everything on loopback, every process it starts is stopped at the end, also
 on Ctrl-C or an error):
@@ -54,6 +55,15 @@ is in flight (each call takes --token-delay, 0.1 s) can be told apart. Reports p
 calls per token lifetime (calls / (duration / lifetime)), the intervals between calls,
 failed requests (wrk's non-2xx and errors, and the probe's) and the p99 latency.
 JSON: target/bench/storm-<commit>.json.
+
+--instructions: nginx, HAProxy and both tollgates each run under valgrind's callgrind
+(installed from Debian's `valgrind` when missing), loaded by wrk at --instr-connections (16)
+for --instr-duration (8 s) after a 2 s warm-up; callgrind is zeroed before and dumped after
+the measured run. Reports instructions per request for the whole process, the share in
+memcpy/memmove, and, for tollgate, the inclusive instructions of each ProxyHttp phase it
+implements (its own request handling). Instruction counts do not drift with the machine's
+load as CPU time does, so they compare commits exactly. JSON:
+target/bench/instructions-<commit>.json.
 
 Options (see --help): --connections, --duration, --warmup, --rounds (repeat the whole
 sequence, report medians), --servers (a subset), --binary, --json, --pin/--no-pin,
@@ -324,9 +334,11 @@ def git(*args: str) -> str:
 # --- setup -----------------------------------------------------------------------------------
 
 
-def ensure_tools() -> None:
+def ensure_tools(args) -> None:
     wanted = {"nginx": "nginx-light", "haproxy": "haproxy", "wrk": "wrk"}
-    missing = [pkg for cmd, pkg in wanted.items() if not shutil.which(cmd)]
+    if args.instructions:
+        wanted.update({"valgrind": "valgrind", "callgrind_control": "valgrind"})
+    missing = sorted({pkg for cmd, pkg in wanted.items() if not shutil.which(cmd)})
     if not missing:
         return
     sudo = [] if os.geteuid() == 0 else (["sudo"] if shutil.which("sudo") else None)
@@ -402,29 +414,38 @@ class Bench:
         self.bench_token = f"bench-token-{secrets.token_hex(8)}"
         self.upstream_port = 0
         self.upstream: subprocess.Popen | None = None
+        # --instructions: the measured server runs under this (callgrind), the upstream not
+        self.wrap: list[str] = []
+        self.ready_timeout = 10.0
 
     # nginx, with the upstream's config or the proxy's
 
-    def start_nginx(self, name: str, template: str, cpu: int | None, **values):
+    def start_nginx(self, name: str, template: str, cpu: int | None, measured: bool = True,
+                    **values):
         d = self.workdir / name
         d.mkdir(exist_ok=True)
         os.chmod(d, 0o755)
         port = free_port()
         conf = render(template, d / "nginx.conf", dir=d, port=port, **values)
         errlog = d / "error.log"
-        proc = PROCS.start(["nginx", "-p", str(d), "-c", str(conf), "-e", str(errlog)],
-                           cpu, log_path=d / "stdout.log")
+        argv = ["nginx", "-p", str(d), "-c", str(conf), "-e", str(errlog)]
+        wrap = self.wrap if measured else []
+        if wrap:
+            # One process, so the instruments see the worker itself.
+            argv += ["-g", "master_process off;"]
+        proc = PROCS.start(wrap + argv, cpu, log_path=d / "stdout.log")
 
         def up():
             status, _ = http_call(port, "/echo-auth", timeout=1)
             return status == 200
 
-        wait_for(up, 10, name, proc, errlog)
+        wait_for(up, self.ready_timeout if measured else 10, name, proc, errlog)
         return proc, port
 
     def start_upstream(self) -> None:
         self.upstream, self.upstream_port = self.start_nginx(
-            "upstream", "nginx-upstream.conf", self.client_cpu, token=self.bench_token)
+            "upstream", "nginx-upstream.conf", self.client_cpu, measured=False,
+            token=self.bench_token)
         log(f"upstream nginx on 127.0.0.1:{self.upstream_port}")
 
     def start_server(self, name: str):
@@ -450,9 +471,10 @@ class Bench:
             if check.returncode != 0:
                 raise BenchError(f"haproxy -c: {check.stdout}{check.stderr}")
             logf = d / "haproxy.log"
-            proc = PROCS.start(["haproxy", "-db", "-f", str(cfg)], cpu, log_path=logf)
-            wait_for(lambda: http_call(port, "/echo-auth", timeout=1)[0] == 200, 10,
-                     "haproxy", proc, logf)
+            proc = PROCS.start(self.wrap + ["haproxy", "-db", "-f", str(cfg)], cpu,
+                               log_path=logf)
+            wait_for(lambda: http_call(port, "/echo-auth", timeout=1)[0] == 200,
+                     self.ready_timeout, "haproxy", proc, logf)
             return proc, port, f"Bearer {STATIC_TOKEN}"
         if name in ("tollgate-static", "tollgate-oauth2"):
             kind = name.split("-")[1]
@@ -475,11 +497,11 @@ class Bench:
             raise BenchError(f"tollgate check {cfg}:\n{check.stdout}{check.stderr}")
         env = dict(os.environ, RUST_LOG=self.args.tollgate_log_level)
         logf = d / "tollgate.log"
-        proc = PROCS.start([str(self.binary), "--log-format", "json", "run", "--config",
-                            str(cfg)], self.server_cpu, log_path=logf, env=env,
-                           stop_signal=signal.SIGINT)
-        wait_for(lambda: http_call(admin, "/readyz", timeout=1)[0] == 200, 20,
-                 f"{name} /readyz", proc, logf)
+        proc = PROCS.start(self.wrap + [str(self.binary), "--log-format", "json", "run",
+                                        "--config", str(cfg)],
+                           self.server_cpu, log_path=logf, env=env, stop_signal=signal.SIGINT)
+        wait_for(lambda: http_call(admin, "/readyz", timeout=1)[0] == 200,
+                 max(20.0, self.ready_timeout), f"{name} /readyz", proc, logf)
         return proc, port
 
     def verify(self, name: str, port: int, expected: str) -> None:
@@ -706,6 +728,104 @@ def comparison(args, bench: Bench, meta: dict) -> dict:
     return results
 
 
+# --- instructions per request (callgrind) ----------------------------------------------------
+
+# tollgate's own request handling: the inclusive cost of each ProxyHttp phase it implements.
+OWN_PHASE = re.compile(r"^\s*([\d,]+) .*<tollgate::proxy::Gateway as "
+                       r"pingora_proxy::proxy_trait::ProxyHttp>::(\w+)", re.M)
+MEMCPY = re.compile(r"^\s*([\d,]+) .*:__mem(?:cpy|move)_\w+ \[", re.M)
+
+
+def callgrind_totals(path: Path) -> int:
+    match = re.search(r"^totals:\s+(\d+)", path.read_text(errors="replace"), re.M)
+    if not match:
+        raise BenchError(f"{path}: no totals line")
+    return int(match.group(1))
+
+
+def callgrind_breakdown(path: Path) -> dict[str, int]:
+    """Inclusive instructions of tollgate's own ProxyHttp phases, and memcpy/memmove."""
+    text = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100",
+                           str(path)], capture_output=True, text=True, check=True).stdout
+    phases: dict[str, int] = {}
+    for count, phase in OWN_PHASE.findall(text):
+        phases[phase] = phases.get(phase, 0) + int(count.replace(",", ""))
+    memcpy = sum(int(c.replace(",", "")) for c in MEMCPY.findall(text))
+    return {"phases": phases, "memcpy": memcpy}
+
+
+def instructions(args, bench: Bench, meta: dict) -> dict:
+    """Each server under callgrind: instructions per request, which (unlike CPU time) do not
+    drift with the machine's load, so they compare commits and servers exactly."""
+    connections, duration = args.instr_connections, args.instr_duration
+    rows = []
+    for name in args.servers:
+        if name == "direct":
+            continue
+        d = bench.workdir / f"callgrind-{name}"
+        d.mkdir(exist_ok=True)
+        bench.wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={d}/callgrind.out"]
+        bench.ready_timeout = 120.0
+        log(f"{name} under callgrind: {connections} connections, {duration:g} s")
+        proc, port, expected = bench.start_server(name)
+        try:
+            bench.verify(name, port, expected)
+            bench.wrk(port, connections, 2)
+            subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True,
+                           capture_output=True)
+            run = bench.wrk(port, connections, duration)
+            before = set(d.glob("callgrind.out*"))
+            subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True,
+                           capture_output=True)
+            wait_for(lambda: set(d.glob("callgrind.out.*")) - before, 30,
+                     f"{name} callgrind dump")
+            dump = max(set(d.glob("callgrind.out.*")) - before, key=lambda p: p.stat().st_mtime)
+            time.sleep(0.5)  # the dump is written in one go, but let it land
+        finally:
+            PROCS.stop(proc)
+            bench.wrap = []
+            bench.ready_timeout = 10.0
+        requests = max(run["requests"], 1)
+        total = callgrind_totals(dump)
+        parts = callgrind_breakdown(dump)
+        own = sum(parts["phases"].values())
+        rows.append({
+            "server": name,
+            "requests": run["requests"],
+            "non2xx": run["non2xx"] + run["socket_errors"],
+            "instructions_per_req": total / requests,
+            "memcpy_per_req": parts["memcpy"] / requests,
+            "own_phases_per_req": own / requests,
+            "own_phases": {k: v / requests for k, v in sorted(parts["phases"].items())},
+        })
+        log(f"  {total / requests:,.0f} instructions per request ({run['requests']} requests)")
+    ref = next((r for r in rows if r["server"] == "nginx"), None)
+    print()
+    print(f"instructions per request under callgrind (valgrind), {connections} connections, "
+          f"{duration:g} s; tollgate {meta['commit']}{' (dirty tree)' if meta['dirty'] else ''}"
+          f"; ratios against nginx")
+    print(f"  {'server':<16} {'instr/req':>18} {'of which memcpy':>16} "
+          f"{'in tollgate phases':>19}")
+    for row in rows:
+        ratio = (f" ({row['instructions_per_req'] / ref['instructions_per_req']:.2f}x)"
+                 if ref else "")
+        own = (f"{row['own_phases_per_req']:,.0f}" if row["server"].startswith("tollgate")
+               else "-")
+        print(f"  {row['server']:<16} {row['instructions_per_req']:>10,.0f}{ratio:>8} "
+              f"{row['memcpy_per_req']:>16,.0f} {own:>19}")
+        if row["non2xx"]:
+            print(f"    note: {row['non2xx']} failed requests")
+    for row in rows:
+        if row["own_phases"]:
+            phases = ", ".join(f"{k} {v:,.0f}" for k, v in row["own_phases"].items() if v >= 1)
+            print(f"  {row['server']}: tollgate's phases (inclusive, per request): {phases}")
+    print("\nInstructions are counted for the whole process (every thread) from callgrind's "
+          "zeroing after a warm-up to its dump; valgrind counts each iteration of a `rep movs`"
+          " copy as an instruction, which inflates memcpy against its real cost. tollgate's"
+          " phases include the pingora header calls they make.")
+    return {"connections": connections, "duration_s": duration, "rows": rows}
+
+
 # --- the expiry storm ------------------------------------------------------------------------
 
 
@@ -929,6 +1049,13 @@ def parse_args(argv=None):
                         help="nginx's upstream `keepalive` (default 64)")
     parser.add_argument("--expiry-storm", action="store_true",
                         help="run the expiry storm instead of the comparison")
+    parser.add_argument("--instructions", action="store_true",
+                        help="count instructions per request under callgrind instead of the "
+                        "comparison (installs valgrind when missing)")
+    parser.add_argument("--instr-connections", type=int, default=16,
+                        help="wrk connections under callgrind (default 16)")
+    parser.add_argument("--instr-duration", type=float, default=8,
+                        help="seconds counted under callgrind (default 8)")
     parser.add_argument("--storm-duration", type=float, default=20,
                         help="seconds of load in the expiry storm (default 20)")
     parser.add_argument("--storm-connections", type=int, default=64,
@@ -971,7 +1098,7 @@ def main(argv=None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="tollgate-load-"))
     os.chmod(workdir, 0o755)
     try:
-        ensure_tools()
+        ensure_tools(args)
         binary = build_tollgate(args)
         commit = git("rev-parse", "--short", "HEAD")
         meta = {
@@ -992,6 +1119,9 @@ def main(argv=None) -> int:
         if args.expiry_storm:
             meta["storm"] = expiry_storm(args, bench)
             default = ROOT / "target" / "bench" / f"storm-{commit}.json"
+        elif args.instructions:
+            meta["instructions"] = instructions(args, bench, meta)
+            default = ROOT / "target" / "bench" / f"instructions-{commit}.json"
         else:
             meta["results"] = comparison(args, bench, meta)
             default = ROOT / "target" / "bench" / f"load-{commit}.json"

@@ -78,6 +78,10 @@ impl Gateway {
 impl ProxyHttp for Gateway {
     type CTX = RequestContext;
 
+    /// None: pingora's default adds a response-compression module that tollgate never
+    /// turns on but that would still run on every request.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> RequestContext {
         RequestContext {
             _in_flight: self.in_flight.enter(),
