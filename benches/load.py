@@ -48,11 +48,13 @@ on Ctrl-C or an error):
 
 --expiry-storm: tollgate with an oauth2 provider whose token endpoint (a small Python
 server inside this script, counting calls) issues tokens with `expires_in:
---storm-expires-in` (4 s) and `refresh: {before_expiry: --storm-before-expiry}` (2 s), loaded
+--storm-expires-in` (4 s) and `refresh: {before_expiry: --storm-before-expiry}` (0.5 s), loaded
 by wrk for --storm-duration (20 s) at --storm-connections (64). A probe thread sends one
 request every 10 ms beside wrk, so the latency of requests that arrive while a token call
 is in flight (each call takes --token-delay, 0.1 s) can be told apart. Reports provider
-calls per token lifetime (calls / (duration / lifetime)), the intervals between calls,
+calls per token lifetime two ways (the calls that started within each token's own lifetime,
+which should be exactly one, its renewal; and calls / (duration / lifetime), which renewing
+ahead makes lifetime / (lifetime - lead)), calls that overlapped, the intervals between calls,
 failed requests (wrk's non-2xx and errors, and the probe's) and the p99 latency.
 JSON: target/bench/storm-<commit>.json.
 
@@ -925,7 +927,7 @@ def expiry_storm(args, bench: Bench) -> dict:
     with TokenServer(lifetime, args.token_delay) as tokens:
         proc, port = bench.start_tollgate(
             "tollgate-storm", "tollgate-oauth2.yaml", token_port=tokens.port,
-            before_expiry=f"{args.storm_before_expiry}s")
+            before_expiry=f"{round(args.storm_before_expiry * 1000)}ms")
         try:
             status, body = http_call(port, "/echo-auth")
             if status != 200 or not body.startswith(b"Bearer storm-"):
@@ -957,6 +959,13 @@ def expiry_storm(args, bench: Bench) -> dict:
         in_flight = any(c0 <= t0 <= c1 for c0, c1 in calls)
         (during if in_flight else outside).append((seconds, status))
     probe_failures = sum(1 for _, _, st in probe.samples if not 200 <= st < 300)
+    # Each token's own lifetime, from the end of the call that issued it: how many calls
+    # started in it. Exactly one (the call that renews it) is the target; more means calls
+    # beyond the schedule, none a token that expired unrenewed. Only tokens whose whole
+    # lifetime lies in the measured window count.
+    per_token = [sum(1 for c0, _ in calls if e <= c0 < e + lifetime)
+                 for _, e in calls if start <= e and e + lifetime <= end]
+    overlapping = sum(1 for (a0, a1), (b0, _) in zip(calls, calls[1:]) if b0 < a1)
 
     def stats(samples):
         lat = [s * 1000 for s, _ in samples]
@@ -975,6 +984,9 @@ def expiry_storm(args, bench: Bench) -> dict:
         "provider_calls_total": len(calls),
         "provider_calls_in_window": len(in_window),
         "calls_per_lifetime": len(in_window) / (window / lifetime),
+        "calls_per_token_lifetime": per_token,
+        "tokens_with_exactly_one_call": sum(1 for n in per_token if n == 1),
+        "overlapping_calls": overlapping,
         "calls_per_lifetime_from_intervals": (lifetime / statistics.mean(intervals)
                                               if intervals else 0.0),
         "intervals_s": intervals,
@@ -988,6 +1000,9 @@ def expiry_storm(args, bench: Bench) -> dict:
         "max_ms": run["latency_us"]["max"] / 1000,
         "failed_requests": run["non2xx"] + run["socket_errors"] + probe_failures,
         "probe_during_refresh": stats(during),
+        # a request that waited on the token call would take at least the call's time
+        "probe_during_refresh_as_slow_as_the_call": sum(
+            1 for seconds, _ in during if seconds >= args.token_delay),
         "probe_outside_refresh": stats(outside),
     }
     d, o = result["probe_during_refresh"], result["probe_outside_refresh"]
@@ -999,8 +1014,13 @@ def expiry_storm(args, bench: Bench) -> dict:
           f"{run['rps']:.0f} rps; probe every {args.probe_interval * 1000:g} ms")
     print(f"  provider calls in the window: {len(in_window)} "
           f"({len(calls)} in all, with the login at start and any during shutdown)")
-    print(f"  provider calls per token lifetime: {result['calls_per_lifetime']:.2f} "
-          f"(the refresh schedule gives {lifetime / (lifetime - lead):.2f})")
+    counts = sorted(set(per_token))
+    print(f"  calls in each token's own lifetime: {result['tokens_with_exactly_one_call']} of "
+          f"{len(per_token)} tokens saw exactly one (its renewal); counts seen: {counts}; "
+          f"calls that overlapped another: {overlapping}")
+    print(f"  provider calls per {lifetime} s of load: {result['calls_per_lifetime']:.2f} "
+          f"(renewing {lead:g} s ahead gives {lifetime / (lifetime - lead):.2f}: a token is "
+          f"replaced before it expires, so lifetimes overlap by the lead)")
     print(f"  interval between calls: min {result['interval_min_s']:.2f} s, mean "
           f"{result['interval_mean_s']:.2f} s, max {result['interval_max_s']:.2f} s "
           f"(lifetime / mean interval: "
@@ -1011,7 +1031,8 @@ def expiry_storm(args, bench: Bench) -> dict:
           f"{result['p99_ms']:.3f} ms, max {result['max_ms']:.3f} ms")
     print(f"  probe, sent while a token call was in flight: {d['count']} requests, p50 "
           f"{d['p50_ms']:.3f} ms, p99 {d['p99_ms']:.3f} ms, max {d['max_ms']:.3f} ms, "
-          f"{d['failed']} failed")
+          f"{d['failed']} failed, {result['probe_during_refresh_as_slow_as_the_call']} as slow "
+          f"as the token call ({args.token_delay * 1000:g} ms: would have waited on it)")
     print(f"  probe, the others: {o['count']} requests, p50 {o['p50_ms']:.3f} ms, p99 "
           f"{o['p99_ms']:.3f} ms, max {o['max_ms']:.3f} ms, {o['failed']} failed")
     return result
@@ -1062,8 +1083,9 @@ def parse_args(argv=None):
                         help="wrk connections in the expiry storm (default 64)")
     parser.add_argument("--storm-expires-in", type=int, default=4,
                         help="expires_in of the storm's tokens, seconds (default 4)")
-    parser.add_argument("--storm-before-expiry", type=int, default=2,
-                        help="tollgate's refresh.before_expiry in the storm, seconds (default 2)")
+    parser.add_argument("--storm-before-expiry", type=float, default=0.5,
+                        help="tollgate's refresh.before_expiry in the storm, seconds "
+                        "(default 0.5)")
     parser.add_argument("--token-delay", type=float, default=0.1,
                         help="seconds each storm token call takes (default 0.1)")
     parser.add_argument("--probe-interval", type=float, default=0.01,
