@@ -46,6 +46,11 @@ on Ctrl-C or an error):
   versions of nginx, HAProxy, wrk and tollgate, including the upstream's and wrk's CPU per
   request.
 
+* Then the same-load table: every server again at 64 connections (--same-load-connections),
+  each connection pausing so the whole load is about 10,000 requests/s
+  (--same-load-rps; 0 skips it). The saturating runs compare capacity and CPU at full load;
+  this one compares latency and CPU per request at one moderate rate, the same for all.
+
 --expiry-storm: tollgate with an oauth2 provider whose token endpoint (a small Python
 server inside this script, counting calls) issues tokens with `expires_in:
 --storm-expires-in` (4 s) and `refresh: {before_expiry: --storm-before-expiry}` (0.5 s), loaded
@@ -518,13 +523,15 @@ class Bench:
 
     # the client
 
-    def wrk(self, port: int, connections: int, duration: float, path: str = "/") -> dict:
+    def wrk(self, port: int, connections: int, duration: float, path: str = "/",
+            pace_ms: int = 0) -> dict:
         out_path = self.workdir / "wrk.out"
         with open(out_path, "wb") as out:
             argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--timeout", "5s",
                     "--latency", "-s", str(TEMPLATES / "report.lua"),
                     f"http://127.0.0.1:{port}{path}"]
-            proc = PROCS.start(argv, self.client_cpu, stdout=out)
+            env = dict(os.environ, WRK_PACE_MS=str(pace_ms))
+            proc = PROCS.start(argv, self.client_cpu, stdout=out, env=env)
             killer = threading.Timer(duration + 30, os.killpg, (proc.pid, signal.SIGKILL))
             killer.start()
             try:
@@ -544,7 +551,7 @@ class Bench:
         result["socket_errors"] = sum(v for k, v in result["errors"].items() if k != "status")
         return result
 
-    def measure(self, name: str, connections: int) -> dict:
+    def measure(self, name: str, connections: int, pace_ms: int = 0) -> dict:
         proc, port, expected = self.start_server(name)
         try:
             if name != "direct":
@@ -554,13 +561,13 @@ class Bench:
             pids = server_pids(proc)
             idle_rss = mem_kb(pids, "VmRSS")
             if self.args.warmup > 0:
-                self.wrk(port, connections, self.args.warmup)
+                self.wrk(port, connections, self.args.warmup, pace_ms=pace_ms)
             pids = server_pids(proc)
             up_pids = server_pids(self.upstream)
             status_before = nginx_status(self.upstream_port)
             before, up_before = cpu_ticks(pids), cpu_ticks(up_pids)
             machine_before = cpu_jiffies()
-            run = self.wrk(port, connections, self.args.duration)
+            run = self.wrk(port, connections, self.args.duration, pace_ms=pace_ms)
             machine_after = cpu_jiffies()
             pids = server_pids(proc)
             after, up_after = cpu_ticks(pids), cpu_ticks(up_pids)
@@ -578,6 +585,7 @@ class Bench:
         return {
             "server": name,
             "connections": connections,
+            "pace_ms": pace_ms,
             "processes": len(pids),
             "rps": run["rps"],
             "requests": run["requests"],
@@ -638,7 +646,7 @@ def median_row(rows: list[dict]) -> dict:
     return out
 
 
-def print_table(connections: int, rows: list[dict], pinned: bool) -> bool:
+def print_table(connections: int, rows: list[dict], pinned: bool, title: bool = True) -> bool:
     """Prints one table; returns whether some row's core was shared with other work."""
     ref = next((r for r in rows if r["server"] == "nginx"), None)
     headers = (["server"] + [h for _, h, _ in COLUMNS]
@@ -666,7 +674,10 @@ def print_table(connections: int, rows: list[dict], pinned: bool) -> bool:
                      f"{row['non2xx']} non-2xx, {row['socket_errors']} socket")
         table.append(cells)
     widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(headers)]
-    print(f"\n{connections} connections (ratios against nginx):")
+    if title:
+        print(f"\n{connections} connections (ratios against nginx):")
+    else:
+        print()
     print("  " + "  ".join(h.ljust(w) if i == 0 else h.rjust(w)
                            for i, (h, w) in enumerate(zip(headers, widths))))
     for cells in table:
@@ -719,6 +730,19 @@ def comparison(args, bench: Bench, meta: dict) -> dict:
                         else "")
                 print(f"  note: {row['server']} opened a new upstream connection for "
                       f"{churn:.1%} of its requests{hint}")
+    if args.same_load_rps:
+        connections = args.same_load_connections
+        pace = max(1, round(connections * 1000 / args.same_load_rps))
+        rows = []
+        for name in servers:
+            log(f"{name}, same load: {connections} connections, each pausing {pace} ms "
+                f"between requests (about {connections * 1000 / pace:.0f} rps)")
+            rows.append(bench.measure(name, connections, pace_ms=pace))
+        print(f"\nthe same load for every server: {connections} connections, each waiting "
+              f"{pace} ms after a response before its next request (about "
+              f"{connections * 1000 / pace:.0f} rps at most):", end="")
+        shared |= print_table(connections, rows, args.pin, title=False)
+        results["same_load"] = {"connections": connections, "pace_ms": pace, "rows": rows}
     if shared:
         print("\n* other processes took more than 10% of CPU 0, the server's core, during this"
               " run: its figures are skewed; run again on a quieter machine (or --rounds 3).")
@@ -1068,6 +1092,11 @@ def parse_args(argv=None):
                         help="RUST_LOG for tollgate (default warn: no access lines)")
     parser.add_argument("--nginx-keepalive", type=int, default=64,
                         help="nginx's upstream `keepalive` (default 64)")
+    parser.add_argument("--same-load-rps", type=int, default=10000,
+                        help="after the saturating runs, load every server at about this "
+                        "rate to compare latency at the same load (default 10000; 0: skip)")
+    parser.add_argument("--same-load-connections", type=int, default=64,
+                        help="connections of the same-load run (default 64)")
     parser.add_argument("--expiry-storm", action="store_true",
                         help="run the expiry storm instead of the comparison")
     parser.add_argument("--instructions", action="store_true",
@@ -1092,6 +1121,7 @@ def parse_args(argv=None):
                         help="seconds between the storm probe's requests (default 0.01)")
     args = parser.parse_args(argv)
     if args.quick:
+        args.same_load_rps = 0
         args.connections = [64]
         args.duration = 3
         args.warmup = 1

@@ -1,5 +1,15 @@
 -- wrk reporter: one JSON line with exact figures (latencies in microseconds), read by
 -- benches/load.py. wrk's own text report is printed too.
+
+-- WRK_PACE_MS: each connection waits this long between a response and its next request,
+-- so every server gets about the same request rate (the same-load table).
+local pace_ms = tonumber(os.getenv("WRK_PACE_MS") or "0") or 0
+if pace_ms > 0 then
+  delay = function()
+    return pace_ms
+  end
+end
+
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
