@@ -42,14 +42,20 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     parse(&text)
 }
 
-/// Validates config text; every problem found is reported, each with its key path.
+/// Validates config text; every problem found is reported, each with its key path. Where
+/// a message would quote a value that came from a `${env:...}` or `${file:...}`
+/// reference, it shows the reference instead.
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
     let mut tree: Value = serde_yaml_ng::from_str(text).map_err(|error| {
         ConfigErrors(vec![ConfigError::new("", format!("invalid YAML: {error}"))])
     })?;
     let mut errors = Errors::default();
-    references::expand_tree(&mut tree, "", &mut errors);
+    let mut expanded = references::Expanded::default();
+    references::expand_tree(&mut tree, "", &mut errors, &mut expanded);
+    validate_tree(tree, errors).map_err(|errors| expanded.redact(errors))
+}
 
+fn validate_tree(tree: Value, mut errors: Errors) -> Result<Config, ConfigErrors> {
     let mut top = match tree {
         Value::Mapping(map) => map,
         Value::Null => Mapping::new(),

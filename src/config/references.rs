@@ -3,30 +3,66 @@
 
 use serde_yaml_ng::Value;
 
-use super::error::{join, Errors};
+use super::error::{join, ConfigErrors, Errors};
 
-pub(crate) fn expand_tree(value: &mut Value, path: &str, errors: &mut Errors) {
+/// Values shorter than this are not held back from error text: replacing every "1" or
+/// "on" in a message would garble it, and no real secret is that short.
+const MIN_REDACTED_LEN: usize = 4;
+
+/// What each reference expanded to, so error messages can show the reference instead.
+/// A reference may sit in any key, also one whose errors quote the value (a duration, an
+/// address, a type mismatch), and its value may be a secret.
+#[derive(Default)]
+pub(crate) struct Expanded(Vec<(String, String)>);
+
+impl Expanded {
+    /// Every expanded value in `errors` replaced by the reference that produced it.
+    pub(crate) fn redact(&self, mut errors: ConfigErrors) -> ConfigErrors {
+        let mut pairs: Vec<&(String, String)> = self
+            .0
+            .iter()
+            .filter(|(value, _)| value.len() >= MIN_REDACTED_LEN)
+            .collect();
+        // The longest first, so a value that contains another is replaced whole.
+        pairs.sort_by_key(|(value, _)| std::cmp::Reverse(value.len()));
+        for error in &mut errors.0 {
+            for (value, reference) in &pairs {
+                if error.message.contains(value.as_str()) {
+                    error.message = error.message.replace(value.as_str(), reference);
+                }
+            }
+        }
+        errors
+    }
+}
+
+pub(crate) fn expand_tree(
+    value: &mut Value,
+    path: &str,
+    errors: &mut Errors,
+    expanded: &mut Expanded,
+) {
     match value {
         Value::String(text) => {
             if text.contains("${") {
-                match expand(text) {
-                    Ok(expanded) => *text = expanded,
+                match expand_recording(text, &mut expanded.0) {
+                    Ok(result) => *text = result,
                     Err(message) => errors.push(path, message),
                 }
             }
         }
         Value::Sequence(items) => {
             for (index, item) in items.iter_mut().enumerate() {
-                expand_tree(item, &join(path, &format!("[{index}]")), errors);
+                expand_tree(item, &join(path, &format!("[{index}]")), errors, expanded);
             }
         }
         Value::Mapping(map) => {
             for (key, item) in map.iter_mut() {
                 let key = key_name(key);
-                expand_tree(item, &join(path, &key), errors);
+                expand_tree(item, &join(path, &key), errors, expanded);
             }
         }
-        Value::Tagged(tagged) => expand_tree(&mut tagged.value, path, errors),
+        Value::Tagged(tagged) => expand_tree(&mut tagged.value, path, errors, expanded),
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
 }
@@ -43,6 +79,11 @@ pub(crate) fn key_name(key: &Value) -> String {
 /// Replaces each `${env:NAME}` / `${file:PATH}` in `text`. The error names the reference,
 /// never a value, so it is safe to print.
 pub fn expand(text: &str) -> Result<String, String> {
+    expand_recording(text, &mut Vec::new())
+}
+
+/// [`expand`], also recording each (value, reference) pair.
+fn expand_recording(text: &str, expanded: &mut Vec<(String, String)>) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {
@@ -51,7 +92,10 @@ pub fn expand(text: &str) -> Result<String, String> {
         let Some(end) = after.find('}') else {
             return Err("unterminated reference: `${` without a closing `}`".to_owned());
         };
-        out.push_str(&resolve(&after[..end])?);
+        let reference = &after[..end];
+        let value = resolve(reference)?;
+        out.push_str(&value);
+        expanded.push((value, format!("${{{reference}}}")));
         rest = &after[end + 1..];
     }
     out.push_str(rest);

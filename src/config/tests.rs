@@ -36,6 +36,63 @@ fn errors_of(text: &str) -> Vec<String> {
     }
 }
 
+/// A config whose misplaced secret references land in keys whose errors quote the value.
+#[test]
+fn errors_show_the_reference_not_the_secret_it_expanded_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "hunter2-very-secret\n").unwrap();
+    let reference = format!("${{file:{}}}", secret.display());
+    let text = format!(
+        r#"
+server:
+  admin: "{reference}"
+providers:
+  idp:
+    type: oauth2
+    token_url: "{reference}"
+    client_id: reporting
+    client_secret: s3cret
+    refresh: {{ before_expiry: "{reference}" }}
+routes:
+  - name: api
+    match: {{ path_prefix: / }}
+    strip_prefix: "{reference}"
+    upstream: {{ url: http://127.0.0.1:9000 }}
+"#
+    );
+    let errors = errors_of(&text);
+    let all = errors.join("\n");
+    assert!(!all.contains("hunter2"), "a secret in config errors: {all}");
+    for path in [
+        "server.admin",
+        "providers.idp.token_url",
+        "providers.idp.refresh.before_expiry",
+        "routes[0].strip_prefix",
+    ] {
+        let error = errors
+            .iter()
+            .find(|e| e.starts_with(path))
+            .unwrap_or_else(|| panic!("no error at {path}: {all}"));
+        assert!(error.contains(&reference), "{error}");
+    }
+}
+
+#[test]
+fn short_expanded_values_are_left_in_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("zero");
+    std::fs::write(&file, "0").unwrap();
+    let errors = errors_of(&format!(
+        "server: {{ threads: \"${{file:{}}}\" }}\n",
+        file.display()
+    ));
+    assert!(
+        errors.iter().any(|e| e.starts_with("server.threads")),
+        "{errors:?}"
+    );
+}
+
 #[test]
 fn a_good_config_becomes_the_model() {
     let config = parse(GOOD).unwrap();
