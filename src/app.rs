@@ -87,7 +87,8 @@ impl App {
         self.control.handle()
     }
 
-    /// Binds the listeners, starts the refreshers and serves until SIGTERM or SIGINT
+    /// Binds the listeners, starts the refreshers, the upstream DNS refresh and the reloader,
+    /// and serves until SIGTERM or SIGINT
     /// (see [`crate::shutdown`]).
     pub fn run(self) -> Result<(), StartError> {
         let admin_addr = self.config.server.admin;
@@ -111,6 +112,8 @@ impl App {
             }
         });
         self.live.load().tokens.start_refreshers();
+        self.control
+            .spawn(crate::proxy::dns::run(Arc::clone(&self.live)));
         if let Some(path) = &self.config_path {
             let reloader = Reloader::new(
                 path.clone(),

@@ -1,6 +1,7 @@
 //! The pingora side: a thin [`ProxyHttp`] that routes, asks the token manager for the
 //! route's credential, injects it, and retries once when the upstream rejects it.
 
+pub mod dns;
 mod request_id;
 mod respond;
 pub mod rewrite;
@@ -237,7 +238,7 @@ impl ProxyHttp for Gateway {
         if left.is_zero() {
             return Err(total_timeout());
         }
-        let mut peer = route.backends[index].peer.clone();
+        let mut peer = HttpPeer::clone(&route.backends[index].peer.load());
         peer.options.connection_timeout = Some(route.timeouts.connect.min(left));
         peer.options.total_connection_timeout = Some(route.timeouts.connect.min(left));
         peer.options.read_timeout = Some(route.timeouts.read.min(left));

@@ -5,6 +5,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::WrappedX509;
@@ -31,7 +32,12 @@ pub struct CompiledRoute {
 }
 
 pub struct UpstreamBackend {
-    pub peer: HttpPeer,
+    /// The pingora peer with the address currently in use; [`super::dns`] swaps in a new
+    /// one when the host name comes to resolve elsewhere.
+    pub peer: ArcSwap<HttpPeer>,
+    /// The host name as configured, and its port, for re-resolving.
+    pub host: String,
+    pub port: u16,
     pub authority: HeaderValue,
     pub base_path: String,
     /// `host:port` for logs.
@@ -186,14 +192,17 @@ fn upstream_backend(
     let authority = HeaderValue::from_str(&backend.authority)
         .map_err(|_| format!("`{}` is not a valid Host header", backend.authority))?;
     Ok(UpstreamBackend {
-        peer,
+        peer: ArcSwap::from_pointee(peer),
+        host: backend.host.clone(),
+        port: backend.port,
         authority,
         base_path: backend.base_path.clone(),
         label: format!("{}:{}", backend.host, backend.port),
     })
 }
 
-/// Resolved once at startup so the request path never blocks on DNS.
+/// Resolved when the route is built, so the request path never blocks on DNS; later
+/// changes are picked up by [`super::dns`].
 fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
     (host, port)
         .to_socket_addrs()

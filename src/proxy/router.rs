@@ -26,6 +26,11 @@ impl<R: Matchable> Router<R> {
         Router { routes }
     }
 
+    /// Every route, in matching order.
+    pub fn routes(&self) -> impl Iterator<Item = &Arc<R>> {
+        self.routes.iter()
+    }
+
     /// `host` is the request's host without port, any case.
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Arc<R>> {
         self.routes.iter().find(|route| {
