@@ -18,7 +18,7 @@ on Ctrl-C or an error):
 * Then, one after another, each with one worker/thread and no access log, in front of that
   upstream, each injecting `Authorization: Bearer <token>`:
     direct           the client straight at a fresh nginx with the upstream's config (the limit)
-    nginx            worker_processes 1, proxy_set_header, upstream keepalive 64
+    nginx            worker_processes 1, proxy_set_header, upstream keepalive 1024
     haproxy          nbthread 1, http-request set-header, http-reuse always
     tollgate-static  server.threads 1, a `static` provider
     tollgate-oauth2  server.threads 1, an `oauth2` provider (client_credentials) whose token
@@ -40,8 +40,8 @@ on Ctrl-C or an error):
   the upstream accepted during the run: pooling at work) and wrk's non-2xx responses and
   socket errors (which should be 0). A row marked * shared its core with other work on
   the machine; a note follows a table when a server opened a new upstream connection for
-  more than 1% of its requests (nginx does at 256 connections with its keepalive 64:
-  --nginx-keepalive raises it). All raw figures go to JSON (--json, default target/bench/load-<commit>.json)
+  more than 1% of its requests (nginx would at 256 connections with a keepalive of 64;
+  --nginx-keepalive sets it, 1024 by default). All raw figures go to JSON (--json, default target/bench/load-<commit>.json)
   with the commit (and whether the tree was dirty), date, load average, machine and the
   versions of nginx, HAProxy, wrk and tollgate, including the upstream's and wrk's CPU per
   request.
@@ -1090,8 +1090,9 @@ def parse_args(argv=None):
                         "(default: on with 2+ CPUs and taskset)")
     parser.add_argument("--tollgate-log-level", default="warn",
                         help="RUST_LOG for tollgate (default warn: no access lines)")
-    parser.add_argument("--nginx-keepalive", type=int, default=64,
-                        help="nginx's upstream `keepalive` (default 64)")
+    parser.add_argument("--nginx-keepalive", type=int, default=1024,
+                        help="nginx's upstream `keepalive` (default 1024: above every "
+                        "connection count, so nginx never reconnects to the upstream)")
     parser.add_argument("--same-load-rps", type=int, default=10000,
                         help="after the saturating runs, load every server at about this "
                         "rate to compare latency at the same load (default 10000; 0: skip)")

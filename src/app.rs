@@ -126,6 +126,7 @@ impl App {
 
         let conf = ServerConf {
             threads: self.config.server.threads,
+            upstream_keepalive_pool_size: self.config.server.upstream_pool_size,
             // A fallback only: the drainer ends the process at the drain time, after it has
             // ended provider sessions.
             grace_period_seconds: Some(

@@ -24,6 +24,8 @@ pub struct Server {
     pub threads: usize,
     /// How long requests in flight may run on after SIGTERM/SIGINT.
     pub drain_timeout: Duration,
+    /// Idle upstream connections kept for reuse, over all upstreams.
+    pub upstream_pool_size: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]

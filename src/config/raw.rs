@@ -74,6 +74,7 @@ pub struct RawServer {
     pub admin: Option<String>,
     pub threads: Option<usize>,
     pub drain_timeout: Option<DurationText>,
+    pub upstream_pool_size: Option<usize>,
 }
 
 /// Keys every provider accepts besides its own.

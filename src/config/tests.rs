@@ -94,6 +94,22 @@ fn short_expanded_values_are_left_in_messages() {
 }
 
 #[test]
+fn the_upstream_pool_has_a_default_a_setting_and_a_limit() {
+    let config = parse(GOOD).unwrap();
+    assert_eq!(config.server.upstream_pool_size, DEFAULT_UPSTREAM_POOL_SIZE);
+    let custom = GOOD.replace("threads: 1", "threads: 1\n  upstream_pool_size: 64");
+    assert_eq!(parse(&custom).unwrap().server.upstream_pool_size, 64);
+    let huge = GOOD.replace("threads: 1", "threads: 1\n  upstream_pool_size: 100000000");
+    let errors = errors_of(&huge);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("server.upstream_pool_size: must be at most")),
+        "{errors:?}"
+    );
+}
+
+#[test]
 fn a_good_config_becomes_the_model() {
     let config = parse(GOOD).unwrap();
     assert_eq!(config.server.threads, 1);
