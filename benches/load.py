@@ -41,7 +41,7 @@ on Ctrl-C or an error):
   socket errors (which should be 0). A row marked * shared its core with other work on
   the machine; a note follows a table when a server opened a new upstream connection for
   more than 1% of its requests (nginx would at 256 connections with a keepalive of 64;
-  --nginx-keepalive sets it, 1024 by default). All raw figures go to JSON (--json, default target/bench/load-<commit>.json)
+  --nginx-keepalive sets it, 1024 by default). All raw figures go to JSON (--json, default target/bench/load-<commit>-<time>.json)
   with the commit (and whether the tree was dirty), date, load average, machine and the
   versions of nginx, HAProxy, wrk and tollgate, including the upstream's and wrk's CPU per
   request.
@@ -61,7 +61,7 @@ calls per token lifetime two ways (the calls that started within each token's ow
 which should be exactly one, its renewal; and calls / (duration / lifetime), which renewing
 ahead makes lifetime / (lifetime - lead)), calls that overlapped, the intervals between calls,
 failed requests (wrk's non-2xx and errors, and the probe's) and the p99 latency.
-JSON: target/bench/storm-<commit>.json.
+JSON: target/bench/storm-<commit>-<time>.json.
 
 --instructions: nginx, HAProxy and both tollgates each run under valgrind's callgrind
 (installed from Debian's `valgrind` when missing), loaded by wrk at --instr-connections (16)
@@ -70,7 +70,7 @@ the measured run. Reports instructions per request for the whole process, the sh
 memcpy/memmove, and, for tollgate, the inclusive instructions of each ProxyHttp phase it
 implements (its own request handling). Instruction counts do not drift with the machine's
 load as CPU time does, so they compare commits exactly. JSON:
-target/bench/instructions-<commit>.json.
+target/bench/instructions-<commit>-<time>.json.
 
 Options (see --help): --connections, --duration, --warmup, --rounds (repeat the whole
 sequence, report medians), --servers (a subset), --binary, --json, --pin/--no-pin,
@@ -1084,7 +1084,7 @@ def parse_args(argv=None):
                         "runs, 1 s warm-up (expiry storm: 10 s)")
     parser.add_argument("--binary", help="a tollgate binary to use instead of building one")
     parser.add_argument("--json", help="where to write the results (default "
-                        "target/bench/load-<commit>.json, storm-<commit>.json)")
+                        "target/bench/load-<commit>-<time>.json, storm-<commit>-<time>.json)")
     parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=None,
                         help="pin the measured server to CPU 0, wrk and the upstream to CPU 1 "
                         "(default: on with 2+ CPUs and taskset)")
@@ -1168,16 +1168,18 @@ def main(argv=None) -> int:
             "settings": {k: v for k, v in vars(args).items() if k != "json"},
         }
         bench = Bench(args, binary, workdir)
+        # Runs of one commit are kept apart: comparing them is the point.
+        stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
         bench.start_upstream()
         if args.expiry_storm:
             meta["storm"] = expiry_storm(args, bench)
-            default = ROOT / "target" / "bench" / f"storm-{commit}.json"
+            default = ROOT / "target" / "bench" / f"storm-{commit}-{stamp}.json"
         elif args.instructions:
             meta["instructions"] = instructions(args, bench, meta)
-            default = ROOT / "target" / "bench" / f"instructions-{commit}.json"
+            default = ROOT / "target" / "bench" / f"instructions-{commit}-{stamp}.json"
         else:
             meta["results"] = comparison(args, bench, meta)
-            default = ROOT / "target" / "bench" / f"load-{commit}.json"
+            default = ROOT / "target" / "bench" / f"load-{commit}-{stamp}.json"
         path = Path(args.json) if args.json else default
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(meta, indent=2) + "\n")
