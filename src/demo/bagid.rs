@@ -36,7 +36,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -52,6 +52,7 @@ use rand::RngCore as _;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
+use super::controls::{Controls, Delay, TokenBook};
 use super::{any_loopback_port, json_response, jwt, lock, serve_listener, RunningServer};
 use crate::secret::Secret;
 
@@ -174,24 +175,9 @@ enum Kind {
 }
 
 #[derive(Debug)]
-struct Issued {
+struct TokenFacts {
     kind: Kind,
     subject: String,
-    expires_at: Instant,
-    /// Revoked, or (refresh tokens) already used.
-    dead: bool,
-}
-
-#[derive(Debug, Default)]
-struct TokenStore {
-    order: Vec<String>,
-    by_value: HashMap<String, Issued>,
-}
-
-#[derive(Debug)]
-struct Nonce {
-    expires_at: Instant,
-    used: bool,
 }
 
 struct Shared {
@@ -200,17 +186,16 @@ struct Shared {
     b2b_secret: Secret,
     b2b_users: Vec<(String, Secret)>,
     issue_refresh_tokens: bool,
-    token_ttl: Mutex<Duration>,
+    controls: Controls,
     refresh_ttl: Mutex<Duration>,
     nonce_ttl: Mutex<Duration>,
-    available: AtomicBool,
-    /// Milliseconds to wait before answering (the answer is decided on arrival).
-    delay_ms: AtomicU64,
     nonce_requests: AtomicUsize,
     login_requests: Mutex<HashMap<&'static str, usize>>,
     refresh_requests: AtomicUsize,
-    tokens: Mutex<TokenStore>,
-    nonces: Mutex<(Vec<String>, HashMap<String, Nonce>)>,
+    /// Used refresh tokens are retired.
+    tokens: Mutex<TokenBook<TokenFacts>>,
+    /// Presented nonces are retired: each is good for one login.
+    nonces: Mutex<TokenBook<()>>,
     last_request: Mutex<Option<RecordedRequest>>,
 }
 
@@ -235,7 +220,7 @@ impl Shared {
             }
         }
         *lock(&self.last_request) = Some(record(path, headers, body));
-        if self.available.load(Ordering::SeqCst) {
+        if self.controls.is_available() {
             Ok(())
         } else {
             Err(failure(
@@ -253,28 +238,24 @@ impl Shared {
     /// Mint and record an access token (and a refresh token when configured) for
     /// `subject`, and return the LoginResponse.
     fn issue(&self, subject: &str) -> Response {
-        let ttl = *lock(&self.token_ttl);
+        let ttl = self.controls.token_ttl();
         let refresh_ttl = *lock(&self.refresh_ttl);
         let now = Instant::now();
         let access_token = jwt::mint(subject, &self.issuer, ttl);
         let refresh_token = self.issue_refresh_tokens.then(jwt::opaque_token);
         {
             let mut tokens = lock(&self.tokens);
-            let mut insert = |value: &str, kind, expires_at| {
-                tokens.order.push(value.to_owned());
-                tokens.by_value.insert(
-                    value.to_owned(),
-                    Issued {
-                        kind,
-                        subject: subject.to_owned(),
-                        expires_at,
-                        dead: false,
-                    },
-                );
+            let facts = |kind| TokenFacts {
+                kind,
+                subject: subject.to_owned(),
             };
-            insert(&access_token, Kind::Access, now + ttl);
+            tokens.record(access_token.clone(), now + ttl, facts(Kind::Access));
             if let Some(refresh_token) = &refresh_token {
-                insert(refresh_token, Kind::Refresh, now + refresh_ttl);
+                tokens.record(
+                    refresh_token.clone(),
+                    now + refresh_ttl,
+                    facts(Kind::Refresh),
+                );
             }
         }
         let mut body = json!({
@@ -287,15 +268,6 @@ impl Shared {
             body["refreshExpiresIn"] = Value::from(refresh_ttl.as_secs());
         }
         json_response(StatusCode::OK, &body)
-    }
-
-    /// Hand `response` back after the configured delay.
-    async fn delayed(&self, response: Response) -> Response {
-        let delay = self.delay_ms.load(Ordering::SeqCst);
-        if delay > 0 {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-        }
-        response
     }
 }
 
@@ -330,16 +302,14 @@ impl BagIdStandIn {
             b2b_secret: settings.b2b_secret,
             b2b_users: settings.b2b_users,
             issue_refresh_tokens: settings.issue_refresh_tokens,
-            token_ttl: Mutex::new(settings.token_ttl),
+            controls: Controls::new(settings.token_ttl),
             refresh_ttl: Mutex::new(settings.refresh_ttl),
             nonce_ttl: Mutex::new(settings.nonce_ttl),
-            available: AtomicBool::new(true),
-            delay_ms: AtomicU64::new(0),
             nonce_requests: AtomicUsize::new(0),
             login_requests: Mutex::new(HashMap::new()),
             refresh_requests: AtomicUsize::new(0),
-            tokens: Mutex::new(TokenStore::default()),
-            nonces: Mutex::new((Vec::new(), HashMap::new())),
+            tokens: Mutex::new(TokenBook::default()),
+            nonces: Mutex::new(TokenBook::default()),
             last_request: Mutex::new(None),
         });
         let router = Router::new()
@@ -389,19 +359,18 @@ impl BagIdStandIn {
 
     /// When down, every endpoint answers 503 `service_unavailable` (and still counts).
     pub fn set_available(&self, up: bool) {
-        self.shared.available.store(up, Ordering::SeqCst);
+        self.shared.controls.set_available(up);
     }
 
     /// Wait this long before answering each request (a slow provider); zero to stop.
     /// The request is counted and its answer decided on arrival, then delivered late.
     pub fn set_delay(&self, delay: Duration) {
-        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-        self.shared.delay_ms.store(ms, Ordering::SeqCst);
+        self.shared.controls.set_delay(delay);
     }
 
     /// Lifetime of access tokens issued from now on.
     pub fn set_token_ttl(&self, ttl: Duration) {
-        *lock(&self.shared.token_ttl) = ttl;
+        self.shared.controls.set_token_ttl(ttl);
     }
 
     /// Lifetime of refresh tokens issued from now on.
@@ -416,37 +385,30 @@ impl BagIdStandIn {
 
     /// Every access and refresh token issued, oldest first.
     pub fn issued_tokens(&self) -> Vec<String> {
-        lock(&self.shared.tokens).order.clone()
+        lock(&self.shared.tokens).issued()
     }
 
     /// Every nonce issued, oldest first.
     pub fn issued_nonces(&self) -> Vec<String> {
-        lock(&self.shared.nonces).0.clone()
+        lock(&self.shared.nonces).issued()
     }
 
     /// True for an access token issued here, unexpired and not revoked (false for refresh
     /// tokens).
     pub fn is_valid_token(&self, token: &str) -> bool {
         lock(&self.shared.tokens)
-            .by_value
-            .get(token)
-            .is_some_and(|i| i.kind == Kind::Access && !i.dead && Instant::now() < i.expires_at)
+            .live(token)
+            .is_some_and(|facts| facts.kind == Kind::Access)
     }
 
     /// Every access and refresh token issued so far becomes invalid.
     pub fn revoke_all(&self) {
-        for issued in lock(&self.shared.tokens).by_value.values_mut() {
-            issued.dead = true;
-        }
+        lock(&self.shared.tokens).retire_all();
     }
 
     /// Every refresh token issued so far becomes invalid; access tokens stay valid.
     pub fn revoke_refresh_tokens(&self) {
-        for issued in lock(&self.shared.tokens).by_value.values_mut() {
-            if issued.kind == Kind::Refresh {
-                issued.dead = true;
-            }
-        }
+        lock(&self.shared.tokens).retire_where(|facts| facts.kind == Kind::Refresh);
     }
 
     pub async fn stop(self) {
@@ -533,7 +495,7 @@ async fn handle(
         Ok(response) => response,
         Err(failure) => failure.into_response(),
     };
-    shared.delayed(response).await
+    shared.controls.delayed(response).await
 }
 
 async fn federated(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -577,17 +539,7 @@ async fn nonces(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
                     .map(|b| format!("{b:02x}"))
                     .collect::<String>()
             );
-            {
-                let mut nonces = lock(&shared.nonces);
-                nonces.0.push(nonce.clone());
-                nonces.1.insert(
-                    nonce.clone(),
-                    Nonce {
-                        expires_at: Instant::now() + ttl,
-                        used: false,
-                    },
-                );
-            }
+            lock(&shared.nonces).record(nonce.clone(), Instant::now() + ttl, ());
             let expires_at = humantime::format_rfc3339_seconds(SystemTime::now() + ttl).to_string();
             Ok(json_response(
                 StatusCode::OK,
@@ -605,13 +557,13 @@ fn attested_login(shared: &Shared, body: &[u8], subject: &str) -> Result<Respons
     let attestation_object = required_field(&request, "attestationObject")?;
     {
         let mut nonces = lock(&shared.nonces);
-        let Some(issued) = nonces.1.get_mut(nonce) else {
+        let Some(issued) = nonces.get_mut(nonce) else {
             return Err(unauthorized("unknown nonce"));
         };
-        if issued.used {
+        if issued.retired {
             return Err(unauthorized("the nonce was already used"));
         }
-        issued.used = true;
+        issued.retired = true;
         if Instant::now() >= issued.expires_at {
             return Err(unauthorized("the nonce has expired"));
         }
@@ -701,14 +653,10 @@ async fn refresh(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
             let refresh_token = required_field(&request, "refreshToken")?;
             let subject = {
                 let mut tokens = lock(&shared.tokens);
-                match tokens.by_value.get_mut(refresh_token) {
-                    Some(issued)
-                        if issued.kind == Kind::Refresh
-                            && !issued.dead
-                            && Instant::now() < issued.expires_at =>
-                    {
-                        issued.dead = true;
-                        issued.subject.clone()
+                match tokens.get_mut(refresh_token) {
+                    Some(issued) if issued.details.kind == Kind::Refresh && issued.is_live() => {
+                        issued.retired = true;
+                        issued.details.subject.clone()
                     }
                     _ => {
                         return Err(unauthorized(
@@ -726,7 +674,7 @@ async fn refresh(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
 struct AttestorShared {
     available: AtomicBool,
     tampered: AtomicBool,
-    delay_ms: AtomicU64,
+    delay: Delay,
     requests: AtomicUsize,
     last_nonce: Mutex<Option<String>>,
 }
@@ -751,7 +699,7 @@ impl AttestorStandIn {
         let shared = Arc::new(AttestorShared {
             available: AtomicBool::new(true),
             tampered: AtomicBool::new(false),
-            delay_ms: AtomicU64::new(0),
+            delay: Delay::default(),
             requests: AtomicUsize::new(0),
             last_nonce: Mutex::new(None),
         });
@@ -797,8 +745,7 @@ impl AttestorStandIn {
 
     /// Wait this long before answering each request; zero to stop.
     pub fn set_delay(&self, delay: Duration) {
-        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-        self.shared.delay_ms.store(ms, Ordering::SeqCst);
+        self.shared.delay.set(delay);
     }
 
     pub async fn stop(self) {
@@ -808,10 +755,7 @@ impl AttestorStandIn {
 
 async fn attest(State(shared): State<Arc<AttestorShared>>, body: Bytes) -> Response {
     let response = attest_answer(&shared, &body);
-    let delay = shared.delay_ms.load(Ordering::SeqCst);
-    if delay > 0 {
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-    }
+    shared.delay.sleep().await;
     response
 }
 

@@ -25,9 +25,8 @@
 //! | authorize | body not a JSON object; `action`/`resource`/`scope` missing or not strings; `orgID` not an integer | 400 `invalid request` |
 //! | all three | [`BigBucksStandIn::set_available`]`(false)` (the seed has no 503) | 500 `internal server error` |
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,6 +38,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Map, Value};
 
+use super::controls::{Controls, TokenBook};
 use super::{any_loopback_port, json_response, jwt, lock, serve_listener, RunningServer};
 use crate::secret::Secret;
 
@@ -100,61 +100,34 @@ impl RecordedRequest {
     }
 }
 
-#[derive(Debug, Default)]
-struct TokenStore {
-    order: Vec<String>,
-    /// token → (username, expires at, revoked)
-    by_value: HashMap<String, (String, Instant, bool)>,
-}
-
 struct Shared {
     issuer: String,
     users: Vec<(String, Secret)>,
     permissions: Vec<(String, String, String, String)>,
     required_recaptcha: Option<String>,
-    token_ttl: Mutex<Duration>,
-    available: AtomicBool,
+    controls: Controls,
     fail_with: Mutex<Option<u16>>,
-    /// Milliseconds to wait before answering (the answer is decided on arrival).
-    delay_ms: AtomicU64,
     signin_requests: AtomicUsize,
     me_requests: AtomicUsize,
     authorize_requests: AtomicUsize,
-    tokens: Mutex<TokenStore>,
+    /// Each token's username.
+    tokens: Mutex<TokenBook<String>>,
     last_signin: Mutex<Option<RecordedRequest>>,
     last_authorize: Mutex<Option<RecordedRequest>>,
 }
 
 impl Shared {
     fn mint(&self, username: &str) -> String {
-        let ttl = *lock(&self.token_ttl);
+        let ttl = self.controls.token_ttl();
         let token = jwt::mint(username, &self.issuer, ttl);
-        let mut tokens = lock(&self.tokens);
-        tokens.order.push(token.clone());
-        tokens.by_value.insert(
-            token.clone(),
-            (username.to_owned(), Instant::now() + ttl, false),
-        );
+        lock(&self.tokens).record(token.clone(), Instant::now() + ttl, username.to_owned());
         token
     }
 
     /// The username behind a valid `X-Auth`.
     fn user_of(&self, headers: &HeaderMap) -> Option<String> {
         let token = headers.get(X_AUTH)?.to_str().ok()?.trim();
-        lock(&self.tokens)
-            .by_value
-            .get(token)
-            .filter(|(_, expires_at, revoked)| !revoked && Instant::now() < *expires_at)
-            .map(|(username, _, _)| username.clone())
-    }
-
-    /// Hand `response` back after the configured delay.
-    async fn delayed(&self, response: Response) -> Response {
-        let delay = self.delay_ms.load(Ordering::SeqCst);
-        if delay > 0 {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-        }
-        response
+        lock(&self.tokens).live(token).cloned()
     }
 }
 
@@ -181,14 +154,12 @@ impl BigBucksStandIn {
             users: settings.users,
             permissions: settings.permissions,
             required_recaptcha: settings.required_recaptcha,
-            token_ttl: Mutex::new(settings.token_ttl),
-            available: AtomicBool::new(true),
+            controls: Controls::new(settings.token_ttl),
             fail_with: Mutex::new(None),
-            delay_ms: AtomicU64::new(0),
             signin_requests: AtomicUsize::new(0),
             me_requests: AtomicUsize::new(0),
             authorize_requests: AtomicUsize::new(0),
-            tokens: Mutex::new(TokenStore::default()),
+            tokens: Mutex::new(TokenBook::default()),
             last_signin: Mutex::new(None),
             last_authorize: Mutex::new(None),
         });
@@ -243,7 +214,7 @@ impl BigBucksStandIn {
     /// When down, all three endpoints answer 500 `{"error":"internal server error"}` (the
     /// seed lists no 503).
     pub fn set_available(&self, up: bool) {
-        self.shared.available.store(up, Ordering::SeqCst);
+        self.shared.controls.set_available(up);
     }
 
     /// While `Some(code)`, every `/signin` answers `code` with
@@ -256,33 +227,27 @@ impl BigBucksStandIn {
     /// Wait this long before answering each request (a slow provider); zero to stop.
     /// The request is counted and its answer decided on arrival, then delivered late.
     pub fn set_delay(&self, delay: Duration) {
-        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-        self.shared.delay_ms.store(ms, Ordering::SeqCst);
+        self.shared.controls.set_delay(delay);
     }
 
     /// Lifetime of tokens issued from now on.
     pub fn set_token_ttl(&self, ttl: Duration) {
-        *lock(&self.shared.token_ttl) = ttl;
+        self.shared.controls.set_token_ttl(ttl);
     }
 
     /// Every JWT issued by `/signin`, oldest first.
     pub fn issued_tokens(&self) -> Vec<String> {
-        lock(&self.shared.tokens).order.clone()
+        lock(&self.shared.tokens).issued()
     }
 
     /// Issued here, not expired, not revoked.
     pub fn is_valid_token(&self, token: &str) -> bool {
-        lock(&self.shared.tokens)
-            .by_value
-            .get(token)
-            .is_some_and(|(_, expires_at, revoked)| !revoked && Instant::now() < *expires_at)
+        lock(&self.shared.tokens).live(token).is_some()
     }
 
     /// Every token issued so far becomes invalid (also for `/me` and `/user/authorize`).
     pub fn revoke_all(&self) {
-        for (_, _, revoked) in lock(&self.shared.tokens).by_value.values_mut() {
-            *revoked = true;
-        }
+        lock(&self.shared.tokens).retire_all();
     }
 
     pub async fn stop(self) {
@@ -313,13 +278,13 @@ fn record(headers: &HeaderMap, body: &[u8]) -> RecordedRequest {
 
 async fn signin(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let response = signin_answer(&shared, &headers, &body);
-    shared.delayed(response).await
+    shared.controls.delayed(response).await
 }
 
 fn signin_answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
     shared.signin_requests.fetch_add(1, Ordering::SeqCst);
     *lock(&shared.last_signin) = Some(record(headers, body));
-    if !shared.available.load(Ordering::SeqCst) {
+    if !shared.controls.is_available() {
         return down();
     }
     if let Some(status) = *lock(&shared.fail_with) {
@@ -358,12 +323,12 @@ fn signin_answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response 
 
 async fn me(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let response = me_answer(&shared, &headers);
-    shared.delayed(response).await
+    shared.controls.delayed(response).await
 }
 
 fn me_answer(shared: &Shared, headers: &HeaderMap) -> Response {
     shared.me_requests.fetch_add(1, Ordering::SeqCst);
-    if !shared.available.load(Ordering::SeqCst) {
+    if !shared.controls.is_available() {
         return down();
     }
     let Some(username) = shared.user_of(headers) else {
@@ -414,13 +379,13 @@ fn me_answer(shared: &Shared, headers: &HeaderMap) -> Response {
 
 async fn authorize(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let response = authorize_answer(&shared, &headers, &body);
-    shared.delayed(response).await
+    shared.controls.delayed(response).await
 }
 
 fn authorize_answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
     shared.authorize_requests.fetch_add(1, Ordering::SeqCst);
     *lock(&shared.last_authorize) = Some(record(headers, body));
-    if !shared.available.load(Ordering::SeqCst) {
+    if !shared.controls.is_available() {
         return down();
     }
     let Some(username) = shared.user_of(headers) else {

@@ -6,9 +6,8 @@
 //!
 //! BigID gives no `expires_in`: the lifetime is only in the JWT's `exp` claim.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +19,7 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::{json, Value};
 
+use super::controls::{Controls, TokenBook};
 use super::{any_loopback_port, json_response, jwt, lock, serve_listener, RunningServer};
 use crate::secret::Secret;
 
@@ -51,45 +51,22 @@ impl Default for BigIdSettings {
     }
 }
 
-#[derive(Debug, Default)]
-struct TokenStore {
-    order: Vec<String>,
-    /// token → (expires at, revoked)
-    by_value: HashMap<String, (Instant, bool)>,
-}
-
 struct Shared {
     issuer: String,
     users: Vec<(String, Secret)>,
     user_tokens: Vec<Secret>,
-    token_ttl: Mutex<Duration>,
-    available: AtomicBool,
-    /// Milliseconds to wait before answering (the answer is decided on arrival).
-    delay_ms: AtomicU64,
+    controls: Controls,
     session_requests: AtomicUsize,
     refresh_requests: AtomicUsize,
-    tokens: Mutex<TokenStore>,
+    tokens: Mutex<TokenBook<()>>,
 }
 
 impl Shared {
     fn mint(&self, subject: &str) -> String {
-        let ttl = *lock(&self.token_ttl);
+        let ttl = self.controls.token_ttl();
         let token = jwt::mint(subject, &self.issuer, ttl);
-        let mut tokens = lock(&self.tokens);
-        tokens.order.push(token.clone());
-        tokens
-            .by_value
-            .insert(token.clone(), (Instant::now() + ttl, false));
+        lock(&self.tokens).record(token.clone(), Instant::now() + ttl, ());
         token
-    }
-
-    /// Hand `response` back after the configured delay.
-    async fn delayed(&self, response: Response) -> Response {
-        let delay = self.delay_ms.load(Ordering::SeqCst);
-        if delay > 0 {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-        }
-        response
     }
 }
 
@@ -115,12 +92,10 @@ impl BigIdStandIn {
             issuer,
             users: settings.users,
             user_tokens: settings.user_tokens,
-            token_ttl: Mutex::new(settings.token_ttl),
-            available: AtomicBool::new(true),
-            delay_ms: AtomicU64::new(0),
+            controls: Controls::new(settings.token_ttl),
             session_requests: AtomicUsize::new(0),
             refresh_requests: AtomicUsize::new(0),
-            tokens: Mutex::new(TokenStore::default()),
+            tokens: Mutex::new(TokenBook::default()),
         });
         let router = Router::new()
             .route(SESSIONS_PATH, post(sessions))
@@ -151,39 +126,33 @@ impl BigIdStandIn {
 
     /// When down, both endpoints answer 503 `{"success":false,"message":"service unavailable"}`.
     pub fn set_available(&self, up: bool) {
-        self.shared.available.store(up, Ordering::SeqCst);
+        self.shared.controls.set_available(up);
     }
 
     /// Wait this long before answering each request (a slow provider); zero to stop.
     /// The request is counted and its answer decided on arrival, then delivered late.
     pub fn set_delay(&self, delay: Duration) {
-        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-        self.shared.delay_ms.store(ms, Ordering::SeqCst);
+        self.shared.controls.set_delay(delay);
     }
 
     /// Lifetime of tokens issued from now on.
     pub fn set_token_ttl(&self, ttl: Duration) {
-        *lock(&self.shared.token_ttl) = ttl;
+        self.shared.controls.set_token_ttl(ttl);
     }
 
     /// Every `auth_token` and `systemToken` issued, oldest first.
     pub fn issued_tokens(&self) -> Vec<String> {
-        lock(&self.shared.tokens).order.clone()
+        lock(&self.shared.tokens).issued()
     }
 
     /// Issued here, not expired, not revoked.
     pub fn is_valid_token(&self, token: &str) -> bool {
-        lock(&self.shared.tokens)
-            .by_value
-            .get(token)
-            .is_some_and(|(expires_at, revoked)| !revoked && Instant::now() < *expires_at)
+        lock(&self.shared.tokens).live(token).is_some()
     }
 
     /// Every token issued so far becomes invalid.
     pub fn revoke_all(&self) {
-        for (_, revoked) in lock(&self.shared.tokens).by_value.values_mut() {
-            *revoked = true;
-        }
+        lock(&self.shared.tokens).retire_all();
     }
 
     pub async fn stop(self) {
@@ -201,12 +170,12 @@ fn unavailable() -> Response {
 
 async fn sessions(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let response = session_answer(&shared, &body);
-    shared.delayed(response).await
+    shared.controls.delayed(response).await
 }
 
 fn session_answer(shared: &Shared, body: &[u8]) -> Response {
     shared.session_requests.fetch_add(1, Ordering::SeqCst);
-    if !shared.available.load(Ordering::SeqCst) {
+    if !shared.controls.is_available() {
         return unavailable();
     }
     let invalid = || failure(StatusCode::UNAUTHORIZED, "Invalid credentials");
@@ -241,12 +210,12 @@ fn session_answer(shared: &Shared, body: &[u8]) -> Response {
 
 async fn refresh_access_token(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let response = refresh_answer(&shared, &headers);
-    shared.delayed(response).await
+    shared.controls.delayed(response).await
 }
 
 fn refresh_answer(shared: &Shared, headers: &HeaderMap) -> Response {
     shared.refresh_requests.fetch_add(1, Ordering::SeqCst);
-    if !shared.available.load(Ordering::SeqCst) {
+    if !shared.controls.is_available() {
         return unavailable();
     }
     let user_token = headers

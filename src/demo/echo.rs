@@ -3,7 +3,7 @@
 //! path after prefix stripping, the dropped client header...).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use axum::response::Response;
 use axum::Router;
 use serde_json::{json, Map, Value};
 
+use super::controls::Delay;
 use super::{any_loopback_port, json_response, lock, serve_listener, RunningServer};
 
 /// The most recent requests kept by [`EchoUpstream::requests`]; older ones are dropped so a
@@ -61,7 +62,7 @@ struct EchoState {
     recording: AtomicBool,
     /// (status, how many more requests get it)
     forced: Mutex<Option<(u16, usize)>>,
-    delay_ms: AtomicU64,
+    delay: Delay,
     /// Answer with the description of the request (true) or a bare `{"ok":true}`.
     reflect: AtomicBool,
 }
@@ -85,7 +86,7 @@ impl EchoUpstream {
             count: AtomicUsize::new(0),
             recording: AtomicBool::new(true),
             forced: Mutex::new(None),
-            delay_ms: AtomicU64::new(0),
+            delay: Delay::default(),
             reflect: AtomicBool::new(true),
         });
         let router = Router::new().fallback(echo).with_state(state.clone());
@@ -130,8 +131,7 @@ impl EchoUpstream {
 
     /// Sleep this long before answering each request (a slow upstream); zero to stop.
     pub fn set_delay(&self, delay: Duration) {
-        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-        self.state.delay_ms.store(ms, Ordering::Relaxed);
+        self.state.delay.set(delay);
     }
 
     /// Answer 200 with the JSON description of the request (true, the default), or with a
@@ -193,10 +193,7 @@ async fn echo(State(state): State<Arc<EchoState>>, request: Request) -> Response
         }
     };
 
-    let delay = state.delay_ms.load(Ordering::Relaxed);
-    if delay > 0 {
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-    }
+    state.delay.sleep().await;
 
     if let Some(status) = forced {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

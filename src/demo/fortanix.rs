@@ -29,9 +29,8 @@
 //! With a Basic header the body is optional; when present it must be a JSON object and only
 //! its `token_type` is read. An `Authorization` header of another scheme is ignored.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,6 +46,7 @@ use rand::RngCore as _;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
+use super::controls::{Controls, TokenBook};
 use super::{any_loopback_port, json_response, jwt, lock, serve_listener, RunningServer};
 use crate::secret::Secret;
 
@@ -169,42 +169,20 @@ fn is_uuid(text: &str) -> bool {
 
 #[derive(Debug)]
 struct Session {
-    expires_at: Instant,
-    /// Revoked by `revoke_all` or ended by terminate.
-    dead: bool,
     /// Waiting for a 2FA step that never comes.
     mfa_pending: bool,
-}
-
-#[derive(Debug, Default)]
-struct TokenStore {
-    order: Vec<String>,
-    by_value: HashMap<String, Session>,
 }
 
 struct Shared {
     users: Vec<FortanixUser>,
     apps: Vec<FortanixApp>,
     ldap_users: Vec<(String, String, Secret)>,
-    token_ttl: Mutex<Duration>,
-    available: AtomicBool,
-    /// Milliseconds to wait before answering (the answer is decided on arrival).
-    delay_ms: AtomicU64,
+    controls: Controls,
     auth_requests: AtomicUsize,
     terminate_requests: AtomicUsize,
-    tokens: Mutex<TokenStore>,
+    /// Terminated sessions are retired.
+    tokens: Mutex<TokenBook<Session>>,
     last_auth_request: Mutex<Option<RecordedAuthRequest>>,
-}
-
-impl Shared {
-    /// Hand `response` back after the configured delay.
-    async fn delayed(&self, response: Response) -> Response {
-        let delay = self.delay_ms.load(Ordering::SeqCst);
-        if delay > 0 {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-        }
-        response
-    }
 }
 
 /// The Fortanix DSM session stand-in.
@@ -228,12 +206,10 @@ impl FortanixStandIn {
             users: settings.users,
             apps: settings.apps,
             ldap_users: settings.ldap_users,
-            token_ttl: Mutex::new(settings.token_ttl),
-            available: AtomicBool::new(true),
-            delay_ms: AtomicU64::new(0),
+            controls: Controls::new(settings.token_ttl),
             auth_requests: AtomicUsize::new(0),
             terminate_requests: AtomicUsize::new(0),
-            tokens: Mutex::new(TokenStore::default()),
+            tokens: Mutex::new(TokenBook::default()),
             last_auth_request: Mutex::new(None),
         });
         let router = Router::new()
@@ -270,39 +246,35 @@ impl FortanixStandIn {
 
     /// When down, both endpoints answer 503 `service unavailable` (plain text).
     pub fn set_available(&self, up: bool) {
-        self.shared.available.store(up, Ordering::SeqCst);
+        self.shared.controls.set_available(up);
     }
 
     /// Wait this long before answering each request (a slow provider); zero to stop.
     /// The request is counted and its answer decided on arrival, then delivered late.
     pub fn set_delay(&self, delay: Duration) {
-        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-        self.shared.delay_ms.store(ms, Ordering::SeqCst);
+        self.shared.controls.set_delay(delay);
     }
 
     /// Lifetime of tokens issued from now on.
     pub fn set_token_ttl(&self, ttl: Duration) {
-        *lock(&self.shared.token_ttl) = ttl;
+        self.shared.controls.set_token_ttl(ttl);
     }
 
     /// Every access token issued (MFA-pending ones included), oldest first.
     pub fn issued_tokens(&self) -> Vec<String> {
-        lock(&self.shared.tokens).order.clone()
+        lock(&self.shared.tokens).issued()
     }
 
     /// Issued here, not expired, not revoked, not terminated, and not waiting for 2FA.
     pub fn is_valid_token(&self, token: &str) -> bool {
         lock(&self.shared.tokens)
-            .by_value
-            .get(token)
-            .is_some_and(|s| !s.dead && !s.mfa_pending && Instant::now() < s.expires_at)
+            .live(token)
+            .is_some_and(|session| !session.mfa_pending)
     }
 
     /// Every token issued so far becomes invalid.
     pub fn revoke_all(&self) {
-        for session in lock(&self.shared.tokens).by_value.values_mut() {
-            session.dead = true;
-        }
+        lock(&self.shared.tokens).retire_all();
     }
 
     pub async fn stop(self) {
@@ -384,7 +356,7 @@ async fn session_auth(
     body: Bytes,
 ) -> Response {
     let response = auth_answer(&shared, &headers, &body);
-    shared.delayed(response).await
+    shared.controls.delayed(response).await
 }
 
 fn auth_answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
@@ -411,7 +383,7 @@ fn auth_answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
         body: String::from_utf8_lossy(body).into_owned(),
     });
 
-    if !shared.available.load(Ordering::SeqCst) {
+    if !shared.controls.is_available() {
         return unavailable();
     }
 
@@ -568,20 +540,15 @@ fn random_challenge() -> String {
 
 /// Record a session and return the 200 reply (with the 2FA challenge for an MFA user).
 fn issue(shared: &Shared, token_type: &str, login: Login) -> Response {
-    let ttl = *lock(&shared.token_ttl);
+    let ttl = shared.controls.token_ttl();
     let access_token = jwt::opaque_token();
-    {
-        let mut tokens = lock(&shared.tokens);
-        tokens.order.push(access_token.clone());
-        tokens.by_value.insert(
-            access_token.clone(),
-            Session {
-                expires_at: Instant::now() + ttl,
-                dead: false,
-                mfa_pending: login.mfa,
-            },
-        );
-    }
+    lock(&shared.tokens).record(
+        access_token.clone(),
+        Instant::now() + ttl,
+        Session {
+            mfa_pending: login.mfa,
+        },
+    );
     let mut body = json!({
         "token_type": token_type,
         "expires_in": ttl.as_secs(),
@@ -598,12 +565,12 @@ fn issue(shared: &Shared, token_type: &str, login: Login) -> Response {
 
 async fn session_terminate(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let response = terminate_answer(&shared, &headers);
-    shared.delayed(response).await
+    shared.controls.delayed(response).await
 }
 
 fn terminate_answer(shared: &Shared, headers: &HeaderMap) -> Response {
     shared.terminate_requests.fetch_add(1, Ordering::SeqCst);
-    if !shared.available.load(Ordering::SeqCst) {
+    if !shared.controls.is_available() {
         return unavailable();
     }
     let authorization = header_text(headers, header::AUTHORIZATION);
@@ -616,10 +583,10 @@ fn terminate_answer(shared: &Shared, headers: &HeaderMap) -> Response {
         return unauthorized("a bearer token is required").into_response();
     };
     let mut tokens = lock(&shared.tokens);
-    match tokens.by_value.get_mut(token) {
+    match tokens.get_mut(token) {
         // A session waiting for 2FA can be terminated too.
-        Some(session) if !session.dead && Instant::now() < session.expires_at => {
-            session.dead = true;
+        Some(session) if session.is_live() => {
+            session.retired = true;
             StatusCode::NO_CONTENT.into_response()
         }
         _ => unauthorized("invalid or expired session").into_response(),

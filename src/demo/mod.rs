@@ -8,6 +8,7 @@
 pub mod bagid;
 pub mod bigbucks;
 pub mod bigid;
+mod controls;
 pub mod echo;
 pub mod fortanix;
 pub mod jwt;

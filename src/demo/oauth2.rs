@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
+use super::controls::{Controls, TokenBook};
 use super::{any_loopback_port, json_response, jwt, lock, serve_listener, RunningServer};
 use crate::secret::Secret;
 
@@ -91,29 +92,14 @@ enum Kind {
     Refresh,
 }
 
+/// What a token was issued for; a refresh carries it over to the new tokens.
 #[derive(Debug)]
-struct Issued {
+struct TokenFacts {
     kind: Kind,
-    expires_at: Instant,
-    /// Revoked by `revoke_all`, or (refresh tokens) already used.
-    dead: bool,
     client_id: String,
     subject: String,
     scope: Option<String>,
     audience: Option<String>,
-}
-
-#[derive(Debug, Default)]
-struct TokenStore {
-    order: Vec<String>,
-    by_value: HashMap<String, Issued>,
-}
-
-impl TokenStore {
-    fn insert(&mut self, value: String, issued: Issued) {
-        self.order.push(value.clone());
-        self.by_value.insert(value, issued);
-    }
 }
 
 struct Shared {
@@ -123,14 +109,12 @@ struct Shared {
     include_expires_in: bool,
     jwt_access_tokens: bool,
     issue_refresh_tokens: bool,
-    token_ttl: Mutex<Duration>,
+    controls: Controls,
     refresh_ttl: Mutex<Duration>,
-    available: AtomicBool,
-    /// Milliseconds to wait before answering (the answer is decided on arrival).
-    delay_ms: AtomicU64,
     token_requests: AtomicUsize,
     grant_requests: Mutex<HashMap<String, usize>>,
-    tokens: Mutex<TokenStore>,
+    /// Used refresh tokens are retired.
+    tokens: Mutex<TokenBook<TokenFacts>>,
     last_request: Mutex<Option<RecordedTokenRequest>>,
 }
 
@@ -159,13 +143,11 @@ impl OAuth2StandIn {
             include_expires_in: settings.include_expires_in,
             jwt_access_tokens: settings.jwt_access_tokens,
             issue_refresh_tokens: settings.issue_refresh_tokens,
-            token_ttl: Mutex::new(settings.token_ttl),
+            controls: Controls::new(settings.token_ttl),
             refresh_ttl: Mutex::new(DEFAULT_REFRESH_TTL),
-            available: AtomicBool::new(true),
-            delay_ms: AtomicU64::new(0),
             token_requests: AtomicUsize::new(0),
             grant_requests: Mutex::new(HashMap::new()),
-            tokens: Mutex::new(TokenStore::default()),
+            tokens: Mutex::new(TokenBook::default()),
             last_request: Mutex::new(None),
         });
         let router = Router::new()
@@ -204,19 +186,18 @@ impl OAuth2StandIn {
 
     /// When down, every request gets 503 `temporarily_unavailable` (and is still counted).
     pub fn set_available(&self, up: bool) {
-        self.shared.available.store(up, Ordering::SeqCst);
+        self.shared.controls.set_available(up);
     }
 
     /// Wait this long before answering each request (a slow provider); zero to stop.
     /// The request is counted and its answer decided on arrival, then delivered late.
     pub fn set_delay(&self, delay: Duration) {
-        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-        self.shared.delay_ms.store(ms, Ordering::SeqCst);
+        self.shared.controls.set_delay(delay);
     }
 
     /// Lifetime of access tokens issued from now on.
     pub fn set_token_ttl(&self, ttl: Duration) {
-        *lock(&self.shared.token_ttl) = ttl;
+        self.shared.controls.set_token_ttl(ttl);
     }
 
     /// Lifetime of refresh tokens issued from now on (default 24 h).
@@ -226,24 +207,20 @@ impl OAuth2StandIn {
 
     /// Every access and refresh token ever issued, oldest first.
     pub fn issued_access_tokens(&self) -> Vec<String> {
-        lock(&self.shared.tokens).order.clone()
+        lock(&self.shared.tokens).issued()
     }
 
     /// True for an access token this stand-in issued that has not expired and was not
     /// revoked. Refresh tokens are not access tokens: false for them.
     pub fn is_valid_access_token(&self, token: &str) -> bool {
-        let tokens = lock(&self.shared.tokens);
-        tokens.by_value.get(token).is_some_and(|issued| {
-            issued.kind == Kind::Access && !issued.dead && Instant::now() < issued.expires_at
-        })
+        lock(&self.shared.tokens)
+            .live(token)
+            .is_some_and(|facts| facts.kind == Kind::Access)
     }
 
     /// Every access and refresh token issued so far becomes invalid.
     pub fn revoke_all(&self) {
-        let mut tokens = lock(&self.shared.tokens);
-        for issued in tokens.by_value.values_mut() {
-            issued.dead = true;
-        }
+        lock(&self.shared.tokens).retire_all();
     }
 
     /// The last request received by the token endpoint.
@@ -333,11 +310,7 @@ async fn token_endpoint(
         Ok(response) => response,
         Err(error) => error.into_response(),
     };
-    let delay = shared.delay_ms.load(Ordering::SeqCst);
-    if delay > 0 {
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-    }
-    response
+    shared.controls.delayed(response).await
 }
 
 fn token_request(
@@ -370,7 +343,7 @@ fn token_request(
         form: form.clone(),
     });
 
-    if !shared.available.load(Ordering::SeqCst) {
+    if !shared.controls.is_available() {
         return Err(OAuthError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",
@@ -552,13 +525,14 @@ fn use_refresh_token(
     audience: Option<String>,
 ) -> Result<Grant, OAuthError> {
     let mut tokens = lock(&shared.tokens);
-    let Some(issued) = tokens.by_value.get_mut(refresh_token) else {
+    let Some(issued) = tokens.get_mut(refresh_token) else {
         return Err(invalid_grant("unknown refresh token"));
     };
-    if issued.kind != Kind::Refresh {
+    let facts = &issued.details;
+    if facts.kind != Kind::Refresh {
         return Err(invalid_grant("not a refresh token"));
     }
-    if issued.dead {
+    if issued.retired {
         return Err(invalid_grant(
             "the refresh token was revoked or already used",
         ));
@@ -566,12 +540,12 @@ fn use_refresh_token(
     if Instant::now() >= issued.expires_at {
         return Err(invalid_grant("the refresh token has expired"));
     }
-    if issued.client_id != client_id {
+    if facts.client_id != client_id {
         return Err(invalid_grant(
             "the refresh token was issued to another client",
         ));
     }
-    if let (Some(asked), Some(granted)) = (&scope, &issued.scope) {
+    if let (Some(asked), Some(granted)) = (&scope, &facts.scope) {
         let granted: Vec<&str> = granted.split(' ').collect();
         if !asked.split(' ').all(|s| granted.contains(&s)) {
             return Err(OAuthError::new(
@@ -581,12 +555,13 @@ fn use_refresh_token(
             ));
         }
     }
-    issued.dead = true;
-    Ok((
-        issued.subject.clone(),
-        scope.or_else(|| issued.scope.clone()),
-        audience.or_else(|| issued.audience.clone()),
-    ))
+    let grant = (
+        facts.subject.clone(),
+        scope.or_else(|| facts.scope.clone()),
+        audience.or_else(|| facts.audience.clone()),
+    );
+    issued.retired = true;
+    Ok(grant)
 }
 
 /// Mint, record and return the §5.1 success reply.
@@ -597,7 +572,7 @@ fn issue(
     scope: Option<String>,
     audience: Option<String>,
 ) -> Response {
-    let ttl = *lock(&shared.token_ttl);
+    let ttl = shared.controls.token_ttl();
     let refresh_ttl = *lock(&shared.refresh_ttl);
     let now = Instant::now();
     let access_token = if shared.jwt_access_tokens {
@@ -607,10 +582,8 @@ fn issue(
     };
     let refresh_token = shared.issue_refresh_tokens.then(jwt::opaque_token);
 
-    let record = |kind, expires_at| Issued {
+    let facts = |kind| TokenFacts {
         kind,
-        expires_at,
-        dead: false,
         client_id: client_id.to_owned(),
         subject: subject.clone(),
         scope: scope.clone(),
@@ -618,11 +591,12 @@ fn issue(
     };
     {
         let mut tokens = lock(&shared.tokens);
-        tokens.insert(access_token.clone(), record(Kind::Access, now + ttl));
+        tokens.record(access_token.clone(), now + ttl, facts(Kind::Access));
         if let Some(refresh_token) = &refresh_token {
-            tokens.insert(
+            tokens.record(
                 refresh_token.clone(),
-                record(Kind::Refresh, now + refresh_ttl),
+                now + refresh_ttl,
+                facts(Kind::Refresh),
             );
         }
     }
