@@ -20,6 +20,8 @@ on Ctrl-C or an error):
     direct           the client straight at a fresh nginx with the upstream's config (the limit)
     nginx            worker_processes 1, proxy_set_header, upstream keepalive 1024
     haproxy          nbthread 1, http-request set-header, http-reuse always
+    pingora-bare     the floor: a pingora proxy that only injects the header (one thread,
+                     mimalloc, tollgate's release profile; benches/bare_pingora.rs)
     tollgate-static  server.threads 1, a `static` provider
     tollgate-oauth2  server.threads 1, an `oauth2` provider (client_credentials) whose token
                      is cached: the cache-hit path
@@ -103,7 +105,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = Path(__file__).resolve().parent / "load"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-SERVERS = ["direct", "nginx", "haproxy", "tollgate-static", "tollgate-oauth2"]
+SERVERS = ["direct", "nginx", "haproxy", "pingora-bare", "tollgate-static", "tollgate-oauth2"]
 STATIC_TOKEN = "static-token"
 
 
@@ -362,15 +364,29 @@ def ensure_tools(args) -> None:
 
 
 def build_tollgate(args) -> Path:
+    """tollgate, and (when it is among the servers) the bare pingora proxy beside it."""
     if args.binary:
         binary = Path(args.binary).resolve()
         if not os.access(binary, os.X_OK):
             raise BenchError(f"--binary {binary}: not an executable file")
+        if "pingora-bare" in args.servers and not os.access(bare_binary(binary), os.X_OK):
+            raise BenchError(f"no {bare_binary(binary)} beside --binary: build it with cargo "
+                             f"build --release --features bench-bare --bin bare-pingora, or "
+                             f"leave pingora-bare out of --servers")
         return binary
     subprocess.run(["bash", ".ci/deps"], cwd=ROOT, check=True)
     log("building tollgate: cargo build --release --bin tollgate")
     subprocess.run(["cargo", "build", "--release", "--bin", "tollgate"], cwd=ROOT, check=True)
+    if "pingora-bare" in args.servers:
+        log("building the bare pingora proxy: cargo build --release --features bench-bare "
+            "--bin bare-pingora")
+        subprocess.run(["cargo", "build", "--release", "--features", "bench-bare", "--bin",
+                        "bare-pingora"], cwd=ROOT, check=True)
     return ROOT / "target" / "release" / "tollgate"
+
+
+def bare_binary(tollgate: Path) -> Path:
+    return tollgate.parent / "bare-pingora"
 
 
 def machine_info() -> dict:
@@ -482,6 +498,17 @@ class Bench:
                                log_path=logf)
             wait_for(lambda: http_call(port, "/echo-auth", timeout=1)[0] == 200,
                      self.ready_timeout, "haproxy", proc, logf)
+            return proc, port, f"Bearer {STATIC_TOKEN}"
+        if name == "pingora-bare":
+            d = self.workdir / name
+            d.mkdir(exist_ok=True)
+            port = free_port()
+            logf = d / "bare.log"
+            proc = PROCS.start(self.wrap + [str(bare_binary(self.binary)), f"127.0.0.1:{port}",
+                                            f"127.0.0.1:{self.upstream_port}"],
+                               cpu, log_path=logf, stop_signal=signal.SIGINT)
+            wait_for(lambda: http_call(port, "/echo-auth", timeout=1)[0] == 200,
+                     self.ready_timeout, name, proc, logf)
             return proc, port, f"Bearer {STATIC_TOKEN}"
         if name in ("tollgate-static", "tollgate-oauth2"):
             kind = name.split("-")[1]
