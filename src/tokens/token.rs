@@ -199,6 +199,15 @@ mod tests {
         assert!(error.to_string().contains("already expired"), "{error}");
     }
 
+    /// Found by the property test below: `Instant + Duration` overflowed and panicked.
+    #[test]
+    fn a_huge_expires_in_is_capped_not_a_crash() {
+        let mut grant = Grant::bare(Secret::new("opaque"));
+        grant.expires_in = Some(Duration::from_secs(9_223_372_036_854_772_288));
+        let token = Token::from_grant(1, &grant, &RefreshPolicy::default()).unwrap();
+        assert!(token.expires_at - Instant::now() <= MAX_LIFETIME);
+    }
+
     #[test]
     fn fingerprint_is_short_and_stable() {
         let a = fingerprint(&Secret::new("token-a"));
@@ -219,6 +228,9 @@ mod properties {
     }
 
     proptest! {
+        // Cases it finds become named tests, not a seed file at the top of the repository.
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
         #[test]
         fn jwt_expiry_never_panics(text in "\\PC{0,300}") {
             let _ = jwt_expiry(&text);
