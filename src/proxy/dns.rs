@@ -14,7 +14,7 @@ use super::CompiledRoute;
 use crate::live::Live;
 
 /// How often upstream host names are resolved again.
-pub const REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+const REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Resolves every route's upstream host names every [`REFRESH_INTERVAL`] until the
 /// process ends; the routing in force is read at each round, so reloads are followed.
@@ -44,10 +44,7 @@ async fn system_lookup(host: String, port: u16) -> io::Result<Vec<SocketAddr>> {
 /// is no longer among the answers, the first answer replaces it. A failed or empty lookup
 /// keeps the address in use: a DNS outage must not take a working upstream away.
 /// Returns how many backends changed address.
-pub async fn refresh<'a, F, Fut>(
-    routes: impl Iterator<Item = &'a CompiledRoute>,
-    lookup: F,
-) -> usize
+async fn refresh<'a, F, Fut>(routes: impl Iterator<Item = &'a CompiledRoute>, lookup: F) -> usize
 where
     F: Fn(String, u16) -> Fut,
     Fut: std::future::Future<Output = io::Result<Vec<SocketAddr>>>,
@@ -105,19 +102,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::config;
-    use crate::metrics::Metrics;
-    use crate::tokens::TokenManager;
-
-    fn route_to(url: &str) -> Arc<CompiledRoute> {
-        let text = format!(
-            "routes:\n  - {{ name: api, match: {{ path_prefix: / }}, upstream: {{ url: \"{url}\" }} }}\n"
-        );
-        let config = config::parse(&text).unwrap();
-        let control = tokio::runtime::Handle::current();
-        let tokens = TokenManager::new(vec![], control.clone(), Arc::new(Metrics::new().unwrap()));
-        CompiledRoute::build(&config.routes[0], &tokens, &control).unwrap()
-    }
+    use crate::proxy::route::route_for_tests as route_to;
 
     fn address_of(route: &CompiledRoute) -> SocketAddr {
         *route.backends[0].peer.load()._address.as_inet().unwrap()

@@ -209,7 +209,7 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut RequestContext,
     ) -> pingora::Result<Box<HttpPeer>> {
-        let (Some(route), Some(tokens)) = (ctx.route.clone(), ctx.tokens.clone()) else {
+        let (Some(route), Some(tokens)) = (ctx.route.as_deref(), ctx.tokens.as_ref()) else {
             return Err(Error::explain(
                 ErrorType::InternalError,
                 "no route in context",
@@ -313,15 +313,17 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestContext,
     ) -> pingora::Result<()> {
         let status = upstream_response.status.as_u16();
-        let (Some(route), Some(tokens)) = (ctx.route.clone(), ctx.tokens.clone()) else {
-            return Ok(());
-        };
-        let (Some(credential), Some(token)) = (&route.credential, &ctx.token) else {
+        let Some(route) = ctx.route.as_deref() else {
             return Ok(());
         };
         if !route.retry_statuses.contains(&status) {
             return Ok(());
         }
+        let (Some(credential), Some(token), Some(tokens)) =
+            (&route.credential, &ctx.token, &ctx.tokens)
+        else {
+            return Ok(());
+        };
         tokens.reject(credential.provider, token.id).await;
         if ctx.auth_retry != AuthRetry::NotYet || !replayable(session) {
             return Ok(());

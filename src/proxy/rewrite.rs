@@ -27,7 +27,9 @@ pub fn upstream_request(
     request_id: &HeaderValue,
     request: &mut RequestHeader,
 ) -> pingora::Result<()> {
-    if route.rewrites_path(backend) || request.uri.authority().is_some() {
+    // A target not in origin form (absolute form, `*`) is always rebuilt as a path: pingora
+    // keeps it verbatim otherwise, client host and all.
+    if route.rewrites_path(backend) || !request.raw_path().starts_with(b"/") {
         let path = route.upstream_path(backend, request.uri.path(), request.uri.query());
         let uri: Uri = path.parse().map_err(|_| {
             Error::explain(
@@ -119,6 +121,33 @@ mod tests {
         request.insert_header("authorization", value).unwrap();
         let printed = format!("{request:?}");
         assert!(!printed.contains("secret-token"), "{printed}");
+    }
+
+    fn rewritten(url: &str, target: &[u8]) -> RequestHeader {
+        let route = crate::proxy::route::route_for_tests(url);
+        let mut request = RequestHeader::build("GET", target, None).unwrap();
+        let id = HeaderValue::from_static("id-1");
+        upstream_request(&route, &route.backends[0], None, None, &id, &mut request).unwrap();
+        request
+    }
+
+    #[tokio::test]
+    async fn a_route_that_keeps_the_path_forwards_the_target_as_sent() {
+        let request = rewritten("http://127.0.0.1:9000", b"/a//b?q=1&r");
+        assert_eq!(request.raw_path(), b"/a//b?q=1&r");
+    }
+
+    #[tokio::test]
+    async fn an_absolute_form_target_becomes_a_path() {
+        let request = rewritten("http://127.0.0.1:9000", b"http://client.example/a?q=1");
+        assert_eq!(request.raw_path(), b"/a?q=1");
+        assert_eq!(request.uri.authority(), None);
+    }
+
+    #[tokio::test]
+    async fn a_backend_base_path_goes_in_front() {
+        let request = rewritten("http://127.0.0.1:9000/base", b"/a?q=1");
+        assert_eq!(request.raw_path(), b"/base/a?q=1");
     }
 
     #[test]

@@ -172,10 +172,8 @@ fn upstream_backend(
 ) -> Result<UpstreamBackend, String> {
     let address = resolve(&backend.host, backend.port)?;
     let mut peer = HttpPeer::new(address, backend.tls, backend.host.clone());
-    peer.options.connection_timeout = Some(timeouts.connect);
-    peer.options.total_connection_timeout = Some(timeouts.connect);
-    peer.options.read_timeout = Some(timeouts.read);
-    peer.options.write_timeout = Some(timeouts.write);
+    // Connect, read and write timeouts are set per attempt in `upstream_peer`, capped by
+    // what is left of the route's total.
     peer.options.idle_timeout = Some(timeouts.idle);
     if backend.tls_settings.insecure_skip_verify {
         peer.options.verify_cert = false;
@@ -209,4 +207,18 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
         .map_err(|error| format!("cannot resolve {host}:{port}: {error}"))?
         .next()
         .ok_or_else(|| format!("{host}:{port} resolves to no address"))
+}
+
+/// One route `api` on `/` to `url`, with no provider, for unit tests of the request path.
+/// Must run inside a tokio runtime (the route's inbound checks would use it).
+#[cfg(test)]
+pub(crate) fn route_for_tests(url: &str) -> Arc<CompiledRoute> {
+    let text = format!(
+        "routes:\n  - {{ name: api, match: {{ path_prefix: / }}, upstream: {{ url: \"{url}\" }} }}\n"
+    );
+    let config = crate::config::parse(&text).expect("test route config");
+    let control = tokio::runtime::Handle::current();
+    let metrics = crate::metrics::Metrics::new().expect("metrics");
+    let tokens = TokenManager::new(vec![], control.clone(), Arc::new(metrics));
+    CompiledRoute::build(&config.routes[0], &tokens, &control).expect("test route")
 }
