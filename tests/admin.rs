@@ -156,7 +156,7 @@ async fn metrics_count_what_happened() {
     assert_eq!(status, 200);
     assert_eq!(idp.token_requests(), 2);
 
-    let text = gateway.metrics().await;
+    let text = gateway.metrics_after(7.0).await;
     let value = |query: &str| {
         sample(&text, query).unwrap_or_else(|| panic!("no sample {query} in:\n{text}"))
     };

@@ -260,17 +260,20 @@ async fn provider_down_and_no_token_is_503_and_never_forwarded() {
     assert!(status["token_fingerprint"].is_null(), "{status}");
     assert!(status["consecutive_failures"].as_u64().unwrap() >= 1);
     assert_eq!(gateway.readyz().await.0, 503);
+    let text = gateway.metrics_after(20.0).await;
     assert_eq!(
-        gateway
-            .metric("tollgate_credential_unavailable_total{route=\"reports\"}")
-            .await,
-        20.0
+        sample(
+            &text,
+            "tollgate_credential_unavailable_total{route=\"reports\"}"
+        ),
+        Some(20.0)
     );
     assert_eq!(
-        gateway
-            .metric("tollgate_requests_total{route=\"reports\",code=\"503\"}")
-            .await,
-        20.0
+        sample(
+            &text,
+            "tollgate_requests_total{route=\"reports\",code=\"503\"}"
+        ),
+        Some(20.0)
     );
 }
 

@@ -415,6 +415,22 @@ impl Gateway {
         reply.text().await.unwrap()
     }
 
+    /// `GET /metrics` text once `requests` requests have been counted. A request is
+    /// counted in pingora's logging phase, which runs after the answer has been sent, so
+    /// a scrape right after the last answer may miss it. Gives up after 2 s and returns
+    /// the last text, for the caller's assertions to report.
+    pub async fn metrics_after(&self, requests: f64) -> String {
+        let started = Instant::now();
+        loop {
+            let text = self.metrics().await;
+            let counted = sample_sum(&text, "tollgate_requests_total", &[]);
+            if counted >= requests || started.elapsed() > Duration::from_secs(2) {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The value of one sample, named as `name{label="value",...}` (labels in any order,
     /// all of them), or 0 when the sample is absent.
     pub async fn metric(&self, query: &str) -> f64 {
