@@ -52,6 +52,60 @@ async fn a_refused_backend_fails_over_to_the_next_one() {
     assert_eq!(echo.request_count(), 10);
 }
 
+/// Sends `count` requests at once to `path` and checks they all succeed.
+async fn burst(gateway: &Gateway, path: &str, count: usize) {
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        let url = gateway.proxy_url(path);
+        requests.spawn(async move { client().get(url).send().await.map(|r| r.status()) });
+    }
+    while let Some(outcome) = requests.join_next().await {
+        let status = outcome.unwrap().expect("a request through the gateway");
+        assert_eq!(status, 200);
+    }
+}
+
+/// Upstream connections opened by a second burst of 8 concurrent requests, after a first
+/// burst of 8 left its connections to the pool.
+async fn connections_opened_by_a_second_burst(pool_size: Option<usize>) -> usize {
+    let upstream = CountingUpstream::start(Duration::from_millis(300)).await;
+    let mut yaml = no_provider_config(&[route_with(
+        "pooled",
+        "path_prefix: /pooled/",
+        &format!("url: {}", upstream.url()),
+        Some("key"),
+        "",
+    )]);
+    if let Some(size) = pool_size {
+        yaml = yaml.replace(
+            "threads: 1",
+            &format!("threads: 1\n  upstream_pool_size: {size}"),
+        );
+    }
+    let gateway = Gateway::start(&yaml).await;
+    burst(&gateway, "/pooled/x", 8).await;
+    let first = upstream.connections();
+    assert_eq!(first, 8, "8 concurrent requests on 8 connections");
+    // The connections go back to the pool once their answer has been relayed.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    burst(&gateway, "/pooled/x", 8).await;
+    upstream.connections() - first
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upstream_pool_size_bounds_the_idle_connections_kept_for_reuse() {
+    let reopened = connections_opened_by_a_second_burst(None).await;
+    assert!(
+        reopened <= 1,
+        "the default pool keeps every idle connection: {reopened} reopened"
+    );
+    let reopened = connections_opened_by_a_second_burst(Some(2)).await;
+    assert!(
+        (5..=6).contains(&reopened),
+        "a pool of 2 keeps 2 of 8 idle connections: {reopened} reopened"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_fail_over_to_the_next_backend_too() {
     let echo = EchoUpstream::start().await.unwrap();

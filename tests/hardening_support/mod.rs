@@ -329,6 +329,69 @@ impl Drop for CannedUpstream {
     }
 }
 
+/// A keep-alive upstream that counts the connections it accepts and answers every request
+/// head (bodies are not expected) with `200 ok` after `delay`, so that concurrent requests
+/// each need their own connection.
+pub struct CountingUpstream {
+    addr: SocketAddr,
+    connections: Arc<Mutex<usize>>,
+    task: JoinHandle<()>,
+}
+
+impl CountingUpstream {
+    pub async fn start(delay: Duration) -> CountingUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(Mutex::new(0));
+        let count = Arc::clone(&connections);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                *count.lock().unwrap() += 1;
+                tokio::spawn(async move {
+                    let mut buffer = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        while let Some(end) = find(&buffer, b"\r\n\r\n") {
+                            buffer.drain(..end + 4);
+                            tokio::time::sleep(delay).await;
+                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            if stream.write_all(answer).await.is_err() {
+                                return;
+                            }
+                        }
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                });
+            }
+        });
+        CountingUpstream {
+            addr,
+            connections,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn connections(&self) -> usize {
+        *self.connections.lock().unwrap()
+    }
+}
+
+impl Drop for CountingUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// An upstream that records the raw bytes of every connection and answers `200 ok` only
 /// to a complete request (head without body, `Content-Length` satisfied, or a chunked body
 /// with its last chunk).
