@@ -371,9 +371,13 @@ async fn an_upstream_hanging_up_mid_response_is_counted_and_never_mixes_response
         "not counted:\n{}",
         gateway.metrics().await
     );
-    let logged = json_lines(&gateway.stdout()).into_iter().any(|line| {
-        line["target"] == "access" && line["route"] == "broken" && line["error"].is_string()
-    });
+    // The access line is written just after the counter is bumped.
+    let logged = eventually(Duration::from_secs(2), || async {
+        json_lines(&gateway.stdout()).into_iter().any(|line| {
+            line["target"] == "access" && line["route"] == "broken" && line["error"].is_string()
+        })
+    })
+    .await;
     assert!(
         logged,
         "no access line with the error:\n{}",
