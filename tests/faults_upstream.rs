@@ -68,7 +68,7 @@ async fn burst(gateway: &Gateway, path: &str, count: usize) {
 /// Upstream connections opened by a second burst of 8 concurrent requests, after a first
 /// burst of 8 left its connections to the pool.
 async fn connections_opened_by_a_second_burst(pool_size: Option<usize>) -> usize {
-    let upstream = CountingUpstream::start(Duration::from_millis(300)).await;
+    let upstream = CountedUpstream::keep_alive(Duration::from_millis(300)).await;
     let mut yaml = no_provider_config(&[route_with(
         "pooled",
         "path_prefix: /pooled/",
@@ -297,7 +297,7 @@ async fn an_upstream_that_does_not_accept_is_a_json_504_after_the_connect_timeou
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_upstream_hanging_up_mid_response_is_counted_and_never_mixes_responses() {
     // Announces 100 bytes, sends 10, hangs up.
-    let broken = CannedUpstream::start(
+    let broken = CountedUpstream::canned(
         b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n0123456789",
     )
     .await;

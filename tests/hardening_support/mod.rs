@@ -271,47 +271,83 @@ pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 // HTTP by hand: upstreams that misbehave or record raw bytes.
 // ---------------------------------------------------------------------------------------
 
-/// An upstream that reads each request head and answers with fixed bytes, then closes
-/// (used for a response cut off after its headers).
-pub struct CannedUpstream {
+/// A raw upstream that counts the connections it accepts and hands each one to its
+/// handler: [`canned`](Self::canned) or [`keep_alive`](Self::keep_alive).
+pub struct CountedUpstream {
     addr: SocketAddr,
     connections: Arc<Mutex<usize>>,
     task: JoinHandle<()>,
 }
 
-impl CannedUpstream {
-    pub async fn start(answer: &'static [u8]) -> CannedUpstream {
+impl CountedUpstream {
+    async fn start<F, Fut>(handle: F) -> CountedUpstream
+    where
+        F: Fn(TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(Mutex::new(0));
         let count = Arc::clone(&connections);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut stream, _)) = listener.accept().await else {
+                let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 *count.lock().unwrap() += 1;
-                tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    while find(&head, b"\r\n\r\n").is_none() {
-                        match stream.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let _ = stream.write_all(answer).await;
-                    let _ = stream.flush().await;
-                    // Let the bytes leave before the close.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                });
+                tokio::spawn(handle(stream));
             }
         });
-        CannedUpstream {
+        CountedUpstream {
             addr,
             connections,
             task,
         }
+    }
+
+    /// Reads each connection's request head and answers with fixed bytes, then closes
+    /// (used for a response cut off after its headers).
+    pub async fn canned(answer: &'static [u8]) -> CountedUpstream {
+        Self::start(move |mut stream| async move {
+            let mut head = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while find(&head, b"\r\n\r\n").is_none() {
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let _ = stream.write_all(answer).await;
+            let _ = stream.flush().await;
+            // Let the bytes leave before the close.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        })
+        .await
+    }
+
+    /// Keeps connections open and answers every request head (bodies are not expected)
+    /// with `200 ok` after `delay`, so that concurrent requests each need their own
+    /// connection.
+    pub async fn keep_alive(delay: Duration) -> CountedUpstream {
+        Self::start(move |mut stream| async move {
+            let mut buffer = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                while let Some(end) = find(&buffer, b"\r\n\r\n") {
+                    buffer.drain(..end + 4);
+                    tokio::time::sleep(delay).await;
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if stream.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                }
+            }
+        })
+        .await
     }
 
     pub fn url(&self) -> String {
@@ -323,70 +359,7 @@ impl CannedUpstream {
     }
 }
 
-impl Drop for CannedUpstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// A keep-alive upstream that counts the connections it accepts and answers every request
-/// head (bodies are not expected) with `200 ok` after `delay`, so that concurrent requests
-/// each need their own connection.
-pub struct CountingUpstream {
-    addr: SocketAddr,
-    connections: Arc<Mutex<usize>>,
-    task: JoinHandle<()>,
-}
-
-impl CountingUpstream {
-    pub async fn start(delay: Duration) -> CountingUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let connections = Arc::new(Mutex::new(0));
-        let count = Arc::clone(&connections);
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                *count.lock().unwrap() += 1;
-                tokio::spawn(async move {
-                    let mut buffer = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    loop {
-                        while let Some(end) = find(&buffer, b"\r\n\r\n") {
-                            buffer.drain(..end + 4);
-                            tokio::time::sleep(delay).await;
-                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                            if stream.write_all(answer).await.is_err() {
-                                return;
-                            }
-                        }
-                        match stream.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                });
-            }
-        });
-        CountingUpstream {
-            addr,
-            connections,
-            task,
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    pub fn connections(&self) -> usize {
-        *self.connections.lock().unwrap()
-    }
-}
-
-impl Drop for CountingUpstream {
+impl Drop for CountedUpstream {
     fn drop(&mut self) {
         self.task.abort();
     }
