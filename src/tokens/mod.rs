@@ -251,6 +251,7 @@ impl TokenManager {
             }
         }
         slot.lookups.miss.inc();
+        tracing::debug!(provider = %slot.name, "no usable token in the cache; fetching one");
         self.fetch(slot, None).await
     }
 
@@ -320,15 +321,19 @@ impl TokenManager {
             .with_label_values(&[&slot.name])
             .observe(started.elapsed().as_secs_f64());
         let result = result.and_then(|grant| self.accept(slot, kind, grant));
-        let outcome = if result.is_ok() { "success" } else { "failure" };
-        self.metrics
-            .token_requests
-            .with_label_values(&[&slot.name, kind, outcome])
-            .inc();
+        // Counted once the outcome is in force (a new token in the cache), so whoever
+        // watches the counter sees the token in use.
+        let count = |outcome: &str| {
+            self.metrics
+                .token_requests
+                .with_label_values(&[&slot.name, kind, outcome])
+                .inc();
+        };
         match result {
             Ok(token) => {
                 self.cache.insert(slot.key, Arc::clone(&token)).await;
                 slot.expiry.set(token.expires_at_unix);
+                count("success");
                 tracing::info!(
                     provider = %slot.name,
                     kind,
@@ -357,7 +362,10 @@ impl TokenManager {
                     "token request failed"
                 );
                 state.last_error = Some(error);
-                Err(unavailable(slot, &state, delay))
+                let unavailable = unavailable(slot, &state, delay);
+                drop(state);
+                count("failure");
+                Err(unavailable)
             }
         }
     }
@@ -423,6 +431,11 @@ impl TokenManager {
             let retry_at = lock(&slot.state).retry_at.unwrap_or(now);
             let due = due.max(retry_at);
             if due > now {
+                tracing::debug!(
+                    provider = %slot.name,
+                    in_seconds = due.duration_since(now).as_secs(),
+                    "next token renewal scheduled"
+                );
                 tokio::select! {
                     _ = tokio::time::sleep_until(due.into()) => {}
                     _ = slot.wake.notified() => {}
