@@ -100,6 +100,7 @@ impl App {
         let state = AdminState {
             live: Arc::clone(&self.live),
             metrics: Arc::clone(&self.metrics),
+            status_access: admin::StatusAccess::for_server(&self.config.server),
         };
         let proxy_addrs = self.config.server.listen.clone();
         self.control.spawn(async move {
@@ -141,6 +142,7 @@ impl App {
         let in_flight = Arc::new(InFlight::default());
         let gateway = Gateway::new(
             Arc::clone(&self.live),
+            &self.config.server,
             Arc::clone(&self.metrics),
             Arc::clone(&in_flight),
         );
@@ -164,6 +166,11 @@ impl App {
             .iter()
             .map(ToString::to_string)
             .collect();
+        if !self.config.server.admin_is_loopback()
+            && admin::StatusAccess::for_server(&self.config.server).loopback_only()
+        {
+            tracing::warn!(admin = %admin_addr, "the admin listener is reachable beyond loopback and server.admin_token is not set: /status answers loopback callers only (metrics and health stay open)");
+        }
         tracing::info!(
             listen = %listen.join(","),
             admin = %admin_addr,

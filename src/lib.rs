@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod canonical;
 pub mod config;
 pub mod demo;
 pub mod inbound;
@@ -10,6 +11,7 @@ pub mod logging;
 pub mod metrics;
 pub mod providers;
 pub mod proxy;
+pub mod redact;
 pub mod reload;
 pub mod secret;
 pub mod shutdown;

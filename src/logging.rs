@@ -1,7 +1,20 @@
 //! Log output: JSON lines by default, human-readable text on request. pingora's own `log`
 //! records are bridged into the same stream.
+//!
+//! No level prints a credential. The libraries tollgate runs on print raw requests at
+//! debug and trace: pingora the head it writes upstream (injected token included), the
+//! caller's head and a head that failed to parse, bytes and all; request bodies too. So
+//! every target outside tollgate's own is capped at `info`, whatever `RUST_LOG` asks for:
+//! `RUST_LOG=trace` makes tollgate itself verbose, never a library's dump of the wire.
 
-use tracing_subscriber::EnvFilter;
+use tracing::{Level, Metadata};
+use tracing_subscriber::filter::{EnvFilter, FilterExt};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
+/// The most a library's target may log.
+const LIBRARY_CEILING: Level = Level::INFO;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -11,19 +24,44 @@ pub enum LogFormat {
 
 /// Installs the global subscriber; `RUST_LOG` overrides the default `info` level.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout);
-    let result = match format {
-        LogFormat::Json => builder
+    let wanted = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = wanted.and(tracing_subscriber::filter::filter_fn(within_ceiling));
+    let output = tracing_subscriber::fmt::layer().with_writer(std::io::stdout);
+    let layer = match format {
+        LogFormat::Json => output
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .try_init(),
-        LogFormat::Text => builder.compact().try_init(),
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Text => output.compact().with_filter(filter).boxed(),
     };
+    let result = tracing_subscriber::registry().with(layer).try_init();
     if let Err(error) = result {
         eprintln!("logging was already set up: {error}");
+    }
+}
+
+/// tollgate's own targets log at any level; every other target at most at `info`.
+fn within_ceiling(metadata: &Metadata<'_>) -> bool {
+    is_own_target(metadata.target()) || *metadata.level() <= LIBRARY_CEILING
+}
+
+fn is_own_target(target: &str) -> bool {
+    target == "access" || target == "tollgate" || target.starts_with("tollgate::")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_tollgate_targets_pass_below_info() {
+        assert!(is_own_target("tollgate::proxy"));
+        assert!(is_own_target("access"));
+        assert!(!is_own_target("pingora_core::protocols::http::v1::client"));
+        assert!(!is_own_target("tollgatex"));
+        assert!(Level::WARN <= LIBRARY_CEILING);
+        assert!(Level::DEBUG > LIBRARY_CEILING);
     }
 }

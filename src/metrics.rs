@@ -20,6 +20,8 @@ pub struct Metrics {
     pub credential_unavailable: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub inbound_auth: IntCounterVec,
+    /// Caller headers removed before routing (`reason="underscore"`).
+    pub underscore_headers_dropped: IntCounter,
 }
 
 /// Pre-resolved counters for one provider's cache lookups, so the hot path does no label
@@ -114,6 +116,13 @@ impl Metrics {
             ),
             &["route", "outcome"],
         )?;
+        let request_headers_dropped = IntCounterVec::new(
+            Opts::new(
+                "request_headers_dropped_total",
+                "Caller request headers removed before routing, by reason (underscore: a name with `_`)",
+            ),
+            &["reason"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("build_info", "Build of this tollgate"),
             &["version"],
@@ -129,6 +138,7 @@ impl Metrics {
         registry.register(Box::new(credential_unavailable.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(inbound_auth.clone()))?;
+        registry.register(Box::new(request_headers_dropped.clone()))?;
         for outcome in ["success", "failure"] {
             config_reloads.with_label_values(&[outcome]);
         }
@@ -149,6 +159,7 @@ impl Metrics {
             credential_unavailable,
             config_reloads,
             inbound_auth,
+            underscore_headers_dropped: request_headers_dropped.with_label_values(&["underscore"]),
         })
     }
 

@@ -34,6 +34,8 @@ const MAX_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(36
 /// concurrent callers it closed and reopened about 100 upstream connections a second.
 pub const DEFAULT_UPSTREAM_POOL_SIZE: usize = 1024;
 const MAX_UPSTREAM_POOL_SIZE: usize = 1 << 20;
+/// A shorter admin token could be guessed.
+const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
 /// Reads and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -56,10 +58,14 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
     let mut errors = Errors::default();
     let mut expanded = references::Expanded::default();
     references::expand_tree(&mut tree, "", &mut errors, &mut expanded);
-    validate_tree(tree, errors).map_err(|errors| expanded.redact(errors))
+    validate_tree(tree, errors, &expanded).map_err(|errors| expanded.redact(errors))
 }
 
-fn validate_tree(tree: Value, mut errors: Errors) -> Result<Config, ConfigErrors> {
+fn validate_tree(
+    tree: Value,
+    mut errors: Errors,
+    expanded: &references::Expanded,
+) -> Result<Config, ConfigErrors> {
     let mut top = match tree {
         Value::Mapping(map) => map,
         Value::Null => Mapping::new(),
@@ -85,7 +91,7 @@ fn validate_tree(tree: Value, mut errors: Errors) -> Result<Config, ConfigErrors
         .and_then(|value| typed::<RawServer>(value, "server", &mut errors))
         .unwrap_or_default();
     let server = validate_server(server, &mut errors);
-    let providers = providers::validate_all(providers_value, &mut errors);
+    let providers = providers::validate_all(providers_value, &mut errors, expanded);
     let provider_names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
     let routes = routes::validate_all(routes_value, &provider_names, &mut errors);
 
@@ -154,12 +160,38 @@ fn validate_server(raw: RawServer, errors: &mut Errors) -> Server {
             format!("must be at most {MAX_UPSTREAM_POOL_SIZE}"),
         );
     }
+    let paths = raw.paths.unwrap_or_default();
+    let paths = PathPolicy {
+        merge_slashes: paths.merge_slashes.unwrap_or(true),
+        escaped_slashes: match paths.escaped_slashes {
+            None | Some(raw::RawEscapedSlashes::Reject) => EscapedSlashes::Reject,
+            Some(raw::RawEscapedSlashes::Keep) => EscapedSlashes::Keep,
+        },
+    };
+    let headers_with_underscores = match raw.headers_with_underscores {
+        None | Some(raw::RawUnderscoreHeaders::Drop) => UnderscoreHeaders::Drop,
+        Some(raw::RawUnderscoreHeaders::Reject) => UnderscoreHeaders::Reject,
+        Some(raw::RawUnderscoreHeaders::Allow) => UnderscoreHeaders::Allow,
+    };
+    if raw
+        .admin_token
+        .as_ref()
+        .is_some_and(|token| token.expose().len() < MIN_ADMIN_TOKEN_LEN)
+    {
+        errors.push(
+            "server.admin_token",
+            format!("must be at least {MIN_ADMIN_TOKEN_LEN} characters (a random secret)"),
+        );
+    }
     Server {
         listen,
         admin,
         threads,
         drain_timeout,
         upstream_pool_size,
+        paths,
+        headers_with_underscores,
+        admin_token: raw.admin_token,
     }
 }
 

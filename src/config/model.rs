@@ -8,6 +8,7 @@ use std::time::Duration;
 use http::HeaderName;
 use url::Url;
 
+pub use crate::canonical::{EscapedSlashes, PathPolicy};
 use crate::secret::Secret;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +27,29 @@ pub struct Server {
     pub drain_timeout: Duration,
     /// Idle upstream connections kept for reuse, over all upstreams.
     pub upstream_pool_size: usize,
+    /// How request paths are made canonical before routing.
+    pub paths: PathPolicy,
+    pub headers_with_underscores: UnderscoreHeaders,
+    /// When set, `/status` answers only a bearer of this token.
+    pub admin_token: Option<Secret>,
+}
+
+impl Server {
+    /// Whether only this machine can reach the admin listener.
+    pub fn admin_is_loopback(&self) -> bool {
+        self.admin.ip().is_loopback()
+    }
+}
+
+/// `server.headers_with_underscores`: CGI, WSGI, PHP and Rack upstreams read
+/// `X_Auth_Subject` as `X-Auth-Subject`, so such a header could stand in for one the
+/// gateway sets or strips.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnderscoreHeaders {
+    #[default]
+    Drop,
+    Reject,
+    Allow,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +60,9 @@ pub struct ProviderSpec {
     /// Whole-request deadline for one call to the provider.
     pub timeout: Duration,
     pub tls: TlsSettings,
+    /// What `${env:...}` and `${file:...}` references in its settings expanded to, in any
+    /// key: never echoed in error text.
+    pub reference_values: Vec<Secret>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -10,14 +10,18 @@ use super::error::{join, Errors};
 use super::kinds;
 use super::model::*;
 use super::raw::*;
-use super::references::key_name;
+use super::references::{key_name, Expanded};
 use super::typed;
 use crate::secret::Secret;
 
 const DEFAULT_PROVIDER_TIMEOUT: Duration = Duration::from_secs(5);
 const PROVIDER_TYPES: &str = "oauth2, bigid, fortanix, bigbucks, bagid, static, http";
 
-pub(crate) fn validate_all(value: Option<Value>, errors: &mut Errors) -> Vec<ProviderSpec> {
+pub(crate) fn validate_all(
+    value: Option<Value>,
+    errors: &mut Errors,
+    expanded: &Expanded,
+) -> Vec<ProviderSpec> {
     let map = match value {
         None | Some(Value::Null) => return Vec::new(),
         Some(Value::Mapping(map)) => map,
@@ -39,7 +43,8 @@ pub(crate) fn validate_all(value: Option<Value>, errors: &mut Errors) -> Vec<Pro
                 "provider names use lower-case letters, digits, '-' and '_'",
             );
         }
-        if let Some(spec) = validate_one(name, value, &path, errors) {
+        if let Some(mut spec) = validate_one(name, value, &path, errors) {
+            spec.reference_values = expanded.values_under(&path);
             specs.push(spec);
         }
     }
@@ -124,6 +129,7 @@ fn validate_one(
         refresh,
         timeout,
         tls,
+        reference_values: Vec::new(),
     })
 }
 

@@ -75,6 +75,31 @@ pub struct RawServer {
     pub threads: Option<usize>,
     pub drain_timeout: Option<DurationText>,
     pub upstream_pool_size: Option<usize>,
+    pub paths: Option<RawPaths>,
+    pub headers_with_underscores: Option<RawUnderscoreHeaders>,
+    pub admin_token: Option<Secret>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawPaths {
+    pub merge_slashes: Option<bool>,
+    pub escaped_slashes: Option<RawEscapedSlashes>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawEscapedSlashes {
+    Reject,
+    Keep,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawUnderscoreHeaders {
+    Drop,
+    Reject,
+    Allow,
 }
 
 /// Keys every provider accepts besides its own.

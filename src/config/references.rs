@@ -4,6 +4,7 @@
 use serde_yaml_ng::Value;
 
 use super::error::{join, ConfigErrors, Errors};
+use crate::secret::Secret;
 
 /// Values shorter than this are not held back from error text: replacing every "1" or
 /// "on" in a message would garble it, and no real secret is that short.
@@ -13,22 +14,44 @@ const MIN_REDACTED_LEN: usize = 4;
 /// A reference may sit in any key, also one whose errors quote the value (a duration, an
 /// address, a type mismatch), and its value may be a secret.
 #[derive(Default)]
-pub(crate) struct Expanded(Vec<(String, String)>);
+pub(crate) struct Expanded(Vec<Expansion>);
+
+struct Expansion {
+    /// Key path of the string that held the reference.
+    path: String,
+    value: String,
+    reference: String,
+}
 
 impl Expanded {
+    /// The values references expanded to at `path` or below it: the secrets a provider's
+    /// error text must never echo, whatever key they sit in.
+    pub(crate) fn values_under(&self, path: &str) -> Vec<Secret> {
+        self.0
+            .iter()
+            .filter(|e| {
+                e.path
+                    .strip_prefix(path)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+            })
+            .map(|e| Secret::new(e.value.clone()))
+            .collect()
+    }
+
     /// Every expanded value in `errors` replaced by the reference that produced it.
     pub(crate) fn redact(&self, mut errors: ConfigErrors) -> ConfigErrors {
-        let mut pairs: Vec<&(String, String)> = self
+        let mut pairs: Vec<(&String, &String)> = self
             .0
             .iter()
-            .filter(|(value, _)| value.len() >= MIN_REDACTED_LEN)
+            .filter(|e| e.value.len() >= MIN_REDACTED_LEN)
+            .map(|e| (&e.value, &e.reference))
             .collect();
         // The longest first, so a value that contains another is replaced whole.
         pairs.sort_by_key(|(value, _)| std::cmp::Reverse(value.len()));
         for error in &mut errors.0 {
             for (value, reference) in &pairs {
                 if error.message.contains(value.as_str()) {
-                    error.message = error.message.replace(value.as_str(), reference);
+                    error.message = error.message.replace(value.as_str(), reference.as_str());
                 }
             }
         }
@@ -45,8 +68,18 @@ pub(crate) fn expand_tree(
     match value {
         Value::String(text) => {
             if text.contains("${") {
-                match expand_recording(text, &mut expanded.0) {
-                    Ok(result) => *text = result,
+                let mut found = Vec::new();
+                match expand_recording(text, &mut found) {
+                    Ok(result) => {
+                        *text = result;
+                        expanded
+                            .0
+                            .extend(found.into_iter().map(|(value, reference)| Expansion {
+                                path: path.to_owned(),
+                                value,
+                                reference,
+                            }));
+                    }
                     Err(message) => errors.push(path, message),
                 }
             }

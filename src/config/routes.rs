@@ -77,8 +77,27 @@ fn validate_one(
             join(&match_path, "path_prefix"),
             "must start with `/` and hold no spaces",
         );
+    } else {
+        // Requests are routed by their canonical path, so a prefix in any other form
+        // would never match, or match what it does not say.
+        let policy = PathPolicy {
+            merge_slashes: true,
+            escaped_slashes: EscapedSlashes::Keep,
+        };
+        match crate::canonical::canonical_path(path_prefix.as_bytes(), &policy) {
+            Ok(canonical) if canonical == path_prefix.as_str() => {}
+            Ok(canonical) => errors.push(
+                join(&match_path, "path_prefix"),
+                format!("is not a canonical path: write `{canonical}`"),
+            ),
+            Err(refusal) => errors.push(join(&match_path, "path_prefix"), refusal.detail()),
+        }
     }
-    let host = raw.matcher.host.map(|host| host.to_ascii_lowercase());
+    // Requests name a host with or without the trailing dot of a fully qualified name.
+    let host = raw
+        .matcher
+        .host
+        .map(|host| host.trim_end_matches('.').to_ascii_lowercase());
     if let Some(host) = &host {
         if host.is_empty() || host.contains(['/', ' ', ':']) || host.chars().any(|c| c.is_control())
         {

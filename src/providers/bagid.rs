@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::http::{endpoint, error_detail, parse_json, ProviderHttp};
+use super::http::{endpoint, parse_json, ProviderHttp};
 use super::{Grant, Provider, ProviderError};
 use crate::config::{Attestor, BagIdFlow, BagIdSettings, FederatedToken};
 use crate::secret::Secret;
@@ -90,7 +90,7 @@ impl BagId {
         if !status.is_success() {
             let mut secrets = self.secrets();
             secrets.extend_from_slice(extra_secrets);
-            let detail = error_detail(&body, &secrets);
+            let detail = self.http.error_detail(&body, &secrets);
             let status = status.as_u16();
             return Err(if matches!(status, 400 | 401 | 403) {
                 ProviderError::Rejected { status, detail }
@@ -110,7 +110,10 @@ impl BagId {
         if !status.is_success() {
             return Err(ProviderError::Failed {
                 status: status.as_u16(),
-                detail: format!("nonce request failed: {}", error_detail(&body, &[])),
+                detail: format!(
+                    "nonce request failed: {}",
+                    self.http.error_detail(&body, &[])
+                ),
             });
         }
         let reply: NonceResponse = parse_json(&body, "nonce reply")?;
@@ -308,7 +311,7 @@ impl Provider for BagId {
         let (status, body) = self.http.body(self.http.send(request).await?).await?;
         if !status.is_success() {
             let status = status.as_u16();
-            let detail = error_detail(&body, &[refresh_token]);
+            let detail = self.http.error_detail(&body, &[refresh_token]);
             return Err(if matches!(status, 400 | 401 | 403) {
                 ProviderError::RefreshRejected { status, detail }
             } else {

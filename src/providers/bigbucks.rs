@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use serde::Serialize;
 
-use super::http::{endpoint, error_detail, parse_json, ProviderHttp};
+use super::http::{endpoint, parse_json, ProviderHttp};
 use super::{Grant, Provider, ProviderError};
 use crate::config::BigBucksSettings;
 use crate::secret::Secret;
@@ -41,7 +41,7 @@ impl BigBucks {
     fn failure(&self, status: u16, body: &[u8]) -> ProviderError {
         let mut secrets = vec![&self.password];
         secrets.extend(self.recaptcha.as_ref());
-        let detail = error_detail(body, &secrets);
+        let detail = self.http.error_detail(body, &secrets);
         match status {
             400 => ProviderError::Rejected {
                 status,

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::http::{endpoint, error_detail, parse_json, ProviderHttp};
+use super::http::{endpoint, parse_json, ProviderHttp};
 use super::{Grant, Provider, ProviderError};
 use crate::config::{BigIdLogin, BigIdSettings};
 use crate::secret::Secret;
@@ -44,8 +44,8 @@ impl BigId {
         }
     }
 
-    fn failure(status: u16, body: &[u8], secret: &Secret) -> ProviderError {
-        let detail = error_detail(body, &[secret]);
+    fn failure(&self, status: u16, body: &[u8], secret: &Secret) -> ProviderError {
+        let detail = self.http.error_detail(body, &[secret]);
         if status == 401 || status == 403 {
             ProviderError::Rejected { status, detail }
         } else {
@@ -73,7 +73,7 @@ impl Provider for BigId {
                     .bearer_auth(user_token.expose());
                 let (status, body) = self.http.body(self.http.send(request).await?).await?;
                 if !status.is_success() {
-                    return Err(Self::failure(status.as_u16(), &body, user_token));
+                    return Err(self.failure(status.as_u16(), &body, user_token));
                 }
                 let reply: TokenResponse = parse_json(&body, "refresh-access-token reply")?;
                 token_or_error(reply.system_token, "systemToken")
@@ -89,7 +89,7 @@ impl Provider for BigId {
                         });
                 let (status, body) = self.http.body(self.http.send(request).await?).await?;
                 if !status.is_success() {
-                    return Err(Self::failure(status.as_u16(), &body, password));
+                    return Err(self.failure(status.as_u16(), &body, password));
                 }
                 let reply: SessionResponse = parse_json(&body, "sessions reply")?;
                 token_or_error(reply.auth_token, "auth_token")

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::http::{endpoint, error_detail, parse_json, ProviderHttp};
+use super::http::{endpoint, parse_json, ProviderHttp};
 use super::{Grant, Provider, ProviderError};
 use crate::config::{FortanixLogin, FortanixSettings};
 use crate::secret::Secret;
@@ -85,7 +85,7 @@ impl Provider for Fortanix {
         };
         let (status, body) = self.http.body(self.http.send(request).await?).await?;
         if !status.is_success() {
-            let detail = error_detail(&body, &[self.password()]);
+            let detail = self.http.error_detail(&body, &[self.password()]);
             let status = status.as_u16();
             return Err(if status == 401 || status == 403 {
                 ProviderError::Rejected { status, detail }
@@ -127,7 +127,7 @@ impl Provider for Fortanix {
         } else {
             Err(ProviderError::Failed {
                 status: status.as_u16(),
-                detail: error_detail(&body, &[token]),
+                detail: self.http.error_detail(&body, &[token]),
             })
         }
     }

@@ -18,6 +18,8 @@ const MAX_DETAIL_CHARS: usize = 200;
 pub struct ProviderHttp {
     client: reqwest::Client,
     timeout: Duration,
+    /// The values of the provider's secret references, blanked from every error text.
+    reference_values: Vec<Secret>,
 }
 
 impl ProviderHttp {
@@ -45,6 +47,7 @@ impl ProviderHttp {
         Ok(ProviderHttp {
             client,
             timeout: spec.timeout,
+            reference_values: spec.reference_values.clone(),
         })
     }
 
@@ -82,6 +85,15 @@ impl ProviderHttp {
         } else {
             ProviderError::Unreachable(format!("{kind}: {cause}"))
         }
+    }
+
+    /// A short, printable summary of an error body. Every form of `secrets` and of the
+    /// provider's secret references is blanked (before it is shortened), in case the
+    /// provider echoes them.
+    pub fn error_detail(&self, body: &[u8], secrets: &[&Secret]) -> String {
+        let mut all: Vec<&Secret> = self.reference_values.iter().collect();
+        all.extend_from_slice(secrets);
+        crate::redact::clean(body, &all, MAX_DETAIL_CHARS)
     }
 
     /// Reads a whole reply body, refusing oversized ones.
@@ -146,39 +158,9 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, Pro
     })
 }
 
-/// A short, printable summary of an error body, with any of our own secrets blanked out in
-/// case the provider echoes them.
-pub fn error_detail(body: &[u8], secrets: &[&Secret]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let mut detail: String = text
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_DETAIL_CHARS)
-        .collect();
-    for secret in secrets {
-        if !secret.is_empty() {
-            detail = detail.replace(secret.expose(), "***");
-        }
-    }
-    if detail.trim().is_empty() {
-        "(empty body)".to_owned()
-    } else {
-        detail
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn error_detail_blanks_echoed_secrets_and_truncates() {
-        let secret = Secret::new("hunter2");
-        let detail = error_detail(b"{\"error\":\"bad password hunter2\"}", &[&secret]);
-        assert_eq!(detail, "{\"error\":\"bad password ***\"}");
-        let long = vec![b'a'; 1000];
-        assert_eq!(error_detail(&long, &[]).len(), MAX_DETAIL_CHARS);
-    }
 
     #[test]
     fn parse_json_names_the_problem() {

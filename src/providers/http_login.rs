@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::http::{error_detail, ProviderHttp};
+use super::http::ProviderHttp;
 use super::{Grant, Provider, ProviderError};
 use crate::config::{ExpiryField, ExpiryFormat, HttpBody, HttpLoginSettings, HttpRequestTemplate};
 use crate::secret::Secret;
@@ -91,7 +91,7 @@ impl HttpLogin {
         if !status.is_success() {
             let mut secrets = self.secrets();
             secrets.extend(refresh_value);
-            let detail = error_detail(&body, &secrets);
+            let detail = self.http.error_detail(&body, &secrets);
             let status = status.as_u16();
             return Err(match status {
                 400 | 401 | 403 if refreshing => ProviderError::RefreshRejected { status, detail },

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use base64::Engine;
 use serde::Deserialize;
 
-use super::http::{error_detail, parse_json, ProviderHttp};
+use super::http::{parse_json, ProviderHttp};
 use super::{Grant, Provider, ProviderError};
 use crate::config::{ClientAuth, OAuth2Grant, OAuth2Settings};
 use crate::secret::Secret;
@@ -53,10 +53,11 @@ impl OAuth2 {
         }
     }
 
+    /// `refreshing` is the held refresh token being traded, if that is what this is.
     async fn request(
         &self,
         mut form: Vec<(&str, &str)>,
-        refreshing: bool,
+        refreshing: Option<&Secret>,
     ) -> Result<Grant, ProviderError> {
         if let Some(scope) = &self.scope {
             form.push(("scope", scope));
@@ -115,23 +116,24 @@ impl OAuth2 {
         )
     }
 
-    fn error(&self, status: u16, body: &[u8], refreshing: bool) -> ProviderError {
-        let secrets = self.secrets();
+    fn error(&self, status: u16, body: &[u8], refreshing: Option<&Secret>) -> ProviderError {
+        let mut secrets = self.secrets();
+        secrets.extend(refreshing);
         let detail = match serde_json::from_slice::<ErrorReply>(body) {
             Ok(reply) => match reply.error_description {
-                Some(description) => error_detail(
+                Some(description) => self.http.error_detail(
                     format!("{}: {description}", reply.error).as_bytes(),
                     &secrets,
                 ),
-                None => error_detail(reply.error.as_bytes(), &secrets),
+                None => self.http.error_detail(reply.error.as_bytes(), &secrets),
             },
-            Err(_) => error_detail(body, &secrets),
+            Err(_) => self.http.error_detail(body, &secrets),
         };
         let oauth_error = serde_json::from_slice::<ErrorReply>(body)
             .map(|r| r.error)
             .unwrap_or_default();
         match (status, oauth_error.as_str()) {
-            (400, "invalid_grant") if refreshing => {
+            (400, "invalid_grant") if refreshing.is_some() => {
                 ProviderError::RefreshRejected { status, detail }
             }
             (
@@ -159,7 +161,7 @@ impl Provider for OAuth2 {
     async fn login(&self) -> Result<Grant, ProviderError> {
         match &self.grant {
             OAuth2Grant::ClientCredentials => {
-                self.request(vec![("grant_type", "client_credentials")], false)
+                self.request(vec![("grant_type", "client_credentials")], None)
                     .await
             }
             OAuth2Grant::Password { username, password } => {
@@ -168,14 +170,14 @@ impl Provider for OAuth2 {
                     ("username", username.as_str()),
                     ("password", password.expose()),
                 ];
-                self.request(form, false).await
+                self.request(form, None).await
             }
             OAuth2Grant::RefreshToken { refresh_token } => {
                 let form = vec![
                     ("grant_type", "refresh_token"),
                     ("refresh_token", refresh_token.expose()),
                 ];
-                self.request(form, false).await
+                self.request(form, None).await
             }
         }
     }
@@ -185,6 +187,6 @@ impl Provider for OAuth2 {
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token.expose()),
         ];
-        self.request(form, true).await
+        self.request(form, Some(refresh_token)).await
     }
 }

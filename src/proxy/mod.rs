@@ -2,6 +2,7 @@
 //! route's credential, injects it, and retries once when the upstream rejects it.
 
 pub mod dns;
+mod head;
 mod request_id;
 mod respond;
 pub mod rewrite;
@@ -22,6 +23,7 @@ use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::shutdown::{InFlight, InFlightGuard};
 use crate::tokens::{CredentialUnavailable, Token, TokenManager};
+use head::HeadPolicy;
 use request_id::RequestIds;
 use respond::ErrorKind;
 pub use route::{CompiledRoute, RouteBuildError, UpstreamBackend};
@@ -33,6 +35,7 @@ const NO_ROUTE_LABEL: &str = "none";
 /// The gateway's request handling; one instance serves every request.
 pub struct Gateway {
     live: Arc<Live>,
+    head_policy: HeadPolicy,
     metrics: Arc<Metrics>,
     request_ids: RequestIds,
     in_flight: Arc<InFlight>,
@@ -65,9 +68,18 @@ enum AuthRetry {
 }
 
 impl Gateway {
-    pub fn new(live: Arc<Live>, metrics: Arc<Metrics>, in_flight: Arc<InFlight>) -> Self {
+    pub fn new(
+        live: Arc<Live>,
+        server: &crate::config::Server,
+        metrics: Arc<Metrics>,
+        in_flight: Arc<InFlight>,
+    ) -> Self {
         Gateway {
             live,
+            head_policy: HeadPolicy {
+                paths: server.paths,
+                underscores: server.headers_with_underscores,
+            },
             metrics,
             request_ids: RequestIds::new(),
             in_flight,
@@ -106,6 +118,17 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestContext,
     ) -> pingora::Result<bool> {
         ctx.request_id = self.request_ids.for_request(session.req_header());
+        match head::make_canonical(session.req_header_mut(), &self.head_policy) {
+            Ok(changes) => self
+                .metrics
+                .underscore_headers_dropped
+                .inc_by(changes.underscore_headers_dropped),
+            Err(detail) => {
+                self.refuse(session, ctx, ErrorKind::BadRequest, detail, None, true)
+                    .await;
+                return Ok(true);
+            }
+        }
         let request = session.req_header();
         let host = request
             .uri
@@ -443,6 +466,36 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// pingora's own error line quotes the request target (query included) and the error's
+    /// context, which for a reply that fails to parse is the raw bytes. The access line
+    /// records the failure instead, with only its kind and an operating-system cause.
+    fn suppress_error_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestContext,
+        _error: &Error,
+    ) -> bool {
+        true
+    }
+
+    /// As [`Self::suppress_error_log`], for the warning pingora logs before a retry; the
+    /// access line says `retried` and `tollgate_upstream_retries_total` counts it.
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestContext,
+        _error: &Error,
+        _context: pingora::proxy::ProxyWarnLogContext,
+    ) -> bool {
+        true
+    }
+
+    /// Method and canonical path, never the query: a query may carry a caller's key.
+    fn request_summary(&self, session: &Session, _ctx: &RequestContext) -> String {
+        let request = session.req_header();
+        format!("{} {}", request.method, request.uri.path())
+    }
+
     async fn logging(
         &self,
         session: &mut Session,
@@ -483,6 +536,7 @@ impl ProxyHttp for Gateway {
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             retried = ctx.auth_retry == AuthRetry::Done,
             error = error.map(|e| e.etype().as_str()),
+            cause = error.and_then(os_cause),
         );
     }
 }
@@ -493,6 +547,21 @@ fn total_timeout() -> Box<Error> {
     let mut error = Error::explain(ErrorType::ReadTimedout, "the route's total timeout passed");
     error.set_retry(false);
     error.into_up()
+}
+
+/// The operating system's word on a failed exchange ("Connection refused"), if that is
+/// what failed: unlike an error's context, it never quotes request or reply bytes.
+fn os_cause(error: &Error) -> Option<String> {
+    let mut cause = error.cause.as_deref();
+    while let Some(inner) = cause {
+        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+            return Some(io.to_string());
+        }
+        cause = inner
+            .downcast_ref::<Error>()
+            .and_then(|nested| nested.cause.as_deref());
+    }
+    None
 }
 
 /// The `Content-Length` the caller declared, if any.

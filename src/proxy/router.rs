@@ -11,7 +11,15 @@ pub trait Matchable {
 
 pub struct Router<R> {
     /// Longest prefix first; among equal prefixes, host-specific routes first.
-    routes: Vec<Arc<R>>,
+    routes: Vec<Entry<R>>,
+}
+
+struct Entry<R> {
+    route: Arc<R>,
+    /// A prefix `/x/` also takes the path `/x` (the directory itself), unless another route
+    /// has the prefix `/x`: otherwise `/x` would fall to a shorter route, without this
+    /// route's checks, while many upstreams serve the same directory for it.
+    takes_bare_directory: bool,
 }
 
 impl<R: Matchable> Router<R> {
@@ -23,23 +31,47 @@ impl<R: Matchable> Router<R> {
                 .cmp(&a.path_prefix().len())
                 .then_with(|| b.host().is_some().cmp(&a.host().is_some()))
         });
+        let prefixes: Vec<String> = routes.iter().map(|r| r.path_prefix().to_owned()).collect();
+        let routes = routes
+            .into_iter()
+            .map(|route| {
+                let directory = route
+                    .path_prefix()
+                    .strip_suffix('/')
+                    .filter(|d| !d.is_empty());
+                let takes_bare_directory =
+                    directory.is_some_and(|d| !prefixes.iter().any(|p| p == d));
+                Entry {
+                    route,
+                    takes_bare_directory,
+                }
+            })
+            .collect();
         Router { routes }
     }
 
     /// Every route, in matching order.
     pub fn routes(&self) -> impl Iterator<Item = &Arc<R>> {
-        self.routes.iter()
+        self.routes.iter().map(|entry| &entry.route)
     }
 
-    /// `host` is the request's host without port, any case.
+    /// `host` is the request's host without port, any case, and `path` its canonical path.
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Arc<R>> {
-        self.routes.iter().find(|route| {
-            let host_matches = match route.host() {
-                None => true,
-                Some(wanted) => host.is_some_and(|host| host.eq_ignore_ascii_case(wanted)),
-            };
-            host_matches && prefix_matches(route.path_prefix(), path)
-        })
+        self.routes
+            .iter()
+            .find(|entry| {
+                let route = &entry.route;
+                let host_matches = match route.host() {
+                    None => true,
+                    Some(wanted) => host.is_some_and(|host| host.eq_ignore_ascii_case(wanted)),
+                };
+                host_matches
+                    && (prefix_matches(route.path_prefix(), path)
+                        || (entry.takes_bare_directory
+                            && path.len() + 1 == route.path_prefix().len()
+                            && route.path_prefix().starts_with(path)))
+            })
+            .map(|entry| &entry.route)
     }
 }
 
@@ -51,13 +83,16 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
     }
 }
 
-/// The host of a `Host` header value or an authority: port removed, brackets of an IPv6
-/// literal kept out.
+/// The host of a `Host` header value or an authority, as routes match it: port removed,
+/// brackets of an IPv6 literal kept out, and a trailing dot (`api.example.`, the same name
+/// fully qualified) dropped.
 pub fn host_without_port(authority: &str) -> &str {
-    if let Some(rest) = authority.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    authority.split(':').next().unwrap_or(authority)
+    let host = if let Some(rest) = authority.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        authority.split(':').next().unwrap_or(authority)
+    };
+    host.strip_suffix('.').unwrap_or(host)
 }
 
 #[cfg(test)]
@@ -125,5 +160,27 @@ mod tests {
         assert_eq!(host_without_port("example.com:8080"), "example.com");
         assert_eq!(host_without_port("[::1]:8080"), "::1");
         assert_eq!(host_without_port("example.com"), "example.com");
+        assert_eq!(host_without_port("example.com.:80"), "example.com");
+    }
+
+    #[test]
+    fn a_directory_prefix_also_takes_the_directory_itself() {
+        assert_eq!(found(None, "/api/v2"), Some("api-v2"));
+        let route = |name, prefix| {
+            Arc::new(TestRoute {
+                name,
+                host: None,
+                prefix,
+            })
+        };
+        // Unless a route names that path exactly.
+        let router = Router::new(vec![
+            route("dir", "/x/"),
+            route("exact", "/x"),
+            route("root", "/"),
+        ]);
+        assert_eq!(router.find(None, "/x").map(|r| r.name), Some("exact"));
+        assert_eq!(router.find(None, "/x/y").map(|r| r.name), Some("dir"));
+        assert_eq!(router.find(None, "/").map(|r| r.name), Some("root"));
     }
 }

@@ -232,7 +232,8 @@ impl Gateway {
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let text = yaml
             .replace("{listen}", &proxy.to_string())
-            .replace("{admin}", &admin.to_string());
+            .replace("{admin}", &admin.to_string())
+            .replace("{admin_any}", &format!("0.0.0.0:{}", admin.port()));
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("tollgate.yaml");
         std::fs::write(&config, text).expect("write config");
@@ -303,6 +304,10 @@ impl Gateway {
 
     pub fn proxy_addr(&self) -> SocketAddr {
         self.proxy
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
     }
 
     pub fn client(&self) -> &reqwest::Client {
