@@ -8,12 +8,12 @@ use async_trait::async_trait;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use pingora::http::RequestHeader;
 
+use tollgate::canonical::{canonical_path, PathPolicy};
 use tollgate::config;
 use tollgate::metrics::Metrics;
 use tollgate::providers::{Grant, Provider, ProviderError};
-use tollgate::proxy::rewrite;
-use tollgate::proxy::router::Router;
-use tollgate::proxy::CompiledRoute;
+use tollgate::proxy::{rewrite, Exchange};
+use tollgate::routing::{CompiledRoute, Router};
 use tollgate::secret::Secret;
 use tollgate::tokens::TokenManager;
 
@@ -89,7 +89,11 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let route = &routes[73];
+    let mut exchange = Exchange::new(Arc::clone(&routes[73]), Arc::clone(&tokens));
+    exchange.token = Some(token);
+    exchange
+        .next_peer(std::time::Instant::now())
+        .expect("a backend");
     let client = Some(std::net::IpAddr::from([10, 1, 2, 3]));
     c.bench_function("build_upstream_request", |b| {
         b.iter(|| {
@@ -102,15 +106,27 @@ fn bench(c: &mut Criterion) {
                 .insert_header("authorization", "Bearer caller-supplied")
                 .expect("header");
             rewrite::upstream_request(
-                route,
-                &route.backends[0],
-                Some(&token),
+                &exchange,
                 client,
                 &http::HeaderValue::from_static("req-1"),
                 &mut request,
             )
             .expect("rewrite");
             request
+        })
+    });
+
+    let policy = PathPolicy::default();
+    c.bench_function("canonical_path_already_canonical", |b| {
+        b.iter(|| canonical_path(black_box(b"/service-73/v1/items/42"), &policy).is_ok())
+    });
+    c.bench_function("canonical_path_with_dot_segments", |b| {
+        b.iter(|| {
+            canonical_path(
+                black_box(b"/service-73/v1/./items/%2e%2e/items/42"),
+                &policy,
+            )
+            .is_ok()
         })
     });
 

@@ -12,8 +12,8 @@ use axum::{Json, Router};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use crate::generation::Live;
 use crate::inbound::api_key::constant_time_eq;
-use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::tokens::TokenManager;
 

@@ -10,13 +10,11 @@ use tokio::runtime::Runtime;
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
-use crate::live::{Live, Routing};
+use crate::generation::{self, Generation, Live};
 use crate::metrics::Metrics;
-use crate::providers::{self, BuildError};
-use crate::proxy::{Gateway, RouteBuildError};
+use crate::proxy::Gateway;
 use crate::reload::Reloader;
 use crate::shutdown::{Drainer, InFlight, Signals};
-use crate::tokens::TokenManager;
 
 /// After the drain time, pingora gives its runtimes this long to stop.
 const RUNTIME_SHUTDOWN_SECONDS: u64 = 1;
@@ -31,9 +29,7 @@ pub enum StartError {
     #[error("cannot set up metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
-    Provider(#[from] BuildError),
-    #[error(transparent)]
-    Route(#[from] RouteBuildError),
+    Generation(#[from] generation::BuildError),
     #[error("cannot listen on {addr}: {error}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -58,19 +54,12 @@ impl App {
             .enable_all()
             .build()
             .map_err(StartError::Runtime)?;
-        warn_about_unverified_tls(&config);
         let metrics = Arc::new(Metrics::new()?);
-        metrics.prepare(&config);
-        let mut clients = Vec::with_capacity(config.providers.len());
-        for spec in &config.providers {
-            clients.push((spec, providers::build(spec)?));
-        }
-        let tokens = TokenManager::new(clients, control.handle().clone(), Arc::clone(&metrics));
-        let routing = Routing::build(&config, tokens, control.handle())?;
+        let generation = Generation::build(&config, None, control.handle(), &metrics)?;
         Ok(App {
             config,
             control,
-            live: Arc::new(Live::from_pointee(routing)),
+            live: Arc::new(Live::from_pointee(generation)),
             metrics,
             config_path: None,
         })
@@ -114,7 +103,7 @@ impl App {
         });
         self.live.load().tokens.start_refreshers();
         self.control
-            .spawn(crate::proxy::dns::run(Arc::clone(&self.live)));
+            .spawn(generation::dns::run(Arc::clone(&self.live)));
         if let Some(path) = &self.config_path {
             let reloader = Reloader::new(
                 path.clone(),
@@ -186,24 +175,6 @@ impl App {
         self.control
             .shutdown_timeout(std::time::Duration::from_secs(1));
         Ok(())
-    }
-}
-
-/// Turning certificate checks off is allowed, but never silently (at start and on reload).
-pub(crate) fn warn_about_unverified_tls(config: &Config) {
-    for provider in &config.providers {
-        if provider.tls.insecure_skip_verify {
-            tracing::warn!(provider = %provider.name, "TLS certificate verification is OFF for this provider (tls.insecure_skip_verify)");
-        }
-    }
-    for route in &config.routes {
-        if route
-            .backends
-            .iter()
-            .any(|b| b.tls && b.tls_settings.insecure_skip_verify)
-        {
-            tracing::warn!(route = %route.name, "TLS certificate verification is OFF for this route's upstream (upstream.tls.insecure_skip_verify)");
-        }
     }
 }
 

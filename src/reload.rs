@@ -12,9 +12,8 @@ use sha2::{Digest, Sha256};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{self, Config, Server};
-use crate::live::{Live, Routing};
+use crate::generation::{self, Generation, Live};
 use crate::metrics::Metrics;
-use crate::providers;
 
 /// How often the config file is read to see whether it changed.
 const WATCH_INTERVAL: Duration = Duration::from_secs(2);
@@ -35,9 +34,7 @@ enum ReloadError {
     #[error("invalid config:\n{0}")]
     Invalid(#[from] config::ConfigErrors),
     #[error(transparent)]
-    Provider(#[from] providers::BuildError),
-    #[error(transparent)]
-    Route(#[from] crate::proxy::RouteBuildError),
+    Generation(#[from] generation::BuildError),
 }
 
 impl Reloader {
@@ -123,19 +120,16 @@ impl Reloader {
             tracing::warn!("the server section changed; listeners, threads and drain time apply after a restart");
         }
         let current = self.live.load_full();
-        let successor = current
-            .tokens
-            .successor(&config.providers, providers::build)?;
-        let routing = Routing::build(
+        let next = Generation::build(
             &config,
-            Arc::clone(&successor),
+            Some(&current),
             &tokio::runtime::Handle::current(),
+            &self.metrics,
         )?;
-        crate::app::warn_about_unverified_tls(&config);
-        self.metrics.prepare(&config);
+        let successor = Arc::clone(&next.tokens);
         let provider_names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
         successor.start_refreshers();
-        self.live.store(Arc::new(routing));
+        self.live.store(Arc::new(next));
         current.tokens.retire_replaced(&successor).await;
         let kept: Vec<&str> = provider_names
             .iter()

@@ -14,7 +14,7 @@ use pingora::server::{ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::live::Live;
+use crate::generation::Live;
 
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 

@@ -1,36 +1,44 @@
-//! The pingora side: a thin [`ProxyHttp`] that routes, asks the token manager for the
-//! route's credential, injects it, and retries once when the upstream rejects it.
+//! The pingora side: a thin [`ProxyHttp`]. Each phase hands its work to one module:
+//!
+//! 1. `request_filter`: the head made canonical ([`head`]), the route matched, the route's
+//!    admission steps run ([`admission`]: body limit, inbound checks, credential).
+//! 2. `upstream_peer`: the backend picked; on the retry after a rejection, a fresh
+//!    credential ([`credential`]).
+//! 3. `upstream_request_filter`: all header work in one step ([`rewrite`]).
+//! 4. `upstream_response_filter`: a rejection status purges the token and retries once.
+//! 5. `fail_to_proxy`: every refusal answered from one mapping ([`refusal`]).
+//! 6. `logging`: metrics and the access line ([`access`]).
+//!
+//! A phase that refuses records the [`Refusal`] in the context and returns an error, so
+//! every refusal, whichever phase decided it, is answered by `fail_to_proxy`.
 
-pub mod dns;
+mod access;
+mod admission;
+mod context;
+mod credential;
 mod head;
+mod refusal;
 mod request_id;
-mod respond;
 pub mod rewrite;
-mod route;
-pub mod router;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
-use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::{Error, ErrorSource, ErrorType};
+use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
+use pingora::{Error, ErrorType};
 
-use crate::inbound::{outcome_label, Identity};
-use crate::live::Live;
+use crate::config::Server;
+use crate::generation::Live;
 use crate::metrics::Metrics;
-use crate::shutdown::{InFlight, InFlightGuard};
-use crate::tokens::{CredentialUnavailable, Token, TokenManager};
+use crate::routing::host_without_port;
+use crate::shutdown::InFlight;
+pub use context::Exchange;
+use context::{refuse, total_timeout, RequestContext};
 use head::HeadPolicy;
+use refusal::{Place, Refusal};
 use request_id::RequestIds;
-use respond::ErrorKind;
-pub use route::{CompiledRoute, RouteBuildError, UpstreamBackend};
-use router::host_without_port;
-
-/// Route label of requests that matched no route.
-const NO_ROUTE_LABEL: &str = "none";
 
 /// The gateway's request handling; one instance serves every request.
 pub struct Gateway {
@@ -41,36 +49,10 @@ pub struct Gateway {
     in_flight: Arc<InFlight>,
 }
 
-/// Per-request state carried between pingora's phases.
-pub struct RequestContext {
-    _in_flight: InFlightGuard,
-    started: Instant,
-    request_id: http::HeaderValue,
-    route: Option<Arc<CompiledRoute>>,
-    /// The token manager of the routing the request started with (reloads swap it).
-    tokens: Option<Arc<TokenManager>>,
-    token: Option<Arc<Token>>,
-    backend: Option<usize>,
-    connect_failures: usize,
-    auth_retry: AuthRetry,
-    unavailable: Option<CredentialUnavailable>,
-    body_bytes: u64,
-    /// What the route's inbound checks established about the caller.
-    identity: Option<Identity>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum AuthRetry {
-    NotYet,
-    /// The upstream refused the token; the next attempt needs a fresh one.
-    Pending,
-    Done,
-}
-
 impl Gateway {
     pub fn new(
         live: Arc<Live>,
-        server: &crate::config::Server,
+        server: &Server,
         metrics: Arc<Metrics>,
         in_flight: Arc<InFlight>,
     ) -> Self {
@@ -96,20 +78,7 @@ impl ProxyHttp for Gateway {
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
     fn new_ctx(&self) -> RequestContext {
-        RequestContext {
-            _in_flight: self.in_flight.enter(),
-            started: Instant::now(),
-            request_id: http::HeaderValue::from_static("-"),
-            route: None,
-            tokens: None,
-            token: None,
-            backend: None,
-            connect_failures: 0,
-            auth_retry: AuthRetry::NotYet,
-            unavailable: None,
-            body_bytes: 0,
-            identity: None,
-        }
+        RequestContext::new(self.in_flight.enter())
     }
 
     async fn request_filter(
@@ -118,90 +87,27 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestContext,
     ) -> pingora::Result<bool> {
         ctx.request_id = self.request_ids.for_request(session.req_header());
-        match head::make_canonical(session.req_header_mut(), &self.head_policy) {
-            Ok(changes) => self
-                .metrics
-                .underscore_headers_dropped
-                .inc_by(changes.underscore_headers_dropped),
-            Err(detail) => {
-                self.refuse(session, ctx, ErrorKind::BadRequest, detail, None, true)
-                    .await;
-                return Ok(true);
-            }
-        }
+        let changes = head::make_canonical(session.req_header_mut(), &self.head_policy)
+            .map_err(|detail| refuse(&mut ctx.refusal, Refusal::BadRequest(detail)))?;
+        let dropped = changes.underscore_headers_dropped;
+        self.metrics.underscore_headers_dropped.inc_by(dropped);
         let request = session.req_header();
         let host = request
-            .uri
-            .host()
-            .or_else(|| {
-                request
-                    .headers
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-            })
-            .map(host_without_port);
-        let (route, tokens) = {
-            let routing = self.live.load();
-            let route = routing.router.find(host, request.uri.path()).cloned();
-            (route, Arc::clone(&routing.tokens))
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok());
+        let generation = self.live.load();
+        let Some(route) = generation
+            .router
+            .find(host.map(host_without_port), request.uri.path())
+        else {
+            return Err(refuse(&mut ctx.refusal, Refusal::NoRoute));
         };
-        ctx.tokens = Some(Arc::clone(&tokens));
-        let Some(route) = route else {
-            self.refuse(
-                session,
-                ctx,
-                ErrorKind::NoRoute,
-                "no route matches this host and path",
-                None,
-                false,
-            )
-            .await;
-            return Ok(true);
-        };
-        ctx.route = Some(Arc::clone(&route));
-        if declared_body_length(session.req_header())
-            .is_some_and(|length| length > route.max_request_body)
-        {
-            let detail = format!(
-                "the request body is larger than this route's limit of {} bytes",
-                route.max_request_body
-            );
-            self.refuse(
-                session,
-                ctx,
-                ErrorKind::PayloadTooLarge,
-                &detail,
-                None,
-                true,
-            )
-            .await;
-            return Ok(true);
-        }
-        if let Some(inbound) = &route.inbound {
-            let request = session.req_header();
-            let outcome = inbound.check(&request.method, &request.headers).await;
-            self.metrics
-                .inbound_auth
-                .with_label_values(&[&route.name, outcome_label(&outcome)])
-                .inc();
-            match outcome {
-                Ok(identity) => ctx.identity = Some(identity),
-                Err(refusal) => {
-                    self.refuse_caller(session, ctx, &refusal).await;
-                    return Ok(true);
-                }
-            }
-        }
-        if let Some(credential) = &route.credential {
-            match tokens.credential(credential.provider).await {
-                Ok(token) => ctx.token = Some(token),
-                Err(unavailable) => {
-                    self.refuse_unavailable(session, ctx, &unavailable, false)
-                        .await;
-                    return Ok(true);
-                }
-            }
-        }
+        let exchange = Exchange::new(Arc::clone(route), Arc::clone(&generation.tokens));
+        let exchange = ctx.exchange.insert(exchange);
+        admission::admit(exchange, request, &self.metrics)
+            .await
+            .map_err(|refusal| refuse(&mut ctx.refusal, refusal))?;
         Ok(false)
     }
 
@@ -212,19 +118,15 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut RequestContext,
     ) -> pingora::Result<()> {
-        let limit = ctx
-            .route
-            .as_deref()
-            .map_or(u64::MAX, |r| r.max_request_body);
-        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
-        if ctx.body_bytes > limit {
-            // A chunked body that outgrew the limit; the declared-length case was refused earlier.
-            return Err(Error::explain(
-                ErrorType::HTTPStatus(413),
-                "request body over the route's limit",
-            ));
+        let Some(exchange) = ctx.exchange.as_mut() else {
+            return Ok(());
+        };
+        if exchange.count_body(body.as_ref().map_or(0, |b| b.len())) {
+            return Ok(());
         }
-        Ok(())
+        // A body without a declared length that outgrew the limit.
+        let limit = exchange.route.max_request_body;
+        Err(refuse(&mut ctx.refusal, Refusal::PayloadTooLarge { limit }))
     }
 
     async fn upstream_peer(
@@ -232,54 +134,19 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut RequestContext,
     ) -> pingora::Result<Box<HttpPeer>> {
-        let (Some(route), Some(tokens)) = (ctx.route.as_deref(), ctx.tokens.as_ref()) else {
-            return Err(Error::explain(
-                ErrorType::InternalError,
-                "no route in context",
-            ));
-        };
-        if ctx.auth_retry == AuthRetry::Pending {
-            ctx.auth_retry = AuthRetry::Done;
-            if let Some(credential) = &route.credential {
-                match tokens.credential(credential.provider).await {
-                    Ok(token) => ctx.token = Some(token),
-                    Err(unavailable) => {
-                        ctx.unavailable = Some(unavailable);
-                        return Err(Error::explain(
-                            ErrorType::HTTPStatus(503),
-                            "no credential for the retry",
-                        ));
-                    }
-                }
-            }
+        let RequestContext {
+            exchange,
+            refusal,
+            started,
+            ..
+        } = ctx;
+        let exchange = exchange.as_mut().ok_or_else(no_exchange)?;
+        if exchange.retry.begin_attempt() {
+            exchange.token = credential::obtain(&exchange.tokens, &exchange.route)
+                .await
+                .map_err(|unavailable| refuse(refusal, unavailable))?;
         }
-        let failed = ctx.backend.filter(|_| ctx.connect_failures > 0);
-        let index = route.pick_backend(failed);
-        ctx.backend = Some(index);
-        // The route's total deadline caps every wait on this attempt.
-        let left = route.timeouts.total.saturating_sub(ctx.started.elapsed());
-        if left.is_zero() {
-            return Err(total_timeout());
-        }
-        let mut peer = HttpPeer::clone(&route.backends[index].peer.load());
-        peer.options.connection_timeout = Some(route.timeouts.connect.min(left));
-        peer.options.total_connection_timeout = Some(route.timeouts.connect.min(left));
-        peer.options.read_timeout = Some(route.timeouts.read.min(left));
-        peer.options.write_timeout = Some(route.timeouts.write.min(left));
-        Ok(Box::new(peer))
-    }
-
-    fn upstream_response_body_filter(
-        &self,
-        _session: &mut Session,
-        _body: &mut Option<bytes::Bytes>,
-        _end_of_stream: bool,
-        ctx: &mut RequestContext,
-    ) -> pingora::Result<Option<std::time::Duration>> {
-        match &ctx.route {
-            Some(route) if ctx.started.elapsed() > route.timeouts.total => Err(total_timeout()),
-            _ => Ok(None),
-        }
+        exchange.next_peer(*started)
     }
 
     async fn upstream_request_filter(
@@ -288,45 +155,12 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestContext,
     ) -> pingora::Result<()> {
-        let (Some(route), Some(index)) = (ctx.route.as_deref(), ctx.backend) else {
-            return Err(Error::explain(
-                ErrorType::InternalError,
-                "no route or backend in context",
-            ));
-        };
+        let exchange = ctx.exchange.as_ref().ok_or_else(no_exchange)?;
         let client = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        if let Some(inbound) = &route.inbound {
-            // Before the credential goes in: the caller's own credential may use the same
-            // header, and identity headers must never be the caller's copies.
-            for name in inbound.headers_to_strip() {
-                upstream_request.remove_header(name);
-            }
-            // A caller credential that is forwarded still never shows in a debug log.
-            for name in inbound.credential_headers() {
-                if let Some(mut value) = upstream_request.remove_header(name) {
-                    value.set_sensitive(true);
-                    upstream_request.insert_header(name.clone(), value)?;
-                }
-            }
-        }
-        let token = ctx.token.as_deref();
-        rewrite::upstream_request(
-            route,
-            &route.backends[index],
-            token,
-            client,
-            &ctx.request_id,
-            upstream_request,
-        )?;
-        if let Some(identity) = &ctx.identity {
-            for (name, value) in &identity.headers {
-                upstream_request.insert_header(name.clone(), value.clone())?;
-            }
-        }
-        Ok(())
+        rewrite::upstream_request(exchange, client, &ctx.request_id, upstream_request)
     }
 
     async fn upstream_response_filter(
@@ -336,25 +170,17 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestContext,
     ) -> pingora::Result<()> {
         let status = upstream_response.status.as_u16();
-        let Some(route) = ctx.route.as_deref() else {
+        let Some(exchange) = ctx.exchange.as_mut() else {
             return Ok(());
         };
-        if !route.retry_statuses.contains(&status) {
+        if !exchange.route.retry_statuses.contains(&status)
+            || !credential::rejected(exchange, replayable(session)).await
+        {
             return Ok(());
         }
-        let (Some(credential), Some(token), Some(tokens)) =
-            (&route.credential, &ctx.token, &ctx.tokens)
-        else {
-            return Ok(());
-        };
-        tokens.reject(credential.provider, token.id).await;
-        if ctx.auth_retry != AuthRetry::NotYet || !replayable(session) {
-            return Ok(());
-        }
-        ctx.auth_retry = AuthRetry::Pending;
         self.metrics
             .upstream_retries
-            .with_label_values(&[&route.name, "credential_rejected"])
+            .with_label_values(&[&exchange.route.name, "credential_rejected"])
             .inc();
         let mut error = Error::explain(
             ErrorType::HTTPStatus(status),
@@ -374,6 +200,19 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestContext,
+    ) -> pingora::Result<Option<std::time::Duration>> {
+        match &ctx.exchange {
+            Some(e) if ctx.started.elapsed() > e.route.timeouts.total => Err(total_timeout()),
+            _ => Ok(None),
+        }
+    }
+
     fn error_while_proxy(
         &self,
         peer: &HttpPeer,
@@ -383,9 +222,9 @@ impl ProxyHttp for Gateway {
         client_reused: bool,
     ) -> Box<Error> {
         let mut error = error.more_context(format!("Peer: {peer}"));
-        if ctx.auth_retry == AuthRetry::Pending && matches!(error.etype(), ErrorType::HTTPStatus(_))
-        {
-            // Our own retry after a credential rejection: replayability was checked already.
+        let our_retry = ctx.exchange.as_ref().is_some_and(|e| e.retry.is_pending());
+        if our_retry && matches!(error.etype(), ErrorType::HTTPStatus(_)) {
+            // Replayability was checked when the retry was decided.
             return error;
         }
         if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
@@ -404,11 +243,11 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestContext,
         mut error: Box<Error>,
     ) -> Box<Error> {
-        ctx.connect_failures += 1;
-        let backends = ctx.route.as_deref().map_or(1, |r| r.backends.len());
-        // Nothing reached the upstream yet, so trying the next backend is always safe.
-        if ctx.connect_failures < backends {
-            error.set_retry(true);
+        if let Some(exchange) = ctx.exchange.as_mut() {
+            let backends = exchange.route.backends.len();
+            if exchange.attempt.connect_failed(backends) {
+                error.set_retry(true);
+            }
         }
         error
     }
@@ -419,50 +258,37 @@ impl ProxyHttp for Gateway {
         error: &Error,
         ctx: &mut RequestContext,
     ) -> FailToProxy {
-        if session.response_written().is_some() {
-            return FailToProxy {
-                error_code: 0,
-                can_reuse_downstream: false,
-            };
-        }
-        if let Some(unavailable) = ctx.unavailable.clone() {
-            self.refuse_unavailable(session, ctx, &unavailable, true)
-                .await;
-            return FailToProxy {
-                error_code: 503,
-                can_reuse_downstream: false,
-            };
-        }
-        let kind = match (error.esource(), error.etype()) {
-            (_, ErrorType::HTTPStatus(413)) => ErrorKind::PayloadTooLarge,
-            (
-                ErrorSource::Upstream,
-                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
-            ) => ErrorKind::UpstreamTimeout,
-            (ErrorSource::Upstream, _) => ErrorKind::UpstreamUnreachable,
-            (
-                ErrorSource::Downstream,
-                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
-            ) => {
-                return FailToProxy {
-                    error_code: 0,
-                    can_reuse_downstream: false,
-                };
-            }
-            (ErrorSource::Downstream, _) => ErrorKind::BadRequest,
-            _ => ErrorKind::Internal,
-        };
-        let detail = match kind {
-            ErrorKind::UpstreamUnreachable => "the upstream could not be reached",
-            ErrorKind::UpstreamTimeout => "the upstream did not answer in time",
-            ErrorKind::BadRequest => "the request could not be read",
-            ErrorKind::PayloadTooLarge => "the request body is larger than this route's limit",
-            _ => "the gateway failed to proxy the request",
-        };
-        self.refuse(session, ctx, kind, detail, None, true).await;
-        FailToProxy {
-            error_code: kind.status(),
+        let gone = FailToProxy {
+            error_code: 0,
             can_reuse_downstream: false,
+        };
+        if session.response_written().is_some() {
+            return gone;
+        }
+        if ctx.refusal.is_none() {
+            ctx.refusal = Refusal::from_proxy_error(error);
+        }
+        let Some(refusal) = &ctx.refusal else {
+            return gone;
+        };
+        if let (Refusal::CredentialUnavailable(_), Some(exchange)) = (refusal, &ctx.exchange) {
+            let route = exchange.route.name.as_str();
+            self.metrics
+                .credential_unavailable
+                .with_label_values(&[route])
+                .inc();
+        }
+        let place = Place {
+            route: ctx.exchange.as_ref().map(|e| e.route.as_ref()),
+            upstream_tried: ctx
+                .exchange
+                .as_ref()
+                .is_some_and(|e| e.attempt.backend().is_some()),
+        };
+        let (status, reuse) = refusal::send(session, refusal, place, &ctx.request_id).await;
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: reuse,
         }
     }
 
@@ -485,7 +311,7 @@ impl ProxyHttp for Gateway {
         _session: &Session,
         _ctx: &RequestContext,
         _error: &Error,
-        _context: pingora::proxy::ProxyWarnLogContext,
+        _context: ProxyWarnLogContext,
     ) -> bool {
         true
     }
@@ -502,75 +328,14 @@ impl ProxyHttp for Gateway {
         error: Option<&Error>,
         ctx: &mut RequestContext,
     ) {
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let route = ctx.route.as_deref();
-        let route_name = route.map_or(NO_ROUTE_LABEL, |r| r.name.as_str());
-        let elapsed = ctx.started.elapsed();
-        self.metrics
-            .requests
-            .with_label_values(&[route_name, status_label(status, &mut [0; 3])])
-            .inc();
-        self.metrics
-            .request_duration
-            .with_label_values(&[route_name])
-            .observe(elapsed.as_secs_f64());
-        if let Some(error) = error.filter(|e| matches!(e.esource(), ErrorSource::Upstream)) {
-            self.metrics
-                .upstream_errors
-                .with_label_values(&[route_name, error.etype().as_str()])
-                .inc();
-        }
-        let upstream = match (route, ctx.backend) {
-            (Some(route), Some(index)) => route.backends[index].label.as_str(),
-            _ => "-",
-        };
-        let request = session.req_header();
-        tracing::info!(
-            target: "access",
-            request_id = request_id::as_text(&ctx.request_id),
-            method = %request.method,
-            path = request.uri.path(),
-            route = route_name,
-            status,
-            upstream,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            retried = ctx.auth_retry == AuthRetry::Done,
-            error = error.map(|e| e.etype().as_str()),
-            cause = error.and_then(os_cause),
-        );
+        access::record(&self.metrics, session, error, ctx);
     }
 }
 
-/// The route's whole-exchange deadline passed: a timeout on the upstream side (504, or a
-/// cut response once the header went out).
-fn total_timeout() -> Box<Error> {
-    let mut error = Error::explain(ErrorType::ReadTimedout, "the route's total timeout passed");
-    error.set_retry(false);
-    error.into_up()
-}
-
-/// The operating system's word on a failed exchange ("Connection refused"), if that is
-/// what failed: unlike an error's context, it never quotes request or reply bytes.
-fn os_cause(error: &Error) -> Option<String> {
-    let mut cause = error.cause.as_deref();
-    while let Some(inner) = cause {
-        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
-            return Some(io.to_string());
-        }
-        cause = inner
-            .downcast_ref::<Error>()
-            .and_then(|nested| nested.cause.as_deref());
-    }
-    None
-}
-
-/// The `Content-Length` the caller declared, if any.
-fn declared_body_length(request: &RequestHeader) -> Option<u64> {
-    request
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|text| text.trim().parse().ok())
+/// A phase after the route match ran without one: pingora calls them only after
+/// `request_filter` let the request through.
+fn no_exchange() -> Box<Error> {
+    Error::explain(ErrorType::InternalError, "no route in context")
 }
 
 /// A request can be sent again when its whole body is still held by pingora's retry
@@ -578,15 +343,4 @@ fn declared_body_length(request: &RequestHeader) -> Option<u64> {
 fn replayable(session: &mut Session) -> bool {
     session.is_body_empty()
         || (session.is_body_done() && !session.as_ref().retry_buffer_truncated())
-}
-
-/// The status code as label text, written into `buffer` so recording allocates nothing.
-fn status_label(status: u16, buffer: &mut [u8; 3]) -> &str {
-    if !(100..=999).contains(&status) {
-        return "0";
-    }
-    buffer[0] = b'0' + (status / 100) as u8;
-    buffer[1] = b'0' + (status / 10 % 10) as u8;
-    buffer[2] = b'0' + (status % 10) as u8;
-    std::str::from_utf8(buffer).unwrap_or("0")
 }

@@ -1,5 +1,6 @@
-//! What the upstream receives: the rewritten path, its own Host, the injected credential
-//! in place of any the caller sent, and the forwarding headers.
+//! What the upstream receives, in one step: the rewritten path, its own Host, the caller's
+//! identity headers and credential handled as the route's inbound checks say, the
+//! injected credential in place of any the caller sent, and the forwarding headers.
 //!
 //! This runs on every request, so values are built straight into header bytes: no
 //! `format!`, and no copy between a `String` and a `HeaderValue`.
@@ -11,7 +12,8 @@ use http::{HeaderValue, Uri};
 use pingora::http::RequestHeader;
 use pingora::{Error, ErrorType};
 
-use super::route::{CompiledRoute, UpstreamBackend};
+use super::context::Exchange;
+use crate::routing::{CompiledRoute, UpstreamBackend};
 use crate::tokens::Token;
 
 /// Header names as `&'static str`: pingora keeps their case on the wire without copying them.
@@ -20,56 +22,106 @@ pub const X_FORWARDED_PROTO: &str = "X-Forwarded-Proto";
 pub const X_REQUEST_ID: &str = "X-Request-Id";
 
 pub fn upstream_request(
-    route: &CompiledRoute,
-    backend: &UpstreamBackend,
-    token: Option<&Token>,
+    exchange: &Exchange,
     client: Option<IpAddr>,
     request_id: &HeaderValue,
     request: &mut RequestHeader,
 ) -> pingora::Result<()> {
-    // A target not in origin form (absolute form, `*`) is always rebuilt as a path: pingora
-    // keeps it verbatim otherwise, client host and all.
-    if route.rewrites_path(backend) || !request.raw_path().starts_with(b"/") {
-        let path = route.upstream_path(backend, request.uri.path(), request.uri.query());
-        let uri: Uri = path.parse().map_err(|_| {
-            Error::explain(
-                ErrorType::InvalidHTTPHeader,
-                "rewritten path is not a valid URI",
-            )
-        })?;
-        request.set_uri(uri);
-    }
+    let route = exchange.route.as_ref();
+    let Some(backend) = exchange
+        .attempt
+        .backend()
+        .map(|index| &route.backends[index])
+    else {
+        return Err(Error::explain(
+            ErrorType::InternalError,
+            "no backend chosen",
+        ));
+    };
+    path(route, backend, request)?;
     if !route.preserve_host {
         request.insert_header(http::header::HOST, backend.authority.clone())?;
     }
-    if let Some(credential) = &route.credential {
-        let Some(token) = token else {
-            // Never forward a request that should carry a credential without one.
-            return Err(Error::explain(
-                ErrorType::InternalError,
-                "route needs a credential but none is held",
-            ));
-        };
-        let rendered = credential
-            .format
-            .render(token.value.expose(), &token.token_type);
-        let mut value = HeaderValue::from_maybe_shared(Bytes::from(rendered)).map_err(|_| {
-            Error::explain(
-                ErrorType::InternalError,
-                "token is not a valid header value",
-            )
-        })?;
-        // Sensitive values print as "Sensitive" in pingora's debug log of the request.
-        value.set_sensitive(true);
-        // Inserting replaces every copy the caller sent: only ours reaches the upstream.
-        request.insert_header(credential.header.clone(), value)?;
-    }
+    caller_headers(exchange, request)?;
+    credential(route, exchange.token.as_deref(), request)?;
     if let Some(client) = client {
         let value = forwarded_for(request.headers.get(X_FORWARDED_FOR), client);
         request.insert_header(X_FORWARDED_FOR, value)?;
     }
     request.insert_header(X_FORWARDED_PROTO, HeaderValue::from_static("http"))?;
     request.insert_header(X_REQUEST_ID, request_id.clone())?;
+    Ok(())
+}
+
+/// The request arrives canonical and in origin form; only a prefix to strip or a base path
+/// to add changes it.
+fn path(
+    route: &CompiledRoute,
+    backend: &UpstreamBackend,
+    request: &mut RequestHeader,
+) -> pingora::Result<()> {
+    if !route.rewrites_path(backend) && request.raw_path().starts_with(b"/") {
+        return Ok(());
+    }
+    let path = route.upstream_path(backend, request.uri.path(), request.uri.query());
+    let uri: Uri = path.parse().map_err(|_| {
+        Error::explain(
+            ErrorType::InvalidHTTPHeader,
+            "rewritten path is not a valid URI",
+        )
+    })?;
+    request.set_uri(uri);
+    Ok(())
+}
+
+/// Identity headers are never the caller's copies, and the caller's credential is removed
+/// (or, when forwarded, marked so that no debug print shows it), before the route's own
+/// credential goes in: it may use the same header.
+fn caller_headers(exchange: &Exchange, request: &mut RequestHeader) -> pingora::Result<()> {
+    let caller = &exchange.route.caller_headers;
+    for name in &caller.strip {
+        request.remove_header(name);
+    }
+    for name in &caller.sensitive {
+        if let Some(mut value) = request.remove_header(name) {
+            value.set_sensitive(true);
+            request.insert_header(name.clone(), value)?;
+        }
+    }
+    for (name, value) in &exchange.identity.headers {
+        request.insert_header(name.clone(), value.clone())?;
+    }
+    Ok(())
+}
+
+fn credential(
+    route: &CompiledRoute,
+    token: Option<&Token>,
+    request: &mut RequestHeader,
+) -> pingora::Result<()> {
+    let Some(credential) = &route.credential else {
+        return Ok(());
+    };
+    let Some(token) = token else {
+        // Never forward a request that should carry a credential without one.
+        return Err(Error::explain(
+            ErrorType::InternalError,
+            "route needs a credential but none is held",
+        ));
+    };
+    let rendered = credential
+        .format
+        .render(token.value.expose(), &token.token_type);
+    let mut value = HeaderValue::from_maybe_shared(Bytes::from(rendered)).map_err(|_| {
+        Error::explain(
+            ErrorType::InternalError,
+            "token is not a valid header value",
+        )
+    })?;
+    // Sensitive values print as "Sensitive" in any debug print of the request.
+    value.set_sensitive(true);
+    // Inserting replaces every copy the caller sent: only ours reaches the upstream.
+    request.insert_header(credential.header.clone(), value)?;
     Ok(())
 }
 
@@ -111,7 +163,10 @@ fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::tokens::TokenManager;
 
     #[test]
     fn a_sensitive_header_value_does_not_print() {
@@ -124,10 +179,19 @@ mod tests {
     }
 
     fn rewritten(url: &str, target: &[u8]) -> RequestHeader {
-        let route = crate::proxy::route::route_for_tests(url);
+        let route = crate::routing::route_for_tests(&format!(
+            "routes:\n  - {{ name: api, match: {{ path_prefix: / }}, upstream: {{ url: \"{url}\" }} }}\n"
+        ));
+        let tokens = TokenManager::new(
+            vec![],
+            tokio::runtime::Handle::current(),
+            Arc::new(crate::metrics::Metrics::new().unwrap()),
+        );
+        let mut exchange = Exchange::new(route, tokens);
+        exchange.next_peer(std::time::Instant::now()).unwrap();
         let mut request = RequestHeader::build("GET", target, None).unwrap();
         let id = HeaderValue::from_static("id-1");
-        upstream_request(&route, &route.backends[0], None, None, &id, &mut request).unwrap();
+        upstream_request(&exchange, None, &id, &mut request).unwrap();
         request
     }
 

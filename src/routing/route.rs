@@ -1,5 +1,6 @@
-//! A route ready for the request path: its provider resolved to an id, its backends turned
-//! into pingora peers, its header template split, all once at startup.
+//! A route ready for the request path, compiled once when its config is loaded: its
+//! admission steps in the order they run, its provider resolved to an id, its backends
+//! turned into pingora peers, its header work prepared.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,7 +11,7 @@ use http::{HeaderName, HeaderValue};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::WrappedX509;
 
-use super::router::Matchable;
+use super::Matchable;
 use crate::config::{Backend, Route, TokenFormat, UpstreamTimeouts};
 use crate::inbound::Inbound;
 use crate::tokens::{ProviderId, TokenManager};
@@ -22,17 +23,46 @@ pub struct CompiledRoute {
     pub strip_prefix: bool,
     pub backends: Vec<UpstreamBackend>,
     next_backend: AtomicUsize,
+    /// What a request must pass before it is forwarded, in order.
+    pub admission: Vec<Admission>,
+    /// The provider whose token this route injects, for error bodies and rejections.
     pub credential: Option<RouteCredential>,
+    /// Caller headers the upstream must not see as the caller sent them.
+    pub caller_headers: CallerHeaders,
     pub retry_statuses: Vec<u16>,
     pub preserve_host: bool,
     pub max_request_body: u64,
     pub timeouts: UpstreamTimeouts,
-    /// Caller checks (ingress mode), run before the credential is looked up.
-    pub inbound: Option<Inbound>,
+}
+
+/// One step of a route's admission; the first that refuses decides the answer.
+pub enum Admission {
+    /// A declared body over the route's `max_request_body` is refused before it is read.
+    DeclaredBodyLimit,
+    /// The caller checks of ingress mode.
+    Inbound(Box<Inbound>),
+    /// The route's credential, from the token manager.
+    Credential,
+}
+
+pub struct RouteCredential {
+    pub provider: ProviderId,
+    pub provider_name: String,
+    pub header: HeaderName,
+    pub format: TokenFormat,
+}
+
+/// From the route's inbound checks: identity headers (the caller's copies are never
+/// forwarded), and the caller's own credential, removed unless it is forwarded, and never
+/// printed when it is.
+#[derive(Default)]
+pub struct CallerHeaders {
+    pub strip: Vec<HeaderName>,
+    pub sensitive: Vec<HeaderName>,
 }
 
 pub struct UpstreamBackend {
-    /// The pingora peer with the address currently in use; [`super::dns`] swaps in a new
+    /// The pingora peer with the address currently in use; the DNS refresh swaps in a new
     /// one when the host name comes to resolve elsewhere.
     pub peer: ArcSwap<HttpPeer>,
     /// The host name as configured, and its port, for re-resolving.
@@ -42,13 +72,6 @@ pub struct UpstreamBackend {
     pub base_path: String,
     /// `host:port` for logs.
     pub label: String,
-}
-
-pub struct RouteCredential {
-    pub provider: ProviderId,
-    pub provider_name: String,
-    pub header: HeaderName,
-    pub format: TokenFormat,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +127,18 @@ impl CompiledRoute {
             .map(|settings| Inbound::build(settings, control.clone()))
             .transpose()
             .map_err(|e| error(e.to_string()))?;
+        let caller_headers = inbound
+            .as_ref()
+            .map_or_else(CallerHeaders::default, |inbound| CallerHeaders {
+                strip: inbound.headers_to_strip().to_vec(),
+                sensitive: inbound.credential_headers().to_vec(),
+            });
+        // Cheapest first: a body that is too large needs no caller check or token.
+        let mut admission = vec![Admission::DeclaredBodyLimit];
+        admission.extend(inbound.map(|inbound| Admission::Inbound(Box::new(inbound))));
+        if credential.is_some() {
+            admission.push(Admission::Credential);
+        }
         Ok(Arc::new(CompiledRoute {
             name: route.name.clone(),
             host: route.host.clone(),
@@ -111,12 +146,13 @@ impl CompiledRoute {
             strip_prefix: route.strip_prefix,
             backends,
             next_backend: AtomicUsize::new(0),
+            admission,
             credential,
+            caller_headers,
             retry_statuses: route.on_upstream_status.clone(),
             preserve_host: route.preserve_host,
             max_request_body: route.max_request_body,
             timeouts: route.timeouts,
-            inbound,
         }))
     }
 
@@ -137,7 +173,7 @@ impl CompiledRoute {
     }
 
     /// The upstream path: the route prefix removed when asked, the backend's base path put
-    /// in front. `path` is the request's path without query.
+    /// in front. `path` is the request's canonical path without query.
     pub fn upstream_path(
         &self,
         backend: &UpstreamBackend,
@@ -172,8 +208,8 @@ fn upstream_backend(
 ) -> Result<UpstreamBackend, String> {
     let address = resolve(&backend.host, backend.port)?;
     let mut peer = HttpPeer::new(address, backend.tls, backend.host.clone());
-    // Connect, read and write timeouts are set per attempt in `upstream_peer`, capped by
-    // what is left of the route's total.
+    // Connect, read and write timeouts are set per attempt, capped by what is left of the
+    // route's total.
     peer.options.idle_timeout = Some(timeouts.idle);
     if backend.tls_settings.insecure_skip_verify {
         peer.options.verify_cert = false;
@@ -200,7 +236,7 @@ fn upstream_backend(
 }
 
 /// Resolved when the route is built, so the request path never blocks on DNS; later
-/// changes are picked up by [`super::dns`].
+/// changes are picked up by the DNS refresh.
 fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
     (host, port)
         .to_socket_addrs()
@@ -209,16 +245,18 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{host}:{port} resolves to no address"))
 }
 
-/// One route `api` on `/` to `url`, with no provider, for unit tests of the request path.
-/// Must run inside a tokio runtime (the route's inbound checks would use it).
+/// The first route of `yaml` (a whole config), for unit tests of the request path. Must
+/// run inside a tokio runtime (the route's inbound checks would use it).
 #[cfg(test)]
-pub(crate) fn route_for_tests(url: &str) -> Arc<CompiledRoute> {
-    let text = format!(
-        "routes:\n  - {{ name: api, match: {{ path_prefix: / }}, upstream: {{ url: \"{url}\" }} }}\n"
-    );
-    let config = crate::config::parse(&text).expect("test route config");
+pub fn route_for_tests(yaml: &str) -> Arc<CompiledRoute> {
+    let config = crate::config::parse(yaml).expect("test route config");
     let control = tokio::runtime::Handle::current();
-    let metrics = crate::metrics::Metrics::new().expect("metrics");
-    let tokens = TokenManager::new(vec![], control.clone(), Arc::new(metrics));
+    let metrics = Arc::new(crate::metrics::Metrics::new().expect("metrics"));
+    let providers = config
+        .providers
+        .iter()
+        .map(|spec| (spec, crate::providers::build(spec).expect("test provider")))
+        .collect();
+    let tokens = TokenManager::new(providers, control.clone(), metrics);
     CompiledRoute::build(&config.routes[0], &tokens, &control).expect("test route")
 }

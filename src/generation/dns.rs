@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use pingora::upstreams::peer::HttpPeer;
 
-use super::route::UpstreamBackend;
-use super::CompiledRoute;
-use crate::live::Live;
+use super::Live;
+use crate::routing::{CompiledRoute, UpstreamBackend};
 
 /// How often upstream host names are resolved again.
 const REFRESH_INTERVAL: Duration = Duration::from_secs(30);
@@ -25,9 +24,9 @@ pub async fn run(live: Arc<Live>) {
     ticker.tick().await;
     loop {
         ticker.tick().await;
-        let routing = live.load_full();
+        let generation = live.load_full();
         refresh(
-            routing.router.routes().map(|route| route.as_ref()),
+            generation.router.routes().map(|route| route.as_ref()),
             system_lookup,
         )
         .await;
@@ -102,7 +101,13 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::proxy::route::route_for_tests as route_to;
+
+    /// One route `api` on `/` to `url`, with no provider.
+    fn route_to(url: &str) -> std::sync::Arc<CompiledRoute> {
+        crate::routing::route_for_tests(&format!(
+            "routes:\n  - {{ name: api, match: {{ path_prefix: / }}, upstream: {{ url: \"{url}\" }} }}\n"
+        ))
+    }
 
     fn address_of(route: &CompiledRoute) -> SocketAddr {
         *route.backends[0].peer.load()._address.as_inet().unwrap()

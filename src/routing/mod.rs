@@ -1,7 +1,16 @@
-//! Route matching: host (exact, case-insensitive) and longest path prefix on segment
-//! boundaries, decided once per request with no allocation.
+//! Routes: each config route compiled once ([`route`]) and matched by host (exact,
+//! case-insensitive) and longest path prefix on segment boundaries, decided once per
+//! request with no allocation.
+
+mod route;
 
 use std::sync::Arc;
+
+#[cfg(test)]
+pub use route::route_for_tests;
+pub use route::{
+    Admission, CallerHeaders, CompiledRoute, RouteBuildError, RouteCredential, UpstreamBackend,
+};
 
 /// Anything a route can be matched by.
 pub trait Matchable {

@@ -1,0 +1,238 @@
+//! The answers tollgate gives itself: every reason it refuses or fails a request, mapped in
+//! one place to its status, error kind, text and headers; always JSON, never with a
+//! secret in them.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::{Error, ErrorSource, ErrorType};
+use serde::Serialize;
+
+use super::rewrite::X_REQUEST_ID;
+use crate::inbound;
+use crate::tokens::CredentialUnavailable;
+
+/// Why the gateway answers a request itself.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The request has no canonical form, or could not be read.
+    BadRequest(&'static str),
+    NoRoute,
+    PayloadTooLarge {
+        limit: u64,
+    },
+    /// The caller did not pass the route's inbound checks.
+    Caller(inbound::Refusal),
+    CredentialUnavailable(CredentialUnavailable),
+    UpstreamUnreachable,
+    UpstreamTimeout,
+    Internal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    NoRoute,
+    CredentialUnavailable,
+    UpstreamUnreachable,
+    UpstreamTimeout,
+    BadRequest,
+    PayloadTooLarge,
+    Unauthenticated,
+    Forbidden,
+    AuthorizationUnavailable,
+    Internal,
+}
+
+impl ErrorKind {
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorKind::NoRoute => 404,
+            ErrorKind::CredentialUnavailable => 503,
+            ErrorKind::UpstreamUnreachable => 502,
+            ErrorKind::UpstreamTimeout => 504,
+            ErrorKind::BadRequest => 400,
+            ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::Unauthenticated => 401,
+            ErrorKind::Forbidden => 403,
+            ErrorKind::AuthorizationUnavailable => 503,
+            ErrorKind::Internal => 500,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NoRoute => "no_route",
+            ErrorKind::CredentialUnavailable => "credential_unavailable",
+            ErrorKind::UpstreamUnreachable => "upstream_unreachable",
+            ErrorKind::UpstreamTimeout => "upstream_timeout",
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::PayloadTooLarge => "payload_too_large",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::AuthorizationUnavailable => "authorization_unavailable",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+impl Refusal {
+    /// What a failed proxy exchange means for the caller; `None` when the caller itself is
+    /// gone (nothing can be sent).
+    pub fn from_proxy_error(error: &Error) -> Option<Refusal> {
+        Some(match (error.esource(), error.etype()) {
+            (
+                ErrorSource::Upstream,
+                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
+            ) => Refusal::UpstreamTimeout,
+            (ErrorSource::Upstream, _) => Refusal::UpstreamUnreachable,
+            (
+                ErrorSource::Downstream,
+                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
+            ) => return None,
+            (ErrorSource::Downstream, _) => Refusal::BadRequest("the request could not be read"),
+            _ => Refusal::Internal,
+        })
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Refusal::BadRequest(_) => ErrorKind::BadRequest,
+            Refusal::NoRoute => ErrorKind::NoRoute,
+            Refusal::PayloadTooLarge { .. } => ErrorKind::PayloadTooLarge,
+            Refusal::Caller(inbound::Refusal::Unauthenticated { .. }) => ErrorKind::Unauthenticated,
+            Refusal::Caller(inbound::Refusal::Forbidden { .. }) => ErrorKind::Forbidden,
+            Refusal::Caller(inbound::Refusal::Unavailable { .. }) => {
+                ErrorKind::AuthorizationUnavailable
+            }
+            Refusal::CredentialUnavailable(_) => ErrorKind::CredentialUnavailable,
+            Refusal::UpstreamUnreachable => ErrorKind::UpstreamUnreachable,
+            Refusal::UpstreamTimeout => ErrorKind::UpstreamTimeout,
+            Refusal::Internal => ErrorKind::Internal,
+        }
+    }
+
+    fn detail(&self) -> Cow<'_, str> {
+        match self {
+            Refusal::BadRequest(detail) => Cow::Borrowed(detail),
+            Refusal::NoRoute => Cow::Borrowed("no route matches this host and path"),
+            Refusal::PayloadTooLarge { limit } => Cow::Owned(format!(
+                "the request body is larger than this route's limit of {limit} bytes"
+            )),
+            Refusal::Caller(refusal) => Cow::Borrowed(refusal.detail()),
+            Refusal::CredentialUnavailable(unavailable) => Cow::Owned(format!(
+                "no valid credential from provider {}: {}",
+                unavailable.provider, unavailable.reason
+            )),
+            Refusal::UpstreamUnreachable => Cow::Borrowed("the upstream could not be reached"),
+            Refusal::UpstreamTimeout => Cow::Borrowed("the upstream did not answer in time"),
+            Refusal::Internal => Cow::Borrowed("the gateway failed to proxy the request"),
+        }
+    }
+
+    fn retry_after_seconds(&self) -> Option<u64> {
+        let wait = match self {
+            Refusal::CredentialUnavailable(unavailable) => unavailable.retry_after,
+            Refusal::Caller(inbound::Refusal::Unavailable { retry_after, .. }) => *retry_after,
+            _ => return None,
+        };
+        Some((wait.as_secs_f64().ceil() as u64).max(1))
+    }
+
+    fn www_authenticate(&self) -> Option<&str> {
+        match self {
+            Refusal::Caller(inbound::Refusal::Unauthenticated {
+                www_authenticate, ..
+            }) => Some(www_authenticate),
+            _ => None,
+        }
+    }
+
+    /// Whether the connection is closed after the answer: after a request that could not
+    /// be read, whose body was not read, or that failed on its way upstream.
+    fn closes_connection(&self) -> bool {
+        !matches!(
+            self,
+            Refusal::NoRoute | Refusal::Caller(_) | Refusal::CredentialUnavailable(_)
+        )
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    route: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provider: Option<&'a str>,
+    detail: &'a str,
+}
+
+/// Where the refusal happened: the route (if one matched) and whether an upstream attempt
+/// was made.
+pub struct Place<'a> {
+    pub route: Option<&'a crate::routing::CompiledRoute>,
+    pub upstream_tried: bool,
+}
+
+/// Writes the JSON answer for `refusal`; returns its status and whether the connection may
+/// serve another request.
+pub async fn send(
+    session: &mut Session,
+    refusal: &Refusal,
+    place: Place<'_>,
+    request_id: &http::HeaderValue,
+) -> (u16, bool) {
+    let kind = refusal.kind();
+    let detail = refusal.detail();
+    let body = ErrorBody {
+        error: kind,
+        route: place.route.map(|route| route.name.as_str()),
+        // A caller refusal is about the caller, not the route's provider.
+        provider: place
+            .route
+            .filter(|_| !matches!(refusal, Refusal::Caller(_)))
+            .and_then(|route| route.credential.as_ref())
+            .map(|credential| credential.provider_name.as_str()),
+        detail: &detail,
+    };
+    // pingora does not reuse a downstream connection once a request failed past upstream
+    // selection, and an unread body would be taken for the next request.
+    let reuse = !refusal.closes_connection() && !place.upstream_tried && session.is_body_empty();
+    if let Err(error) = write(session, refusal, &body, reuse, request_id).await {
+        tracing::debug!(%error, "could not send the error response");
+    }
+    (kind.status(), reuse)
+}
+
+async fn write(
+    session: &mut Session,
+    refusal: &Refusal,
+    body: &ErrorBody<'_>,
+    reuse: bool,
+    request_id: &http::HeaderValue,
+) -> pingora::Result<()> {
+    let json = serde_json::to_vec(body).unwrap_or_else(|_| b"{\"error\":\"internal\"}".to_vec());
+    let mut header = ResponseHeader::build(body.error.status(), Some(5))?;
+    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    header.insert_header(http::header::CONTENT_LENGTH, json.len().to_string())?;
+    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    header.insert_header(X_REQUEST_ID, request_id.clone())?;
+    if let Some(seconds) = refusal.retry_after_seconds() {
+        header.insert_header(http::header::RETRY_AFTER, seconds.to_string())?;
+    }
+    if let Some(challenge) = refusal.www_authenticate() {
+        header.insert_header(http::header::WWW_AUTHENTICATE, challenge)?;
+    }
+    if !reuse {
+        session.set_keepalive(None);
+    }
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session
+        .write_response_body(Some(Bytes::from(json)), true)
+        .await
+}
