@@ -9,6 +9,7 @@ pub mod generation;
 pub mod inbound;
 pub mod logging;
 pub mod metrics;
+pub mod outbound;
 pub mod providers;
 pub mod proxy;
 pub mod redact;

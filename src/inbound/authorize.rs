@@ -24,8 +24,9 @@ use sha2::{Digest, Sha256};
 use tokio::runtime::Handle;
 use url::Url;
 
-use super::{client, credential, invalid, unauthenticated, InboundBuildError, Refusal};
+use super::{credential, invalid, unauthenticated, InboundBuildError, Refusal};
 use crate::config::inbound::{AuthorizeAction, AuthorizeSettings, TokenSource};
+use crate::outbound::{Outbound, Reply};
 
 /// After a failed call, the engine is not asked again for this long.
 pub const HOLD_DOWN: Duration = Duration::from_secs(1);
@@ -65,8 +66,7 @@ struct Inner {
     identity_from_me: bool,
     authorize_url: Url,
     me_url: Url,
-    client: reqwest::Client,
-    timeout: Duration,
+    client: Outbound,
     cache_ttl: Duration,
     decisions: Cache<[u8; 32], Decision>,
     identities: Cache<[u8; 32], MeReply>,
@@ -99,7 +99,7 @@ impl AuthorizeCheck {
         control: Handle,
     ) -> Result<AuthorizeCheck, InboundBuildError> {
         let client =
-            client::build(settings.timeout, &settings.tls).map_err(|reason| InboundBuildError {
+            Outbound::new(settings.timeout, &settings.tls).map_err(|reason| InboundBuildError {
                 check: "authorize",
                 reason,
             })?;
@@ -114,7 +114,6 @@ impl AuthorizeCheck {
             authorize_url: endpoint(&settings.url, "/user/authorize"),
             me_url: endpoint(&settings.url, "/me"),
             client,
-            timeout: settings.timeout,
             cache_ttl: settings.cache_ttl,
             decisions: cache(settings.cache_ttl),
             identities: cache(settings.cache_ttl),
@@ -281,6 +280,13 @@ impl Inner {
             .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + HOLD_DOWN);
     }
 
+    async fn exchange(&self, request: reqwest::RequestBuilder) -> Result<Reply, String> {
+        self.client
+            .exchange(request, MAX_REPLY_BYTES)
+            .await
+            .map_err(|error| error.to_string())
+    }
+
     fn x_auth(token: &str) -> Result<HeaderValue, String> {
         let mut value = HeaderValue::from_bytes(token.as_bytes())
             .map_err(|_| "the credential cannot be sent as a header".to_owned())?;
@@ -300,27 +306,23 @@ impl Inner {
         if let Some(org_id) = self.org_id {
             body["orgID"] = json!(org_id);
         }
-        let response = self
+        let request = self
             .client
+            .client()
             .post(self.authorize_url.clone())
             .header(X_AUTH, Self::x_auth(token)?)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|error| client::transport_error(&error, self.timeout))?;
-        let status = response.status().as_u16();
+            .json(&body);
+        let reply = self.exchange(request).await?;
+        let status = reply.status.as_u16();
         match status {
-            200..=299 => {
-                let body = client::body(response, MAX_REPLY_BYTES, self.timeout).await?;
-                match serde_json::from_slice::<Value>(&body) {
-                    Ok(reply) => match reply.get("status") {
-                        Some(Value::Bool(true)) => Ok(Decision::Allowed),
-                        Some(Value::Bool(false)) => Ok(Decision::Denied),
-                        _ => Err("the reply has no boolean `status`".to_owned()),
-                    },
-                    Err(_) => Err("the reply is not JSON".to_owned()),
-                }
-            }
+            200..=299 => match serde_json::from_slice::<Value>(&reply.body) {
+                Ok(reply) => match reply.get("status") {
+                    Some(Value::Bool(true)) => Ok(Decision::Allowed),
+                    Some(Value::Bool(false)) => Ok(Decision::Denied),
+                    _ => Err("the reply has no boolean `status`".to_owned()),
+                },
+                Err(_) => Err("the reply is not JSON".to_owned()),
+            },
             400 | 401 => {
                 tracing::debug!(status, "authorization server refused the credential");
                 Ok(Decision::CredentialRefused)
@@ -334,23 +336,19 @@ impl Inner {
     async fn me(&self, token: &str) -> Result<MeReply, String> {
         #[cfg(test)]
         self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let response = self
+        let request = self
             .client
+            .client()
             .get(self.me_url.clone())
             .header(X_AUTH, Self::x_auth(token)?)
-            .header(http::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|error| client::transport_error(&error, self.timeout))?;
-        let status = response.status().as_u16();
+            .header(http::header::ACCEPT, "application/json");
+        let reply = self.exchange(request).await?;
+        let status = reply.status.as_u16();
         match status {
-            200..=299 => {
-                let body = client::body(response, MAX_REPLY_BYTES, self.timeout).await?;
-                match serde_json::from_slice::<Value>(&body) {
-                    Ok(document @ Value::Object(_)) => Ok(MeReply::Identity(Arc::new(document))),
-                    _ => Err("the /me reply is not a JSON object".to_owned()),
-                }
-            }
+            200..=299 => match serde_json::from_slice::<Value>(&reply.body) {
+                Ok(document @ Value::Object(_)) => Ok(MeReply::Identity(Arc::new(document))),
+                _ => Err("the /me reply is not a JSON object".to_owned()),
+            },
             400 | 401 | 403 => Ok(MeReply::CredentialRefused),
             other => Err(format!("/me answered {other}")),
         }

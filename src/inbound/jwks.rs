@@ -28,8 +28,9 @@ use tokio::runtime::Handle;
 use url::Url;
 
 use super::jwt::{Curve, PublicKey, VerifyKey};
-use super::{client, Refusal};
+use super::Refusal;
 use crate::config::inbound::JwksSettings;
+use crate::outbound::Outbound;
 
 /// A key set that cannot be refreshed stays in use this long past its refresh time.
 pub const STALE_LIMIT: Duration = Duration::from_secs(3600);
@@ -143,8 +144,7 @@ impl fmt::Debug for Jwks {
 
 struct Inner {
     url: Url,
-    client: reqwest::Client,
-    timeout: Duration,
+    client: Outbound,
     refresh: Duration,
     min_refetch: Duration,
     algorithms: Vec<Algorithm>,
@@ -168,11 +168,10 @@ impl Jwks {
         algorithms: &[Algorithm],
         control: Handle,
     ) -> Result<Jwks, String> {
-        let client = client::build(settings.timeout, &settings.tls)?;
+        let client = Outbound::new(settings.timeout, &settings.tls)?;
         let inner = Arc::new(Inner {
             url: settings.url.clone(),
             client,
-            timeout: settings.timeout,
             refresh: settings.refresh,
             min_refetch: settings.min_refetch,
             algorithms: algorithms.to_vec(),
@@ -310,18 +309,21 @@ impl Inner {
     async fn fetch(&self) -> Result<Vec<VerifyKey>, String> {
         let request = self
             .client
+            .client()
             .get(self.url.clone())
             .header(http::header::ACCEPT, "application/json");
-        let response = request
-            .send()
+        let reply = self
+            .client
+            .exchange(request, MAX_JWKS_BYTES)
             .await
-            .map_err(|error| client::transport_error(&error, self.timeout))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(format!("the JWKS endpoint answered {}", status.as_u16()));
+            .map_err(|error| error.to_string())?;
+        if !reply.status.is_success() {
+            return Err(format!(
+                "the JWKS endpoint answered {}",
+                reply.status.as_u16()
+            ));
         }
-        let body = client::body(response, MAX_JWKS_BYTES, self.timeout).await?;
-        let keys = parse_jwks(&body, &self.algorithms)?;
+        let keys = parse_jwks(&reply.body, &self.algorithms)?;
         if keys.is_empty() {
             return Err("the JWKS holds no usable signature key".to_owned());
         }

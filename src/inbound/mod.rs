@@ -22,7 +22,6 @@
 
 pub mod api_key;
 pub mod authorize;
-mod client;
 pub mod jwks;
 pub mod jwt;
 #[cfg(test)]

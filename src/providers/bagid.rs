@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::http::{endpoint, parse_json, ProviderHttp};
+use super::http::{endpoint, parse_json, Call, ProviderHttp};
 use super::{Grant, Provider, ProviderError};
 use crate::config::{Attestor, BagIdFlow, BagIdSettings, FederatedToken};
 use crate::secret::Secret;
@@ -17,6 +17,8 @@ const APP_KEY_HEADER: &str = "X-Source-App-Key";
 const B2B_SECRET_HEADER: &str = "X-B2B-Secret";
 /// Nonces are short-lived; a stated lifetime beyond this is treated as this.
 const MAX_NONCE_LIFETIME: Duration = Duration::from_secs(3600);
+/// BagID answers a refused login or refresh token with 400 as well as 401 and 403.
+const BAGID_REFUSALS: &[u16] = &[400, 401, 403];
 /// Longest attestation object accepted from an attestor.
 const MAX_ATTESTATION_BYTES: usize = 64 * 1024;
 
@@ -86,19 +88,15 @@ impl BagId {
         request: reqwest::RequestBuilder,
         extra_secrets: &[&Secret],
     ) -> Result<Grant, ProviderError> {
-        let (status, body) = self.http.body(self.http.send(request).await?).await?;
-        if !status.is_success() {
+        let reply = self.http.exchange(request).await?;
+        if !reply.status.is_success() {
             let mut secrets = self.secrets();
             secrets.extend_from_slice(extra_secrets);
-            let detail = self.http.error_detail(&body, &secrets);
-            let status = status.as_u16();
-            return Err(if matches!(status, 400 | 401 | 403) {
-                ProviderError::Rejected { status, detail }
-            } else {
-                ProviderError::Failed { status, detail }
-            });
+            return Err(self
+                .http
+                .failure(&reply, &secrets, Call::Login, BAGID_REFUSALS));
         }
-        grant_from(parse_json(&body, "login reply")?)
+        grant_from(parse_json(&reply.body, "login reply")?)
     }
 
     async fn nonce(&self) -> Result<Nonce, ProviderError> {
@@ -106,17 +104,17 @@ impl BagId {
             .http
             .client()
             .post(endpoint(&self.base_url, "/v2/auth/nonces"));
-        let (status, body) = self.http.body(self.http.send(request).await?).await?;
-        if !status.is_success() {
+        let reply = self.http.exchange(request).await?;
+        if !reply.status.is_success() {
             return Err(ProviderError::Failed {
-                status: status.as_u16(),
+                status: reply.status.as_u16(),
                 detail: format!(
                     "nonce request failed: {}",
-                    self.http.error_detail(&body, &[])
+                    self.http.error_detail(&reply.body, &[])
                 ),
             });
         }
-        let reply: NonceResponse = parse_json(&body, "nonce reply")?;
+        let reply: NonceResponse = parse_json(&reply.body, "nonce reply")?;
         let value = reply
             .nonce
             .filter(|n| !n.is_empty())
@@ -158,21 +156,16 @@ impl BagId {
                     .post(url.clone())
                     .timeout(*timeout)
                     .json(&json!({"nonce": nonce}));
-                let response = request.send().await.map_err(|e| {
-                    ProviderError::Attestor(format!(
-                        "cannot reach the attestor: {}",
-                        e.without_url()
-                    ))
+                let reply = self.http.exchange(request).await.map_err(|error| {
+                    ProviderError::Attestor(format!("cannot reach the attestor: {error}"))
                 })?;
-                let status = response.status();
-                let (_, body) = self.http.body(response).await?;
-                if !status.is_success() {
+                if !reply.status.is_success() {
                     return Err(ProviderError::Attestor(format!(
                         "attestor answered HTTP {}",
-                        status.as_u16()
+                        reply.status.as_u16()
                     )));
                 }
-                let reply: AttestorReply = serde_json::from_slice(&body).map_err(|_| {
+                let reply: AttestorReply = serde_json::from_slice(&reply.body).map_err(|_| {
                     ProviderError::Attestor("attestor reply has no attestationObject".to_owned())
                 })?;
                 reply.attestation_object
@@ -308,16 +301,13 @@ impl Provider for BagId {
             .client()
             .post(endpoint(&self.base_url, "/v2/auth/refresh"))
             .json(&json!({"refreshToken": refresh_token.expose()}));
-        let (status, body) = self.http.body(self.http.send(request).await?).await?;
-        if !status.is_success() {
-            let status = status.as_u16();
-            let detail = self.http.error_detail(&body, &[refresh_token]);
-            return Err(if matches!(status, 400 | 401 | 403) {
-                ProviderError::RefreshRejected { status, detail }
-            } else {
-                ProviderError::Failed { status, detail }
-            });
+        let reply = self.http.exchange(request).await?;
+        if !reply.status.is_success() {
+            let secrets = [refresh_token];
+            return Err(self
+                .http
+                .failure(&reply, &secrets, Call::Refresh, BAGID_REFUSALS));
         }
-        grant_from(parse_json(&body, "refresh reply")?)
+        grant_from(parse_json(&reply.body, "refresh reply")?)
     }
 }

@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::http::{endpoint, parse_json, ProviderHttp};
 use super::{Grant, Provider, ProviderError};
 use crate::config::BigBucksSettings;
+use crate::outbound::Reply;
 use crate::secret::Secret;
 
 pub struct BigBucks {
@@ -38,10 +39,11 @@ impl BigBucks {
     }
 
     /// The seed's three error answers, each told apart.
-    fn failure(&self, status: u16, body: &[u8]) -> ProviderError {
+    fn failure(&self, reply: &Reply) -> ProviderError {
+        let status = reply.status.as_u16();
         let mut secrets = vec![&self.password];
         secrets.extend(self.recaptcha.as_ref());
-        let detail = self.http.error_detail(body, &secrets);
+        let detail = self.http.error_detail(&reply.body, &secrets);
         match status {
             400 => ProviderError::Rejected {
                 status,
@@ -72,11 +74,11 @@ impl Provider for BigBucks {
                 password: self.password.expose(),
                 recaptcha: self.recaptcha.as_ref().map(Secret::expose),
             });
-        let (status, body) = self.http.body(self.http.send(request).await?).await?;
-        if !status.is_success() {
-            return Err(self.failure(status.as_u16(), &body));
+        let reply = self.http.exchange(request).await?;
+        if !reply.status.is_success() {
+            return Err(self.failure(&reply));
         }
-        let token: Secret = parse_json(&body, "signin reply (a JSON string)")?;
+        let token: Secret = parse_json(&reply.body, "signin reply (a JSON string)")?;
         if token.is_empty() {
             return Err(ProviderError::BadReply(
                 "signin reply is an empty string".to_owned(),

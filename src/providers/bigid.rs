@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::http::{endpoint, parse_json, ProviderHttp};
+use super::http::{endpoint, parse_json, Call, ProviderHttp, REFUSAL_STATUSES};
 use super::{Grant, Provider, ProviderError};
 use crate::config::{BigIdLogin, BigIdSettings};
 use crate::secret::Secret;
@@ -43,15 +43,6 @@ impl BigId {
             http,
         }
     }
-
-    fn failure(&self, status: u16, body: &[u8], secret: &Secret) -> ProviderError {
-        let detail = self.http.error_detail(body, &[secret]);
-        if status == 401 || status == 403 {
-            ProviderError::Rejected { status, detail }
-        } else {
-            ProviderError::Failed { status, detail }
-        }
-    }
 }
 
 fn token_or_error(token: Option<Secret>, field: &str) -> Result<Grant, ProviderError> {
@@ -71,11 +62,14 @@ impl Provider for BigId {
                     .client()
                     .post(self.refresh_url.clone())
                     .bearer_auth(user_token.expose());
-                let (status, body) = self.http.body(self.http.send(request).await?).await?;
-                if !status.is_success() {
-                    return Err(self.failure(status.as_u16(), &body, user_token));
+                let reply = self.http.exchange(request).await?;
+                if !reply.status.is_success() {
+                    let secrets = [user_token];
+                    return Err(self
+                        .http
+                        .failure(&reply, &secrets, Call::Login, REFUSAL_STATUSES));
                 }
-                let reply: TokenResponse = parse_json(&body, "refresh-access-token reply")?;
+                let reply: TokenResponse = parse_json(&reply.body, "refresh-access-token reply")?;
                 token_or_error(reply.system_token, "systemToken")
             }
             BigIdLogin::Password { username, password } => {
@@ -87,11 +81,14 @@ impl Provider for BigId {
                             username,
                             password: password.expose(),
                         });
-                let (status, body) = self.http.body(self.http.send(request).await?).await?;
-                if !status.is_success() {
-                    return Err(self.failure(status.as_u16(), &body, password));
+                let reply = self.http.exchange(request).await?;
+                if !reply.status.is_success() {
+                    let secrets = [password];
+                    return Err(self
+                        .http
+                        .failure(&reply, &secrets, Call::Login, REFUSAL_STATUSES));
                 }
-                let reply: SessionResponse = parse_json(&body, "sessions reply")?;
+                let reply: SessionResponse = parse_json(&reply.body, "sessions reply")?;
                 token_or_error(reply.auth_token, "auth_token")
             }
         }

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::http::{endpoint, parse_json, ProviderHttp};
+use super::http::{endpoint, parse_json, Call, ProviderHttp, REFUSAL_STATUSES};
 use super::{Grant, Provider, ProviderError};
 use crate::config::{FortanixLogin, FortanixSettings};
 use crate::secret::Secret;
@@ -83,17 +83,14 @@ impl Provider for Fortanix {
                 request.json(&body)
             }
         };
-        let (status, body) = self.http.body(self.http.send(request).await?).await?;
-        if !status.is_success() {
-            let detail = self.http.error_detail(&body, &[self.password()]);
-            let status = status.as_u16();
-            return Err(if status == 401 || status == 403 {
-                ProviderError::Rejected { status, detail }
-            } else {
-                ProviderError::Failed { status, detail }
-            });
+        let reply = self.http.exchange(request).await?;
+        if !reply.status.is_success() {
+            let secrets = [self.password()];
+            return Err(self
+                .http
+                .failure(&reply, &secrets, Call::Login, REFUSAL_STATUSES));
         }
-        let reply: AuthReply = parse_json(&body, "session/auth reply")?;
+        let reply: AuthReply = parse_json(&reply.body, "session/auth reply")?;
         if present(&reply.challenge) || present(&reply.allowed_mfa_methods) {
             return Err(ProviderError::MfaRequired);
         }
@@ -121,15 +118,12 @@ impl Provider for Fortanix {
             .client()
             .post(self.terminate_url.clone())
             .bearer_auth(token.expose());
-        let (status, body) = self.http.body(self.http.send(request).await?).await?;
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(ProviderError::Failed {
-                status: status.as_u16(),
-                detail: self.http.error_detail(&body, &[token]),
-            })
+        let reply = self.http.exchange(request).await?;
+        if reply.status.is_success() {
+            return Ok(());
         }
+        // Ending a session refuses nothing that a new login could fix.
+        Err(self.http.failure(&reply, &[token], Call::Login, &[]))
     }
 
     fn ends_sessions(&self) -> bool {

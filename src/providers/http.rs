@@ -1,13 +1,13 @@
-//! The HTTP side shared by every provider client: one pooled reqwest client per provider
-//! with its timeout and TLS settings, and error mapping that keeps secrets out of messages.
+//! The HTTP side shared by every provider client: the provider's [`Outbound`] client, its
+//! replies read up to a size cap, one mapping from a non-2xx reply to a [`ProviderError`],
+//! and error text with the provider's secrets blanked.
 
-use std::time::Duration;
-
-use reqwest::{RequestBuilder, Response, StatusCode};
+use reqwest::RequestBuilder;
 use serde::de::DeserializeOwned;
 
 use super::{BuildError, ProviderError};
 use crate::config::ProviderSpec;
+use crate::outbound::{Outbound, OutboundError, Reply};
 use crate::secret::Secret;
 
 /// Replies larger than this are not a token answer.
@@ -15,75 +15,68 @@ const MAX_REPLY_BYTES: usize = 1 << 20;
 /// Longest piece of a provider's error text that is kept for logs and 503 details.
 const MAX_DETAIL_CHARS: usize = 200;
 
+/// The statuses with which most providers refuse what was sent (the credentials, or the
+/// refresh token); any other non-2xx answer is a failure.
+pub const REFUSAL_STATUSES: &[u16] = &[401, 403];
+
+/// What a non-2xx reply answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    Login,
+    Refresh,
+}
+
 pub struct ProviderHttp {
-    client: reqwest::Client,
-    timeout: Duration,
+    outbound: Outbound,
     /// The values of the provider's secret references, blanked from every error text.
     reference_values: Vec<Secret>,
 }
 
 impl ProviderHttp {
     pub fn new(spec: &ProviderSpec) -> Result<Self, BuildError> {
-        let error = |reason: String| BuildError {
+        let outbound = Outbound::new(spec.timeout, &spec.tls).map_err(|reason| BuildError {
             provider: spec.name.clone(),
             reason,
-        };
-        let mut builder = reqwest::Client::builder()
-            .timeout(spec.timeout)
-            .connect_timeout(spec.timeout)
-            .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(path) = &spec.tls.ca_file {
-            for der in crate::tls::read_ca_file(path).map_err(error)? {
-                let cert = reqwest::Certificate::from_der(der.as_ref())
-                    .map_err(|e| error(e.to_string()))?;
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        if spec.tls.insecure_skip_verify {
-            builder = builder.danger_accept_invalid_certs(true);
-        }
-        let client = builder.build().map_err(|e| error(e.to_string()))?;
+        })?;
         Ok(ProviderHttp {
-            client,
-            timeout: spec.timeout,
+            outbound,
             reference_values: spec.reference_values.clone(),
         })
     }
 
+    /// For building requests; send them with [`ProviderHttp::exchange`].
     pub fn client(&self) -> &reqwest::Client {
-        &self.client
+        self.outbound.client()
     }
 
-    /// Sends the request; transport failures become [`ProviderError`]s without the URL's
-    /// query or any header in them.
-    pub async fn send(&self, request: RequestBuilder) -> Result<Response, ProviderError> {
-        request
-            .send()
+    /// Sends the request and reads the reply (at most 1 MiB).
+    pub async fn exchange(&self, request: RequestBuilder) -> Result<Reply, ProviderError> {
+        self.outbound
+            .exchange(request, MAX_REPLY_BYTES)
             .await
-            .map_err(|error| self.transport_error(error))
+            .map_err(|error| match error {
+                OutboundError::Timeout(timeout) => ProviderError::Timeout(timeout),
+                OutboundError::Unreachable(cause) => ProviderError::Unreachable(cause),
+                other => ProviderError::BadReply(other.to_string()),
+            })
     }
 
-    fn transport_error(&self, error: reqwest::Error) -> ProviderError {
-        if error.is_timeout() {
-            return ProviderError::Timeout(self.timeout);
-        }
-        let kind = if error.is_connect() {
-            "connection failed"
-        } else {
-            "request failed"
-        };
-        // The chain below the reqwest error says why (refused, DNS, TLS) without the URL.
-        let mut cause = String::new();
-        let mut source = std::error::Error::source(&error);
-        while let Some(inner) = source {
-            cause = inner.to_string();
-            source = inner.source();
-        }
-        if cause.is_empty() {
-            ProviderError::Unreachable(kind.to_owned())
-        } else {
-            ProviderError::Unreachable(format!("{kind}: {cause}"))
+    /// A non-2xx reply as the error it is: a status in `refusing` refuses what `call` sent
+    /// (the credentials, or the refresh token: log in again); any other is a failure. Its
+    /// text has `secrets` blanked.
+    pub fn failure(
+        &self,
+        reply: &Reply,
+        secrets: &[&Secret],
+        call: Call,
+        refusing: &[u16],
+    ) -> ProviderError {
+        let status = reply.status.as_u16();
+        let detail = self.error_detail(&reply.body, secrets);
+        match call {
+            _ if !refusing.contains(&status) => ProviderError::Failed { status, detail },
+            Call::Login => ProviderError::Rejected { status, detail },
+            Call::Refresh => ProviderError::RefreshRejected { status, detail },
         }
     }
 
@@ -94,32 +87,6 @@ impl ProviderHttp {
         let mut all: Vec<&Secret> = self.reference_values.iter().collect();
         all.extend_from_slice(secrets);
         crate::redact::clean(body, &all, MAX_DETAIL_CHARS)
-    }
-
-    /// Reads a whole reply body, refusing oversized ones.
-    pub async fn body(&self, response: Response) -> Result<(StatusCode, Vec<u8>), ProviderError> {
-        let status = response.status();
-        if response
-            .content_length()
-            .is_some_and(|length| length > MAX_REPLY_BYTES as u64)
-        {
-            return Err(ProviderError::BadReply(format!(
-                "reply larger than {MAX_REPLY_BYTES} bytes"
-            )));
-        }
-        let bytes = response.bytes().await.map_err(|error| {
-            if error.is_timeout() {
-                ProviderError::Timeout(self.timeout)
-            } else {
-                ProviderError::BadReply("reply body was cut off".to_owned())
-            }
-        })?;
-        if bytes.len() > MAX_REPLY_BYTES {
-            return Err(ProviderError::BadReply(format!(
-                "reply larger than {MAX_REPLY_BYTES} bytes"
-            )));
-        }
-        Ok((status, bytes.to_vec()))
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::http::ProviderHttp;
+use super::http::{Call, ProviderHttp, REFUSAL_STATUSES};
 use super::{Grant, Provider, ProviderError};
 use crate::config::{ExpiryField, ExpiryFormat, HttpBody, HttpLoginSettings, HttpRequestTemplate};
 use crate::secret::Secret;
@@ -87,19 +87,19 @@ impl HttpLogin {
                 .header(reqwest::header::CONTENT_TYPE, content_type.as_str())
                 .body(fill(text.expose(), str::to_owned)),
         };
-        let (status, body) = self.http.body(self.http.send(request).await?).await?;
-        if !status.is_success() {
+        let reply = self.http.exchange(request).await?;
+        if !reply.status.is_success() {
             let mut secrets = self.secrets();
             secrets.extend(refresh_value);
-            let detail = self.http.error_detail(&body, &secrets);
-            let status = status.as_u16();
-            return Err(match status {
-                400 | 401 | 403 if refreshing => ProviderError::RefreshRejected { status, detail },
-                401 | 403 => ProviderError::Rejected { status, detail },
-                _ => ProviderError::Failed { status, detail },
-            });
+            // A refresh request refused with a 400 too means: log in again.
+            let (call, refusing) = if refreshing {
+                (Call::Refresh, &[400, 401, 403][..])
+            } else {
+                (Call::Login, REFUSAL_STATUSES)
+            };
+            return Err(self.http.failure(&reply, &secrets, call, refusing));
         }
-        let reply: Value = serde_json::from_slice(&body).map_err(|error| {
+        let reply: Value = serde_json::from_slice(&reply.body).map_err(|error| {
             ProviderError::BadReply(
                 if error.is_eof() {
                     "truncated JSON"

@@ -81,8 +81,8 @@ impl OAuth2 {
                 }
             }
         }
-        let response = self.http.send(request.form(&form)).await?;
-        let (status, body) = self.http.body(response).await?;
+        let reply = self.http.exchange(request.form(&form)).await?;
+        let (status, body) = (reply.status, reply.body);
         if status.is_success() {
             let reply: TokenReply = parse_json(&body, "token reply")?;
             if reply.access_token.is_empty() {

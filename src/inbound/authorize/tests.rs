@@ -273,7 +273,7 @@ async fn a_slow_engine_times_out_as_unavailable() {
         .unwrap_err();
     assert_eq!(refusal.status(), 503);
     assert!(
-        refusal.detail().contains("timed out"),
+        refusal.detail().contains("did not answer within 200ms"),
         "{}",
         refusal.detail()
     );
