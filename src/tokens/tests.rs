@@ -689,3 +689,204 @@ async fn a_refused_refresh_token_is_not_tried_again_when_the_login_after_it_fail
     );
     assert_eq!((fake.logins(), fake.refreshes()), (3, 1));
 }
+
+// ---------------------------------------------------------------------------------------
+// Backoff
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn within_the_backoff_requests_fail_fast_without_a_provider_call() {
+    let fake = Fake::open("api");
+    fake.then(unreachable("connection refused"));
+    let spec = spec_with(
+        "api",
+        backoff(Duration::from_secs(60), Duration::from_secs(120)),
+    );
+    let manager = manager(&[(&spec, &fake)]);
+    let api = id(&manager, "api");
+
+    let first = manager.credential(api).await.unwrap_err();
+    assert_eq!(first.provider, "api");
+    assert_eq!(first.retry_after, Duration::from_secs(60), "min_backoff");
+    assert!(
+        first.reason.contains("connection refused"),
+        "{}",
+        first.reason
+    );
+
+    for _ in 0..5 {
+        let again = manager.credential(api).await.unwrap_err();
+        assert!(
+            again.retry_after > Duration::ZERO && again.retry_after <= first.retry_after,
+            "{:?}",
+            again.retry_after
+        );
+        assert!(
+            again.reason.contains("connection refused"),
+            "{}",
+            again.reason
+        );
+        assert!(
+            again.reason.contains("after 1 failed attempts"),
+            "{}",
+            again.reason
+        );
+    }
+    assert_eq!(fake.logins(), 1, "no call while backing off");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_queued_behind_a_failed_call_take_its_backoff() {
+    const CALLERS: usize = 20;
+    let fake = Fake::held("api");
+    fake.then(unreachable("connection refused"));
+    let spec = spec_with(
+        "api",
+        backoff(Duration::from_secs(60), Duration::from_secs(120)),
+    );
+    let manager = manager(&[(&spec, &fake)]);
+
+    let tasks = spawn_credentials(&manager, "api", CALLERS);
+    assert_eq!(fake.next_call().await.call, Call::Login);
+    until_misses(&manager, "api", CALLERS as u64).await;
+    fake.open_gate();
+
+    for result in join_all(tasks).await {
+        let error = result.expect_err("no token");
+        assert!(
+            error.reason.contains("connection refused"),
+            "{}",
+            error.reason
+        );
+        assert!(error.retry_after > Duration::ZERO);
+    }
+    assert_eq!(fake.logins(), 1, "the queued callers did not call again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_error_waits_max_backoff() {
+    let policy = backoff(Duration::from_secs(1), HOUR);
+    let mfa = Fake::open("mfa");
+    mfa.then(Reply::Fail(ProviderError::MfaRequired));
+    let flaky = Fake::open("flaky");
+    flaky.then(unreachable("connection refused"));
+    let (mfa_spec, flaky_spec) = (spec_with("mfa", policy), spec_with("flaky", policy));
+    let manager = manager(&[(&mfa_spec, &mfa), (&flaky_spec, &flaky)]);
+
+    let error = manager.credential(id(&manager, "mfa")).await.unwrap_err();
+    assert_eq!(error.retry_after, HOUR, "max_backoff");
+    assert!(error.reason.contains("multi-factor"), "{}", error.reason);
+    let again = manager.credential(id(&manager, "mfa")).await.unwrap_err();
+    assert!(again.retry_after > Duration::from_secs(3000));
+    assert_eq!(mfa.logins(), 1);
+    // The same policy with a transient error starts at min_backoff.
+    let error = manager.credential(id(&manager, "flaky")).await.unwrap_err();
+    assert_eq!(error.retry_after, Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn success_resets_the_failure_state() {
+    // Short backoffs: the test polls through them (the count of provider calls is exact).
+    let policy = backoff(Duration::from_millis(20), Duration::from_millis(40));
+    let fake = Fake::open("api");
+    fake.then(unreachable("first outage"))
+        .then(Reply::Fail(ProviderError::Timeout(Duration::from_secs(5))))
+        .then(grant("good", HOUR))
+        .then(unreachable("second outage"));
+    let spec = spec_with("api", policy);
+    let manager = manager(&[(&spec, &fake)]);
+    let api = id(&manager, "api");
+
+    manager.credential(api).await.unwrap_err();
+    let token = within("a token after two failures", async {
+        loop {
+            match manager.credential(api).await {
+                Ok(token) => return token,
+                Err(_) => tokio::time::sleep(POLL).await,
+            }
+        }
+    })
+    .await;
+    assert_eq!(token.value.expose(), "good");
+    assert_eq!(fake.logins(), 3);
+    let status = status_of(&manager, "api").await;
+    assert_eq!(status.state, "valid");
+    assert_eq!(status.consecutive_failures, 0);
+    assert_eq!(status.last_error, None);
+    assert_eq!(status.retry_in_seconds, None);
+
+    // The next failure counts from one again and backs off min_backoff, not the third step.
+    manager.reject(api, token.id).await;
+    let error = manager.credential(api).await.unwrap_err();
+    assert!(error.reason.contains("second outage"), "{}", error.reason);
+    assert!(
+        error.reason.contains("after 1 failed attempts"),
+        "{}",
+        error.reason
+    );
+    assert_eq!(error.retry_after, policy.min_backoff);
+    assert_eq!(fake.logins(), 4);
+}
+
+// ---------------------------------------------------------------------------------------
+// Status
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_each_state_and_fingerprints_never_the_token() {
+    let policy = backoff(Duration::from_secs(60), Duration::from_secs(120));
+    let idle = Fake::open("idle");
+    let down = Fake::open("down");
+    down.then(unreachable("no route to host"));
+    let up = Fake::open("up");
+    up.then(grant("s3cret-token-of-up", HOUR))
+        .then(unreachable("refresh endpoint down"));
+    let specs = [
+        spec_with("idle", policy),
+        spec_with("down", policy),
+        spec_with("up", policy),
+    ];
+    let manager = manager(&[(&specs[0], &idle), (&specs[1], &down), (&specs[2], &up)]);
+
+    let idle_status = status_of(&manager, "idle").await;
+    assert_eq!(idle_status.state, "pending");
+    assert_eq!(idle_status.token_fingerprint, None);
+    assert_eq!(idle_status.seconds_to_expiry, None);
+
+    manager.credential(id(&manager, "down")).await.unwrap_err();
+    let down_status = status_of(&manager, "down").await;
+    assert_eq!(down_status.state, "unavailable");
+    assert_eq!(down_status.consecutive_failures, 1);
+    assert!(down_status
+        .last_error
+        .as_deref()
+        .is_some_and(|e| e.contains("no route to host")));
+    assert!(down_status
+        .retry_in_seconds
+        .is_some_and(|s| (1..=60).contains(&s)));
+    assert_eq!(down_status.token_fingerprint, None);
+
+    let token = manager.credential(id(&manager, "up")).await.unwrap();
+    let up_status = status_of(&manager, "up").await;
+    assert_eq!(up_status.state, "valid");
+    assert!(up_status.seconds_to_expiry.is_some_and(|s| s > 3000));
+    assert!(up_status.last_refresh_unix.is_some());
+    let expected = fingerprint(&Secret::new("s3cret-token-of-up"));
+    assert_eq!(up_status.token_fingerprint.as_deref(), Some(&*expected));
+    assert_eq!(token.fingerprint, expected);
+
+    // A renewal fails while the token is still valid: it keeps being served.
+    let slot = slot(&manager, "up");
+    manager.fetch(&slot, Some(token.id)).await.unwrap_err();
+    let up_status = status_of(&manager, "up").await;
+    assert_eq!(up_status.state, "valid_refresh_failing");
+    assert_eq!(up_status.consecutive_failures, 1);
+    assert_eq!(up_status.token_fingerprint.as_deref(), Some(&*expected));
+    assert_eq!(
+        manager.credential(id(&manager, "up")).await.unwrap().id,
+        token.id
+    );
+    assert_eq!(up.logins(), 2);
+
+    let json = serde_json::to_string(&manager.status().await).unwrap();
+    assert!(!json.contains("s3cret"), "{json}");
+    assert!(json.contains(&expected), "{json}");
+}
