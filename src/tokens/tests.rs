@@ -94,6 +94,10 @@ impl Fake {
         Fake::build(name, 0, false)
     }
 
+    fn ending_sessions(name: &str) -> Arc<Fake> {
+        Fake::build(name, OPEN, true)
+    }
+
     fn build(name: &str, permits: usize, ends_sessions: bool) -> Arc<Fake> {
         let (sender, events) = mpsc::unbounded_channel();
         Arc::new(Fake {
@@ -889,4 +893,169 @@ async fn status_reports_each_state_and_fingerprints_never_the_token() {
     let json = serde_json::to_string(&manager.status().await).unwrap();
     assert!(!json.contains("s3cret"), "{json}");
     assert!(json.contains(&expected), "{json}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Config reloads
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_unchanged_providers_and_rebuilds_the_others() {
+    let (kept, changed, removed) = (
+        Fake::open("kept"),
+        Fake::open("changed"),
+        Fake::open("removed"),
+    );
+    let old_specs = [spec("kept"), spec("changed"), spec("removed")];
+    let old = manager(&[
+        (&old_specs[0], &kept),
+        (&old_specs[1], &changed),
+        (&old_specs[2], &removed),
+    ]);
+    let mut tokens = HashMap::new();
+    for name in ["kept", "changed", "removed"] {
+        let token = old.credential(id(&old, name)).await.unwrap();
+        tokens.insert(name, token);
+    }
+
+    let mut changed_spec = spec("changed");
+    changed_spec.refresh.before_expiry = Duration::from_secs(30);
+    let new_specs = [spec("kept"), changed_spec, spec("added")];
+    let (rebuilt, added) = (Fake::open("changed"), Fake::open("added"));
+    let mut built = Vec::new();
+    let new = old
+        .successor(&new_specs, |spec| {
+            built.push(spec.name.clone());
+            Ok(match spec.name.as_str() {
+                "changed" => rebuilt.provider(),
+                "added" => added.provider(),
+                other => panic!("built {other}, which was unchanged"),
+            })
+        })
+        .unwrap();
+
+    assert_eq!(built, ["changed", "added"]);
+    assert!(old.keeps_provider(&new, "kept"));
+    assert!(!old.keeps_provider(&new, "changed"));
+    assert!(!old.keeps_provider(&new, "added"));
+    assert!(!old.keeps_provider(&new, "removed"));
+    assert!(new.provider_id("removed").is_none());
+    // The kept provider's token carries over: no login.
+    let token = new.credential(id(&new, "kept")).await.unwrap();
+    assert_eq!(token.id, tokens["kept"].id);
+    assert_eq!(kept.logins(), 1);
+    // The changed provider is a new one: its new client logs in.
+    let token = new.credential(id(&new, "changed")).await.unwrap();
+    assert_ne!(token.id, tokens["changed"].id);
+    assert_eq!((changed.logins(), rebuilt.logins()), (1, 1));
+    // Until retirement, requests still on the old config keep their tokens.
+    assert!(cached(&old, "changed").await.is_some());
+
+    old.retire_replaced(&new).await;
+
+    assert!(cached(&old, "changed").await.is_none(), "dropped");
+    assert!(cached(&old, "removed").await.is_none(), "dropped");
+    assert!(slot(&old, "changed").retired.load(Ordering::Acquire));
+    assert!(slot(&old, "removed").retired.load(Ordering::Acquire));
+    assert!(!slot(&new, "kept").retired.load(Ordering::Acquire));
+    let token = new.credential(id(&new, "kept")).await.unwrap();
+    assert_eq!(token.id, tokens["kept"].id);
+    assert_eq!(kept.logins(), 1);
+    assert_eq!(
+        new.credential(id(&new, "changed"))
+            .await
+            .unwrap()
+            .value
+            .expose(),
+        "changed-token-1"
+    );
+    assert_eq!(rebuilt.logins(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_whose_provider_cannot_be_built_changes_nothing() {
+    let fake = Fake::open("api");
+    let old_spec = spec("api");
+    let old = manager(&[(&old_spec, &fake)]);
+    let token = old.credential(id(&old, "api")).await.unwrap();
+    let mut changed = spec("api");
+    changed.refresh.before_expiry = Duration::from_secs(30);
+
+    let error = old
+        .successor(&[changed], |spec| {
+            Err(BuildError {
+                provider: spec.name.clone(),
+                reason: "bad CA file".to_owned(),
+            })
+        })
+        .err()
+        .expect("the build error");
+
+    assert_eq!(error.provider, "api");
+    assert!(!slot(&old, "api").retired.load(Ordering::Acquire));
+    assert_eq!(old.credential(id(&old, "api")).await.unwrap().id, token.id);
+    assert_eq!(fake.logins(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retiring_a_replaced_provider_stops_its_refresher() {
+    let fake = Fake::open("api");
+    let old_spec = spec("api");
+    let old = manager(&[(&old_spec, &fake)]);
+    old.start_refreshers();
+    assert_eq!(fake.next_call().await.call, Call::Login);
+    until_cached(&old, "api", "the startup token", |_| true).await;
+
+    let mut changed = spec("api");
+    changed.refresh.before_expiry = Duration::from_secs(30);
+    let rebuilt = Fake::open("api");
+    let new = old
+        .successor(&[changed], |_| Ok(rebuilt.provider()))
+        .unwrap();
+    new.start_refreshers();
+    assert_eq!(rebuilt.next_call().await.call, Call::Login);
+    let old_provider = Arc::downgrade(&slot(&old, "api").provider);
+
+    old.retire_replaced(&new).await;
+    assert!(cached(&old, "api").await.is_none(), "its token is dropped");
+    // The refresher owns the old manager and so its provider: both go once it stops.
+    // (The old token had an hour to run, so only the retirement can end it now.)
+    drop(old);
+    within("the old refresher to stop", async {
+        while old_provider.upgrade().is_some() {
+            tokio::time::sleep(POLL).await;
+        }
+    })
+    .await;
+
+    assert_eq!(
+        fake.logins(),
+        1,
+        "the retired provider was not called again"
+    );
+    let token = until_cached(&new, "api", "the new provider's token", |_| true).await;
+    assert_eq!(token.value.expose(), "api-token-1");
+    assert_eq!(rebuilt.logins(), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Shutdown
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_sessions_ends_the_current_session_and_drops_its_token() {
+    let ending = Fake::ending_sessions("ending");
+    let plain = Fake::open("plain");
+    let specs = [spec("ending"), spec("plain")];
+    let manager = manager(&[(&specs[0], &ending), (&specs[1], &plain)]);
+    let token = manager.credential(id(&manager, "ending")).await.unwrap();
+    let plain_token = manager.credential(id(&manager, "plain")).await.unwrap();
+
+    manager.end_sessions().await;
+
+    assert_eq!(*ending.ended.lock().unwrap(), [token.value.expose()]);
+    assert!(cached(&manager, "ending").await.is_none());
+    assert_eq!(
+        cached(&manager, "plain").await.map(|t| t.id),
+        Some(plain_token.id)
+    );
+    assert!(plain.ended.lock().unwrap().is_empty());
 }
