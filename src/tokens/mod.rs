@@ -7,6 +7,8 @@
 //! that goes away cannot abandon a login half way.
 
 mod backoff;
+#[cfg(test)]
+mod tests;
 mod token;
 
 use std::collections::HashMap;
