@@ -51,12 +51,19 @@ pub struct CredentialUnavailable {
 }
 
 pub struct TokenManager {
-    /// Shared with the managers built by later config reloads.
-    cache: Cache<SlotKey, Arc<Token>>,
+    shared: Arc<Shared>,
     slots: Vec<Arc<Slot>>,
     by_name: HashMap<String, ProviderId>,
+}
+
+/// What every manager of the process shares with the managers later config reloads build,
+/// and all a refresher or a fetch job needs besides its slot. A refresher holds this, not
+/// its manager, so a manager a reload replaced (and the providers it retired) is freed even
+/// while a provider it shared with the next one keeps refreshing.
+struct Shared {
+    cache: Cache<SlotKey, Arc<Token>>,
     control: Handle,
-    counters: Arc<Counters>,
+    counters: Counters,
     metrics: Arc<Metrics>,
 }
 
@@ -139,17 +146,22 @@ impl TokenManager {
         control: Handle,
         metrics: Arc<Metrics>,
     ) -> Arc<TokenManager> {
-        let counters = Arc::new(Counters::default());
-        let slots: Vec<Arc<Slot>> = providers
-            .into_iter()
-            .map(|(spec, provider)| new_slot(spec, provider, &counters, &metrics))
-            .collect();
         // Room for reloads that replace every provider while old tokens still expire.
         let cache = Cache::builder()
-            .max_capacity((slots.len().max(1) * 4) as u64)
+            .max_capacity((providers.len().max(1) * 4) as u64)
             .expire_after(TokenExpiry)
             .build();
-        Self::assemble(slots, cache, control, counters, metrics)
+        let shared = Arc::new(Shared {
+            cache,
+            control,
+            counters: Counters::default(),
+            metrics,
+        });
+        let slots: Vec<Arc<Slot>> = providers
+            .into_iter()
+            .map(|(spec, provider)| new_slot(spec, provider, &shared))
+            .collect();
+        Self::assemble(slots, shared)
     }
 
     /// The manager for a reloaded config: providers whose settings did not change keep
@@ -168,16 +180,10 @@ impl TokenManager {
                 .find(|slot| slot.name == spec.name && slot.spec == *spec);
             slots.push(match kept {
                 Some(slot) => Arc::clone(slot),
-                None => new_slot(spec, build(spec)?, &self.counters, &self.metrics),
+                None => new_slot(spec, build(spec)?, &self.shared),
             });
         }
-        Ok(Self::assemble(
-            slots,
-            self.cache.clone(),
-            self.control.clone(),
-            Arc::clone(&self.counters),
-            Arc::clone(&self.metrics),
-        ))
+        Ok(Self::assemble(slots, Arc::clone(&self.shared)))
     }
 
     /// Stops the refreshers of providers `successor` no longer has, and drops their tokens.
@@ -188,7 +194,7 @@ impl TokenManager {
             }
             slot.retired.store(true, Ordering::Release);
             slot.wake.notify_one();
-            self.cache.invalidate(&slot.key).await;
+            self.shared.cache.invalidate(&slot.key).await;
             tracing::info!(provider = %slot.name, "provider removed or changed by reload; its token is dropped");
         }
     }
@@ -199,25 +205,16 @@ impl TokenManager {
         matches!((slot(self), slot(successor)), (Some(a), Some(b)) if Arc::ptr_eq(&a, &b))
     }
 
-    fn assemble(
-        slots: Vec<Arc<Slot>>,
-        cache: Cache<SlotKey, Arc<Token>>,
-        control: Handle,
-        counters: Arc<Counters>,
-        metrics: Arc<Metrics>,
-    ) -> Arc<TokenManager> {
+    fn assemble(slots: Vec<Arc<Slot>>, shared: Arc<Shared>) -> Arc<TokenManager> {
         let by_name = slots
             .iter()
             .enumerate()
             .map(|(index, slot)| (slot.name.clone(), ProviderId(index)))
             .collect();
         Arc::new(TokenManager {
-            cache,
+            shared,
             slots,
             by_name,
-            control,
-            counters,
-            metrics,
         })
     }
 
@@ -232,10 +229,11 @@ impl TokenManager {
             if slot.refresher_running.swap(true, Ordering::AcqRel) {
                 continue;
             }
-            let manager = Arc::clone(self);
+            let shared = Arc::clone(&self.shared);
             let slot = Arc::clone(slot);
-            self.control
-                .spawn(async move { manager.refresh_loop(slot).await });
+            self.shared
+                .control
+                .spawn(async move { shared.refresh_loop(slot).await });
         }
     }
 
@@ -246,7 +244,7 @@ impl TokenManager {
         id: ProviderId,
     ) -> Result<Arc<Token>, CredentialUnavailable> {
         let slot = &self.slots[id.0];
-        if let Some(token) = self.cache.get(&slot.key).await {
+        if let Some(token) = self.shared.cache.get(&slot.key).await {
             if token.is_usable(Instant::now()) {
                 slot.lookups.hit.inc();
                 return Ok(token);
@@ -254,13 +252,14 @@ impl TokenManager {
         }
         slot.lookups.miss.inc();
         tracing::debug!(provider = %slot.name, "no usable token in the cache; fetching one");
-        self.fetch(slot, None).await
+        self.shared.fetch(slot, None).await
     }
 
     /// The upstream refused `token_id`: drop it, unless a newer token already replaced it.
     pub async fn reject(&self, id: ProviderId, token_id: u64) {
         let slot = &self.slots[id.0];
         let result = self
+            .shared
             .cache
             .entry(slot.key)
             .and_compute_with(|entry| {
@@ -277,6 +276,78 @@ impl TokenManager {
         }
     }
 
+    /// Ends the current session of every provider configured to (on shutdown).
+    pub async fn end_sessions(&self) {
+        for slot in &self.slots {
+            if !slot.provider.ends_sessions() {
+                continue;
+            }
+            let Some(token) = self.shared.cache.get(&slot.key).await else {
+                continue;
+            };
+            self.shared.cache.invalidate(&slot.key).await;
+            let provider = Arc::clone(&slot.provider);
+            let outcome = self
+                .shared
+                .control
+                .spawn(async move { provider.end_session(&token.value).await })
+                .await;
+            match outcome {
+                Ok(Ok(())) => tracing::info!(provider = %slot.name, "session ended"),
+                Ok(Err(error)) => {
+                    tracing::warn!(provider = %slot.name, %error, "could not end the session")
+                }
+                Err(_) => {
+                    tracing::warn!(provider = %slot.name, "ending the session was interrupted")
+                }
+            }
+        }
+    }
+
+    pub async fn status(&self) -> Vec<ProviderStatus> {
+        let mut statuses = Vec::with_capacity(self.slots.len());
+        for slot in &self.slots {
+            let now = Instant::now();
+            let token = self
+                .shared
+                .cache
+                .get(&slot.key)
+                .await
+                .filter(|t| t.is_usable(now));
+            statuses.push(Self::slot_status(slot, token.as_deref(), now));
+        }
+        statuses
+    }
+
+    fn slot_status(slot: &Slot, token: Option<&Token>, now: Instant) -> ProviderStatus {
+        let state = lock(&slot.state);
+        let retry_in = state
+            .retry_at
+            .and_then(|at| at.checked_duration_since(now))
+            .map(|d| d.as_secs().max(1));
+        let label = match (&token, state.consecutive_failures) {
+            (Some(_), 0) => "valid",
+            (Some(_), _) => "valid_refresh_failing",
+            (None, 0) => "pending",
+            (None, _) => "unavailable",
+        };
+        ProviderStatus {
+            provider: slot.name.clone(),
+            state: label,
+            seconds_to_expiry: token.map(|t| t.expires_at.saturating_duration_since(now).as_secs()),
+            last_refresh_unix: state
+                .last_success
+                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs()),
+            consecutive_failures: state.consecutive_failures,
+            last_error: state.last_error.as_ref().map(ToString::to_string),
+            retry_in_seconds: retry_in,
+            token_fingerprint: token.map(|t| t.fingerprint.clone()),
+        }
+    }
+}
+
+impl Shared {
     /// Runs (or joins) a provider call on the control runtime and waits for its outcome.
     async fn fetch(
         self: &Arc<Self>,
@@ -286,9 +357,9 @@ impl TokenManager {
         if let Some(unavailable) = self.backing_off(slot) {
             return Err(unavailable);
         }
-        let manager = Arc::clone(self);
+        let shared = Arc::clone(self);
         let job_slot = Arc::clone(slot);
-        let job = async move { manager.run_fetch(&job_slot, replacing).await };
+        let job = async move { shared.run_fetch(&job_slot, replacing).await };
         match self.control.spawn(job).await {
             Ok(result) => result,
             Err(_) => Err(CredentialUnavailable {
@@ -450,70 +521,6 @@ impl TokenManager {
             }
         }
     }
-
-    /// Ends the current session of every provider configured to (on shutdown).
-    pub async fn end_sessions(&self) {
-        for slot in &self.slots {
-            if !slot.provider.ends_sessions() {
-                continue;
-            }
-            let Some(token) = self.cache.get(&slot.key).await else {
-                continue;
-            };
-            self.cache.invalidate(&slot.key).await;
-            let provider = Arc::clone(&slot.provider);
-            let outcome = self
-                .control
-                .spawn(async move { provider.end_session(&token.value).await })
-                .await;
-            match outcome {
-                Ok(Ok(())) => tracing::info!(provider = %slot.name, "session ended"),
-                Ok(Err(error)) => {
-                    tracing::warn!(provider = %slot.name, %error, "could not end the session")
-                }
-                Err(_) => {
-                    tracing::warn!(provider = %slot.name, "ending the session was interrupted")
-                }
-            }
-        }
-    }
-
-    pub async fn status(&self) -> Vec<ProviderStatus> {
-        let mut statuses = Vec::with_capacity(self.slots.len());
-        for slot in &self.slots {
-            let now = Instant::now();
-            let token = self.cache.get(&slot.key).await.filter(|t| t.is_usable(now));
-            statuses.push(Self::slot_status(slot, token.as_deref(), now));
-        }
-        statuses
-    }
-
-    fn slot_status(slot: &Slot, token: Option<&Token>, now: Instant) -> ProviderStatus {
-        let state = lock(&slot.state);
-        let retry_in = state
-            .retry_at
-            .and_then(|at| at.checked_duration_since(now))
-            .map(|d| d.as_secs().max(1));
-        let label = match (&token, state.consecutive_failures) {
-            (Some(_), 0) => "valid",
-            (Some(_), _) => "valid_refresh_failing",
-            (None, 0) => "pending",
-            (None, _) => "unavailable",
-        };
-        ProviderStatus {
-            provider: slot.name.clone(),
-            state: label,
-            seconds_to_expiry: token.map(|t| t.expires_at.saturating_duration_since(now).as_secs()),
-            last_refresh_unix: state
-                .last_success
-                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-                .map(|d| d.as_secs()),
-            consecutive_failures: state.consecutive_failures,
-            last_error: state.last_error.as_ref().map(ToString::to_string),
-            retry_in_seconds: retry_in,
-            token_fingerprint: token.map(|t| t.fingerprint.clone()),
-        }
-    }
 }
 
 fn unavailable(slot: &Slot, state: &SlotState, wait: Duration) -> CredentialUnavailable {
@@ -539,12 +546,8 @@ fn lock(state: &Mutex<SlotState>) -> MutexGuard<'_, SlotState> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn new_slot(
-    spec: &ProviderSpec,
-    provider: Arc<dyn Provider>,
-    counters: &Counters,
-    metrics: &Metrics,
-) -> Arc<Slot> {
+fn new_slot(spec: &ProviderSpec, provider: Arc<dyn Provider>, shared: &Shared) -> Arc<Slot> {
+    let (counters, metrics) = (&shared.counters, &shared.metrics);
     Arc::new(Slot {
         key: SlotKey(counters.next_slot_key.fetch_add(1, Ordering::Relaxed)),
         name: spec.name.clone(),

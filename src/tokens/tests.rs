@@ -255,6 +255,7 @@ fn slot(manager: &TokenManager, name: &str) -> Arc<Slot> {
 async fn cached(manager: &TokenManager, name: &str) -> Option<Arc<Token>> {
     let key = slot(manager, name).key;
     manager
+        .shared
         .cache
         .get(&key)
         .await
@@ -380,7 +381,7 @@ async fn a_replacing_fetch_calls_the_provider_while_requests_keep_the_old_token(
         let manager = Arc::clone(&manager);
         let slot = slot(&manager, "api");
         let old_id = old.id;
-        tokio::spawn(async move { manager.fetch(&slot, Some(old_id)).await })
+        tokio::spawn(async move { manager.shared.fetch(&slot, Some(old_id)).await })
     };
     assert_eq!(fake.next_call().await.call, Call::Login);
     // While that call is held open, requests take the old token and make no call.
@@ -879,7 +880,11 @@ async fn status_reports_each_state_and_fingerprints_never_the_token() {
 
     // A renewal fails while the token is still valid: it keeps being served.
     let slot = slot(&manager, "up");
-    manager.fetch(&slot, Some(token.id)).await.unwrap_err();
+    manager
+        .shared
+        .fetch(&slot, Some(token.id))
+        .await
+        .unwrap_err();
     let up_status = status_of(&manager, "up").await;
     assert_eq!(up_status.state, "valid_refresh_failing");
     assert_eq!(up_status.consecutive_failures, 1);
@@ -1035,6 +1040,40 @@ async fn retiring_a_replaced_provider_stops_its_refresher() {
     let token = until_cached(&new, "api", "the new provider's token", |_| true).await;
     assert_eq!(token.value.expose(), "api-token-1");
     assert_eq!(rebuilt.logins(), 1);
+}
+
+/// A kept provider's refresher was started by the old manager; it must not keep that
+/// manager, and with it the providers the reload retired, alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_manager_is_freed_while_a_kept_provider_refreshes_on() {
+    let kept = Fake::open("kept");
+    let replaced = Fake::open("api");
+    let specs = [spec("kept"), spec("api")];
+    let old = manager(&[(&specs[0], &kept), (&specs[1], &replaced)]);
+    old.start_refreshers();
+    until_cached(&old, "kept", "the kept provider's token", |_| true).await;
+    until_cached(&old, "api", "the replaced provider's token", |_| true).await;
+
+    let mut changed = spec("api");
+    changed.refresh.before_expiry = Duration::from_secs(30);
+    let rebuilt = Fake::open("api");
+    let new = old
+        .successor(&[spec("kept"), changed], |_| Ok(rebuilt.provider()))
+        .unwrap();
+    new.start_refreshers();
+    let replaced_provider = Arc::downgrade(&slot(&old, "api").provider);
+    let old_manager = Arc::downgrade(&old);
+    old.retire_replaced(&new).await;
+    drop(old);
+    within("the replaced manager and its provider to be freed", async {
+        while replaced_provider.upgrade().is_some() || old_manager.upgrade().is_some() {
+            tokio::time::sleep(POLL).await;
+        }
+    })
+    .await;
+    // The kept provider still has its refresher and its token in the new manager.
+    assert!(new.keeps_provider(&new, "kept"));
+    assert!(cached(&new, "kept").await.is_some());
 }
 
 // ---------------------------------------------------------------------------------------
