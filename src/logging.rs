@@ -8,7 +8,7 @@
 //! `RUST_LOG=trace` makes tollgate itself verbose, never a library's dump of the wire.
 
 use tracing::{Level, Metadata};
-use tracing_subscriber::filter::{EnvFilter, FilterExt};
+use tracing_subscriber::filter::{filter_fn, EnvFilter, FilterExt, LevelFilter};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
@@ -25,7 +25,12 @@ pub enum LogFormat {
 /// Installs the global subscriber; `RUST_LOG` overrides the default `info` level.
 pub fn init(format: LogFormat) {
     let wanted = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let filter = wanted.and(tracing_subscriber::filter::filter_fn(within_ceiling));
+    // The ceiling admits any level (for tollgate's targets), so its hint is TRACE and the
+    // combined hint is RUST_LOG's. Without a hint the combination has none, `log`'s max
+    // level becomes TRACE, and every debug line pingora writes is built and then dropped:
+    // about 12,000 instructions a request.
+    let ceiling = filter_fn(within_ceiling).with_max_level_hint(LevelFilter::TRACE);
+    let filter = wanted.and(ceiling);
     let output = tracing_subscriber::fmt::layer().with_writer(std::io::stdout);
     let layer = match format {
         LogFormat::Json => output
@@ -54,6 +59,16 @@ fn is_own_target(target: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_combined_filter_keeps_the_level_hint_of_rust_log() {
+        use tracing_subscriber::layer::Filter;
+        let wanted = EnvFilter::new("warn");
+        let ceiling = filter_fn(within_ceiling).with_max_level_hint(LevelFilter::TRACE);
+        let combined = wanted.and(ceiling);
+        let hint = <_ as Filter<tracing_subscriber::Registry>>::max_level_hint(&combined);
+        assert_eq!(hint, Some(LevelFilter::WARN));
+    }
 
     #[test]
     fn only_tollgate_targets_pass_below_info() {
