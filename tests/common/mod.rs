@@ -436,6 +436,54 @@ impl Gateway {
         }
     }
 
+    /// The JSON log lines written so far (lines that are not JSON are skipped).
+    pub fn log_lines(&self) -> Vec<Value> {
+        self.stdout()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// Waits until the gateway has written `count` access lines (one per request, written
+    /// in its logging phase, after everything else the request did), and returns the
+    /// logs. A test that asserts something is absent from the logs first proves, this
+    /// way, that the requests that would have written it are done. Panics after 10 s.
+    pub async fn logs_after_requests(&self, count: usize) -> String {
+        let started = Instant::now();
+        loop {
+            let written = self
+                .log_lines()
+                .iter()
+                .filter(|line| line["target"] == "access")
+                .count();
+            if written >= count {
+                return self.logs();
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                panic!(
+                    "{written} access lines after 10 s, expected {count}:\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until a log line holds `text`, and returns the logs. Panics after 10 s.
+    pub async fn logs_once_written(&self, text: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let logs = self.logs();
+            if logs.contains(text) {
+                return logs;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                panic!("no log line holds `{text}` after 10 s:\n{logs}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The value of one sample, named as `name{label="value",...}` (labels in any order,
     /// all of them), or 0 when the sample is absent.
     pub async fn metric(&self, query: &str) -> f64 {
