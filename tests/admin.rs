@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-use tollgate::demo::echo::EchoUpstream;
-use tollgate::demo::oauth2::{OAuth2Settings, OAuth2StandIn};
+use tollgate_standins::echo::EchoUpstream;
+use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
 
 async fn setup() -> (OAuth2StandIn, EchoUpstream, String) {
     let idp = OAuth2StandIn::start(OAuth2Settings::default())

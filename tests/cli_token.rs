@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use tollgate::demo::oauth2::{OAuth2Settings, OAuth2StandIn};
+use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
 
 fn config(idp: &OAuth2StandIn) -> tempfile::NamedTempFile {
     let file = tempfile::NamedTempFile::new().expect("temp file");

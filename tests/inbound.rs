@@ -19,9 +19,8 @@ use inbound_support::*;
 use jsonwebtoken::Algorithm;
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
-use tollgate::demo::bigbucks::{BigBucksSettings, BigBucksStandIn};
-use tollgate::demo::echo::EchoUpstream;
-use tollgate::secret::Secret;
+use tollgate_standins::bigbucks::{BigBucksSettings, BigBucksStandIn};
+use tollgate_standins::echo::EchoUpstream;
 
 /// What the `static` provider injects upstream on the JWT route.
 const GATEWAY_CREDENTIAL: &str = "gateway-own-credential-0123456789";
@@ -100,8 +99,8 @@ impl Stack {
         let jwks = JwksServer::start(jwks(vec![rsa_jwk(RSA1_PUBLIC, "key-1")])).await;
         let settings = BigBucksSettings {
             users: vec![
-                (ENGINE_USER.0.to_owned(), Secret::new(ENGINE_USER.1)),
-                (ENGINE_AUDITOR.0.to_owned(), Secret::new(ENGINE_AUDITOR.1)),
+                (ENGINE_USER.0.to_owned(), ENGINE_USER.1.to_owned()),
+                (ENGINE_AUDITOR.0.to_owned(), ENGINE_AUDITOR.1.to_owned()),
             ],
             ..BigBucksSettings::default()
         };
@@ -206,7 +205,7 @@ impl Stack {
         &self,
         path: &str,
         headers: &[(&str, &str)],
-    ) -> tollgate::demo::echo::RecordedRequest {
+    ) -> tollgate_standins::echo::RecordedRequest {
         let before = self.echo.request_count();
         let reply = self.get(path, headers).await;
         assert_eq!(reply.status, 200, "GET {path} was refused: {}", reply.text);

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use common::*;
 use provider_types_support::*;
-use tollgate::demo::bigid::{BigIdSettings, BigIdStandIn};
-use tollgate::demo::echo::EchoUpstream;
-use tollgate::demo::oauth2::{OAuth2Settings, OAuth2StandIn};
+use tollgate_standins::bigid::{BigIdSettings, BigIdStandIn};
+use tollgate_standins::echo::EchoUpstream;
+use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
 
 // ----- static --------------------------------------------------------------------------
 

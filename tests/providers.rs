@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use common::*;
-use tollgate::demo::bigid::{BigIdSettings, BigIdStandIn};
-use tollgate::demo::echo::EchoUpstream;
-use tollgate::demo::oauth2::{OAuth2Settings, OAuth2StandIn};
-use tollgate::secret::Secret;
+use tollgate_standins::bigid::{BigIdSettings, BigIdStandIn};
+use tollgate_standins::echo::EchoUpstream;
+use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
 
 /// Starts a gateway with one provider block and one route `/api/` to `echo`, waits until
 /// ready, sends one request and returns the bearer token the upstream received.
@@ -76,7 +75,7 @@ async fn bigid_password_login_injects_the_auth_token() {
     let token = token_through(&gateway, &echo).await;
     assert!(bigid.is_valid_token(&token));
     assert_eq!(
-        tollgate::demo::jwt::verify(&token).unwrap().sub,
+        tollgate_standins::jwt::verify(&token).unwrap().sub,
         "bigid-admin"
     );
     assert_eq!(bigid.session_requests(), 1);
@@ -209,7 +208,7 @@ async fn oauth2_client_auth_basic_encodes_special_characters() {
     // secret holding `:`, `+`, `%` or spaces survives the trip.
     const SECRET: &str = "s3c:r+t %2F/é";
     let idp = OAuth2StandIn::start(OAuth2Settings {
-        clients: vec![("client:one".into(), Secret::new(SECRET))],
+        clients: vec![("client:one".into(), SECRET.to_owned())],
         ..OAuth2Settings::default()
     })
     .await
@@ -271,7 +270,7 @@ async fn oauth2_password_grant() {
     let token = token_through(&gateway, &echo).await;
     assert!(idp.is_valid_access_token(&token));
     assert_eq!(
-        tollgate::demo::jwt::verify(&token).unwrap().sub,
+        tollgate_standins::jwt::verify(&token).unwrap().sub,
         "demo-user"
     );
     assert_eq!(idp.grant_requests("password"), 1);
@@ -299,7 +298,7 @@ async fn oauth2_scopes_and_audience_are_sent() {
     let last = idp.last_request().unwrap();
     assert_eq!(last.param("scope"), Some("reports.read reports.write"));
     assert_eq!(last.param("audience"), Some("https://api.example"));
-    let claims = tollgate::demo::jwt::verify(&token).unwrap();
+    let claims = tollgate_standins::jwt::verify(&token).unwrap();
     assert_eq!(claims.aud.as_deref(), Some("https://api.example"));
 }
 

@@ -6,8 +6,8 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use tollgate::demo::echo::EchoUpstream;
-use tollgate::demo::oauth2::{OAuth2Settings, OAuth2StandIn};
+use tollgate_standins::echo::EchoUpstream;
+use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
 
 async fn idp_and_echo() -> (OAuth2StandIn, EchoUpstream) {
     let idp = OAuth2StandIn::start(OAuth2Settings::default())

@@ -22,7 +22,7 @@ use crate::config::inbound::{
     JwksSettings, JwtKeySettings, JwtSettings, TokenSource, DEFAULT_INBOUND_TIMEOUT,
 };
 use crate::config::TlsSettings;
-use crate::demo::RunningServer;
+use tollgate_standins::RunningServer;
 
 pub const RSA1_PRIVATE: &[u8] = include_bytes!("testdata/rsa1_private.pem");
 pub const RSA1_PUBLIC: &[u8] = include_bytes!("testdata/rsa1_public.pem");
@@ -202,7 +202,7 @@ impl JwksServer {
         let router = Router::new()
             .route("/jwks.json", get(serve_jwks))
             .with_state(Arc::clone(&state));
-        let server = crate::demo::serve(router, ([127, 0, 0, 1], 0).into())
+        let server = tollgate_standins::serve(router, ([127, 0, 0, 1], 0).into())
             .await
             .unwrap();
         JwksServer { server, state }

@@ -8,7 +8,7 @@ use tokio::runtime::Handle;
 use super::testkit::*;
 use super::*;
 use crate::config::inbound::from_yaml;
-use crate::demo::bigbucks::{BigBucksSettings, BigBucksStandIn};
+use tollgate_standins::bigbucks::{BigBucksSettings, BigBucksStandIn};
 
 const KEY_A: &str = "key-a-0123456789abcdef";
 
@@ -178,7 +178,7 @@ async fn jwt_and_authorize_together() {
     let engine = BigBucksStandIn::start(BigBucksSettings::default())
         .await
         .unwrap();
-    let secret = String::from_utf8(crate::demo::jwt::DEMO_KEY.to_vec()).unwrap();
+    let secret = String::from_utf8(tollgate_standins::jwt::DEMO_KEY.to_vec()).unwrap();
     let yaml = format!(
         "jwt:\n  from: {{ header: X-Auth }}\n  algorithms: [HS256]\n  secret: {secret}\n  issuer: {}\nauthorize:\n  url: {}\n  action: read\n  resource: reports\n  scope: org\nidentity_headers:\n  X-Auth-Subject: sub\n",
         engine.url(),

@@ -19,7 +19,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
-use tollgate::demo::RunningServer;
+use tollgate_standins::RunningServer;
 use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
 use x509_parser::x509::SubjectPublicKeyInfo;
@@ -156,7 +156,7 @@ impl JwksServer {
         let router = Router::new()
             .route("/jwks.json", get(serve_jwks))
             .with_state(Arc::clone(&state));
-        let server = tollgate::demo::serve(router, ([127, 0, 0, 1], 0).into())
+        let server = tollgate_standins::serve(router, ([127, 0, 0, 1], 0).into())
             .await
             .expect("start the JWKS server");
         JwksServer { server, state }

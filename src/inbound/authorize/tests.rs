@@ -6,8 +6,7 @@ use tokio::runtime::Handle;
 use super::*;
 use crate::config::inbound::{AuthorizeAction, AuthorizeSettings, TokenSource};
 use crate::config::TlsSettings;
-use crate::demo::bigbucks::{BigBucksSettings, BigBucksStandIn};
-use crate::secret::Secret;
+use tollgate_standins::bigbucks::{BigBucksSettings, BigBucksStandIn};
 
 fn settings(base_url: &str) -> AuthorizeSettings {
     AuthorizeSettings {
@@ -53,7 +52,7 @@ async fn engine_with_auditor() -> BigBucksStandIn {
     let mut settings = BigBucksSettings::default();
     settings
         .users
-        .push(("auditor".into(), Secret::new("audit-pw")));
+        .push(("auditor".into(), "audit-pw".to_owned()));
     BigBucksStandIn::start(settings).await.unwrap()
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use axum::response::Response;
 
-use super::lock;
+use crate::lock;
 
 /// How long a stand-in holds each answer back, to play a slow server.
 #[derive(Debug, Default)]

@@ -16,8 +16,8 @@ use axum::response::Response;
 use axum::Router;
 use serde_json::{json, Map, Value};
 
-use super::controls::Delay;
-use super::{any_loopback_port, json_response, lock, serve_listener, RunningServer};
+use crate::controls::Delay;
+use crate::{any_loopback_port, json_response, lock, serve_listener, RunningServer};
 
 /// The most recent requests kept by [`EchoUpstream::requests`]; older ones are dropped so a
 /// long `tollgate demo` or a load test does not grow without bound.

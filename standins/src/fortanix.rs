@@ -46,9 +46,8 @@ use rand::RngCore as _;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::controls::{Controls, TokenBook};
-use super::{any_loopback_port, json_response, jwt, lock, serve_listener, RunningServer};
-use crate::secret::Secret;
+use crate::controls::{Controls, TokenBook};
+use crate::{any_loopback_port, json_response, jwt, lock, serve_listener, RunningServer};
 
 /// `POST` here to start a session.
 pub const AUTH_PATH: &str = "/sys/v1/session/auth";
@@ -63,7 +62,7 @@ pub const DEMO_ACCT_ID: &str = "a1c0e7d4-2b9f-4e61-8d35-7f4c6b2e9a10";
 #[derive(Clone, Debug)]
 pub struct FortanixUser {
     pub email: String,
-    pub password: Secret,
+    pub password: String,
     /// The user has an MFA device: logins answer with a 2FA challenge and a token that
     /// cannot be used.
     pub mfa: bool,
@@ -78,7 +77,7 @@ pub struct FortanixApp {
     pub name: String,
     /// A UUID.
     pub acct_id: String,
-    pub secret: Secret,
+    pub secret: String,
 }
 
 /// What the stand-in accepts.
@@ -87,7 +86,7 @@ pub struct FortanixSettings {
     pub users: Vec<FortanixUser>,
     pub apps: Vec<FortanixApp>,
     /// For `ldap-basic-auth`: idp_id, email, password.
-    pub ldap_users: Vec<(String, String, Secret)>,
+    pub ldap_users: Vec<(String, String, String)>,
     /// Lifetime of access tokens (`expires_in`).
     pub token_ttl: Duration,
 }
@@ -97,14 +96,14 @@ impl Default for FortanixSettings {
         FortanixSettings {
             users: vec![FortanixUser {
                 email: "demo@example.com".to_owned(),
-                password: Secret::new("demo-password"),
+                password: "demo-password".to_owned(),
                 mfa: false,
             }],
             apps: vec![FortanixApp {
                 app_id: DEMO_APP_ID.to_owned(),
                 name: "demo-app".to_owned(),
                 acct_id: DEMO_ACCT_ID.to_owned(),
-                secret: Secret::new("demo-app-secret"),
+                secret: "demo-app-secret".to_owned(),
             }],
             ldap_users: Vec::new(),
             token_ttl: Duration::from_secs(300),
@@ -176,7 +175,7 @@ struct Session {
 struct Shared {
     users: Vec<FortanixUser>,
     apps: Vec<FortanixApp>,
-    ldap_users: Vec<(String, String, Secret)>,
+    ldap_users: Vec<(String, String, String)>,
     controls: Controls,
     auth_requests: AtomicUsize,
     terminate_requests: AtomicUsize,
@@ -424,7 +423,7 @@ fn basic_login(shared: &Shared, encoded: &str) -> Result<Login, Refusal> {
         return Err(invalid());
     };
     if let Some(user) = shared.users.iter().find(|u| u.email == id) {
-        return if user.password.expose() == secret {
+        return if user.password == secret {
             Ok(Login {
                 entity_id: user_entity_id(&user.email),
                 mfa: user.mfa,
@@ -434,7 +433,7 @@ fn basic_login(shared: &Shared, encoded: &str) -> Result<Login, Refusal> {
         };
     }
     match shared.apps.iter().find(|a| a.app_id == id) {
-        Some(app) if app.secret.expose() == secret => Ok(Login {
+        Some(app) if app.secret == secret => Ok(Login {
             entity_id: app.app_id.clone(),
             mfa: false,
         }),
@@ -480,7 +479,7 @@ fn body_login(
             let password = required(request, "password")?;
             optional(request, "recaptcha_response")?;
             match shared.users.iter().find(|u| u.email == email) {
-                Some(user) if user.password.expose() == password => Ok(Login {
+                Some(user) if user.password == password => Ok(Login {
                     entity_id: user_entity_id(&user.email),
                     mfa: user.mfa,
                 }),
@@ -493,9 +492,7 @@ fn body_login(
             let password = required(request, "password")?;
             uuid_field("acct_id", acct_id)?;
             let app = shared.apps.iter().find(|a| {
-                a.acct_id.eq_ignore_ascii_case(acct_id)
-                    && a.name == name
-                    && a.secret.expose() == password
+                a.acct_id.eq_ignore_ascii_case(acct_id) && a.name == name && a.secret == password
             });
             match app {
                 Some(app) => Ok(Login {
@@ -515,7 +512,7 @@ fn body_login(
             let known = shared
                 .ldap_users
                 .iter()
-                .any(|(i, e, p)| i == idp_id && e == email && p.expose() == password);
+                .any(|(i, e, p)| i == idp_id && e == email && p == password);
             if known {
                 Ok(Login {
                     entity_id: user_entity_id(email),
@@ -650,13 +647,13 @@ mod tests {
         let mut settings = FortanixSettings::default();
         settings.users.push(FortanixUser {
             email: "mfa@example.com".into(),
-            password: Secret::new("mfa-password"),
+            password: "mfa-password".to_owned(),
             mfa: true,
         });
         settings.ldap_users.push((
             "idp-1".into(),
             "ldap@example.com".into(),
-            Secret::new("ldap-password"),
+            "ldap-password".to_owned(),
         ));
         settings
     }

@@ -19,9 +19,8 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::{json, Value};
 
-use super::controls::{Controls, TokenBook};
-use super::{any_loopback_port, json_response, jwt, lock, serve_listener, RunningServer};
-use crate::secret::Secret;
+use crate::controls::{Controls, TokenBook};
+use crate::{any_loopback_port, json_response, jwt, lock, serve_listener, RunningServer};
 
 /// `POST` here with username and password.
 pub const SESSIONS_PATH: &str = "/api/v1/sessions";
@@ -34,9 +33,9 @@ pub const SYSTEM_SUBJECT: &str = "bigid-system";
 #[derive(Clone, Debug)]
 pub struct BigIdSettings {
     /// username, password for `POST /api/v1/sessions`.
-    pub users: Vec<(String, Secret)>,
+    pub users: Vec<(String, String)>,
     /// Long-lived user tokens for `POST /api/v1/refresh-access-token`.
-    pub user_tokens: Vec<Secret>,
+    pub user_tokens: Vec<String>,
     /// Lifetime of `auth_token` and `systemToken` (their `exp` claim).
     pub token_ttl: Duration,
 }
@@ -44,8 +43,8 @@ pub struct BigIdSettings {
 impl Default for BigIdSettings {
     fn default() -> Self {
         BigIdSettings {
-            users: vec![("bigid-admin".to_owned(), Secret::new("bigid-password"))],
-            user_tokens: vec![Secret::new("demo-bigid-user-token")],
+            users: vec![("bigid-admin".to_owned(), "bigid-password".to_owned())],
+            user_tokens: vec!["demo-bigid-user-token".to_owned()],
             token_ttl: Duration::from_secs(300),
         }
     }
@@ -53,8 +52,8 @@ impl Default for BigIdSettings {
 
 struct Shared {
     issuer: String,
-    users: Vec<(String, Secret)>,
-    user_tokens: Vec<Secret>,
+    users: Vec<(String, String)>,
+    user_tokens: Vec<String>,
     controls: Controls,
     session_requests: AtomicUsize,
     refresh_requests: AtomicUsize,
@@ -190,7 +189,7 @@ fn session_answer(shared: &Shared, body: &[u8]) -> Response {
     let known = shared
         .users
         .iter()
-        .any(|(u, p)| u == username && p.expose() == password);
+        .any(|(u, p)| u == username && p == password);
     if !known {
         return invalid();
     }
@@ -227,9 +226,8 @@ fn refresh_answer(shared: &Shared, headers: &HeaderMap) -> Response {
                 .eq_ignore_ascii_case("Bearer")
                 .then_some(token.trim())
         });
-    let known = user_token.is_some_and(|token| {
-        !token.is_empty() && shared.user_tokens.iter().any(|t| t.expose() == token)
-    });
+    let known = user_token
+        .is_some_and(|token| !token.is_empty() && shared.user_tokens.iter().any(|t| t == token));
     if !known {
         return failure(StatusCode::UNAUTHORIZED, "Invalid user token");
     }
@@ -468,8 +466,8 @@ mod tests {
     #[tokio::test]
     async fn custom_settings() {
         let settings = BigIdSettings {
-            users: vec![("ops".into(), Secret::new("pw"))],
-            user_tokens: vec![Secret::new("t1"), Secret::new("t2")],
+            users: vec![("ops".into(), "pw".to_owned())],
+            user_tokens: vec!["t1".to_owned(), "t2".to_owned()],
             token_ttl: Duration::from_secs(60),
         };
         let bigid = BigIdStandIn::start(settings).await.unwrap();

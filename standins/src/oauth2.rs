@@ -21,9 +21,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
-use super::controls::{Controls, TokenBook};
-use super::{any_loopback_port, json_response, jwt, lock, serve_listener, RunningServer};
-use crate::secret::Secret;
+use crate::controls::{Controls, TokenBook};
+use crate::{any_loopback_port, json_response, jwt, lock, serve_listener, RunningServer};
 
 /// The path of the token endpoint under the stand-in's base URL.
 pub const TOKEN_PATH: &str = "/oauth/token";
@@ -38,9 +37,9 @@ const DEFAULT_REFRESH_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 #[derive(Clone, Debug)]
 pub struct OAuth2Settings {
     /// Registered confidential clients: client_id, client_secret.
-    pub clients: Vec<(String, Secret)>,
+    pub clients: Vec<(String, String)>,
     /// Resource owners for the password grant: username, password.
-    pub users: Vec<(String, Secret)>,
+    pub users: Vec<(String, String)>,
     /// Lifetime of access tokens (`expires_in`, and `exp` of JWTs).
     pub token_ttl: Duration,
     /// If false, the reply carries no `expires_in`.
@@ -55,8 +54,8 @@ pub struct OAuth2Settings {
 impl Default for OAuth2Settings {
     fn default() -> Self {
         OAuth2Settings {
-            clients: vec![("demo-client".to_owned(), Secret::new("demo-secret"))],
-            users: vec![("demo-user".to_owned(), Secret::new("demo-password"))],
+            clients: vec![("demo-client".to_owned(), "demo-secret".to_owned())],
+            users: vec![("demo-user".to_owned(), "demo-password".to_owned())],
             token_ttl: Duration::from_secs(300),
             include_expires_in: true,
             jwt_access_tokens: true,
@@ -104,8 +103,8 @@ struct TokenFacts {
 
 struct Shared {
     issuer: String,
-    clients: Vec<(String, Secret)>,
-    users: Vec<(String, Secret)>,
+    clients: Vec<(String, String)>,
+    users: Vec<(String, String)>,
     include_expires_in: bool,
     jwt_access_tokens: bool,
     issue_refresh_tokens: bool,
@@ -386,7 +385,7 @@ fn token_request(
             let known = shared
                 .users
                 .iter()
-                .any(|(u, p)| u == username && p.expose() == *password);
+                .any(|(u, p)| u == username && p == *password);
             if !known {
                 return Err(invalid_grant("the resource owner credentials are invalid"));
             }
@@ -417,12 +416,7 @@ fn authenticate_client(
 ) -> Result<String, OAuthError> {
     let body_id = params.get("client_id").copied();
     let body_secret = params.get("client_secret").copied();
-    let known = |id: &str, secret: &str| {
-        shared
-            .clients
-            .iter()
-            .any(|(i, s)| i == id && s.expose() == secret)
-    };
+    let known = |id: &str, secret: &str| shared.clients.iter().any(|(i, s)| i == id && s == secret);
     match authorization {
         Some(value) => {
             let Some(encoded) = strip_scheme(value, "Basic") else {
@@ -692,7 +686,7 @@ mod tests {
     #[tokio::test]
     async fn client_credentials_with_basic_auth_urlencoded() {
         let settings = OAuth2Settings {
-            clients: vec![("my client:1".into(), Secret::new("s3c:r+t&%=é"))],
+            clients: vec![("my client:1".into(), "s3c:r+t&%=é".to_owned())],
             ..OAuth2Settings::default()
         };
         let idp = OAuth2StandIn::start(settings).await.unwrap();
@@ -1159,10 +1153,7 @@ mod tests {
     #[tokio::test]
     async fn refresh_token_of_another_client_is_rejected() {
         let settings = OAuth2Settings {
-            clients: vec![
-                ("a".into(), Secret::new("sa")),
-                ("b".into(), Secret::new("sb")),
-            ],
+            clients: vec![("a".into(), "sa".to_owned()), ("b".into(), "sb".to_owned())],
             ..with_refresh()
         };
         let idp = OAuth2StandIn::start(settings).await.unwrap();

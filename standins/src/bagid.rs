@@ -52,9 +52,8 @@ use rand::RngCore as _;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::controls::{Controls, Delay, TokenBook};
-use super::{any_loopback_port, json_response, jwt, lock, serve_listener, RunningServer};
-use crate::secret::Secret;
+use crate::controls::{Controls, Delay, TokenBook};
+use crate::{any_loopback_port, json_response, jwt, lock, serve_listener, RunningServer};
 
 pub const FEDERATED_PATH: &str = "/v2/auth/federated/sessions";
 pub const NONCES_PATH: &str = "/v2/auth/nonces";
@@ -98,11 +97,11 @@ pub fn host_token(subject: &str, ttl: Duration) -> String {
 #[derive(Clone, Debug)]
 pub struct BagIdSettings {
     /// Issued client keys accepted in `X-Source-App-Key`.
-    pub app_keys: Vec<Secret>,
+    pub app_keys: Vec<String>,
     /// The B2B shared secret expected in `X-B2B-Secret`.
-    pub b2b_secret: Secret,
+    pub b2b_secret: String,
     /// B2B username, password.
-    pub b2b_users: Vec<(String, Secret)>,
+    pub b2b_users: Vec<(String, String)>,
     /// Lifetime of access tokens (`expiresIn`, and `exp` of the JWTs).
     pub token_ttl: Duration,
     /// Lifetime of refresh tokens (`refreshExpiresIn`).
@@ -116,9 +115,9 @@ pub struct BagIdSettings {
 impl Default for BagIdSettings {
     fn default() -> Self {
         BagIdSettings {
-            app_keys: vec![Secret::new("demo-app-key")],
-            b2b_secret: Secret::new("demo-b2b-secret"),
-            b2b_users: vec![("svc".to_owned(), Secret::new("bagid-password"))],
+            app_keys: vec!["demo-app-key".to_owned()],
+            b2b_secret: "demo-b2b-secret".to_owned(),
+            b2b_users: vec![("svc".to_owned(), "bagid-password".to_owned())],
             token_ttl: Duration::from_secs(300),
             refresh_ttl: Duration::from_secs(3600),
             nonce_ttl: Duration::from_secs(60),
@@ -182,9 +181,9 @@ struct TokenFacts {
 
 struct Shared {
     issuer: String,
-    app_keys: Vec<Secret>,
-    b2b_secret: Secret,
-    b2b_users: Vec<(String, Secret)>,
+    app_keys: Vec<String>,
+    b2b_secret: String,
+    b2b_users: Vec<(String, String)>,
     issue_refresh_tokens: bool,
     controls: Controls,
     refresh_ttl: Mutex<Duration>,
@@ -232,7 +231,7 @@ impl Shared {
     }
 
     fn known_app_key(&self, key: &str) -> bool {
-        self.app_keys.iter().any(|k| k.expose() == key)
+        self.app_keys.iter().any(|k| k == key)
     }
 
     /// Mint and record an access token (and a refresh token when configured) for
@@ -625,13 +624,13 @@ async fn b2b_secret(
             if !shared.known_app_key(app_key) {
                 return Err(unauthorized("unknown source app key"));
             }
-            if shared.b2b_secret.expose() != secret {
+            if shared.b2b_secret != secret {
                 return Err(unauthorized("invalid B2B secret"));
             }
             let known = shared
                 .b2b_users
                 .iter()
-                .any(|(u, p)| u == username && p.expose() == password);
+                .any(|(u, p)| u == username && p == password);
             if !known {
                 return Err(unauthorized("invalid username or password"));
             }

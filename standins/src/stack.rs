@@ -4,12 +4,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::bagid::{AttestorStandIn, BagIdSettings, BagIdStandIn};
-use super::bigbucks::{BigBucksSettings, BigBucksStandIn};
-use super::bigid::{BigIdSettings, BigIdStandIn};
-use super::echo::EchoUpstream;
-use super::fortanix::{FortanixSettings, FortanixStandIn};
-use super::oauth2::{OAuth2Settings, OAuth2StandIn};
+use crate::bagid::{AttestorStandIn, BagIdSettings, BagIdStandIn};
+use crate::bigbucks::{BigBucksSettings, BigBucksStandIn};
+use crate::bigid::{BigIdSettings, BigIdStandIn};
+use crate::echo::EchoUpstream;
+use crate::fortanix::{FortanixSettings, FortanixStandIn};
+use crate::oauth2::{OAuth2Settings, OAuth2StandIn};
 
 /// The gateway config of the demo, validated like any other config file.
 pub const CONFIG: &str = include_str!("../../config/demo.yaml");

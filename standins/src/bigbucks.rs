@@ -38,9 +38,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Map, Value};
 
-use super::controls::{Controls, TokenBook};
-use super::{any_loopback_port, json_response, jwt, lock, serve_listener, RunningServer};
-use crate::secret::Secret;
+use crate::controls::{Controls, TokenBook};
+use crate::{any_loopback_port, json_response, jwt, lock, serve_listener, RunningServer};
 
 /// The API's base path; the gateway's `base_url` ends with it.
 pub const BASE_PATH: &str = "/api/v1";
@@ -59,7 +58,7 @@ pub const DEMO_ORGANIZATION: (&str, &str) = ("1", "demo-org");
 #[derive(Clone, Debug)]
 pub struct BigBucksSettings {
     /// username, password for `POST /signin`.
-    pub users: Vec<(String, Secret)>,
+    pub users: Vec<(String, String)>,
     /// What `/user/authorize` allows: (username, action, resource, scope).
     pub permissions: Vec<(String, String, String, String)>,
     /// When set, `/signin` needs `"recaptcha"` with exactly this value.
@@ -71,7 +70,7 @@ pub struct BigBucksSettings {
 impl Default for BigBucksSettings {
     fn default() -> Self {
         BigBucksSettings {
-            users: vec![("svc-reporting".to_owned(), Secret::new("engine-password"))],
+            users: vec![("svc-reporting".to_owned(), "engine-password".to_owned())],
             permissions: vec![(
                 "svc-reporting".to_owned(),
                 "read".to_owned(),
@@ -102,7 +101,7 @@ impl RecordedRequest {
 
 struct Shared {
     issuer: String,
-    users: Vec<(String, Secret)>,
+    users: Vec<(String, String)>,
     permissions: Vec<(String, String, String, String)>,
     required_recaptcha: Option<String>,
     controls: Controls,
@@ -315,7 +314,7 @@ fn signin_answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response 
     let Some((_, expected)) = shared.users.iter().find(|(u, _)| u == username) else {
         return error(StatusCode::NOT_FOUND, "user not found");
     };
-    if expected.expose() != password {
+    if expected != password {
         return error(StatusCode::BAD_REQUEST, "invalid credentials");
     }
     json_response(StatusCode::OK, &Value::String(shared.mint(username)))
@@ -676,7 +675,7 @@ mod tests {
         let mut settings = BigBucksSettings::default();
         settings
             .users
-            .push(("auditor".into(), Secret::new("audit-pw")));
+            .push(("auditor".into(), "audit-pw".to_owned()));
         let engine = BigBucksStandIn::start(settings).await.unwrap();
         let token = token_of(&engine).await;
         let cases = [

@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use super::{any_loopback_port, jwt, lock};
+use crate::{any_loopback_port, jwt, lock};
 
 /// The path of the scripted token endpoint.
 pub const TOKEN_PATH: &str = "/oauth/token";
