@@ -326,7 +326,7 @@ async fn never_leak(env: &[(&str, &str)], reflect: bool) {
         dsm.issued_tokens(),
         engine.issued_tokens(),
         bagid.issued_tokens(),
-        idp.issued_access_tokens(),
+        idp.issued_tokens(),
         bigid.issued_tokens(),
     ] {
         assert!(!tokens.is_empty());

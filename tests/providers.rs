@@ -178,7 +178,7 @@ async fn oauth2_client_auth_basic() {
     );
     let gateway = Gateway::start(&yaml).await;
     let token = token_through(&gateway, &echo).await;
-    assert!(idp.is_valid_access_token(&token));
+    assert!(idp.is_valid_token(&token));
     let last = idp.last_request().unwrap();
     let authorization = last
         .authorization
@@ -224,7 +224,7 @@ async fn oauth2_client_auth_basic_encodes_special_characters() {
     );
     let gateway = Gateway::start(&yaml).await;
     let token = token_through(&gateway, &echo).await;
-    assert!(idp.is_valid_access_token(&token));
+    assert!(idp.is_valid_token(&token));
     assert_eq!(idp.token_requests(), 1);
 }
 
@@ -244,7 +244,7 @@ async fn oauth2_client_auth_post() {
     );
     let gateway = Gateway::start(&yaml).await;
     let token = token_through(&gateway, &echo).await;
-    assert!(idp.is_valid_access_token(&token));
+    assert!(idp.is_valid_token(&token));
     let last = idp.last_request().unwrap();
     assert_eq!(last.authorization, None);
     assert_eq!(last.param("client_id"), Some("demo-client"));
@@ -268,7 +268,7 @@ async fn oauth2_password_grant() {
     );
     let gateway = Gateway::start(&yaml).await;
     let token = token_through(&gateway, &echo).await;
-    assert!(idp.is_valid_access_token(&token));
+    assert!(idp.is_valid_token(&token));
     assert_eq!(
         tollgate_standins::jwt::verify(&token).unwrap().sub,
         "demo-user"
@@ -340,7 +340,7 @@ async fn oauth2_refresh_token_grant_rotates_its_refresh_token() {
     );
     let gateway = Gateway::start(&yaml).await;
     let token = token_through(&gateway, &echo).await;
-    assert!(idp.is_valid_access_token(&token));
+    assert!(idp.is_valid_token(&token));
     assert_eq!(idp.grant_requests("refresh_token"), 1);
     // Refresh tokens are single use: the next renewals must use the rotated ones.
     let renewed = eventually(Duration::from_secs(3), || async {
@@ -353,7 +353,7 @@ async fn oauth2_refresh_token_grant_rotates_its_refresh_token() {
         idp.grant_requests("refresh_token")
     );
     let token = token_through(&gateway, &echo).await;
-    assert!(idp.is_valid_access_token(&token));
+    assert!(idp.is_valid_token(&token));
     assert_eq!(idp.grant_requests("client_credentials"), 0);
     assert_eq!(
         idp.grant_requests("password"),
@@ -398,7 +398,7 @@ async fn secrets_from_env_and_file_references() {
         let (status, _, body) = gateway.get_json(path).await;
         assert_eq!(status, 200, "{path}: {body}");
         let token = bearer(body["headers"]["authorization"].as_str().unwrap()).unwrap();
-        assert!(idp.is_valid_access_token(token), "{path}");
+        assert!(idp.is_valid_token(token), "{path}");
     }
     assert_eq!(idp.token_requests(), 2);
     assert_eq!(idp.grant_requests("password"), 1);

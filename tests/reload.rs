@@ -569,7 +569,7 @@ async fn unchanged_providers_keep_their_token_changed_ones_log_in_removed_ones_g
         "requests still carry the old provider's token"
     );
     assert_eq!(
-        idp.issued_access_tokens().last(),
+        idp.issued_tokens().last(),
         Some(&token2),
         "requests do not carry the newest token"
     );

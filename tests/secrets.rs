@@ -201,7 +201,7 @@ async fn never_leak(extra_env: &[(&str, &str)], reflect: bool) {
     secrets.push(b64.encode(format!("e2e-client:{CLIENT_SECRET}")));
     secrets.push(b64.encode(format!("e2e-client:{WRONG_CLIENT_SECRET}")));
     let tokens: Vec<String> = idp
-        .issued_access_tokens()
+        .issued_tokens()
         .into_iter()
         .chain(bigid.issued_tokens())
         .collect();

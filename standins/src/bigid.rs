@@ -6,21 +6,19 @@
 //!
 //! BigID gives no `expires_in`: the lifetime is only in the JWT's `exp` claim.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::post;
+use axum::routing::MethodFilter;
 use axum::Router;
 use serde_json::{json, Value};
 
-use crate::controls::{Controls, TokenBook};
-use crate::{any_loopback_port, json_response, jwt, lock, serve_listener, RunningServer};
+use crate::controls::{Switches, Tokens};
+use crate::handle::{answer, Provider, StandIn, Switched};
+use crate::{json_response, jwt, strip_scheme};
 
 /// `POST` here with username and password.
 pub const SESSIONS_PATH: &str = "/api/v1/sessions";
@@ -50,112 +48,75 @@ impl Default for BigIdSettings {
     }
 }
 
-struct Shared {
+/// The BigID stand-in. Down, both endpoints answer 503
+/// `{"success":false,"message":"service unavailable"}`.
+pub type BigIdStandIn = StandIn<BigId>;
+
+/// The state of the BigID stand-in.
+pub struct BigId {
     issuer: String,
     users: Vec<(String, String)>,
     user_tokens: Vec<String>,
-    controls: Controls,
+    switches: Switches,
     session_requests: AtomicUsize,
     refresh_requests: AtomicUsize,
-    tokens: Mutex<TokenBook<()>>,
+    tokens: Tokens<()>,
 }
 
-impl Shared {
+impl BigId {
     fn mint(&self, subject: &str) -> String {
-        let ttl = self.controls.token_ttl();
-        let token = jwt::mint(subject, &self.issuer, ttl);
-        lock(&self.tokens).record(token.clone(), Instant::now() + ttl, ());
+        let (token, _) = self
+            .tokens
+            .issue(|ttl| jwt::mint(subject, &self.issuer, ttl), ());
         token
     }
 }
 
-/// The BigID stand-in.
-pub struct BigIdStandIn {
-    server: RunningServer,
-    shared: Arc<Shared>,
+impl Switched for BigId {
+    fn switches(&self) -> &Switches {
+        &self.switches
+    }
+}
+
+impl Provider for BigId {
+    type Settings = BigIdSettings;
+    type Facts = ();
+
+    fn new(settings: BigIdSettings, url: String) -> BigId {
+        BigId {
+            issuer: url,
+            users: settings.users,
+            user_tokens: settings.user_tokens,
+            switches: Switches::default(),
+            session_requests: AtomicUsize::new(0),
+            refresh_requests: AtomicUsize::new(0),
+            tokens: Tokens::new(settings.token_ttl),
+        }
+    }
+
+    fn router() -> Router<Arc<BigId>> {
+        Router::new()
+            .route(SESSIONS_PATH, answer(MethodFilter::POST, sessions))
+            .route(
+                REFRESH_PATH,
+                answer(MethodFilter::POST, refresh_access_token),
+            )
+    }
+
+    fn tokens(&self) -> &Tokens<()> {
+        &self.tokens
+    }
 }
 
 impl BigIdStandIn {
-    /// Start on `127.0.0.1:0`.
-    pub async fn start(settings: BigIdSettings) -> std::io::Result<BigIdStandIn> {
-        Self::start_on(any_loopback_port(), settings).await
-    }
-
-    pub async fn start_on(
-        addr: SocketAddr,
-        settings: BigIdSettings,
-    ) -> std::io::Result<BigIdStandIn> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let issuer = format!("http://{}", listener.local_addr()?);
-        let shared = Arc::new(Shared {
-            issuer,
-            users: settings.users,
-            user_tokens: settings.user_tokens,
-            controls: Controls::new(settings.token_ttl),
-            session_requests: AtomicUsize::new(0),
-            refresh_requests: AtomicUsize::new(0),
-            tokens: Mutex::new(TokenBook::default()),
-        });
-        let router = Router::new()
-            .route(SESSIONS_PATH, post(sessions))
-            .route(REFRESH_PATH, post(refresh_access_token))
-            .with_state(shared.clone());
-        let server = serve_listener(router, listener)?;
-        Ok(BigIdStandIn { server, shared })
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.server.addr()
-    }
-
-    /// The base URL, `http://127.0.0.1:PORT` (paths are `/api/v1/...`). Also the JWTs' `iss`.
-    pub fn url(&self) -> String {
-        self.server.url()
-    }
-
     /// `POST /api/v1/sessions` requests, whatever the outcome.
     pub fn session_requests(&self) -> usize {
-        self.shared.session_requests.load(Ordering::SeqCst)
+        self.state().session_requests.load(Ordering::SeqCst)
     }
 
     /// `POST /api/v1/refresh-access-token` requests, whatever the outcome.
     pub fn refresh_requests(&self) -> usize {
-        self.shared.refresh_requests.load(Ordering::SeqCst)
-    }
-
-    /// When down, both endpoints answer 503 `{"success":false,"message":"service unavailable"}`.
-    pub fn set_available(&self, up: bool) {
-        self.shared.controls.set_available(up);
-    }
-
-    /// Wait this long before answering each request (a slow provider); zero to stop.
-    /// The request is counted and its answer decided on arrival, then delivered late.
-    pub fn set_delay(&self, delay: Duration) {
-        self.shared.controls.set_delay(delay);
-    }
-
-    /// Lifetime of tokens issued from now on.
-    pub fn set_token_ttl(&self, ttl: Duration) {
-        self.shared.controls.set_token_ttl(ttl);
-    }
-
-    /// Every `auth_token` and `systemToken` issued, oldest first.
-    pub fn issued_tokens(&self) -> Vec<String> {
-        lock(&self.shared.tokens).issued()
-    }
-
-    /// Issued here, not expired, not revoked.
-    pub fn is_valid_token(&self, token: &str) -> bool {
-        lock(&self.shared.tokens).live(token).is_some()
-    }
-
-    /// Every token issued so far becomes invalid.
-    pub fn revoke_all(&self) {
-        lock(&self.shared.tokens).retire_all();
-    }
-
-    pub async fn stop(self) {
-        self.server.stop().await
+        self.state().refresh_requests.load(Ordering::SeqCst)
     }
 }
 
@@ -167,14 +128,9 @@ fn unavailable() -> Response {
     failure(StatusCode::SERVICE_UNAVAILABLE, "service unavailable")
 }
 
-async fn sessions(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    let response = session_answer(&shared, &body);
-    shared.controls.delayed(response).await
-}
-
-fn session_answer(shared: &Shared, body: &[u8]) -> Response {
+fn sessions(shared: &BigId, _: &HeaderMap, body: &[u8]) -> Response {
     shared.session_requests.fetch_add(1, Ordering::SeqCst);
-    if !shared.controls.is_available() {
+    if !shared.switches.is_available() {
         return unavailable();
     }
     let invalid = || failure(StatusCode::UNAUTHORIZED, "Invalid credentials");
@@ -207,25 +163,16 @@ fn session_answer(shared: &Shared, body: &[u8]) -> Response {
     )
 }
 
-async fn refresh_access_token(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let response = refresh_answer(&shared, &headers);
-    shared.controls.delayed(response).await
-}
-
-fn refresh_answer(shared: &Shared, headers: &HeaderMap) -> Response {
+fn refresh_access_token(shared: &BigId, headers: &HeaderMap, _: &[u8]) -> Response {
     shared.refresh_requests.fetch_add(1, Ordering::SeqCst);
-    if !shared.controls.is_available() {
+    if !shared.switches.is_available() {
         return unavailable();
     }
     let user_token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.trim().split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("Bearer")
-                .then_some(token.trim())
-        });
+        .and_then(|v| strip_scheme(v, "Bearer"))
+        .map(str::trim);
     let known = user_token
         .is_some_and(|token| !token.is_empty() && shared.user_tokens.iter().any(|t| t == token));
     if !known {
@@ -241,6 +188,7 @@ fn refresh_answer(shared: &Shared, headers: &HeaderMap) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     async fn post(
         url: String,

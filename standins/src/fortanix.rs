@@ -29,25 +29,25 @@
 //! With a Basic header the body is optional; when present it must be a JSON object and only
 //! its `token_type` is read. An `Authorization` header of another scheme is ignored.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::MethodFilter;
 use axum::Router;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use rand::RngCore as _;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::controls::{Controls, TokenBook};
-use crate::{any_loopback_port, json_response, jwt, lock, serve_listener, RunningServer};
+use crate::controls::{Switches, Tokens};
+use crate::handle::{answer, Provider, StandIn, Switched};
+use crate::{
+    basic_credentials, header_text, json_response, jwt, lock, strip_scheme, typed_response,
+};
 
 /// `POST` here to start a session.
 pub const AUTH_PATH: &str = "/sys/v1/session/auth";
@@ -166,128 +166,91 @@ fn is_uuid(text: &str) -> bool {
             .all(|(g, len)| g.len() == len && g.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
+/// What the stand-in keeps about a session.
 #[derive(Debug)]
-struct Session {
+pub struct Session {
     /// Waiting for a 2FA step that never comes.
     mfa_pending: bool,
 }
 
-struct Shared {
+/// The Fortanix DSM session stand-in. Down, both endpoints answer 503 `service
+/// unavailable` (plain text).
+pub type FortanixStandIn = StandIn<Dsm>;
+
+/// The state of the Fortanix DSM session stand-in.
+pub struct Dsm {
     users: Vec<FortanixUser>,
     apps: Vec<FortanixApp>,
     ldap_users: Vec<(String, String, String)>,
-    controls: Controls,
+    switches: Switches,
     auth_requests: AtomicUsize,
     terminate_requests: AtomicUsize,
     /// Terminated sessions are retired.
-    tokens: Mutex<TokenBook<Session>>,
+    tokens: Tokens<Session>,
     last_auth_request: Mutex<Option<RecordedAuthRequest>>,
 }
 
-/// The Fortanix DSM session stand-in.
-pub struct FortanixStandIn {
-    server: RunningServer,
-    shared: Arc<Shared>,
+impl Switched for Dsm {
+    fn switches(&self) -> &Switches {
+        &self.switches
+    }
 }
 
-impl FortanixStandIn {
-    /// Start on `127.0.0.1:0`.
-    pub async fn start(settings: FortanixSettings) -> std::io::Result<FortanixStandIn> {
-        Self::start_on(any_loopback_port(), settings).await
-    }
+impl Provider for Dsm {
+    type Settings = FortanixSettings;
+    type Facts = Session;
 
-    pub async fn start_on(
-        addr: SocketAddr,
-        settings: FortanixSettings,
-    ) -> std::io::Result<FortanixStandIn> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let shared = Arc::new(Shared {
+    fn new(settings: FortanixSettings, _url: String) -> Dsm {
+        Dsm {
             users: settings.users,
             apps: settings.apps,
             ldap_users: settings.ldap_users,
-            controls: Controls::new(settings.token_ttl),
+            switches: Switches::default(),
             auth_requests: AtomicUsize::new(0),
             terminate_requests: AtomicUsize::new(0),
-            tokens: Mutex::new(TokenBook::default()),
+            tokens: Tokens::new(settings.token_ttl),
             last_auth_request: Mutex::new(None),
-        });
-        let router = Router::new()
-            .route(AUTH_PATH, post(session_auth))
-            .route(TERMINATE_PATH, post(session_terminate))
-            .with_state(shared.clone());
-        let server = serve_listener(router, listener)?;
-        Ok(FortanixStandIn { server, shared })
+        }
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.server.addr()
+    fn router() -> Router<Arc<Dsm>> {
+        Router::new()
+            .route(AUTH_PATH, answer(MethodFilter::POST, session_auth))
+            .route(
+                TERMINATE_PATH,
+                answer(MethodFilter::POST, session_terminate),
+            )
     }
 
-    /// The base URL, `http://127.0.0.1:PORT` (paths are `/sys/v1/...`).
-    pub fn url(&self) -> String {
-        self.server.url()
+    fn tokens(&self) -> &Tokens<Session> {
+        &self.tokens
     }
 
+    /// A session waiting for its second factor cannot be used.
+    fn usable(session: &Session) -> bool {
+        !session.mfa_pending
+    }
+}
+
+impl FortanixStandIn {
     /// `POST /sys/v1/session/auth` requests, whatever the outcome.
     pub fn auth_requests(&self) -> usize {
-        self.shared.auth_requests.load(Ordering::SeqCst)
+        self.state().auth_requests.load(Ordering::SeqCst)
     }
 
     /// `POST /sys/v1/session/terminate` requests, whatever the outcome.
     pub fn terminate_requests(&self) -> usize {
-        self.shared.terminate_requests.load(Ordering::SeqCst)
+        self.state().terminate_requests.load(Ordering::SeqCst)
     }
 
     /// The last request `POST /sys/v1/session/auth` received.
     pub fn last_auth_request(&self) -> Option<RecordedAuthRequest> {
-        lock(&self.shared.last_auth_request).clone()
-    }
-
-    /// When down, both endpoints answer 503 `service unavailable` (plain text).
-    pub fn set_available(&self, up: bool) {
-        self.shared.controls.set_available(up);
-    }
-
-    /// Wait this long before answering each request (a slow provider); zero to stop.
-    /// The request is counted and its answer decided on arrival, then delivered late.
-    pub fn set_delay(&self, delay: Duration) {
-        self.shared.controls.set_delay(delay);
-    }
-
-    /// Lifetime of tokens issued from now on.
-    pub fn set_token_ttl(&self, ttl: Duration) {
-        self.shared.controls.set_token_ttl(ttl);
-    }
-
-    /// Every access token issued (MFA-pending ones included), oldest first.
-    pub fn issued_tokens(&self) -> Vec<String> {
-        lock(&self.shared.tokens).issued()
-    }
-
-    /// Issued here, not expired, not revoked, not terminated, and not waiting for 2FA.
-    pub fn is_valid_token(&self, token: &str) -> bool {
-        lock(&self.shared.tokens)
-            .live(token)
-            .is_some_and(|session| !session.mfa_pending)
-    }
-
-    /// Every token issued so far becomes invalid.
-    pub fn revoke_all(&self) {
-        lock(&self.shared.tokens).retire_all();
-    }
-
-    pub async fn stop(self) {
-        self.server.stop().await
+        lock(&self.state().last_auth_request).clone()
     }
 }
 
 fn text(status: StatusCode, message: &str) -> Response {
-    let mut response = (status, message.to_owned()).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
+    typed_response(status, "text/plain; charset=utf-8", message.to_owned())
 }
 
 /// A refused request: status and plain-text message.
@@ -321,44 +284,13 @@ fn unavailable() -> Response {
     text(StatusCode::SERVICE_UNAVAILABLE, "service unavailable")
 }
 
-fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
-    headers
-        .get(name)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-}
-
-/// `value` without the auth scheme `scheme` (any case), or None for another scheme.
-fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
-    let (given, rest) = value.trim().split_once(' ')?;
-    given
-        .eq_ignore_ascii_case(scheme)
-        .then_some(rest.trim_start())
-}
-
-/// `base64(id ":" secret)` → (id, secret).
-fn decode_basic(encoded: &str) -> Option<(String, String)> {
-    let decoded = STANDARD.decode(encoded.trim()).ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (id, secret) = text.split_once(':')?;
-    Some((id.to_owned(), secret.to_owned()))
-}
-
 /// Who logged in.
 struct Login {
     entity_id: String,
     mfa: bool,
 }
 
-async fn session_auth(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let response = auth_answer(&shared, &headers, &body);
-    shared.controls.delayed(response).await
-}
-
-fn auth_answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
+fn session_auth(shared: &Dsm, headers: &HeaderMap, body: &[u8]) -> Response {
     shared.auth_requests.fetch_add(1, Ordering::SeqCst);
     let authorization = header_text(headers, header::AUTHORIZATION);
     let basic = authorization
@@ -382,7 +314,7 @@ fn auth_answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
         body: String::from_utf8_lossy(body).into_owned(),
     });
 
-    if !shared.controls.is_available() {
+    if !shared.switches.is_available() {
         return unavailable();
     }
 
@@ -417,9 +349,9 @@ fn auth_answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
     }
 }
 
-fn basic_login(shared: &Shared, encoded: &str) -> Result<Login, Refusal> {
+fn basic_login(shared: &Dsm, encoded: &str) -> Result<Login, Refusal> {
     let invalid = || unauthorized("invalid credentials");
-    let Some((id, secret)) = decode_basic(encoded) else {
+    let Some((id, secret)) = basic_credentials(encoded) else {
         return Err(invalid());
     };
     if let Some(user) = shared.users.iter().find(|u| u.email == id) {
@@ -467,11 +399,7 @@ fn uuid_field(field: &str, value: &str) -> Result<(), Refusal> {
     }
 }
 
-fn body_login(
-    shared: &Shared,
-    method: &str,
-    request: &Map<String, Value>,
-) -> Result<Login, Refusal> {
+fn body_login(shared: &Dsm, method: &str, request: &Map<String, Value>) -> Result<Login, Refusal> {
     let invalid = || unauthorized("invalid credentials");
     match method {
         "password" => {
@@ -536,12 +464,9 @@ fn random_challenge() -> String {
 }
 
 /// Record a session and return the 200 reply (with the 2FA challenge for an MFA user).
-fn issue(shared: &Shared, token_type: &str, login: Login) -> Response {
-    let ttl = shared.controls.token_ttl();
-    let access_token = jwt::opaque_token();
-    lock(&shared.tokens).record(
-        access_token.clone(),
-        Instant::now() + ttl,
+fn issue(shared: &Dsm, token_type: &str, login: Login) -> Response {
+    let (access_token, ttl) = shared.tokens.issue(
+        |_| jwt::opaque_token(),
         Session {
             mfa_pending: login.mfa,
         },
@@ -560,14 +485,9 @@ fn issue(shared: &Shared, token_type: &str, login: Login) -> Response {
     json_response(StatusCode::OK, &body)
 }
 
-async fn session_terminate(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let response = terminate_answer(&shared, &headers);
-    shared.controls.delayed(response).await
-}
-
-fn terminate_answer(shared: &Shared, headers: &HeaderMap) -> Response {
+fn session_terminate(shared: &Dsm, headers: &HeaderMap, _: &[u8]) -> Response {
     shared.terminate_requests.fetch_add(1, Ordering::SeqCst);
-    if !shared.controls.is_available() {
+    if !shared.switches.is_available() {
         return unavailable();
     }
     let authorization = header_text(headers, header::AUTHORIZATION);
@@ -579,7 +499,7 @@ fn terminate_answer(shared: &Shared, headers: &HeaderMap) -> Response {
     else {
         return unauthorized("a bearer token is required").into_response();
     };
-    let mut tokens = lock(&shared.tokens);
+    let mut tokens = shared.tokens.book();
     match tokens.get_mut(token) {
         // A session waiting for 2FA can be terminated too.
         Some(session) if session.is_live() => {
@@ -593,6 +513,8 @@ fn terminate_answer(shared: &Shared, headers: &HeaderMap) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::STANDARD;
+    use std::time::Instant;
 
     fn basic(id: &str, secret: &str) -> String {
         format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))

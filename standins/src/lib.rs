@@ -1,100 +1,37 @@
 //! Loopback stand-ins for the auth providers and for an upstream, used by `tollgate demo`
-//! and by the end-to-end tests.
+//! and by tollgate's tests. Test scaffolding: none of them is meant to face a network, and
+//! this crate does not depend on tollgate (tollgate depends on it).
 //!
-//! Every stand-in runs an axum server on a tokio task of the current runtime, keeps its
-//! counters and issued tokens in shared state, and can be switched "down" to test how the
-//! gateway behaves when a provider fails. None of them is meant to face a network.
+//! Every stand-in is a [`StandIn`]: a server on a tokio task of the current runtime and the
+//! state its handlers share (counters, issued tokens, switches). What every stand-in offers
+//! (its address, stopping it, and for the providers going down, slow, token lifetimes and
+//! the book of issued tokens) is written once in [`handle`]; each stand-in's module adds
+//! its own methods in `impl StandIn<ItsState>`. [`inbound`] is the kit of tollgate's
+//! inbound tests: fixed keys, JWT minting and a JWKS server.
 
 pub mod bagid;
 pub mod bigbucks;
 pub mod bigid;
-mod controls;
+pub mod controls;
 pub mod echo;
 pub mod fortanix;
+pub mod handle;
 pub mod jwt;
 pub mod oauth2;
 pub mod scripted;
+mod server;
 pub mod stack;
 
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 
-/// How long [`RunningServer::stop`] waits for open connections to finish before it aborts.
-const STOP_GRACE: Duration = Duration::from_secs(5);
-
-/// A stand-in server running on a tokio task; stops when dropped or on [`stop`](Self::stop).
-///
-/// Dropping it stops accepting connections at once and lets the requests in flight finish
-/// in the background; [`stop`](Self::stop) does the same and waits for them.
-#[derive(Debug)]
-pub struct RunningServer {
-    addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl RunningServer {
-    /// The bound address (with the real port when port 0 was asked for).
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// `http://IP:PORT`, without a trailing slash.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Graceful shutdown: stop accepting, close idle keep-alive connections, wait (up to a
-    /// few seconds) for the requests in flight, then return.
-    pub async fn stop(mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(mut task) = self.task.take() {
-            if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
-                task.abort();
-                let _ = task.await;
-            }
-        }
-    }
-}
-
-/// Bind `addr` (port 0 allowed) and serve `router` (axum) on the current tokio runtime.
-pub async fn serve(router: axum::Router, addr: SocketAddr) -> std::io::Result<RunningServer> {
-    let listener = TcpListener::bind(addr).await?;
-    serve_listener(router, listener)
-}
-
-/// Serve `router` on an already bound listener (lets a stand-in learn its address before
-/// it builds its router).
-pub(crate) fn serve_listener(
-    router: axum::Router,
-    listener: TcpListener,
-) -> std::io::Result<RunningServer> {
-    let addr = listener.local_addr()?;
-    let (shutdown, signal) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        // The signal fires on `stop()` and also when the sender is dropped with the handle.
-        let serving = axum::serve(listener, router).with_graceful_shutdown(async move {
-            let _ = signal.await;
-        });
-        if let Err(error) = serving.await {
-            tracing::warn!(%addr, %error, "stand-in server failed");
-        }
-    });
-    Ok(RunningServer {
-        addr,
-        shutdown: Some(shutdown),
-        task: Some(task),
-    })
-}
+pub use handle::{Provider, StandIn, Switched};
+pub use server::{serve, RunningServer};
 
 /// `127.0.0.1:0`: any free loopback port.
 pub(crate) fn any_loopback_port() -> SocketAddr {
@@ -108,74 +45,64 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A JSON response with the given status and body.
-pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
-    let mut response = (status, body.to_string()).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+/// A response with the given status, body and `Content-Type`.
+pub(crate) fn typed_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+) -> Response {
+    let mut response = (status, body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::routing::get;
+/// A JSON response with the given status and body.
+pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+    typed_response(status, "application/json", body.to_string())
+}
 
-    fn hello() -> axum::Router {
-        axum::Router::new().route("/hello", get(|| async { "hi" }))
-    }
+/// The value of header `name` as text (lossy UTF-8), as a stand-in records it.
+pub(crate) fn header_text(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
 
-    #[tokio::test]
-    async fn serve_binds_port_zero_and_answers() {
-        let server = serve(hello(), any_loopback_port()).await.unwrap();
-        assert_ne!(server.addr().port(), 0);
-        assert_eq!(
-            server.url(),
-            format!("http://127.0.0.1:{}", server.addr().port())
-        );
-        let text = reqwest::get(format!("{}/hello", server.url()))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert_eq!(text, "hi");
-        server.stop().await;
-    }
+/// Every header as (lower-case name, lossy UTF-8 value), in the order received.
+pub(crate) fn header_list(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
 
-    #[tokio::test]
-    async fn stop_is_quick_with_an_idle_keep_alive_connection() {
-        let server = serve(hello(), any_loopback_port()).await.unwrap();
-        let url = format!("{}/hello", server.url());
-        let client = reqwest::Client::new();
-        assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
-        let started = std::time::Instant::now();
-        server.stop().await;
-        assert!(started.elapsed() < Duration::from_secs(2));
-        assert!(client.get(&url).send().await.is_err());
-    }
+/// The first value of header `name` (any case) in a recorded header list.
+pub(crate) fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
 
-    #[tokio::test]
-    async fn drop_stops_the_server() {
-        let server = serve(hello(), any_loopback_port()).await.unwrap();
-        let url = format!("{}/hello", server.url());
-        drop(server);
-        let mut refused = false;
-        for _ in 0..50 {
-            if reqwest::get(&url).await.is_err() {
-                refused = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(refused, "the server still answers after drop");
-    }
+/// `base64(id ":" secret)`, the value of an HTTP Basic header, as (id, secret).
+pub(crate) fn basic_credentials(encoded: &str) -> Option<(String, String)> {
+    let decoded = STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (id, secret) = text.split_once(':')?;
+    Some((id.to_owned(), secret.to_owned()))
+}
 
-    #[tokio::test]
-    async fn binding_a_busy_port_fails() {
-        let server = serve(hello(), any_loopback_port()).await.unwrap();
-        assert!(serve(hello(), server.addr()).await.is_err());
-    }
+/// `value` without the auth scheme `scheme` (any case), or None for another scheme.
+pub(crate) fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
+    let (given, rest) = value.trim().split_once(' ')?;
+    given
+        .eq_ignore_ascii_case(scheme)
+        .then_some(rest.trim_start())
 }

@@ -2,27 +2,24 @@
 //! `password` (§4.3) and `refresh_token` (§6) grants, client authentication by HTTP Basic
 //! or by `client_id`/`client_secret` in the body (§2.3.1), and §5.2 error answers.
 //!
-//! Access tokens are HS256 JWTs from [`super::jwt`] (or opaque strings), refresh tokens are
-//! opaque and single use: each use returns a new one and retires the old.
+//! Access tokens are HS256 JWTs from [`crate::jwt`] (or opaque strings), refresh tokens are
+//! opaque and single use: each use returns a new one and retires the old. Down, every
+//! request gets 503 `temporarily_unavailable` (and is still counted).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
-use axum::routing::post;
+use axum::routing::MethodFilter;
 use axum::Router;
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
-use crate::controls::{Controls, TokenBook};
-use crate::{any_loopback_port, json_response, jwt, lock, serve_listener, RunningServer};
+use crate::controls::{Kind, Lifetime, Paired, Switches, Tokens, Unspendable};
+use crate::handle::{answer, Provider, StandIn, Switched};
+use crate::{basic_credentials, header_text, json_response, jwt, lock, strip_scheme};
 
 /// The path of the token endpoint under the stand-in's base URL.
 pub const TOKEN_PATH: &str = "/oauth/token";
@@ -85,150 +82,103 @@ impl RecordedTokenRequest {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Access,
-    Refresh,
-}
-
 /// What a token was issued for; a refresh carries it over to the new tokens.
-#[derive(Debug)]
-struct TokenFacts {
-    kind: Kind,
+#[derive(Clone, Debug)]
+pub struct Grant {
     client_id: String,
     subject: String,
     scope: Option<String>,
     audience: Option<String>,
 }
 
-struct Shared {
+/// The OAuth 2.0 token endpoint stand-in.
+pub type OAuth2StandIn = StandIn<OAuth2>;
+
+/// The state of the OAuth 2.0 token endpoint stand-in.
+pub struct OAuth2 {
     issuer: String,
     clients: Vec<(String, String)>,
     users: Vec<(String, String)>,
     include_expires_in: bool,
     jwt_access_tokens: bool,
     issue_refresh_tokens: bool,
-    controls: Controls,
-    refresh_ttl: Mutex<Duration>,
+    switches: Switches,
+    refresh_ttl: Lifetime,
     token_requests: AtomicUsize,
     grant_requests: Mutex<HashMap<String, usize>>,
     /// Used refresh tokens are retired.
-    tokens: Mutex<TokenBook<TokenFacts>>,
+    tokens: Tokens<Paired<Grant>>,
     last_request: Mutex<Option<RecordedTokenRequest>>,
 }
 
-/// The OAuth 2.0 token endpoint stand-in.
-pub struct OAuth2StandIn {
-    server: RunningServer,
-    shared: Arc<Shared>,
+impl Switched for OAuth2 {
+    fn switches(&self) -> &Switches {
+        &self.switches
+    }
 }
 
-impl OAuth2StandIn {
-    /// Start on `127.0.0.1:0`.
-    pub async fn start(settings: OAuth2Settings) -> std::io::Result<OAuth2StandIn> {
-        Self::start_on(any_loopback_port(), settings).await
-    }
+impl Provider for OAuth2 {
+    type Settings = OAuth2Settings;
+    type Facts = Paired<Grant>;
 
-    pub async fn start_on(
-        addr: SocketAddr,
-        settings: OAuth2Settings,
-    ) -> std::io::Result<OAuth2StandIn> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let issuer = format!("http://{}", listener.local_addr()?);
-        let shared = Arc::new(Shared {
-            issuer,
+    fn new(settings: OAuth2Settings, url: String) -> OAuth2 {
+        OAuth2 {
+            issuer: url,
             clients: settings.clients,
             users: settings.users,
             include_expires_in: settings.include_expires_in,
             jwt_access_tokens: settings.jwt_access_tokens,
             issue_refresh_tokens: settings.issue_refresh_tokens,
-            controls: Controls::new(settings.token_ttl),
-            refresh_ttl: Mutex::new(DEFAULT_REFRESH_TTL),
+            switches: Switches::default(),
+            refresh_ttl: Lifetime::new(DEFAULT_REFRESH_TTL),
             token_requests: AtomicUsize::new(0),
             grant_requests: Mutex::new(HashMap::new()),
-            tokens: Mutex::new(TokenBook::default()),
+            tokens: Tokens::new(settings.token_ttl),
             last_request: Mutex::new(None),
-        });
-        let router = Router::new()
-            .route(TOKEN_PATH, post(token_endpoint))
-            .with_state(shared.clone());
-        let server = serve_listener(router, listener)?;
-        Ok(OAuth2StandIn { server, shared })
+        }
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.server.addr()
+    fn router() -> Router<Arc<OAuth2>> {
+        Router::new().route(TOKEN_PATH, answer(MethodFilter::POST, token_endpoint))
     }
 
-    /// The base URL, `http://127.0.0.1:PORT`. It is also the `iss` of the JWTs.
-    pub fn url(&self) -> String {
-        self.server.url()
+    fn tokens(&self) -> &Tokens<Paired<Grant>> {
+        &self.tokens
     }
 
+    /// Refresh tokens are not access tokens.
+    fn usable(facts: &Paired<Grant>) -> bool {
+        facts.kind == Kind::Access
+    }
+}
+
+impl OAuth2StandIn {
     /// `url() + "/oauth/token"`.
     pub fn token_url(&self) -> String {
-        format!("{}{}", self.server.url(), TOKEN_PATH)
+        format!("{}{}", self.url(), TOKEN_PATH)
     }
 
     /// Every POST to the token endpoint, whatever the outcome.
     pub fn token_requests(&self) -> usize {
-        self.shared.token_requests.load(Ordering::SeqCst)
+        self.state().token_requests.load(Ordering::SeqCst)
     }
 
     /// Requests (successful or not) whose form carried this `grant_type`.
     pub fn grant_requests(&self, grant_type: &str) -> usize {
-        lock(&self.shared.grant_requests)
+        lock(&self.state().grant_requests)
             .get(grant_type)
             .copied()
             .unwrap_or(0)
     }
 
-    /// When down, every request gets 503 `temporarily_unavailable` (and is still counted).
-    pub fn set_available(&self, up: bool) {
-        self.shared.controls.set_available(up);
-    }
-
-    /// Wait this long before answering each request (a slow provider); zero to stop.
-    /// The request is counted and its answer decided on arrival, then delivered late.
-    pub fn set_delay(&self, delay: Duration) {
-        self.shared.controls.set_delay(delay);
-    }
-
-    /// Lifetime of access tokens issued from now on.
-    pub fn set_token_ttl(&self, ttl: Duration) {
-        self.shared.controls.set_token_ttl(ttl);
-    }
-
     /// Lifetime of refresh tokens issued from now on (default 24 h).
     pub fn set_refresh_token_ttl(&self, ttl: Duration) {
-        *lock(&self.shared.refresh_ttl) = ttl;
-    }
-
-    /// Every access and refresh token ever issued, oldest first.
-    pub fn issued_access_tokens(&self) -> Vec<String> {
-        lock(&self.shared.tokens).issued()
-    }
-
-    /// True for an access token this stand-in issued that has not expired and was not
-    /// revoked. Refresh tokens are not access tokens: false for them.
-    pub fn is_valid_access_token(&self, token: &str) -> bool {
-        lock(&self.shared.tokens)
-            .live(token)
-            .is_some_and(|facts| facts.kind == Kind::Access)
-    }
-
-    /// Every access and refresh token issued so far becomes invalid.
-    pub fn revoke_all(&self) {
-        lock(&self.shared.tokens).retire_all();
+        self.state().refresh_ttl.set(ttl);
     }
 
     /// The last request received by the token endpoint.
     pub fn last_request(&self) -> Option<RecordedTokenRequest> {
-        lock(&self.shared.last_request).clone()
-    }
-
-    pub async fn stop(self) {
-        self.server.stop().await
+        lock(&self.state().last_request).clone()
     }
 }
 
@@ -300,31 +250,18 @@ fn is_form(content_type: Option<&str>) -> bool {
     })
 }
 
-async fn token_endpoint(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let response = match token_request(&shared, &headers, &body) {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
-    };
-    shared.controls.delayed(response).await
+fn token_endpoint(shared: &OAuth2, headers: &HeaderMap, body: &[u8]) -> Response {
+    token_request(shared, headers, body).unwrap_or_else(OAuthError::into_response)
 }
 
 fn token_request(
-    shared: &Shared,
+    shared: &OAuth2,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, OAuthError> {
     shared.token_requests.fetch_add(1, Ordering::SeqCst);
-    let header_text = |name: header::HeaderName| {
-        headers
-            .get(name)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-    };
-    let authorization = header_text(header::AUTHORIZATION);
-    let content_type = header_text(header::CONTENT_TYPE);
+    let authorization = header_text(headers, header::AUTHORIZATION);
+    let content_type = header_text(headers, header::CONTENT_TYPE);
     let form_ok = is_form(content_type.as_deref());
     let form: Vec<(String, String)> = if form_ok {
         url::form_urlencoded::parse(body).into_owned().collect()
@@ -342,7 +279,7 @@ fn token_request(
         form: form.clone(),
     });
 
-    if !shared.controls.is_available() {
+    if !shared.switches.is_available() {
         return Err(OAuthError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",
@@ -373,8 +310,15 @@ fn token_request(
     };
     let scope = params.get("scope").map(|s| normalize_scope(s));
     let audience = params.get("audience").map(|s| (*s).to_owned());
-    let (subject, scope, audience) = match grant_type {
-        "client_credentials" => (client_id.clone(), scope, audience),
+    // What the request asks for; the grant type decides the subject.
+    let asked = Grant {
+        subject: client_id.clone(),
+        client_id,
+        scope,
+        audience,
+    };
+    let grant = match grant_type {
+        "client_credentials" => asked,
         "password" => {
             let (Some(username), Some(password)) = (params.get("username"), params.get("password"))
             else {
@@ -389,13 +333,16 @@ fn token_request(
             if !known {
                 return Err(invalid_grant("the resource owner credentials are invalid"));
             }
-            ((*username).to_owned(), scope, audience)
+            Grant {
+                subject: (*username).to_owned(),
+                ..asked
+            }
         }
         "refresh_token" => {
             let Some(refresh_token) = params.get("refresh_token") else {
                 return Err(invalid_request("refresh_token is missing"));
             };
-            use_refresh_token(shared, refresh_token, &client_id, scope, audience)?
+            use_refresh_token(shared, refresh_token, asked)?
         }
         other => {
             return Err(OAuthError::new(
@@ -405,12 +352,12 @@ fn token_request(
             ))
         }
     };
-    Ok(issue(shared, &client_id, subject, scope, audience))
+    Ok(issue(shared, grant))
 }
 
 /// §2.3.1: HTTP Basic, or `client_id` + `client_secret` in the body, never both.
 fn authenticate_client(
-    shared: &Shared,
+    shared: &OAuth2,
     authorization: Option<&str>,
     params: &HashMap<&str, &str>,
 ) -> Result<String, OAuthError> {
@@ -458,21 +405,10 @@ fn authenticate_client(
     }
 }
 
-/// `value` without the auth scheme `scheme` (any case), or None for another scheme.
-fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
-    let value = value.trim();
-    let (given, rest) = value.split_once(' ')?;
-    given
-        .eq_ignore_ascii_case(scheme)
-        .then_some(rest.trim_start())
-}
-
 /// `base64(urlencode(id) ":" urlencode(secret))` → (id, secret).
 fn decode_basic(encoded: &str) -> Option<(String, String)> {
-    let decoded = STANDARD.decode(encoded.trim()).ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (id, secret) = text.split_once(':')?;
-    Some((form_decode(id)?, form_decode(secret)?))
+    let (id, secret) = basic_credentials(encoded)?;
+    Some((form_decode(&id)?, form_decode(&secret)?))
 }
 
 /// application/x-www-form-urlencoded decoding of one component: `+` is a space, `%XX` a
@@ -507,104 +443,81 @@ fn normalize_scope(scope: &str) -> String {
     scope.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-type Grant = (String, Option<String>, Option<String>);
-
-/// §6: check and retire the refresh token; the new tokens keep its subject, scope (or a
-/// narrower one) and audience.
+/// §6: check and retire the refresh token; the new tokens keep its subject, scope (or the
+/// narrower one `asked`) and audience (or the one asked).
 fn use_refresh_token(
-    shared: &Shared,
+    shared: &OAuth2,
     refresh_token: &str,
-    client_id: &str,
-    scope: Option<String>,
-    audience: Option<String>,
+    asked: Grant,
 ) -> Result<Grant, OAuthError> {
-    let mut tokens = lock(&shared.tokens);
-    let Some(issued) = tokens.get_mut(refresh_token) else {
-        return Err(invalid_grant("unknown refresh token"));
-    };
-    let facts = &issued.details;
-    if facts.kind != Kind::Refresh {
-        return Err(invalid_grant("not a refresh token"));
-    }
-    if issued.retired {
-        return Err(invalid_grant(
-            "the refresh token was revoked or already used",
-        ));
-    }
-    if Instant::now() >= issued.expires_at {
-        return Err(invalid_grant("the refresh token has expired"));
-    }
-    if facts.client_id != client_id {
-        return Err(invalid_grant(
-            "the refresh token was issued to another client",
-        ));
-    }
-    if let (Some(asked), Some(granted)) = (&scope, &facts.scope) {
-        let granted: Vec<&str> = granted.split(' ').collect();
-        if !asked.split(' ').all(|s| granted.contains(&s)) {
-            return Err(OAuthError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_scope",
-                "the requested scope exceeds the scope originally granted",
-            ));
-        }
-    }
-    let grant = (
-        facts.subject.clone(),
-        scope.or_else(|| facts.scope.clone()),
-        audience.or_else(|| facts.audience.clone()),
-    );
-    issued.retired = true;
-    Ok(grant)
+    let granted = shared.tokens.spend_refresh(
+        refresh_token,
+        |why| {
+            invalid_grant(match why {
+                Unspendable::Unknown => "unknown refresh token",
+                Unspendable::WrongKind => "not a refresh token",
+                Unspendable::Retired => "the refresh token was revoked or already used",
+                Unspendable::Expired => "the refresh token has expired",
+            })
+        },
+        |granted| {
+            if granted.client_id != asked.client_id {
+                return Err(invalid_grant(
+                    "the refresh token was issued to another client",
+                ));
+            }
+            if let (Some(asked), Some(granted)) = (&asked.scope, &granted.scope) {
+                let granted: Vec<&str> = granted.split(' ').collect();
+                if !asked.split(' ').all(|s| granted.contains(&s)) {
+                    return Err(OAuthError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_scope",
+                        "the requested scope exceeds the scope originally granted",
+                    ));
+                }
+            }
+            Ok(())
+        },
+    )?;
+    Ok(Grant {
+        scope: asked.scope.or(granted.scope),
+        audience: asked.audience.or(granted.audience),
+        ..granted
+    })
 }
 
 /// Mint, record and return the §5.1 success reply.
-fn issue(
-    shared: &Shared,
-    client_id: &str,
-    subject: String,
-    scope: Option<String>,
-    audience: Option<String>,
-) -> Response {
-    let ttl = shared.controls.token_ttl();
-    let refresh_ttl = *lock(&shared.refresh_ttl);
-    let now = Instant::now();
-    let access_token = if shared.jwt_access_tokens {
-        jwt::mint_with_audience(&subject, &shared.issuer, audience.as_deref(), ttl)
-    } else {
-        jwt::opaque_token()
-    };
-    let refresh_token = shared.issue_refresh_tokens.then(jwt::opaque_token);
-
-    let facts = |kind| TokenFacts {
-        kind,
-        client_id: client_id.to_owned(),
-        subject: subject.clone(),
-        scope: scope.clone(),
-        audience: audience.clone(),
-    };
-    {
-        let mut tokens = lock(&shared.tokens);
-        tokens.record(access_token.clone(), now + ttl, facts(Kind::Access));
-        if let Some(refresh_token) = &refresh_token {
-            tokens.record(
-                refresh_token.clone(),
-                now + refresh_ttl,
-                facts(Kind::Refresh),
-            );
-        }
-    }
+fn issue(shared: &OAuth2, grant: Grant) -> Response {
+    let refresh_ttl = shared
+        .issue_refresh_tokens
+        .then(|| shared.refresh_ttl.get());
+    let pair = shared.tokens.issue_pair(
+        |ttl| {
+            if shared.jwt_access_tokens {
+                jwt::mint_with_audience(
+                    &grant.subject,
+                    &shared.issuer,
+                    grant.audience.as_deref(),
+                    ttl,
+                )
+            } else {
+                jwt::opaque_token()
+            }
+        },
+        refresh_ttl,
+        grant.clone(),
+    );
 
     let mut body = Map::new();
-    body.insert("access_token".into(), Value::String(access_token));
+    body.insert("access_token".into(), Value::String(pair.access));
     body.insert("token_type".into(), Value::String("Bearer".into()));
     if shared.include_expires_in {
-        body.insert("expires_in".into(), Value::from(ttl.as_secs()));
+        body.insert("expires_in".into(), Value::from(pair.ttl.as_secs()));
     }
-    if let Some(refresh_token) = refresh_token {
+    if let Some((refresh_token, _)) = pair.refresh {
         body.insert("refresh_token".into(), Value::String(refresh_token));
     }
-    if let Some(scope) = scope {
+    if let Some(scope) = grant.scope {
         body.insert("scope".into(), Value::String(scope));
     }
     let mut response = json_response(StatusCode::OK, &Value::Object(body));
@@ -615,6 +528,9 @@ fn issue(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    use std::time::Instant;
 
     fn basic(id: &str, secret: &str) -> String {
         let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
@@ -674,9 +590,9 @@ mod tests {
         assert_eq!(claims.iss, idp.url());
         assert_eq!(claims.exp, claims.iat + 300);
         assert_eq!(claims.aud, None);
-        assert!(idp.is_valid_access_token(token));
-        assert!(!idp.is_valid_access_token("not-issued"));
-        assert_eq!(idp.issued_access_tokens(), [token]);
+        assert!(idp.is_valid_token(token));
+        assert!(!idp.is_valid_token("not-issued"));
+        assert_eq!(idp.issued_tokens(), [token]);
         assert_eq!(idp.token_requests(), 1);
         assert_eq!(idp.grant_requests("client_credentials"), 1);
         assert_eq!(idp.grant_requests("password"), 0);
@@ -738,7 +654,7 @@ mod tests {
         assert_eq!(body["error"], "invalid_request");
         assert!(body["error_description"].is_string());
         assert_eq!(headers["cache-control"], "no-store");
-        assert!(idp.issued_access_tokens().is_empty());
+        assert!(idp.issued_tokens().is_empty());
         // Basic plus a different client_id in the body.
         let (status, _, body) = post_form(
             &idp.token_url(),
@@ -822,7 +738,7 @@ mod tests {
 
         assert_eq!(idp.token_requests(), 7);
         assert_eq!(idp.grant_requests("client_credentials"), 7);
-        assert!(idp.issued_access_tokens().is_empty());
+        assert!(idp.issued_tokens().is_empty());
     }
 
     #[tokio::test]
@@ -889,7 +805,7 @@ mod tests {
         );
 
         assert_eq!(idp.grant_requests("password"), 4);
-        assert_eq!(idp.issued_access_tokens().len(), 1);
+        assert_eq!(idp.issued_tokens().len(), 1);
     }
 
     #[tokio::test]
@@ -954,7 +870,7 @@ mod tests {
             (400, Some("invalid_request"))
         );
         assert_eq!(idp.token_requests(), 4);
-        assert!(idp.issued_access_tokens().is_empty());
+        assert!(idp.issued_tokens().is_empty());
     }
 
     #[tokio::test]
@@ -1029,7 +945,7 @@ mod tests {
         let token = body["access_token"].as_str().unwrap();
         assert_eq!(token.len(), 43);
         assert!(!token.contains('.'));
-        assert!(idp.is_valid_access_token(token));
+        assert!(idp.is_valid_token(token));
     }
 
     #[tokio::test]
@@ -1054,7 +970,7 @@ mod tests {
         let refresh1 = first["refresh_token"].as_str().unwrap().to_owned();
         assert_eq!(refresh1.len(), 43);
         assert!(
-            !idp.is_valid_access_token(&refresh1),
+            !idp.is_valid_token(&refresh1),
             "a refresh token is no access token"
         );
 
@@ -1075,8 +991,8 @@ mod tests {
         assert_ne!(access1, access2);
         assert_eq!(second["scope"], "read write");
         assert_eq!(jwt::verify(&access2).unwrap().sub, "demo-user");
-        assert!(idp.is_valid_access_token(&access1));
-        assert!(idp.is_valid_access_token(&access2));
+        assert!(idp.is_valid_token(&access1));
+        assert!(idp.is_valid_token(&access2));
 
         // The old refresh token is spent.
         let (status, _, body) = post_form(
@@ -1145,7 +1061,7 @@ mod tests {
 
         assert_eq!(idp.grant_requests("refresh_token"), 7);
         assert_eq!(idp.grant_requests("password"), 1);
-        let issued = idp.issued_access_tokens();
+        let issued = idp.issued_tokens();
         assert_eq!(issued.len(), 6);
         assert!(issued.contains(&refresh1) && issued.contains(&refresh2));
     }
@@ -1184,9 +1100,9 @@ mod tests {
         let (_, _, body) = post_form(&url, None, CC_POST).await;
         let access = body["access_token"].as_str().unwrap().to_owned();
         let refresh = body["refresh_token"].as_str().unwrap().to_owned();
-        assert!(idp.is_valid_access_token(&access));
+        assert!(idp.is_valid_token(&access));
         idp.revoke_all();
-        assert!(!idp.is_valid_access_token(&access));
+        assert!(!idp.is_valid_token(&access));
         let (status, _, body) = post_form(
             &url,
             Some(&basic("demo-client", "demo-secret")),
@@ -1199,7 +1115,7 @@ mod tests {
         );
         // New tokens after the revocation are valid.
         let (_, _, body) = post_form(&url, None, CC_POST).await;
-        assert!(idp.is_valid_access_token(body["access_token"].as_str().unwrap()));
+        assert!(idp.is_valid_token(body["access_token"].as_str().unwrap()));
     }
 
     #[tokio::test]
@@ -1234,7 +1150,7 @@ mod tests {
         assert_eq!(headers["content-type"], "application/json");
         assert_eq!(idp.token_requests(), 1);
         assert_eq!(idp.grant_requests("client_credentials"), 1);
-        assert!(idp.issued_access_tokens().is_empty());
+        assert!(idp.issued_tokens().is_empty());
         idp.set_available(true);
         let (status, _, _) = post_form(&idp.token_url(), None, CC_POST).await;
         assert_eq!(status, 200);
@@ -1252,9 +1168,9 @@ mod tests {
         let token = body["access_token"].as_str().unwrap().to_owned();
         let claims = jwt::verify(&token).unwrap();
         assert_eq!(claims.exp, claims.iat + 1);
-        assert!(idp.is_valid_access_token(&token));
+        assert!(idp.is_valid_token(&token));
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        assert!(!idp.is_valid_access_token(&token));
+        assert!(!idp.is_valid_token(&token));
     }
 
     #[tokio::test]
@@ -1271,7 +1187,7 @@ mod tests {
         let (status, _, body) = pending.await.unwrap();
         assert_eq!(status, 200);
         assert!(started.elapsed() >= Duration::from_millis(300));
-        assert!(idp.is_valid_access_token(body["access_token"].as_str().unwrap()));
+        assert!(idp.is_valid_token(body["access_token"].as_str().unwrap()));
         idp.set_delay(Duration::ZERO);
         let started = Instant::now();
         let (status, _, _) = post_form(&idp.token_url(), None, CC_POST).await;
