@@ -71,7 +71,7 @@ async fn the_credential_header_is_kept_only_when_asked() {
     assert!(names(inbound.headers_to_strip()).is_empty());
     let inbound = build(
         "jwt:\n  from: { cookie: session }\n  algorithms: [RS256]\n  public_key_file: PEM\n  issuer: x\napi_keys:\n  header: X-Api-Key\n  keys: [KEY]\n"
-            .replace("PEM", &format!("{}/src/inbound/testdata/rsa1_public.pem", env!("CARGO_MANIFEST_DIR")))
+            .replace("PEM", &key_path("rsa1_public.pem").to_string_lossy())
             .replace("KEY", KEY_A)
             .as_str(),
     );
@@ -131,15 +131,7 @@ async fn the_auth_engine_decides_and_me_names_the_caller() {
         engine.base_url()
     );
     let inbound = build(&yaml);
-    let token: String = reqwest::Client::new()
-        .post(format!("{}/signin", engine.base_url()))
-        .json(&json!({"username": "svc-reporting", "password": "engine-password"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = signin(&engine, "svc-reporting", "engine-password").await;
     let mut headers = HeaderMap::new();
     headers.insert("x-auth", HeaderValue::from_str(&token).unwrap());
     headers.insert("x-auth-email", HeaderValue::from_static("spoof@evil.test"));
@@ -185,15 +177,7 @@ async fn jwt_and_authorize_together() {
         engine.base_url()
     );
     let inbound = build(&yaml);
-    let token: String = reqwest::Client::new()
-        .post(format!("{}/signin", engine.base_url()))
-        .json(&json!({"username": "svc-reporting", "password": "engine-password"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = signin(&engine, "svc-reporting", "engine-password").await;
     let mut headers = HeaderMap::new();
     headers.insert("x-auth", HeaderValue::from_str(&token).unwrap());
     let identity = inbound.check(&Method::GET, &headers).await.unwrap();

@@ -16,6 +16,7 @@ pub mod controls;
 pub mod echo;
 pub mod fortanix;
 pub mod handle;
+pub mod inbound;
 pub mod jwt;
 pub mod oauth2;
 pub mod scripted;
