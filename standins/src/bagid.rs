@@ -209,12 +209,7 @@ impl BagId {
         }
         *lock(&self.last_request) = Some(record(path, headers, body));
         if !self.switches.is_available() {
-            return failure(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "service_unavailable",
-                "the BagID stand-in is switched off",
-            )
-            .into_response();
+            return switched_off("BagID");
         }
         answer().unwrap_or_else(Failure::into_response)
     }
@@ -367,6 +362,17 @@ fn failure(status: StatusCode, error: &'static str, message: impl Into<String>) 
         error,
         message: message.into(),
     }
+}
+
+/// The answer of BagID, and of the attestor, when down.
+fn switched_off(who: &str) -> Response {
+    let message = format!("the {who} stand-in is switched off");
+    failure(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+        message,
+    )
+    .into_response()
 }
 
 fn bad_request(message: impl Into<String>) -> Failure {
@@ -581,12 +587,7 @@ impl AttestorStandIn {
 fn attest(shared: &Attestor, _: &HeaderMap, body: &[u8]) -> Response {
     shared.requests.fetch_add(1, Ordering::SeqCst);
     if !shared.switches.is_available() {
-        return failure(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "service_unavailable",
-            "the attestor stand-in is switched off",
-        )
-        .into_response();
+        return switched_off("attestor");
     }
     let attested = json_object(body).and_then(|request| {
         let nonce = required_field(&request, "nonce")?;
@@ -609,23 +610,15 @@ fn attest(shared: &Attestor, _: &HeaderMap, body: &[u8]) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing;
+    use crate::testing::started;
     use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
-    /// (status, body)
+    /// (status, body), which is JSON whatever the status.
     async fn post(url: String, headers: &[(&str, &str)], body: Option<&str>) -> (u16, Value) {
-        let mut request = reqwest::Client::new().post(url);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        if let Some(body) = body {
-            request = request
-                .header("Content-Type", "application/json")
-                .body(body.to_owned());
-        }
-        let reply = request.send().await.unwrap();
-        let status = reply.status().as_u16();
-        assert_eq!(reply.headers()["content-type"], "application/json");
-        (status, reply.json().await.unwrap())
+        let reply = testing::post(&url, headers, body).await;
+        assert_eq!(reply.content_type, "application/json");
+        (reply.status, reply.json())
     }
 
     fn url(bagid: &BagIdStandIn, path: &str) -> String {
@@ -653,16 +646,31 @@ mod tests {
         assert_eq!(body["refreshExpiresIn"], 3600);
         let access = body["accessToken"].as_str().unwrap().to_owned();
         let refresh = body["refreshToken"].as_str().unwrap().to_owned();
-        let claims = jwt::verify(&access).unwrap();
-        assert_eq!(claims.sub, sub);
-        assert_eq!(claims.iss, bagid.url());
-        assert_eq!(claims.exp, claims.iat + 300);
-        assert!(bagid.is_valid_token(&access));
+        testing::assert_jwt_of(bagid, &access, sub, 300);
         assert!(
             !bagid.is_valid_token(&refresh),
             "a refresh token is no access token"
         );
         (access, refresh)
+    }
+
+    async fn b2b_login(bagid: &BagIdStandIn) -> (u16, Value) {
+        post(
+            url(bagid, B2B_SECRET_PATH),
+            &[APP_KEY, B2B],
+            Some(B2B_LOGIN),
+        )
+        .await
+    }
+
+    async fn refresh_with(bagid: &BagIdStandIn, token: &str) -> (u16, Value) {
+        let body = json!({"refreshToken": token}).to_string();
+        post(url(bagid, REFRESH_PATH), &[], Some(&body)).await
+    }
+
+    async fn attest(attestor: &AttestorStandIn, nonce: &str) -> (u16, Value) {
+        let body = json!({"nonce": nonce}).to_string();
+        post(attestor.attest_url(), &[], Some(&body)).await
     }
 
     async fn new_nonce(bagid: &BagIdStandIn) -> String {
@@ -712,7 +720,7 @@ mod tests {
 
     #[tokio::test]
     async fn federated_login() {
-        let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
+        let bagid: BagIdStandIn = started().await;
         let host = host_token("host-user-7", Duration::from_secs(60));
         let body = json!({"token": host}).to_string();
         let (status, reply) = post(url(&bagid, FEDERATED_PATH), &[APP_KEY], Some(&body)).await;
@@ -731,7 +739,7 @@ mod tests {
 
     #[tokio::test]
     async fn federated_errors() {
-        let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
+        let bagid: BagIdStandIn = started().await;
         let u = url(&bagid, FEDERATED_PATH);
         let good = json!({"token": host_token("h", Duration::from_secs(60))}).to_string();
         // Missing header, empty header, missing or bad body.
@@ -777,7 +785,7 @@ mod tests {
 
     #[tokio::test]
     async fn nonce_shape() {
-        let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
+        let bagid: BagIdStandIn = started().await;
         let before = SystemTime::now();
         let (status, body) = post(url(&bagid, NONCES_PATH), &[], None).await;
         assert_eq!(status, 200);
@@ -800,18 +808,17 @@ mod tests {
 
     #[tokio::test]
     async fn attestation_and_guest_logins() {
-        let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
-        let nonce = new_nonce(&bagid).await;
-        let body = attested_body(&nonce, &attestation_for(&nonce));
-        let (status, reply) = post(url(&bagid, ATTESTATION_PATH), &[], Some(&body)).await;
-        assert_eq!(status, 200, "{reply}");
-        login_response(&bagid, &reply, ATTESTATION_SUBJECT);
-
-        let nonce = new_nonce(&bagid).await;
-        let body = attested_body(&nonce, &attestation_for(&nonce));
-        let (status, reply) = post(url(&bagid, GUEST_PATH), &[], Some(&body)).await;
-        assert_eq!(status, 200, "{reply}");
-        login_response(&bagid, &reply, GUEST_SUBJECT);
+        let bagid: BagIdStandIn = started().await;
+        for (path, subject) in [
+            (ATTESTATION_PATH, ATTESTATION_SUBJECT),
+            (GUEST_PATH, GUEST_SUBJECT),
+        ] {
+            let nonce = new_nonce(&bagid).await;
+            let body = attested_body(&nonce, &attestation_for(&nonce));
+            let (status, reply) = post(url(&bagid, path), &[], Some(&body)).await;
+            assert_eq!(status, 200, "{reply}");
+            login_response(&bagid, &reply, subject);
+        }
         assert_ne!(ATTESTATION_SUBJECT, GUEST_SUBJECT);
 
         assert_eq!(bagid.login_requests("attestation"), 1);
@@ -822,7 +829,7 @@ mod tests {
 
     #[tokio::test]
     async fn nonces_are_single_use() {
-        let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
+        let bagid: BagIdStandIn = started().await;
         let nonce = new_nonce(&bagid).await;
         let body = attested_body(&nonce, &attestation_for(&nonce));
         let (status, _) = post(url(&bagid, GUEST_PATH), &[], Some(&body)).await;
@@ -850,7 +857,7 @@ mod tests {
 
     #[tokio::test]
     async fn attested_login_errors() {
-        let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
+        let bagid: BagIdStandIn = started().await;
         let nonce = new_nonce(&bagid).await;
         let attestation = attestation_for(&nonce);
         for path in [ATTESTATION_PATH, GUEST_PATH] {
@@ -910,7 +917,7 @@ mod tests {
 
     #[tokio::test]
     async fn b2b_secret_login() {
-        let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
+        let bagid: BagIdStandIn = started().await;
         let u = url(&bagid, B2B_SECRET_PATH);
         let (status, reply) = post(u.clone(), &[APP_KEY, B2B], Some(B2B_LOGIN)).await;
         assert_eq!(status, 200, "{reply}");
@@ -965,22 +972,11 @@ mod tests {
 
     #[tokio::test]
     async fn refresh_tokens_rotate_and_are_single_use() {
-        let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
-        let (_, reply) = post(
-            url(&bagid, B2B_SECRET_PATH),
-            &[APP_KEY, B2B],
-            Some(B2B_LOGIN),
-        )
-        .await;
+        let bagid: BagIdStandIn = started().await;
+        let (_, reply) = b2b_login(&bagid).await;
         let (access1, refresh1) = login_response(&bagid, &reply, "svc");
-        let refresh_body = |token: &str| json!({"refreshToken": token}).to_string();
 
-        let (status, reply) = post(
-            url(&bagid, REFRESH_PATH),
-            &[],
-            Some(&refresh_body(&refresh1)),
-        )
-        .await;
+        let (status, reply) = refresh_with(&bagid, &refresh1).await;
         assert_eq!(status, 200, "{reply}");
         let (access2, refresh2) = login_response(&bagid, &reply, "svc");
         assert_ne!(access1, access2);
@@ -989,7 +985,7 @@ mod tests {
 
         // The used refresh token, an access token, an unknown one: 401.
         for token in [refresh1.as_str(), access2.as_str(), "never-issued"] {
-            let reply = post(url(&bagid, REFRESH_PATH), &[], Some(&refresh_body(token))).await;
+            let reply = refresh_with(&bagid, token).await;
             assert_error(&reply, 401, "unauthorized");
         }
         // Missing or malformed: 400.
@@ -1007,12 +1003,7 @@ mod tests {
             );
         }
         // The new one works.
-        let (status, _) = post(
-            url(&bagid, REFRESH_PATH),
-            &[],
-            Some(&refresh_body(&refresh2)),
-        )
-        .await;
+        let (status, _) = refresh_with(&bagid, &refresh2).await;
         assert_eq!(status, 200);
         assert_eq!(bagid.refresh_requests(), 10);
         assert_eq!(bagid.login_requests("b2b_secret"), 1);
@@ -1023,55 +1014,32 @@ mod tests {
 
     #[tokio::test]
     async fn refresh_expiry_and_revocation() {
-        let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
-        let login = || {
-            post(
-                url(&bagid, B2B_SECRET_PATH),
-                &[APP_KEY, B2B],
-                Some(B2B_LOGIN),
-            )
-        };
-        let refresh_body = |token: &str| json!({"refreshToken": token}).to_string();
-
-        bagid.set_refresh_ttl(Duration::from_millis(300));
-        let (_, reply) = login().await;
-        assert_eq!(reply["refreshExpiresIn"], 0);
-        let refresh = reply["refreshToken"].as_str().unwrap().to_owned();
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        let reply = post(
-            url(&bagid, REFRESH_PATH),
-            &[],
-            Some(&refresh_body(&refresh)),
-        )
-        .await;
-        assert_error(&reply, 401, "unauthorized");
-
-        bagid.set_refresh_ttl(Duration::from_secs(3600));
-        let (_, reply) = login().await;
-        let access = reply["accessToken"].as_str().unwrap().to_owned();
-        let refresh = reply["refreshToken"].as_str().unwrap().to_owned();
-        bagid.revoke_refresh_tokens();
-        assert!(bagid.is_valid_token(&access), "access tokens survive");
-        let reply = post(
-            url(&bagid, REFRESH_PATH),
-            &[],
-            Some(&refresh_body(&refresh)),
-        )
-        .await;
-        assert_error(&reply, 401, "unauthorized");
-
-        let (_, reply) = login().await;
-        let access = reply["accessToken"].as_str().unwrap().to_owned();
-        let refresh = reply["refreshToken"].as_str().unwrap().to_owned();
-        bagid.revoke_all();
-        assert!(!bagid.is_valid_token(&access));
-        let reply = post(
-            url(&bagid, REFRESH_PATH),
-            &[],
-            Some(&refresh_body(&refresh)),
-        )
-        .await;
-        assert_error(&reply, 401, "unauthorized");
+        let bagid: BagIdStandIn = started().await;
+        // Each way a refresh token stops working.
+        for spoil in ["expiry", "revoke_refresh_tokens", "revoke_all"] {
+            let refresh_ttl = match spoil {
+                "expiry" => Duration::from_millis(300),
+                _ => Duration::from_secs(3600),
+            };
+            bagid.set_refresh_ttl(refresh_ttl);
+            let (_, reply) = b2b_login(&bagid).await;
+            assert_eq!(reply["refreshExpiresIn"], refresh_ttl.as_secs(), "{spoil}");
+            let access = reply["accessToken"].as_str().unwrap().to_owned();
+            let refresh = reply["refreshToken"].as_str().unwrap().to_owned();
+            match spoil {
+                "expiry" => tokio::time::sleep(Duration::from_millis(400)).await,
+                "revoke_refresh_tokens" => {
+                    bagid.revoke_refresh_tokens();
+                    assert!(bagid.is_valid_token(&access), "access tokens survive");
+                }
+                _ => {
+                    bagid.revoke_all();
+                    assert!(!bagid.is_valid_token(&access));
+                }
+            }
+            let reply = refresh_with(&bagid, &refresh).await;
+            assert_error(&reply, 401, "unauthorized");
+        }
     }
 
     #[tokio::test]
@@ -1082,12 +1050,7 @@ mod tests {
             ..BagIdSettings::default()
         };
         let bagid = BagIdStandIn::start(settings).await.unwrap();
-        let (status, reply) = post(
-            url(&bagid, B2B_SECRET_PATH),
-            &[APP_KEY, B2B],
-            Some(B2B_LOGIN),
-        )
-        .await;
+        let (status, reply) = b2b_login(&bagid).await;
         assert_eq!(status, 200);
         assert_eq!(reply["expiresIn"], 600);
         assert!(reply.get("refreshToken").is_none());
@@ -1097,7 +1060,7 @@ mod tests {
 
     #[tokio::test]
     async fn unavailable_answers_503_everywhere() {
-        let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
+        let bagid: BagIdStandIn = started().await;
         bagid.set_available(false);
         let host = json!({"token": host_token("h", Duration::from_secs(60))}).to_string();
         type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], Option<&'a str>);
@@ -1129,80 +1092,55 @@ mod tests {
         assert!(bagid.issued_tokens().is_empty());
         assert!(bagid.issued_nonces().is_empty());
         bagid.set_available(true);
-        let (status, _) = post(
-            url(&bagid, B2B_SECRET_PATH),
-            &[APP_KEY, B2B],
-            Some(B2B_LOGIN),
-        )
-        .await;
+        let (status, _) = b2b_login(&bagid).await;
         assert_eq!(status, 200);
     }
 
     #[tokio::test]
-    async fn token_ttl_and_expiry() {
-        let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
-        bagid.set_token_ttl(Duration::from_secs(1));
-        let (_, reply) = post(
-            url(&bagid, B2B_SECRET_PATH),
-            &[APP_KEY, B2B],
-            Some(B2B_LOGIN),
-        )
+    async fn token_ttl_revocation_and_expiry() {
+        let bagid: BagIdStandIn = started().await;
+        testing::assert_ttl_expiry_and_revocation(&bagid, || async {
+            let (_, reply) = b2b_login(&bagid).await;
+            let access = reply["accessToken"].as_str().unwrap().to_owned();
+            let claims = jwt::verify(&access).unwrap();
+            assert_eq!(reply["expiresIn"], claims.exp - claims.iat);
+            (access, claims.exp - claims.iat)
+        })
         .await;
-        assert_eq!(reply["expiresIn"], 1);
-        let access = reply["accessToken"].as_str().unwrap();
-        let claims = jwt::verify(access).unwrap();
-        assert_eq!(claims.exp, claims.iat + 1);
-        assert!(bagid.is_valid_token(access));
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        assert!(!bagid.is_valid_token(access));
     }
 
     #[tokio::test]
     async fn delay_slows_the_answer() {
-        let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
-        bagid.set_delay(Duration::from_millis(300));
-        let started = Instant::now();
-        let (status, _) = post(url(&bagid, NONCES_PATH), &[], None).await;
-        assert_eq!(status, 200);
-        assert!(started.elapsed() >= Duration::from_millis(300));
-        bagid.set_delay(Duration::ZERO);
-        let started = Instant::now();
-        let (status, _) = post(url(&bagid, NONCES_PATH), &[], None).await;
-        assert_eq!(status, 200);
-        assert!(started.elapsed() < Duration::from_millis(300));
+        let bagid: BagIdStandIn = started().await;
+        let nonce = || async { post(url(&bagid, NONCES_PATH), &[], None).await.0 };
+        testing::assert_delay_applies(&bagid, nonce).await;
     }
 
     #[tokio::test]
     async fn other_methods_are_405() {
-        let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
-        let client = reqwest::Client::new();
-        for path in [
+        let bagid: BagIdStandIn = started().await;
+        let paths = [
             FEDERATED_PATH,
             NONCES_PATH,
             ATTESTATION_PATH,
             GUEST_PATH,
             B2B_SECRET_PATH,
             REFRESH_PATH,
-        ] {
-            let status = client.get(url(&bagid, path)).send().await.unwrap().status();
-            assert_eq!(status, 405, "{path}");
-        }
-        assert_eq!(bagid.nonce_requests(), 0);
-        assert_eq!(bagid.refresh_requests(), 0);
+        ];
+        let counted = || {
+            let logins: usize = FLOWS.iter().map(|flow| bagid.login_requests(flow)).sum();
+            logins + bagid.nonce_requests() + bagid.refresh_requests()
+        };
+        testing::assert_only_post(&paths.map(|path| url(&bagid, path)), counted).await;
     }
 
     #[tokio::test]
     async fn attestor_feeds_the_attestation_flow() {
-        let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
+        let bagid: BagIdStandIn = started().await;
         let attestor = AttestorStandIn::start().await.unwrap();
         assert_eq!(attestor.attest_url(), format!("{}/attest", attestor.url()));
         let nonce = new_nonce(&bagid).await;
-        let (status, reply) = post(
-            attestor.attest_url(),
-            &[],
-            Some(&json!({"nonce": nonce}).to_string()),
-        )
-        .await;
+        let (status, reply) = attest(&attestor, &nonce).await;
         assert_eq!(status, 200, "{reply}");
         let attestation = reply["attestationObject"].as_str().unwrap();
         assert_eq!(attestation, attestation_for(&nonce));
@@ -1215,12 +1153,7 @@ mod tests {
         // Tampered: a 200 that BagID refuses.
         attestor.set_tampered(true);
         let nonce = new_nonce(&bagid).await;
-        let (status, reply) = post(
-            attestor.attest_url(),
-            &[],
-            Some(&json!({"nonce": nonce}).to_string()),
-        )
-        .await;
+        let (status, reply) = attest(&attestor, &nonce).await;
         assert_eq!(status, 200);
         let body = attested_body(&nonce, reply["attestationObject"].as_str().unwrap());
         assert_error(
@@ -1255,12 +1188,12 @@ mod tests {
             "service_unavailable",
         );
         attestor.set_available(true);
-        attestor.set_delay(Duration::from_millis(300));
-        let started = Instant::now();
-        let (status, _) = post(attestor.attest_url(), &[], Some(r#"{"nonce":"n_1"}"#)).await;
-        assert_eq!(status, 200);
-        assert!(started.elapsed() >= Duration::from_millis(300));
-        assert_eq!(attestor.requests(), 7);
+        let attest = || async {
+            let (status, _) = post(attestor.attest_url(), &[], Some(r#"{"nonce":"n_1"}"#)).await;
+            status
+        };
+        testing::assert_delay_applies(&attestor, attest).await;
+        assert_eq!(attestor.requests(), 8);
         let status = reqwest::get(attestor.attest_url()).await.unwrap().status();
         assert_eq!(status, 405);
     }

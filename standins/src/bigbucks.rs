@@ -359,20 +359,15 @@ fn authorize(shared: &AuthEngine, headers: &HeaderMap, body: &[u8]) -> Response 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
+    use crate::testing::started;
+    use crate::testing::{assert_delay_applies, assert_ttl_expiry_and_revocation};
 
     /// (status, content type, body text)
     type Reply = (u16, String, String);
 
     async fn send(request: reqwest::RequestBuilder) -> Reply {
-        let reply = request.send().await.unwrap();
-        let status = reply.status().as_u16();
-        let content_type = reply
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        (status, content_type, reply.text().await.unwrap())
+        let reply = crate::testing::send(request).await;
+        (reply.status, reply.content_type, reply.text)
     }
 
     async fn signin_with(engine: &BigBucksStandIn, body: &str) -> Reply {
@@ -424,21 +419,14 @@ mod tests {
 
     #[tokio::test]
     async fn signin_returns_the_jwt_as_a_json_string() {
-        let engine = BigBucksStandIn::start(BigBucksSettings::default())
-            .await
-            .unwrap();
+        let engine: BigBucksStandIn = started().await;
         assert_eq!(engine.base_url(), format!("{}/api/v1", engine.url()));
         let (status, content_type, body) = signin_with(&engine, GOOD).await;
         assert_eq!(status, 200);
         assert_eq!(content_type, "application/json");
         assert!(body.starts_with("\"eyJ") && body.ends_with('"'), "{body}");
         let token: String = serde_json::from_str(&body).unwrap();
-        let claims = jwt::verify(&token).unwrap();
-        assert_eq!(claims.sub, "svc-reporting");
-        assert_eq!(claims.iss, engine.url());
-        assert_eq!(claims.exp, claims.iat + 300);
-        assert!(engine.is_valid_token(&token));
-        assert!(!engine.is_valid_token("nope"));
+        crate::testing::assert_jwt_of(&engine, &token, "svc-reporting", 300);
         assert_eq!(engine.issued_tokens(), [token]);
         assert_eq!(engine.signin_requests(), 1);
         assert_eq!(engine.me_requests(), 0);
@@ -458,9 +446,7 @@ mod tests {
 
     #[tokio::test]
     async fn signin_errors_follow_the_seed_codes() {
-        let engine = BigBucksStandIn::start(BigBucksSettings::default())
-            .await
-            .unwrap();
+        let engine: BigBucksStandIn = started().await;
         let malformed = [
             "not json",
             r#"["svc-reporting","engine-password"]"#,
@@ -519,9 +505,7 @@ mod tests {
 
     #[tokio::test]
     async fn fail_with_forces_the_signin_status() {
-        let engine = BigBucksStandIn::start(BigBucksSettings::default())
-            .await
-            .unwrap();
+        let engine: BigBucksStandIn = started().await;
         let token = token_of(&engine).await;
         for code in [400, 404, 500] {
             engine.set_fail_with(Some(code));
@@ -540,9 +524,7 @@ mod tests {
 
     #[tokio::test]
     async fn me_answers_the_profile() {
-        let engine = BigBucksStandIn::start(BigBucksSettings::default())
-            .await
-            .unwrap();
+        let engine: BigBucksStandIn = started().await;
         let token = token_of(&engine).await;
         let (status, content_type, body) = me_with(&engine, Some(&token)).await;
         assert_eq!(status, 200, "{body}");
@@ -580,9 +562,7 @@ mod tests {
 
     #[tokio::test]
     async fn me_without_a_valid_token_is_400() {
-        let engine = BigBucksStandIn::start(BigBucksSettings::default())
-            .await
-            .unwrap();
+        let engine: BigBucksStandIn = started().await;
         let token = token_of(&engine).await;
         let bearer = format!("Bearer {token}");
         // Well signed, but not issued by the stand-in.
@@ -667,9 +647,7 @@ mod tests {
 
     #[tokio::test]
     async fn authorize_errors() {
-        let engine = BigBucksStandIn::start(BigBucksSettings::default())
-            .await
-            .unwrap();
+        let engine: BigBucksStandIn = started().await;
         let token = token_of(&engine).await;
         let good = r#"{"action":"read","resource":"reports","scope":"org"}"#;
         for x_auth in [None, Some("nope"), Some("")] {
@@ -700,9 +678,7 @@ mod tests {
 
     #[tokio::test]
     async fn unavailable_is_500_everywhere_and_still_counts() {
-        let engine = BigBucksStandIn::start(BigBucksSettings::default())
-            .await
-            .unwrap();
+        let engine: BigBucksStandIn = started().await;
         let token = token_of(&engine).await;
         engine.set_available(false);
         let good = r#"{"action":"read","resource":"reports","scope":"org"}"#;
@@ -731,45 +707,31 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn ttl_and_expiry() {
-        let engine = BigBucksStandIn::start(BigBucksSettings::default())
-            .await
-            .unwrap();
-        engine.set_token_ttl(Duration::from_secs(1));
-        let token = token_of(&engine).await;
-        let claims = jwt::verify(&token).unwrap();
-        assert_eq!(claims.exp, claims.iat + 1);
-        assert!(engine.is_valid_token(&token));
-        let (status, _, _) = me_with(&engine, Some(&token)).await;
-        assert_eq!(status, 200);
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        assert!(!engine.is_valid_token(&token));
-        let (status, _, _) = me_with(&engine, Some(&token)).await;
-        assert_eq!(status, 400);
+    async fn ttl_revocation_and_expiry() {
+        let engine: BigBucksStandIn = started().await;
+        let (first, second) = assert_ttl_expiry_and_revocation(&engine, || async {
+            let token = token_of(&engine).await;
+            let (status, _, _) = me_with(&engine, Some(&token)).await;
+            assert_eq!(status, 200, "/me takes the token while it is valid");
+            let claims = jwt::verify(&token).unwrap();
+            (token, claims.exp - claims.iat)
+        })
+        .await;
+        for token in [first, second] {
+            let (status, _, _) = me_with(&engine, Some(&token)).await;
+            assert_eq!(status, 400, "revoked, then expired");
+        }
     }
 
     #[tokio::test]
     async fn delay_slows_the_answer() {
-        let engine = BigBucksStandIn::start(BigBucksSettings::default())
-            .await
-            .unwrap();
-        engine.set_delay(Duration::from_millis(300));
-        let started = Instant::now();
-        let (status, _, _) = signin_with(&engine, GOOD).await;
-        assert_eq!(status, 200);
-        assert!(started.elapsed() >= Duration::from_millis(300));
-        engine.set_delay(Duration::ZERO);
-        let started = Instant::now();
-        let (status, _, _) = signin_with(&engine, GOOD).await;
-        assert_eq!(status, 200);
-        assert!(started.elapsed() < Duration::from_millis(300));
+        let engine: BigBucksStandIn = started().await;
+        assert_delay_applies(&engine, || async { signin_with(&engine, GOOD).await.0 }).await;
     }
 
     #[tokio::test]
     async fn wrong_methods_are_405() {
-        let engine = BigBucksStandIn::start(BigBucksSettings::default())
-            .await
-            .unwrap();
+        let engine: BigBucksStandIn = started().await;
         let client = reqwest::Client::new();
         let base = engine.base_url();
         let (status, _, _) = send(client.get(format!("{base}/signin"))).await;

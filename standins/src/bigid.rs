@@ -188,49 +188,46 @@ fn refresh_access_token(shared: &BigId, headers: &HeaderMap, _: &[u8]) -> Respon
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
-
-    async fn post(
-        url: String,
-        authorization: Option<&str>,
-        body: Option<&str>,
-    ) -> (u16, String, Value) {
-        let mut request = reqwest::Client::new().post(url);
-        if let Some(value) = authorization {
-            request = request.header("Authorization", value);
-        }
-        if let Some(body) = body {
-            request = request
-                .header("Content-Type", "application/json")
-                .body(body.to_owned());
-        }
-        let reply = request.send().await.unwrap();
-        let status = reply.status().as_u16();
-        let content_type = reply
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        let body: Value = reply.json().await.unwrap();
-        (status, content_type, body)
-    }
-
-    fn sessions_url(bigid: &BigIdStandIn) -> String {
-        format!("{}/api/v1/sessions", bigid.url())
-    }
-
-    fn refresh_url(bigid: &BigIdStandIn) -> String {
-        format!("{}/api/v1/refresh-access-token", bigid.url())
-    }
+    use crate::testing::started;
+    use crate::testing::{
+        assert_delay_applies, assert_jwt_of, assert_only_post, assert_ttl_expiry_and_revocation,
+        post_auth, Reply,
+    };
 
     const GOOD_LOGIN: &str = r#"{"username":"bigid-admin","password":"bigid-password"}"#;
+    const USER_TOKEN: &str = "Bearer demo-bigid-user-token";
+
+    async fn start(settings: BigIdSettings) -> BigIdStandIn {
+        BigIdStandIn::start(settings).await.unwrap()
+    }
+
+    async fn session(bigid: &BigIdStandIn, body: Option<&str>) -> Reply {
+        post_auth(&format!("{}{SESSIONS_PATH}", bigid.url()), None, body).await
+    }
+
+    async fn refresh(bigid: &BigIdStandIn, authorization: Option<&str>) -> Reply {
+        post_auth(
+            &format!("{}{REFRESH_PATH}", bigid.url()),
+            authorization,
+            None,
+        )
+        .await
+    }
+
+    /// A refusal: `status` with `{"success": false, "message": message}`, as JSON.
+    fn assert_failure(reply: &Reply, status: u16, message: &str) {
+        assert_eq!(reply.status, status, "{}", reply.text);
+        assert_eq!(reply.content_type, "application/json");
+        assert_eq!(reply.json(), json!({"success": false, "message": message}));
+    }
 
     #[tokio::test]
     async fn session_with_username_and_password() {
-        let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
-        let (status, content_type, body) = post(sessions_url(&bigid), None, Some(GOOD_LOGIN)).await;
-        assert_eq!(status, 200);
-        assert_eq!(content_type, "application/json");
+        let bigid: BigIdStandIn = started().await;
+        let reply = session(&bigid, Some(GOOD_LOGIN)).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.content_type, "application/json");
+        let body = reply.json();
         assert_eq!(body["success"], true);
         assert!(body["message"].is_string());
         assert_eq!(body["username"], "bigid-admin");
@@ -238,12 +235,7 @@ mod tests {
         assert_eq!(body["permissions"], json!(["admin"]));
         assert!(body.get("expires_in").is_none());
         let token = body["auth_token"].as_str().unwrap();
-        let claims = jwt::verify(token).unwrap();
-        assert_eq!(claims.sub, "bigid-admin");
-        assert_eq!(claims.iss, bigid.url());
-        assert_eq!(claims.exp, claims.iat + 300);
-        assert!(bigid.is_valid_token(token));
-        assert!(!bigid.is_valid_token("nope"));
+        assert_jwt_of(&bigid, token, "bigid-admin", 300);
         assert_eq!(bigid.issued_tokens(), [token]);
         assert_eq!(bigid.session_requests(), 1);
         assert_eq!(bigid.refresh_requests(), 0);
@@ -251,8 +243,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn bad_logins_are_401_invalid_credentials() {
-        let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
+    async fn bad_logins_and_user_tokens_are_401() {
+        let bigid: BigIdStandIn = started().await;
         let bodies = [
             Some(r#"{"username":"bigid-admin","password":"wrong"}"#),
             Some(r#"{"username":"someone","password":"bigid-password"}"#),
@@ -263,48 +255,8 @@ mod tests {
             None,
         ];
         for body in bodies {
-            let (status, _, reply) = post(sessions_url(&bigid), None, body).await;
-            assert_eq!(status, 401, "{body:?}");
-            assert_eq!(
-                reply,
-                json!({"success": false, "message": "Invalid credentials"})
-            );
+            assert_failure(&session(&bigid, body).await, 401, "Invalid credentials");
         }
-        assert_eq!(bigid.session_requests(), bodies.len());
-        assert!(bigid.issued_tokens().is_empty());
-    }
-
-    #[tokio::test]
-    async fn refresh_access_token_with_bearer_user_token() {
-        let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
-        let (status, _, body) = post(
-            refresh_url(&bigid),
-            Some("Bearer demo-bigid-user-token"),
-            None,
-        )
-        .await;
-        assert_eq!(status, 200);
-        assert_eq!(body["success"], true);
-        let token = body["systemToken"].as_str().unwrap();
-        let claims = jwt::verify(token).unwrap();
-        assert_eq!(claims.sub, SYSTEM_SUBJECT);
-        assert!(bigid.is_valid_token(token));
-        assert_eq!(bigid.refresh_requests(), 1);
-        assert_eq!(bigid.session_requests(), 0);
-        // The scheme is case-insensitive.
-        let (status, _, _) = post(
-            refresh_url(&bigid),
-            Some("bearer demo-bigid-user-token"),
-            None,
-        )
-        .await;
-        assert_eq!(status, 200);
-        assert_eq!(bigid.issued_tokens().len(), 2);
-    }
-
-    #[tokio::test]
-    async fn refresh_with_missing_or_unknown_token_is_401() {
-        let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
         let headers = [
             None,
             Some("Bearer wrong-token"),
@@ -313,102 +265,86 @@ mod tests {
             Some("Basic ZGVtbzpkZW1v"),
         ];
         for header in headers {
-            let (status, _, body) = post(refresh_url(&bigid), header, None).await;
-            assert_eq!(status, 401, "{header:?}");
-            assert_eq!(
-                body,
-                json!({"success": false, "message": "Invalid user token"})
-            );
+            assert_failure(&refresh(&bigid, header).await, 401, "Invalid user token");
         }
+        assert_eq!(bigid.session_requests(), bodies.len());
         assert_eq!(bigid.refresh_requests(), headers.len());
         assert!(bigid.issued_tokens().is_empty());
     }
 
     #[tokio::test]
+    async fn refresh_access_token_with_bearer_user_token() {
+        let bigid: BigIdStandIn = started().await;
+        let body = refresh(&bigid, Some(USER_TOKEN)).await.json();
+        assert_eq!(body["success"], true);
+        let token = body["systemToken"].as_str().unwrap();
+        let claims = jwt::verify(token).unwrap();
+        assert_eq!(claims.sub, SYSTEM_SUBJECT);
+        assert!(bigid.is_valid_token(token));
+        assert_eq!(bigid.refresh_requests(), 1);
+        assert_eq!(bigid.session_requests(), 0);
+        // The scheme is case-insensitive.
+        let reply = refresh(&bigid, Some("bearer demo-bigid-user-token")).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(bigid.issued_tokens().len(), 2);
+    }
+
+    #[tokio::test]
     async fn unavailable_answers_503_and_still_counts() {
-        let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
+        let bigid: BigIdStandIn = started().await;
         bigid.set_available(false);
-        let (status, content_type, body) = post(sessions_url(&bigid), None, Some(GOOD_LOGIN)).await;
-        assert_eq!(status, 503);
-        assert_eq!(content_type, "application/json");
-        assert_eq!(
-            body,
-            json!({"success": false, "message": "service unavailable"})
-        );
-        let (status, _, body) = post(
-            refresh_url(&bigid),
-            Some("Bearer demo-bigid-user-token"),
-            None,
-        )
-        .await;
-        assert_eq!(status, 503);
-        assert_eq!(body["message"], "service unavailable");
+        let down = "service unavailable";
+        assert_failure(&session(&bigid, Some(GOOD_LOGIN)).await, 503, down);
+        assert_failure(&refresh(&bigid, Some(USER_TOKEN)).await, 503, down);
         assert_eq!(bigid.session_requests(), 1);
         assert_eq!(bigid.refresh_requests(), 1);
         assert!(bigid.issued_tokens().is_empty());
         bigid.set_available(true);
-        let (status, _, _) = post(sessions_url(&bigid), None, Some(GOOD_LOGIN)).await;
-        assert_eq!(status, 200);
+        assert_eq!(session(&bigid, Some(GOOD_LOGIN)).await.status, 200);
     }
 
     #[tokio::test]
     async fn revoke_all_and_ttl() {
-        let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
-        let (_, _, body) = post(sessions_url(&bigid), None, Some(GOOD_LOGIN)).await;
-        let first = body["auth_token"].as_str().unwrap().to_owned();
-        bigid.revoke_all();
-        assert!(!bigid.is_valid_token(&first));
-
-        bigid.set_token_ttl(Duration::from_secs(1));
-        let (_, _, body) = post(
-            refresh_url(&bigid),
-            Some("Bearer demo-bigid-user-token"),
-            None,
-        )
+        let bigid: BigIdStandIn = started().await;
+        // A session's auth_token first, then a systemToken.
+        let logins = std::sync::atomic::AtomicUsize::new(0);
+        let (first, second) = assert_ttl_expiry_and_revocation(&bigid, || async {
+            let token = if logins.fetch_add(1, Ordering::SeqCst) == 0 {
+                session(&bigid, Some(GOOD_LOGIN)).await.json()["auth_token"].clone()
+            } else {
+                refresh(&bigid, Some(USER_TOKEN)).await.json()["systemToken"].clone()
+            };
+            let token = token.as_str().unwrap().to_owned();
+            let claims = jwt::verify(&token).unwrap();
+            (token, claims.exp - claims.iat)
+        })
         .await;
-        let second = body["systemToken"].as_str().unwrap().to_owned();
-        let claims = jwt::verify(&second).unwrap();
-        assert_eq!(claims.exp, claims.iat + 1);
-        assert!(bigid.is_valid_token(&second));
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        assert!(!bigid.is_valid_token(&second));
         assert_eq!(bigid.issued_tokens(), [first, second]);
     }
 
     #[tokio::test]
     async fn delay_slows_both_endpoints() {
-        let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
-        bigid.set_delay(Duration::from_millis(300));
-        let started = Instant::now();
-        let (status, _, _) = post(sessions_url(&bigid), None, Some(GOOD_LOGIN)).await;
-        assert_eq!(status, 200);
-        let (status, _, _) = post(
-            refresh_url(&bigid),
-            Some("Bearer demo-bigid-user-token"),
-            None,
-        )
+        let bigid: BigIdStandIn = started().await;
+        assert_delay_applies(&bigid, || async {
+            session(&bigid, Some(GOOD_LOGIN)).await.status
+        })
         .await;
-        assert_eq!(status, 200);
-        assert!(started.elapsed() >= Duration::from_millis(600));
-        bigid.set_delay(Duration::ZERO);
-        let started = Instant::now();
-        let (status, _, _) = post(sessions_url(&bigid), None, Some(GOOD_LOGIN)).await;
-        assert_eq!(status, 200);
-        assert!(started.elapsed() < Duration::from_millis(300));
+        assert_delay_applies(&bigid, || async {
+            refresh(&bigid, Some(USER_TOKEN)).await.status
+        })
+        .await;
         assert_eq!(bigid.session_requests(), 2);
-        assert_eq!(bigid.refresh_requests(), 1);
+        assert_eq!(bigid.refresh_requests(), 2);
     }
 
     #[tokio::test]
     async fn other_methods_are_405() {
-        let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
-        let client = reqwest::Client::new();
-        for url in [sessions_url(&bigid), refresh_url(&bigid)] {
-            assert_eq!(client.get(&url).send().await.unwrap().status(), 405);
-            assert_eq!(client.put(&url).send().await.unwrap().status(), 405);
-        }
-        assert_eq!(bigid.session_requests(), 0);
-        assert_eq!(bigid.refresh_requests(), 0);
+        let bigid: BigIdStandIn = started().await;
+        let urls = [SESSIONS_PATH, REFRESH_PATH].map(|path| format!("{}{path}", bigid.url()));
+        assert_only_post(&urls, || {
+            bigid.session_requests() + bigid.refresh_requests()
+        })
+        .await;
     }
 
     #[tokio::test]
@@ -418,26 +354,13 @@ mod tests {
             user_tokens: vec!["t1".to_owned(), "t2".to_owned()],
             token_ttl: Duration::from_secs(60),
         };
-        let bigid = BigIdStandIn::start(settings).await.unwrap();
-        let (status, _, body) = post(
-            sessions_url(&bigid),
-            None,
-            Some(r#"{"username":"ops","password":"pw"}"#),
-        )
-        .await;
-        assert_eq!(status, 200);
-        let claims = jwt::verify(body["auth_token"].as_str().unwrap()).unwrap();
+        let bigid = start(settings).await;
+        let reply = session(&bigid, Some(r#"{"username":"ops","password":"pw"}"#)).await;
+        assert_eq!(reply.status, 200);
+        let claims = jwt::verify(reply.json()["auth_token"].as_str().unwrap()).unwrap();
         assert_eq!(claims.exp, claims.iat + 60);
-        let (status, _, _) = post(sessions_url(&bigid), None, Some(GOOD_LOGIN)).await;
-        assert_eq!(status, 401);
-        let (status, _, _) = post(refresh_url(&bigid), Some("Bearer t2"), None).await;
-        assert_eq!(status, 200);
-        let (status, _, _) = post(
-            refresh_url(&bigid),
-            Some("Bearer demo-bigid-user-token"),
-            None,
-        )
-        .await;
-        assert_eq!(status, 401);
+        assert_eq!(session(&bigid, Some(GOOD_LOGIN)).await.status, 401);
+        assert_eq!(refresh(&bigid, Some("Bearer t2")).await.status, 200);
+        assert_eq!(refresh(&bigid, Some(USER_TOKEN)).await.status, 401);
     }
 }

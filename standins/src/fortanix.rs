@@ -513,12 +513,11 @@ fn session_terminate(shared: &Dsm, headers: &HeaderMap, _: &[u8]) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::started;
+    use crate::testing::{
+        assert_delay_applies, assert_only_post, assert_ttl_expiry_and_revocation, basic, post_auth,
+    };
     use base64::engine::general_purpose::STANDARD;
-    use std::time::Instant;
-
-    fn basic(id: &str, secret: &str) -> String {
-        format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
-    }
 
     /// POST to `path` with an optional Authorization header and an optional raw body
     /// (sent as application/json); returns status, content type and body text.
@@ -527,23 +526,13 @@ mod tests {
         authorization: Option<&str>,
         body: Option<&str>,
     ) -> (u16, String, String) {
-        let mut request = reqwest::Client::new().post(url);
-        if let Some(value) = authorization {
-            request = request.header("Authorization", value);
-        }
-        if let Some(body) = body {
-            request = request
-                .header("Content-Type", "application/json")
-                .body(body.to_owned());
-        }
-        let reply = request.send().await.unwrap();
-        let status = reply.status().as_u16();
-        let content_type = reply
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        (status, content_type, reply.text().await.unwrap())
+        let reply = post_auth(&url, authorization, body).await;
+        (reply.status, reply.content_type, reply.text)
+    }
+
+    /// A Basic login with `id` and `secret`, without a body.
+    async fn basic_login(dsm: &FortanixStandIn, id: &str, secret: &str) -> (u16, String, String) {
+        post(auth_url(dsm), Some(&basic(id, secret)), None).await
     }
 
     fn auth_url(dsm: &FortanixStandIn) -> String {
@@ -595,9 +584,7 @@ mod tests {
 
     #[tokio::test]
     async fn basic_user_login() {
-        let dsm = FortanixStandIn::start(FortanixSettings::default())
-            .await
-            .unwrap();
+        let dsm: FortanixStandIn = started().await;
         let auth = basic("demo@example.com", "demo-password");
         let (status, content_type, body) = post(auth_url(&dsm), Some(&auth), None).await;
         assert_eq!(status, 200, "{body}");
@@ -624,9 +611,7 @@ mod tests {
 
     #[tokio::test]
     async fn basic_app_login_and_token_type_in_body() {
-        let dsm = FortanixStandIn::start(FortanixSettings::default())
-            .await
-            .unwrap();
+        let dsm: FortanixStandIn = started().await;
         let auth = basic(DEMO_APP_ID, "demo-app-secret");
         let (status, _, body) = post(auth_url(&dsm), Some(&auth), None).await;
         assert_eq!(status, 200, "{body}");
@@ -656,9 +641,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_basic_credentials_are_401_plain_text() {
-        let dsm = FortanixStandIn::start(FortanixSettings::default())
-            .await
-            .unwrap();
+        let dsm: FortanixStandIn = started().await;
         let headers = [
             basic("demo@example.com", "wrong"),
             basic("nobody@example.com", "demo-password"),
@@ -678,9 +661,7 @@ mod tests {
 
     #[tokio::test]
     async fn missing_authentication_is_401() {
-        let dsm = FortanixStandIn::start(FortanixSettings::default())
-            .await
-            .unwrap();
+        let dsm: FortanixStandIn = started().await;
         for (authorization, body) in [
             (None, None),
             (None, Some("{}")),
@@ -700,9 +681,7 @@ mod tests {
 
     #[tokio::test]
     async fn password_method() {
-        let dsm = FortanixStandIn::start(FortanixSettings::default())
-            .await
-            .unwrap();
+        let dsm: FortanixStandIn = started().await;
         let (status, _, body) = post(
             auth_url(&dsm),
             None,
@@ -751,9 +730,7 @@ mod tests {
 
     #[tokio::test]
     async fn auth_by_app_name_method() {
-        let dsm = FortanixStandIn::start(FortanixSettings::default())
-            .await
-            .unwrap();
+        let dsm: FortanixStandIn = started().await;
         let request = json!({"method": "auth-by-app-name", "acct_id": DEMO_ACCT_ID,
                              "name": "demo-app", "password": "demo-app-secret"});
         let (status, _, body) = post(auth_url(&dsm), None, Some(&request.to_string())).await;
@@ -813,12 +790,7 @@ mod tests {
             assert_eq!(status, 401, "{field}");
         }
         // LDAP users are not DSM users: no Basic login for them.
-        let (status, _, _) = post(
-            auth_url(&dsm),
-            Some(&basic("ldap@example.com", "ldap-password")),
-            None,
-        )
-        .await;
+        let (status, _, _) = basic_login(&dsm, "ldap@example.com", "ldap-password").await;
         assert_eq!(status, 401);
     }
 
@@ -871,19 +843,14 @@ mod tests {
         let dsm = FortanixStandIn::start(settings_with_everything())
             .await
             .unwrap();
-        let basic_login = post(
-            auth_url(&dsm),
-            Some(&basic("mfa@example.com", "mfa-password")),
-            None,
-        )
-        .await;
-        let body_login = post(
+        let by_basic = basic_login(&dsm, "mfa@example.com", "mfa-password").await;
+        let by_body = post(
             auth_url(&dsm),
             None,
             Some(r#"{"method":"password","email":"mfa@example.com","password":"mfa-password"}"#),
         )
         .await;
-        for (status, _, body) in [basic_login, body_login] {
+        for (status, _, body) in [by_basic, by_body] {
             assert_eq!(status, 200, "{body}");
             let body = json_of(&body);
             assert_eq!(body["token_type"], "Bearer");
@@ -900,26 +867,14 @@ mod tests {
             assert!(!dsm.is_valid_token(token), "usable only after 2FA");
         }
         // A wrong password for an MFA user is a plain 401.
-        let (status, _, _) = post(
-            auth_url(&dsm),
-            Some(&basic("mfa@example.com", "wrong")),
-            None,
-        )
-        .await;
+        let (status, _, _) = basic_login(&dsm, "mfa@example.com", "wrong").await;
         assert_eq!(status, 401);
     }
 
     #[tokio::test]
     async fn terminate_ends_the_session() {
-        let dsm = FortanixStandIn::start(FortanixSettings::default())
-            .await
-            .unwrap();
-        let (_, _, body) = post(
-            auth_url(&dsm),
-            Some(&basic("demo@example.com", "demo-password")),
-            None,
-        )
-        .await;
+        let dsm: FortanixStandIn = started().await;
+        let (_, _, body) = basic_login(&dsm, "demo@example.com", "demo-password").await;
         let token = json_of(&body)["access_token"].as_str().unwrap().to_owned();
         assert!(dsm.is_valid_token(&token));
 
@@ -948,9 +903,7 @@ mod tests {
 
     #[tokio::test]
     async fn unavailable_answers_503_and_still_counts() {
-        let dsm = FortanixStandIn::start(FortanixSettings::default())
-            .await
-            .unwrap();
+        let dsm: FortanixStandIn = started().await;
         dsm.set_available(false);
         let auth = basic("demo@example.com", "demo-password");
         let (status, content_type, text) = post(auth_url(&dsm), Some(&auth), None).await;
@@ -971,58 +924,37 @@ mod tests {
 
     #[tokio::test]
     async fn ttl_revoke_all_and_expiry() {
-        let dsm = FortanixStandIn::start(FortanixSettings::default())
-            .await
-            .unwrap();
+        let dsm: FortanixStandIn = started().await;
         let auth = basic("demo@example.com", "demo-password");
-        let (_, _, body) = post(auth_url(&dsm), Some(&auth), None).await;
-        let first = json_of(&body)["access_token"].as_str().unwrap().to_owned();
-        dsm.revoke_all();
-        assert!(!dsm.is_valid_token(&first));
+        let (first, second) = assert_ttl_expiry_and_revocation(&dsm, || async {
+            let (_, _, body) = post(auth_url(&dsm), Some(&auth), None).await;
+            let body = json_of(&body);
+            let token = body["access_token"].as_str().unwrap().to_owned();
+            (token, body["expires_in"].as_u64().unwrap())
+        })
+        .await;
         // A revoked session cannot be terminated either.
         let (status, _, _) =
             post(terminate_url(&dsm), Some(&format!("Bearer {first}")), None).await;
         assert_eq!(status, 401);
-
-        dsm.set_token_ttl(Duration::from_secs(1));
-        let (_, _, body) = post(auth_url(&dsm), Some(&auth), None).await;
-        let body = json_of(&body);
-        assert_eq!(body["expires_in"], 1);
-        let second = body["access_token"].as_str().unwrap().to_owned();
-        assert!(dsm.is_valid_token(&second));
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        assert!(!dsm.is_valid_token(&second));
         assert_eq!(dsm.issued_tokens(), [first, second]);
     }
 
     #[tokio::test]
     async fn delay_slows_the_answer() {
-        let dsm = FortanixStandIn::start(FortanixSettings::default())
-            .await
-            .unwrap();
-        dsm.set_delay(Duration::from_millis(300));
+        let dsm: FortanixStandIn = started().await;
         let auth = basic("demo@example.com", "demo-password");
-        let started = Instant::now();
-        let (status, _, _) = post(auth_url(&dsm), Some(&auth), None).await;
-        assert_eq!(status, 200);
-        assert!(started.elapsed() >= Duration::from_millis(300));
-        dsm.set_delay(Duration::ZERO);
-        let started = Instant::now();
-        let (status, _, _) = post(auth_url(&dsm), Some(&auth), None).await;
-        assert_eq!(status, 200);
-        assert!(started.elapsed() < Duration::from_millis(300));
+        let url = auth_url(&dsm);
+        assert_delay_applies(&dsm, || async {
+            post(url.clone(), Some(&auth), None).await.0
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn other_methods_are_405() {
-        let dsm = FortanixStandIn::start(FortanixSettings::default())
-            .await
-            .unwrap();
-        let client = reqwest::Client::new();
-        for url in [auth_url(&dsm), terminate_url(&dsm)] {
-            assert_eq!(client.get(&url).send().await.unwrap().status(), 405);
-        }
-        assert_eq!(dsm.auth_requests(), 0);
-        assert_eq!(dsm.terminate_requests(), 0);
+        let dsm: FortanixStandIn = started().await;
+        let urls = [auth_url(&dsm), terminate_url(&dsm)];
+        assert_only_post(&urls, || dsm.auth_requests() + dsm.terminate_requests()).await;
     }
 }

@@ -22,6 +22,8 @@ pub mod oauth2;
 pub mod scripted;
 mod server;
 pub mod stack;
+#[cfg(test)]
+mod testing;
 
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};

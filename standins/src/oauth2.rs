@@ -528,9 +528,12 @@ fn issue(shared: &OAuth2, grant: Grant) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::started;
+    use crate::testing::{
+        assert_delay_applies, assert_only_post, assert_ttl_expiry_and_revocation,
+    };
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine as _;
-    use std::time::Instant;
 
     fn basic(id: &str, secret: &str) -> String {
         let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
@@ -549,11 +552,31 @@ mod tests {
         if let Some(value) = authorization {
             request = request.header("Authorization", value);
         }
-        let reply = request.send().await.unwrap();
-        let status = reply.status().as_u16();
-        let headers = reply.headers().clone();
-        let body: Value = reply.json().await.unwrap();
-        (status, headers, body)
+        let reply = crate::testing::send(request).await;
+        let body = reply.json();
+        (reply.status, reply.headers, body)
+    }
+
+    /// A request that the endpoint refuses, and what it answers: status, `error`, headers.
+    type Refused<'a> = (Option<&'a str>, &'a [(&'a str, &'a str)], u16, &'a str);
+
+    /// Each request gets its status and §5.2 `error`, with a description and `no-store`;
+    /// returns the headers and body of each answer.
+    async fn assert_refused(url: &str, cases: &[Refused<'_>]) -> Vec<(HeaderMap, Value)> {
+        let mut answers = Vec::new();
+        for (authorization, form, status, error) in cases {
+            let (got, headers, body) = post_form(url, *authorization, form).await;
+            let expected = (*status, Some(*error));
+            assert_eq!((got, body["error"].as_str()), expected, "{form:?}");
+            assert!(body["error_description"].is_string(), "{body}");
+            assert_eq!(headers["cache-control"], "no-store");
+            answers.push((headers, body));
+        }
+        answers
+    }
+
+    async fn start(settings: OAuth2Settings) -> OAuth2StandIn {
+        OAuth2StandIn::start(settings).await.unwrap()
     }
 
     fn with_refresh() -> OAuth2Settings {
@@ -568,12 +591,11 @@ mod tests {
         ("client_id", "demo-client"),
         ("client_secret", "demo-secret"),
     ];
+    const CC: &[(&str, &str)] = &[("grant_type", "client_credentials")];
 
     #[tokio::test]
     async fn client_credentials_with_post_auth() {
-        let idp = OAuth2StandIn::start(OAuth2Settings::default())
-            .await
-            .unwrap();
+        let idp: OAuth2StandIn = started().await;
         assert_eq!(idp.token_url(), format!("{}/oauth/token", idp.url()));
         let (status, headers, body) = post_form(&idp.token_url(), None, CC_POST).await;
         assert_eq!(status, 200);
@@ -585,12 +607,8 @@ mod tests {
         assert!(body.get("refresh_token").is_none());
         assert!(body.get("scope").is_none());
         let token = body["access_token"].as_str().unwrap();
-        let claims = jwt::verify(token).unwrap();
-        assert_eq!(claims.sub, "demo-client");
-        assert_eq!(claims.iss, idp.url());
-        assert_eq!(claims.exp, claims.iat + 300);
+        let claims = crate::testing::assert_jwt_of(&idp, token, "demo-client", 300);
         assert_eq!(claims.aud, None);
-        assert!(idp.is_valid_token(token));
         assert!(!idp.is_valid_token("not-issued"));
         assert_eq!(idp.issued_tokens(), [token]);
         assert_eq!(idp.token_requests(), 1);
@@ -605,14 +623,9 @@ mod tests {
             clients: vec![("my client:1".into(), "s3c:r+t&%=é".to_owned())],
             ..OAuth2Settings::default()
         };
-        let idp = OAuth2StandIn::start(settings).await.unwrap();
+        let idp = start(settings).await;
         let auth = basic("my client:1", "s3c:r+t&%=é");
-        let (status, _, body) = post_form(
-            &idp.token_url(),
-            Some(&auth),
-            &[("grant_type", "client_credentials")],
-        )
-        .await;
+        let (status, _, body) = post_form(&idp.token_url(), Some(&auth), CC).await;
         assert_eq!(status, 200, "{body}");
         let claims = jwt::verify(body["access_token"].as_str().unwrap()).unwrap();
         assert_eq!(claims.sub, "my client:1");
@@ -627,115 +640,72 @@ mod tests {
             [("grant_type".to_owned(), "client_credentials".to_owned())]
         );
         // Basic with a client_id in the body that matches is fine.
-        let (status, _, _) = post_form(
-            &idp.token_url(),
-            Some(&auth),
-            &[
-                ("grant_type", "client_credentials"),
-                ("client_id", "my client:1"),
-            ],
-        )
-        .await;
+        let form = [CC[0], ("client_id", "my client:1")];
+        let (status, _, _) = post_form(&idp.token_url(), Some(&auth), &form).await;
         assert_eq!(status, 200);
     }
 
     #[tokio::test]
     async fn basic_and_body_secret_together_is_invalid_request() {
-        let idp = OAuth2StandIn::start(OAuth2Settings::default())
-            .await
-            .unwrap();
-        let (status, headers, body) = post_form(
+        let idp: OAuth2StandIn = started().await;
+        let auth = basic("demo-client", "demo-secret");
+        let other_id = [CC[0], ("client_id", "other")];
+        assert_refused(
             &idp.token_url(),
-            Some(&basic("demo-client", "demo-secret")),
-            CC_POST,
+            &[
+                (Some(&auth), CC_POST, 400, "invalid_request"),
+                // Basic plus a different client_id in the body.
+                (Some(&auth), &other_id, 400, "invalid_request"),
+            ],
         )
         .await;
-        assert_eq!(status, 400);
-        assert_eq!(body["error"], "invalid_request");
-        assert!(body["error_description"].is_string());
-        assert_eq!(headers["cache-control"], "no-store");
         assert!(idp.issued_tokens().is_empty());
-        // Basic plus a different client_id in the body.
-        let (status, _, body) = post_form(
-            &idp.token_url(),
-            Some(&basic("demo-client", "demo-secret")),
-            &[("grant_type", "client_credentials"), ("client_id", "other")],
-        )
-        .await;
-        assert_eq!(status, 400);
-        assert_eq!(body["error"], "invalid_request");
     }
 
     #[tokio::test]
     async fn bad_client_is_401_with_challenge_only_for_basic() {
-        let idp = OAuth2StandIn::start(OAuth2Settings::default())
-            .await
-            .unwrap();
-        let url = idp.token_url();
-        let cc = [("grant_type", "client_credentials")];
-
-        let (status, headers, body) =
-            post_form(&url, Some(&basic("demo-client", "wrong")), &cc).await;
-        assert_eq!(status, 401);
-        assert_eq!(body["error"], "invalid_client");
-        assert_eq!(headers["www-authenticate"], "Basic realm=\"tollgate-demo\"");
-
-        let (status, headers, body) =
-            post_form(&url, Some(&basic("nobody", "demo-secret")), &cc).await;
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (401, Some("invalid_client"))
-        );
-        assert!(headers.contains_key("www-authenticate"));
-
-        let (status, headers, body) = post_form(&url, Some("Basic !!!notbase64"), &cc).await;
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (401, Some("invalid_client"))
-        );
-        assert!(headers.contains_key("www-authenticate"));
-
-        let (status, _, body) = post_form(&url, Some("Bearer xyz"), &cc).await;
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (401, Some("invalid_client"))
-        );
-
-        let (status, headers, body) = post_form(
-            &url,
+        let idp: OAuth2StandIn = started().await;
+        let wrong_secret = basic("demo-client", "wrong");
+        let unknown_client = basic("nobody", "demo-secret");
+        let body_wrong_secret = [
+            CC[0],
+            ("client_id", "demo-client"),
+            ("client_secret", "wrong"),
+        ];
+        let body_no_secret = [CC[0], ("client_id", "demo-client")];
+        fn bad<'a>(authorization: Option<&'a str>, form: &'a [(&'a str, &'a str)]) -> Refused<'a> {
+            (authorization, form, 401, "invalid_client")
+        }
+        let refused: [Refused; 7] = [
+            bad(Some(&wrong_secret), CC),
+            bad(Some(&unknown_client), CC),
+            bad(Some("Basic !!!notbase64"), CC),
+            bad(Some("Bearer xyz"), CC),
+            bad(None, &body_wrong_secret),
+            bad(None, &body_no_secret),
+            bad(None, CC),
+        ];
+        // Whether each answer carries a Basic challenge (None: not checked).
+        let challenges = [
+            Some(true),
+            Some(true),
+            Some(true),
             None,
-            &[
-                ("grant_type", "client_credentials"),
-                ("client_id", "demo-client"),
-                ("client_secret", "wrong"),
-            ],
-        )
-        .await;
-        assert_eq!(status, 401);
-        assert_eq!(body["error"], "invalid_client");
-        assert!(!headers.contains_key("www-authenticate"));
-
-        let (status, _, body) = post_form(
-            &url,
+            Some(false),
             None,
-            &[
-                ("grant_type", "client_credentials"),
-                ("client_id", "demo-client"),
-            ],
-        )
-        .await;
+            Some(false),
+        ];
+        let answers = assert_refused(&idp.token_url(), &refused).await;
+        for ((challenge, (headers, _)), case) in challenges.iter().zip(&answers).zip(&refused) {
+            if let Some(challenge) = challenge {
+                let got = headers.contains_key("www-authenticate");
+                assert_eq!(got, *challenge, "{case:?}");
+            }
+        }
         assert_eq!(
-            (status, body["error"].as_str()),
-            (401, Some("invalid_client"))
+            answers[0].0["www-authenticate"],
+            "Basic realm=\"tollgate-demo\""
         );
-
-        let (status, headers, body) = post_form(&url, None, &cc).await;
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (401, Some("invalid_client"))
-        );
-        assert!(!headers.contains_key("www-authenticate"));
-
         assert_eq!(idp.token_requests(), 7);
         assert_eq!(idp.grant_requests("client_credentials"), 7);
         assert!(idp.issued_tokens().is_empty());
@@ -743,151 +713,80 @@ mod tests {
 
     #[tokio::test]
     async fn password_grant() {
-        let idp = OAuth2StandIn::start(OAuth2Settings::default())
-            .await
-            .unwrap();
+        let idp: OAuth2StandIn = started().await;
         let url = idp.token_url();
         let auth = basic("demo-client", "demo-secret");
-        let (status, _, body) = post_form(
-            &url,
-            Some(&auth),
-            &[
+        let grant = |password| {
+            [
                 ("grant_type", "password"),
                 ("username", "demo-user"),
-                ("password", "demo-password"),
-            ],
-        )
-        .await;
+                ("password", password),
+            ]
+        };
+        let (status, _, body) = post_form(&url, Some(&auth), &grant("demo-password")).await;
         assert_eq!(status, 200, "{body}");
         let claims = jwt::verify(body["access_token"].as_str().unwrap()).unwrap();
         assert_eq!(claims.sub, "demo-user");
 
-        let (status, _, body) = post_form(
-            &url,
-            Some(&auth),
-            &[
-                ("grant_type", "password"),
-                ("username", "demo-user"),
-                ("password", "nope"),
-            ],
-        )
-        .await;
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (400, Some("invalid_grant"))
-        );
-
-        let (status, _, body) = post_form(
-            &url,
-            Some(&auth),
-            &[("grant_type", "password"), ("username", "demo-user")],
-        )
-        .await;
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (400, Some("invalid_request"))
-        );
-
+        let wrong = grant("nope");
         // An empty value counts as omitted.
-        let (status, _, body) = post_form(
+        let empty = grant("");
+        let missing = &empty[..2];
+        assert_refused(
             &url,
-            Some(&auth),
             &[
-                ("grant_type", "password"),
-                ("username", "demo-user"),
-                ("password", ""),
+                (Some(&auth), &wrong, 400, "invalid_grant"),
+                (Some(&auth), missing, 400, "invalid_request"),
+                (Some(&auth), &empty, 400, "invalid_request"),
             ],
         )
         .await;
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (400, Some("invalid_request"))
-        );
-
         assert_eq!(idp.grant_requests("password"), 4);
         assert_eq!(idp.issued_tokens().len(), 1);
     }
 
     #[tokio::test]
     async fn grant_type_errors_and_duplicates() {
-        let idp = OAuth2StandIn::start(OAuth2Settings::default())
-            .await
-            .unwrap();
-        let url = idp.token_url();
+        let idp: OAuth2StandIn = started().await;
         let auth = basic("demo-client", "demo-secret");
-
-        let (status, _, body) = post_form(
-            &url,
-            Some(&auth),
-            &[("grant_type", "urn:ietf:params:oauth:grant-type:device_code")],
-        )
-        .await;
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (400, Some("unsupported_grant_type"))
-        );
-        assert_eq!(
-            idp.grant_requests("urn:ietf:params:oauth:grant-type:device_code"),
-            1
-        );
-
-        let (status, _, body) = post_form(&url, Some(&auth), &[("scope", "a")]).await;
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (400, Some("invalid_request"))
-        );
-
-        let (status, _, body) = post_form(
-            &url,
-            Some(&auth),
+        let device_code = "urn:ietf:params:oauth:grant-type:device_code";
+        let grant_twice = [CC[0], CC[0]];
+        let scope_twice = [CC[0], ("scope", "a"), ("scope", "b")];
+        let answers = assert_refused(
+            &idp.token_url(),
             &[
-                ("grant_type", "client_credentials"),
-                ("grant_type", "client_credentials"),
+                (
+                    Some(&auth),
+                    &[("grant_type", device_code)],
+                    400,
+                    "unsupported_grant_type",
+                ),
+                (Some(&auth), &[("scope", "a")], 400, "invalid_request"),
+                (Some(&auth), &grant_twice, 400, "invalid_request"),
+                (Some(&auth), &scope_twice, 400, "invalid_request"),
             ],
         )
         .await;
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (400, Some("invalid_request"))
-        );
-        assert!(body["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("grant_type"));
-
-        let (status, _, body) = post_form(
-            &url,
-            Some(&auth),
-            &[
-                ("grant_type", "client_credentials"),
-                ("scope", "a"),
-                ("scope", "b"),
-            ],
-        )
-        .await;
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (400, Some("invalid_request"))
-        );
+        assert_eq!(idp.grant_requests(device_code), 1);
+        let repeated = &answers[2].1["error_description"];
+        assert!(repeated.as_str().unwrap().contains("grant_type"));
         assert_eq!(idp.token_requests(), 4);
         assert!(idp.issued_tokens().is_empty());
     }
 
     #[tokio::test]
     async fn non_form_body_is_invalid_request() {
-        let idp = OAuth2StandIn::start(OAuth2Settings::default())
-            .await
-            .unwrap();
-        let reply = reqwest::Client::new()
-            .post(idp.token_url())
-            .json(&json!({"grant_type": "client_credentials",
-                          "client_id": "demo-client", "client_secret": "demo-secret"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(reply.status(), 400);
-        let body: Value = reply.json().await.unwrap();
-        assert_eq!(body["error"], "invalid_request");
+        let idp: OAuth2StandIn = started().await;
+        let json_body = json!({"grant_type": "client_credentials",
+                          "client_id": "demo-client", "client_secret": "demo-secret"});
+        let reply = crate::testing::send(
+            reqwest::Client::new()
+                .post(idp.token_url())
+                .json(&json_body),
+        )
+        .await;
+        assert_eq!(reply.status, 400);
+        assert_eq!(reply.json()["error"], "invalid_request");
         assert_eq!(idp.token_requests(), 1);
         let last = idp.last_request().unwrap();
         assert_eq!(last.content_type.as_deref(), Some("application/json"));
@@ -909,19 +808,14 @@ mod tests {
 
     #[tokio::test]
     async fn scope_and_audience() {
-        let idp = OAuth2StandIn::start(OAuth2Settings::default())
-            .await
-            .unwrap();
-        let (status, _, body) = post_form(
-            &idp.token_url(),
-            Some(&basic("demo-client", "demo-secret")),
-            &[
-                ("grant_type", "client_credentials"),
-                ("scope", "reports.read reports.write"),
-                ("audience", "https://api.example"),
-            ],
-        )
-        .await;
+        let idp: OAuth2StandIn = started().await;
+        let form = [
+            CC[0],
+            ("scope", "reports.read reports.write"),
+            ("audience", "https://api.example"),
+        ];
+        let auth = basic("demo-client", "demo-secret");
+        let (status, _, body) = post_form(&idp.token_url(), Some(&auth), &form).await;
         assert_eq!(status, 200);
         assert_eq!(body["scope"], "reports.read reports.write");
         let claims = jwt::verify(body["access_token"].as_str().unwrap()).unwrap();
@@ -938,7 +832,7 @@ mod tests {
             jwt_access_tokens: false,
             ..OAuth2Settings::default()
         };
-        let idp = OAuth2StandIn::start(settings).await.unwrap();
+        let idp = start(settings).await;
         let (status, _, body) = post_form(&idp.token_url(), None, CC_POST).await;
         assert_eq!(status, 200);
         assert!(body.get("expires_in").is_none());
@@ -948,23 +842,23 @@ mod tests {
         assert!(idp.is_valid_token(token));
     }
 
+    fn refresh_form(token: &str) -> [(&str, &str); 2] {
+        [("grant_type", "refresh_token"), ("refresh_token", token)]
+    }
+
     #[tokio::test]
     async fn refresh_tokens_rotate_and_are_single_use() {
-        let idp = OAuth2StandIn::start(with_refresh()).await.unwrap();
+        let idp = start(with_refresh()).await;
         let url = idp.token_url();
-        let (status, _, first) = post_form(
-            &url,
-            None,
-            &[
-                ("grant_type", "password"),
-                ("username", "demo-user"),
-                ("password", "demo-password"),
-                ("client_id", "demo-client"),
-                ("client_secret", "demo-secret"),
-                ("scope", "read write"),
-            ],
-        )
-        .await;
+        let password_grant = [
+            ("grant_type", "password"),
+            ("username", "demo-user"),
+            ("password", "demo-password"),
+            ("client_id", "demo-client"),
+            ("client_secret", "demo-secret"),
+            ("scope", "read write"),
+        ];
+        let (status, _, first) = post_form(&url, None, &password_grant).await;
         assert_eq!(status, 200);
         let access1 = first["access_token"].as_str().unwrap().to_owned();
         let refresh1 = first["refresh_token"].as_str().unwrap().to_owned();
@@ -975,15 +869,7 @@ mod tests {
         );
 
         let auth = basic("demo-client", "demo-secret");
-        let (status, _, second) = post_form(
-            &url,
-            Some(&auth),
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", &refresh1),
-            ],
-        )
-        .await;
+        let (status, _, second) = post_form(&url, Some(&auth), &refresh_form(&refresh1)).await;
         assert_eq!(status, 200, "{second}");
         let access2 = second["access_token"].as_str().unwrap().to_owned();
         let refresh2 = second["refresh_token"].as_str().unwrap().to_owned();
@@ -994,68 +880,31 @@ mod tests {
         assert!(idp.is_valid_token(&access1));
         assert!(idp.is_valid_token(&access2));
 
-        // The old refresh token is spent.
-        let (status, _, body) = post_form(
+        let [grant_type, refresh2_param] = refresh_form(&refresh2);
+        let wider = [grant_type, refresh2_param, ("scope", "read admin")];
+        assert_refused(
             &url,
-            Some(&auth),
             &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", &refresh1),
+                // The old refresh token is spent.
+                (Some(&auth), &refresh_form(&refresh1), 400, "invalid_grant"),
+                // Unknown refresh token, access token used as refresh token, missing one.
+                (
+                    Some(&auth),
+                    &refresh_form("never-issued"),
+                    400,
+                    "invalid_grant",
+                ),
+                (Some(&auth), &refresh_form(&access2), 400, "invalid_grant"),
+                (Some(&auth), &[grant_type], 400, "invalid_request"),
+                // Scope wider than granted.
+                (Some(&auth), &wider, 400, "invalid_scope"),
             ],
         )
         .await;
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (400, Some("invalid_grant"))
-        );
-
-        // Unknown refresh token, access token used as refresh token, missing one.
-        for token in ["never-issued", access2.as_str()] {
-            let (status, _, body) = post_form(
-                &url,
-                Some(&auth),
-                &[("grant_type", "refresh_token"), ("refresh_token", token)],
-            )
-            .await;
-            assert_eq!(
-                (status, body["error"].as_str()),
-                (400, Some("invalid_grant"))
-            );
-        }
-        let (status, _, body) =
-            post_form(&url, Some(&auth), &[("grant_type", "refresh_token")]).await;
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (400, Some("invalid_request"))
-        );
-
-        // Scope wider than granted.
-        let (status, _, body) = post_form(
-            &url,
-            Some(&auth),
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", &refresh2),
-                ("scope", "read admin"),
-            ],
-        )
-        .await;
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (400, Some("invalid_scope"))
-        );
 
         // Narrower scope works and is echoed.
-        let (status, _, third) = post_form(
-            &url,
-            Some(&auth),
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", &refresh2),
-                ("scope", "read"),
-            ],
-        )
-        .await;
+        let narrower = [grant_type, refresh2_param, ("scope", "read")];
+        let (status, _, third) = post_form(&url, Some(&auth), &narrower).await;
         assert_eq!(status, 200);
         assert_eq!(third["scope"], "read");
 
@@ -1072,30 +921,21 @@ mod tests {
             clients: vec![("a".into(), "sa".to_owned()), ("b".into(), "sb".to_owned())],
             ..with_refresh()
         };
-        let idp = OAuth2StandIn::start(settings).await.unwrap();
+        let idp = start(settings).await;
         let url = idp.token_url();
-        let (_, _, body) = post_form(
-            &url,
-            Some(&basic("a", "sa")),
-            &[("grant_type", "client_credentials")],
-        )
-        .await;
+        let (_, _, body) = post_form(&url, Some(&basic("a", "sa")), CC).await;
         let refresh = body["refresh_token"].as_str().unwrap();
-        let (status, _, body) = post_form(
+        let auth = basic("b", "sb");
+        assert_refused(
             &url,
-            Some(&basic("b", "sb")),
-            &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+            &[(Some(&auth), &refresh_form(refresh), 400, "invalid_grant")],
         )
         .await;
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (400, Some("invalid_grant"))
-        );
     }
 
     #[tokio::test]
     async fn revoke_all_invalidates_access_and_refresh_tokens() {
-        let idp = OAuth2StandIn::start(with_refresh()).await.unwrap();
+        let idp = start(with_refresh()).await;
         let url = idp.token_url();
         let (_, _, body) = post_form(&url, None, CC_POST).await;
         let access = body["access_token"].as_str().unwrap().to_owned();
@@ -1103,16 +943,12 @@ mod tests {
         assert!(idp.is_valid_token(&access));
         idp.revoke_all();
         assert!(!idp.is_valid_token(&access));
-        let (status, _, body) = post_form(
+        let auth = basic("demo-client", "demo-secret");
+        assert_refused(
             &url,
-            Some(&basic("demo-client", "demo-secret")),
-            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+            &[(Some(&auth), &refresh_form(&refresh), 400, "invalid_grant")],
         )
         .await;
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (400, Some("invalid_grant"))
-        );
         // New tokens after the revocation are valid.
         let (_, _, body) = post_form(&url, None, CC_POST).await;
         assert!(idp.is_valid_token(body["access_token"].as_str().unwrap()));
@@ -1120,34 +956,31 @@ mod tests {
 
     #[tokio::test]
     async fn expired_refresh_token_is_invalid_grant() {
-        let idp = OAuth2StandIn::start(with_refresh()).await.unwrap();
+        let idp = start(with_refresh()).await;
         idp.set_refresh_token_ttl(Duration::from_millis(200));
         let (_, _, body) = post_form(&idp.token_url(), None, CC_POST).await;
         let refresh = body["refresh_token"].as_str().unwrap().to_owned();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let (status, _, body) = post_form(
-            &idp.token_url(),
-            Some(&basic("demo-client", "demo-secret")),
-            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
-        )
-        .await;
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (400, Some("invalid_grant"))
+        let auth = basic("demo-client", "demo-secret");
+        let expired = (
+            Some(auth.as_str()),
+            &refresh_form(&refresh)[..],
+            400,
+            "invalid_grant",
         );
+        assert_refused(&idp.token_url(), &[expired]).await;
     }
 
     #[tokio::test]
     async fn unavailable_answers_503_and_still_counts() {
-        let idp = OAuth2StandIn::start(OAuth2Settings::default())
-            .await
-            .unwrap();
+        let idp: OAuth2StandIn = started().await;
         idp.set_available(false);
-        let (status, headers, body) = post_form(&idp.token_url(), None, CC_POST).await;
-        assert_eq!(status, 503);
-        assert_eq!(body["error"], "temporarily_unavailable");
-        assert!(body["error_description"].is_string());
-        assert_eq!(headers["content-type"], "application/json");
+        let answers = assert_refused(
+            &idp.token_url(),
+            &[(None, CC_POST, 503, "temporarily_unavailable")],
+        )
+        .await;
+        assert_eq!(answers[0].0["content-type"], "application/json");
         assert_eq!(idp.token_requests(), 1);
         assert_eq!(idp.grant_requests("client_credentials"), 1);
         assert!(idp.issued_tokens().is_empty());
@@ -1159,58 +992,48 @@ mod tests {
 
     #[tokio::test]
     async fn token_ttl_can_change_and_tokens_expire() {
-        let idp = OAuth2StandIn::start(OAuth2Settings::default())
-            .await
-            .unwrap();
-        idp.set_token_ttl(Duration::from_secs(1));
-        let (_, _, body) = post_form(&idp.token_url(), None, CC_POST).await;
-        assert_eq!(body["expires_in"], 1);
-        let token = body["access_token"].as_str().unwrap().to_owned();
-        let claims = jwt::verify(&token).unwrap();
-        assert_eq!(claims.exp, claims.iat + 1);
-        assert!(idp.is_valid_token(&token));
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        assert!(!idp.is_valid_token(&token));
+        let idp: OAuth2StandIn = started().await;
+        assert_ttl_expiry_and_revocation(&idp, || async {
+            let (_, _, body) = post_form(&idp.token_url(), None, CC_POST).await;
+            let token = body["access_token"].as_str().unwrap().to_owned();
+            let claims = jwt::verify(&token).unwrap();
+            assert_eq!(body["expires_in"], claims.exp - claims.iat);
+            (token, claims.exp - claims.iat)
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn delay_slows_the_answer_but_counts_on_arrival() {
-        let idp = OAuth2StandIn::start(OAuth2Settings::default())
-            .await
-            .unwrap();
+        let idp: OAuth2StandIn = started().await;
         idp.set_delay(Duration::from_millis(300));
         let url = idp.token_url();
-        let started = Instant::now();
         let pending = tokio::spawn(async move { post_form(&url, None, CC_POST).await });
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert_eq!(idp.token_requests(), 1, "counted before the answer");
         let (status, _, body) = pending.await.unwrap();
         assert_eq!(status, 200);
-        assert!(started.elapsed() >= Duration::from_millis(300));
         assert!(idp.is_valid_token(body["access_token"].as_str().unwrap()));
-        idp.set_delay(Duration::ZERO);
-        let started = Instant::now();
-        let (status, _, _) = post_form(&idp.token_url(), None, CC_POST).await;
-        assert_eq!(status, 200);
-        assert!(started.elapsed() < Duration::from_millis(300));
+        let url = idp.token_url();
+        assert_delay_applies(&idp, || async { post_form(&url, None, CC_POST).await.0 }).await;
     }
 
     #[tokio::test]
     async fn other_methods_are_405() {
-        let idp = OAuth2StandIn::start(OAuth2Settings::default())
-            .await
-            .unwrap();
-        let reply = reqwest::get(idp.token_url()).await.unwrap();
-        assert_eq!(reply.status(), 405);
-        assert_eq!(idp.token_requests(), 0);
+        let idp: OAuth2StandIn = started().await;
+        assert_only_post(&[idp.token_url()], || idp.token_requests()).await;
     }
 
     #[test]
     fn form_decode_handles_plus_and_percent() {
-        assert_eq!(form_decode("a+b%3Ac%25").as_deref(), Some("a b:c%"));
-        assert_eq!(form_decode("100%").as_deref(), Some("100%"));
-        assert_eq!(form_decode("%zz").as_deref(), Some("%zz"));
-        assert_eq!(form_decode("%C3%A9").as_deref(), Some("é"));
-        assert_eq!(form_decode("%FF"), None);
+        for (encoded, decoded) in [
+            ("a+b%3Ac%25", Some("a b:c%")),
+            ("100%", Some("100%")),
+            ("%zz", Some("%zz")),
+            ("%C3%A9", Some("é")),
+            ("%FF", None),
+        ] {
+            assert_eq!(form_decode(encoded).as_deref(), decoded, "{encoded}");
+        }
     }
 }
