@@ -230,10 +230,23 @@ fn record(headers: &HeaderMap, body: &[u8]) -> RecordedRequest {
     }
 }
 
+/// Count a request, and keep it in `last` when given; false when the engine is down.
+fn arrive(
+    shared: &AuthEngine,
+    count: &AtomicUsize,
+    last: Option<&Mutex<Option<RecordedRequest>>>,
+    (headers, body): (&HeaderMap, &[u8]),
+) -> bool {
+    count.fetch_add(1, Ordering::SeqCst);
+    if let Some(last) = last {
+        *lock(last) = Some(record(headers, body));
+    }
+    shared.switches.is_available()
+}
+
 fn signin(shared: &AuthEngine, headers: &HeaderMap, body: &[u8]) -> Response {
-    shared.signin_requests.fetch_add(1, Ordering::SeqCst);
-    *lock(&shared.last_signin) = Some(record(headers, body));
-    if !shared.switches.is_available() {
+    let last = Some(&shared.last_signin);
+    if !arrive(shared, &shared.signin_requests, last, (headers, body)) {
         return down();
     }
     if let Some(status) = *lock(&shared.fail_with) {
@@ -270,9 +283,8 @@ fn signin(shared: &AuthEngine, headers: &HeaderMap, body: &[u8]) -> Response {
     json_response(StatusCode::OK, &Value::String(shared.mint(username)))
 }
 
-fn me(shared: &AuthEngine, headers: &HeaderMap, _: &[u8]) -> Response {
-    shared.me_requests.fetch_add(1, Ordering::SeqCst);
-    if !shared.switches.is_available() {
+fn me(shared: &AuthEngine, headers: &HeaderMap, body: &[u8]) -> Response {
+    if !arrive(shared, &shared.me_requests, None, (headers, body)) {
         return down();
     }
     let Some(username) = shared.user_of(headers) else {
@@ -322,9 +334,8 @@ fn me(shared: &AuthEngine, headers: &HeaderMap, _: &[u8]) -> Response {
 }
 
 fn authorize(shared: &AuthEngine, headers: &HeaderMap, body: &[u8]) -> Response {
-    shared.authorize_requests.fetch_add(1, Ordering::SeqCst);
-    *lock(&shared.last_authorize) = Some(record(headers, body));
-    if !shared.switches.is_available() {
+    let last = Some(&shared.last_authorize);
+    if !arrive(shared, &shared.authorize_requests, last, (headers, body)) {
         return down();
     }
     let Some(username) = shared.user_of(headers) else {

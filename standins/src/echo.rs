@@ -302,15 +302,10 @@ mod tests {
     #[tokio::test]
     async fn repeated_headers_are_joined() {
         let echo = EchoUpstream::start().await.unwrap();
-        let client = reqwest::Client::new();
-        let reply = client
-            .get(format!("{}/", echo.url()))
-            .header("X-Multi", "a")
-            .header("X-Multi", "b")
-            .send()
-            .await
-            .unwrap();
-        let body: Value = reply.json().await.unwrap();
+        let request = reqwest::Client::new().get(format!("{}/", echo.url()));
+        let reply =
+            crate::testing::send(request.header("X-Multi", "a").header("X-Multi", "b")).await;
+        let body = reply.json();
         assert_eq!(body["headers"]["x-multi"], "a, b");
         let r = echo.last_request().unwrap();
         assert_eq!(r.header_values("x-multi"), ["a", "b"]);

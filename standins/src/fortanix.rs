@@ -535,6 +535,21 @@ mod tests {
         post(auth_url(dsm), Some(&basic(id, secret)), None).await
     }
 
+    /// `request` with each one field changed gets its status.
+    async fn assert_changed_logins(
+        dsm: &FortanixStandIn,
+        request: &Value,
+        changes: &[(&str, Value, u16)],
+    ) {
+        for (field, value, status) in changes {
+            let mut changed = request.clone();
+            changed[*field] = value.clone();
+            let body = changed.to_string();
+            let (got, _, text) = post(auth_url(dsm), None, Some(&body)).await;
+            assert_eq!(got, *status, "{body}: {text}");
+        }
+    }
+
     fn auth_url(dsm: &FortanixStandIn) -> String {
         format!("{}/sys/v1/session/auth", dsm.url())
     }
@@ -743,20 +758,17 @@ mod tests {
             Some("auth-by-app-name")
         );
 
-        for (field, value) in [
-            ("password", "wrong"),
-            ("name", "other-app"),
-            ("acct_id", "00000000-0000-4000-8000-000000000000"),
-        ] {
-            let mut bad = request.clone();
-            bad[field] = json!(value);
-            let (status, _, _) = post(auth_url(&dsm), None, Some(&bad.to_string())).await;
-            assert_eq!(status, 401, "{field}");
-        }
-        let mut bad = request.clone();
-        bad["acct_id"] = json!("demo-account");
-        let (status, _, _) = post(auth_url(&dsm), None, Some(&bad.to_string())).await;
-        assert_eq!(status, 400);
+        let changes = [
+            ("password", json!("wrong"), 401),
+            ("name", json!("other-app"), 401),
+            (
+                "acct_id",
+                json!("00000000-0000-4000-8000-000000000000"),
+                401,
+            ),
+            ("acct_id", json!("demo-account"), 400),
+        ];
+        assert_changed_logins(&dsm, &request, &changes).await;
     }
 
     #[tokio::test]
@@ -772,23 +784,14 @@ mod tests {
         assert_eq!(body["entity_id"], user_entity_id("ldap@example.com"));
         assert!(dsm.is_valid_token(body["access_token"].as_str().unwrap()));
 
-        let mut with_acct = request.clone();
-        with_acct["acct_id"] = json!(DEMO_ACCT_ID);
-        let (status, _, _) = post(auth_url(&dsm), None, Some(&with_acct.to_string())).await;
-        assert_eq!(status, 200);
-        with_acct["acct_id"] = Value::Null;
-        let (status, _, _) = post(auth_url(&dsm), None, Some(&with_acct.to_string())).await;
-        assert_eq!(status, 200);
-        with_acct["acct_id"] = json!("nope");
-        let (status, _, _) = post(auth_url(&dsm), None, Some(&with_acct.to_string())).await;
-        assert_eq!(status, 400);
-
-        for (field, value) in [("password", "wrong"), ("idp_id", "idp-2")] {
-            let mut bad = request.clone();
-            bad[field] = json!(value);
-            let (status, _, _) = post(auth_url(&dsm), None, Some(&bad.to_string())).await;
-            assert_eq!(status, 401, "{field}");
-        }
+        let changes = [
+            ("acct_id", json!(DEMO_ACCT_ID), 200),
+            ("acct_id", Value::Null, 200),
+            ("acct_id", json!("nope"), 400),
+            ("password", json!("wrong"), 401),
+            ("idp_id", json!("idp-2"), 401),
+        ];
+        assert_changed_logins(&dsm, &request, &changes).await;
         // LDAP users are not DSM users: no Basic login for them.
         let (status, _, _) = basic_login(&dsm, "ldap@example.com", "ldap-password").await;
         assert_eq!(status, 401);
