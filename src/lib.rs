@@ -4,7 +4,6 @@ pub mod admin;
 pub mod app;
 pub mod canonical;
 pub mod config;
-pub mod demo;
 pub mod generation;
 pub mod inbound;
 pub mod logging;

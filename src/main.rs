@@ -38,6 +38,7 @@ enum Command {
         config: PathBuf,
     },
     /// Run loopback stand-ins of the providers, an echo upstream and the gateway in front.
+    #[cfg(feature = "demo")]
     Demo,
     /// Log in to one provider once and print the token's lifetime and fingerprint.
     Token {
@@ -59,6 +60,7 @@ fn main() -> ExitCode {
             load(&config).and_then(|loaded| run(loaded, config))
         }
         Command::Check { config } => return check(&config),
+        #[cfg(feature = "demo")]
         Command::Demo => {
             logging::init(cli.log_format.unwrap_or(LogFormat::Text));
             demo()
@@ -141,20 +143,25 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
+/// `tollgate demo`: only in a build with the `demo` feature (the default), not in the
+/// container image.
+#[cfg(feature = "demo")]
 fn demo() -> anyhow::Result<()> {
-    let config = config::parse(tollgate::demo::stack::CONFIG)
+    use tollgate_standins::stack;
+
+    let config = config::parse(stack::CONFIG)
         .map_err(|errors| anyhow::anyhow!("the built-in demo config is invalid:\n{errors}"))?;
     let app = App::build(config)?;
     let stack = app
         .control()
-        .block_on(tollgate::demo::stack::DemoStack::start())
+        .block_on(stack::DemoStack::start())
         .context("starting the demo stand-ins")?;
     // The stand-ins live as long as the process.
     app.control().spawn(async move {
         let _stack = stack;
         std::future::pending::<()>().await
     });
-    println!("{}", tollgate::demo::stack::instructions());
+    println!("{}", stack::instructions());
     app.run()?;
     Ok(())
 }

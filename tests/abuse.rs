@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use hardening_support::*;
-use tollgate::demo::echo::EchoUpstream;
+use tollgate_standins::echo::EchoUpstream;
 
 const WAIT: Duration = Duration::from_secs(10);
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-use tollgate::demo::echo::EchoUpstream;
-use tollgate::demo::oauth2::{OAuth2Settings, OAuth2StandIn};
+use tollgate_standins::echo::EchoUpstream;
+use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
 
 async fn setup() -> (OAuth2StandIn, EchoUpstream, String) {
     let idp = OAuth2StandIn::start(OAuth2Settings::default())
@@ -102,11 +102,11 @@ async fn status_shows_state_expiry_and_a_fingerprint_never_the_token() {
         assert!(status.get(key).is_some(), "/status lacks {key}: {status}");
     }
     let text = whole.to_string();
-    for token in idp.issued_access_tokens() {
+    for token in idp.issued_tokens() {
         assert!(!text.contains(&token), "/status shows a token");
     }
     let fingerprint = status["token_fingerprint"].as_str().unwrap();
-    assert!(!idp.issued_access_tokens()[0].contains(fingerprint));
+    assert!(!idp.issued_tokens()[0].contains(fingerprint));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -17,9 +17,9 @@ use common::*;
 use hardening_support::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
-use tollgate::demo::echo::EchoUpstream;
-use tollgate::demo::oauth2::{OAuth2Settings, OAuth2StandIn};
-use tollgate::demo::scripted::{Reply, ScriptedProvider};
+use tollgate_standins::echo::EchoUpstream;
+use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
+use tollgate_standins::scripted::{Reply, ScriptedProvider};
 
 const HMAC_SECRET: &str = "boundary-test-hmac-secret-0123456789abcdef";
 const PRIVATE_CONTENT: &str = "TOP-SECRET-CONTENT-7c1f";

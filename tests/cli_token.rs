@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use tollgate::demo::oauth2::{OAuth2Settings, OAuth2StandIn};
+use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
 
 fn config(idp: &OAuth2StandIn) -> tempfile::NamedTempFile {
     let file = tempfile::NamedTempFile::new().expect("temp file");
@@ -50,10 +50,7 @@ async fn token_prints_lifetime_claims_and_fingerprint_but_not_the_token() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(idp.token_requests(), 1);
-    let token = idp
-        .issued_access_tokens()
-        .pop()
-        .expect("a token was issued");
+    let token = idp.issued_tokens().pop().expect("a token was issued");
     assert!(
         !stdout.contains(&token),
         "the token was printed without --show"
@@ -72,7 +69,7 @@ async fn token_prints_lifetime_claims_and_fingerprint_but_not_the_token() {
 
     let shown = token_command(&config, &["--show"]).await;
     let shown_stdout = String::from_utf8_lossy(&shown.stdout);
-    let second = idp.issued_access_tokens().pop().expect("a second token");
+    let second = idp.issued_tokens().pop().expect("a second token");
     assert!(
         shown_stdout.contains(&second),
         "--show did not print the token"

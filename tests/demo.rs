@@ -1,7 +1,11 @@
-//! `tollgate demo` as a user runs it: every demo route shows its injected credential, and
-//! Ctrl-C (SIGINT) ends it cleanly. The demo uses fixed ports, so this file holds one test.
+//! `tollgate demo` as a user runs it: it prints the curl lines to try, every demo route
+//! shows its injected credential, and Ctrl-C (SIGINT) ends it cleanly. The demo uses fixed
+//! ports, so this file holds one test. A build without the `demo` feature has no demo.
+#![cfg(feature = "demo")]
 
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -33,11 +37,20 @@ async fn demo_routes_show_their_credentials_and_ctrl_c_exits_cleanly() {
     let mut demo = Demo(
         Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .arg("demo")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("tollgate demo starts"),
     );
+    // Read stdout all along (the log lines follow the instructions), so the pipe never fills.
+    let printed = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stdout = demo.0.stdout.take().expect("piped stdout");
+    let lines = Arc::clone(&printed);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            lines.lock().unwrap().push(line);
+        }
+    });
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -47,6 +60,12 @@ async fn demo_routes_show_their_credentials_and_ctrl_c_exits_cleanly() {
         }
         assert!(Instant::now() < deadline, "demo not ready within 20 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The instructions are printed before the gateway serves: a ready demo has shown them.
+    let printed = printed.lock().unwrap().join("\n");
+    for (route, _, _) in ROUTES {
+        let curl = format!("curl -s localhost:8080/{route}/anything");
+        assert!(printed.contains(&curl), "the demo did not print `{curl}`");
     }
 
     for (route, header, prefix) in ROUTES {

@@ -175,6 +175,10 @@ fn the_dockerfile_builds_tollgate_in_one_stage_and_runs_it_in_another() {
         "the build stage should build the tollgate binary: {cargo}"
     );
     assert!(cargo.contains("--locked"), "build with Cargo.lock: {cargo}");
+    assert!(
+        cargo.contains("--no-default-features"),
+        "the image ships no stand-in code: build without the default `demo` feature: {cargo}"
+    );
 
     let workdir = build.last("WORKDIR").expect("the build stage sets WORKDIR");
     let built = format!("{}/target/release/tollgate", workdir.trim_end_matches('/'));
@@ -244,8 +248,15 @@ fn the_build_stage_copies_everything_cargo_needs() {
     if root().join("build.rs").exists() {
         needed.insert("build.rs".into());
     }
+    // Every workspace member: cargo reads their manifests to resolve the workspace, even
+    // for a build that leaves them out.
+    let mut sources = vec![root().join("src")];
+    for member in manifest.members.iter().filter(|member| *member != ".") {
+        needed.insert(top_level(member));
+        sources.push(root().join(member).join("src"));
+    }
     // Files the sources embed at compile time (include_str!, include_bytes!).
-    for file in rust_files(&root().join("src")) {
+    for file in sources.iter().flat_map(|dir| rust_files(dir)) {
         let text = read(&file);
         for embedded in text
             .split("include_str!(\"")
@@ -303,19 +314,37 @@ mod toml_lite {
     pub struct Manifest {
         /// (kind, name, path)
         pub targets: Vec<(String, String, Option<String>)>,
+        /// `[workspace] members`, written on one line.
+        pub members: Vec<String>,
     }
 
     pub fn read(text: &str) -> Manifest {
         let mut targets = Vec::new();
+        let mut members = Vec::new();
+        let mut in_workspace = false;
         let mut current: Option<(String, String, Option<String>)> = None;
         for line in text.lines().map(str::trim) {
             if line.starts_with('[') {
                 targets.extend(current.take());
+                in_workspace = line == "[workspace]";
                 if let Some(kind) = line
                     .strip_prefix("[[")
                     .and_then(|rest| rest.strip_suffix("]]"))
                 {
                     current = Some((kind.trim().to_owned(), String::new(), None));
+                }
+            } else if in_workspace {
+                if let Some(("members", list)) = line
+                    .split_once('=')
+                    .map(|(key, value)| (key.trim(), value.trim()))
+                {
+                    members = list
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .split(',')
+                        .map(|member| member.trim().trim_matches('"').to_owned())
+                        .filter(|member| !member.is_empty())
+                        .collect();
                 }
             } else if let Some((_, name, path)) = current.as_mut() {
                 if let Some((key, value)) = line.split_once('=') {
@@ -329,7 +358,7 @@ mod toml_lite {
             }
         }
         targets.extend(current);
-        Manifest { targets }
+        Manifest { targets, members }
     }
 }
 

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use common::*;
 use hardening_support::*;
 use serde_json::{json, Value};
-use tollgate::demo::echo::EchoUpstream;
-use tollgate::demo::jwt;
-use tollgate::demo::oauth2::{OAuth2Settings, OAuth2StandIn};
-use tollgate::demo::scripted::{Reply, ScriptedProvider};
+use tollgate_standins::echo::EchoUpstream;
+use tollgate_standins::jwt;
+use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
+use tollgate_standins::scripted::{Reply, ScriptedProvider};
 
 /// A JWT whose `exp` was an hour ago.
 fn expired_jwt() -> String {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use hardening_support::*;
 use serde_json::Value;
-use tollgate::demo::echo::EchoUpstream;
+use tollgate_standins::echo::EchoUpstream;
 
 /// A config whose routes need no provider (the routes pass `None` as provider).
 fn no_provider_config(routes: &[String]) -> String {

@@ -10,18 +10,16 @@
 //! (the echo stand-in) having seen nothing.
 
 mod common;
-mod inbound_support;
 
 use std::time::{Duration, Instant};
 
 use common::*;
-use inbound_support::*;
 use jsonwebtoken::Algorithm;
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
-use tollgate::demo::bigbucks::{BigBucksSettings, BigBucksStandIn};
-use tollgate::demo::echo::EchoUpstream;
-use tollgate::secret::Secret;
+use tollgate_standins::bigbucks::{BigBucksSettings, BigBucksStandIn};
+use tollgate_standins::echo::EchoUpstream;
+use tollgate_standins::inbound::*;
 
 /// What the `static` provider injects upstream on the JWT route.
 const GATEWAY_CREDENTIAL: &str = "gateway-own-credential-0123456789";
@@ -97,11 +95,11 @@ impl Stack {
 
     async fn start_with_env(env: &[(&str, &str)]) -> Stack {
         let echo = EchoUpstream::start().await.unwrap();
-        let jwks = JwksServer::start(jwks(vec![rsa_jwk(RSA1_PUBLIC, "key-1")])).await;
+        let jwks = JwksServer::start(jwks(vec![jwk(RSA1_PUBLIC, "key-1", Some("RS256"))])).await;
         let settings = BigBucksSettings {
             users: vec![
-                (ENGINE_USER.0.to_owned(), Secret::new(ENGINE_USER.1)),
-                (ENGINE_AUDITOR.0.to_owned(), Secret::new(ENGINE_AUDITOR.1)),
+                (ENGINE_USER.0.to_owned(), ENGINE_USER.1.to_owned()),
+                (ENGINE_AUDITOR.0.to_owned(), ENGINE_AUDITOR.1.to_owned()),
             ],
             ..BigBucksSettings::default()
         };
@@ -109,13 +107,13 @@ impl Stack {
         let upstream = echo.url();
         let engine_url = engine.base_url();
         let routes = [
-            route_block("jwt", "/jwt/", &upstream, true, &jwt_inbound(&jwks.url(), "")),
+            route_block("jwt", "/jwt/", &upstream, true, &jwt_inbound(&jwks.jwks_url(), "")),
             route_block(
                 "scoped",
                 "/scoped/",
                 &upstream,
                 true,
-                &jwt_inbound(&jwks.url(), "  required_scopes: [reports.write]\n"),
+                &jwt_inbound(&jwks.jwks_url(), "  required_scopes: [reports.write]\n"),
             ),
             route_block(
                 "authz",
@@ -206,7 +204,7 @@ impl Stack {
         &self,
         path: &str,
         headers: &[(&str, &str)],
-    ) -> tollgate::demo::echo::RecordedRequest {
+    ) -> tollgate_standins::echo::RecordedRequest {
         let before = self.echo.request_count();
         let reply = self.get(path, headers).await;
         assert_eq!(reply.status, 200, "GET {path} was refused: {}", reply.text);
@@ -276,7 +274,7 @@ fn bearer_header(token: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn valid_rs256_token_from_the_jwks_passes_with_identity_headers() {
     let stack = Stack::start().await;
-    let token = rs256(RSA1_PRIVATE, Some("key-1"), &claims());
+    let token = mint(Algorithm::RS256, RSA1_PRIVATE, Some("key-1"), &claims());
     let recorded = stack
         .pass(
             "/jwt/reports/daily?x=1",
@@ -292,7 +290,8 @@ async fn valid_rs256_token_from_the_jwks_passes_with_identity_headers() {
     );
 
     // A token that expired less than the leeway (30 s) ago still passes.
-    let token = rs256(
+    let token = mint(
+        Algorithm::RS256,
         RSA1_PRIVATE,
         Some("key-1"),
         &claims_with(json!({"iat": now() - 600, "exp": now() - 5})),
@@ -317,7 +316,8 @@ async fn invalid_tokens_are_401_and_never_reach_the_upstream() {
         ),
         (
             "expired",
-            Some(bearer_header(&rs256(
+            Some(bearer_header(&mint(
+                Algorithm::RS256,
                 RSA1_PRIVATE,
                 key1,
                 &claims_with(json!({"iat": now() - 900, "exp": now() - 300})),
@@ -327,7 +327,8 @@ async fn invalid_tokens_are_401_and_never_reach_the_upstream() {
         ),
         (
             "not yet valid",
-            Some(bearer_header(&rs256(
+            Some(bearer_header(&mint(
+                Algorithm::RS256,
                 RSA1_PRIVATE,
                 key1,
                 &claims_with(json!({"nbf": now() + 300})),
@@ -337,7 +338,8 @@ async fn invalid_tokens_are_401_and_never_reach_the_upstream() {
         ),
         (
             "wrong issuer",
-            Some(bearer_header(&rs256(
+            Some(bearer_header(&mint(
+                Algorithm::RS256,
                 RSA1_PRIVATE,
                 key1,
                 &claims_with(json!({"iss": "https://evil.test/"})),
@@ -347,7 +349,8 @@ async fn invalid_tokens_are_401_and_never_reach_the_upstream() {
         ),
         (
             "no issuer",
-            Some(bearer_header(&rs256(
+            Some(bearer_header(&mint(
+                Algorithm::RS256,
                 RSA1_PRIVATE,
                 key1,
                 &claims_with(json!({"iss": null})),
@@ -357,7 +360,8 @@ async fn invalid_tokens_are_401_and_never_reach_the_upstream() {
         ),
         (
             "wrong audience",
-            Some(bearer_header(&rs256(
+            Some(bearer_header(&mint(
+                Algorithm::RS256,
                 RSA1_PRIVATE,
                 key1,
                 &claims_with(json!({"aud": "billing"})),
@@ -367,7 +371,8 @@ async fn invalid_tokens_are_401_and_never_reach_the_upstream() {
         ),
         (
             "no exp",
-            Some(bearer_header(&rs256(
+            Some(bearer_header(&mint(
+                Algorithm::RS256,
                 RSA1_PRIVATE,
                 key1,
                 &claims_with(json!({"exp": null})),
@@ -377,14 +382,19 @@ async fn invalid_tokens_are_401_and_never_reach_the_upstream() {
         ),
         (
             "bad signature (rsa2 signs, kid of rsa1)",
-            Some(bearer_header(&rs256(RSA2_PRIVATE, key1, &claims()))),
+            Some(bearer_header(&mint(
+                Algorithm::RS256,
+                RSA2_PRIVATE,
+                key1,
+                &claims(),
+            ))),
             Some("invalid_token"),
             "signature",
         ),
         (
             "tampered payload",
             Some(bearer_header(&{
-                let token = rs256(RSA1_PRIVATE, key1, &claims());
+                let token = mint(Algorithm::RS256, RSA1_PRIVATE, key1, &claims());
                 let parts: Vec<&str> = token.split('.').collect();
                 let forged = base64::Engine::encode(
                     &base64::engine::general_purpose::URL_SAFE_NO_PAD,
@@ -409,7 +419,7 @@ async fn invalid_tokens_are_401_and_never_reach_the_upstream() {
         ),
         (
             "algorithm confusion (HS256 keyed with the RSA public key PEM)",
-            Some(bearer_header(&hmac(
+            Some(bearer_header(&mint(
                 Algorithm::HS256,
                 RSA1_PUBLIC,
                 key1,
@@ -420,7 +430,7 @@ async fn invalid_tokens_are_401_and_never_reach_the_upstream() {
         ),
         (
             "algorithm confusion without kid",
-            Some(bearer_header(&hmac(
+            Some(bearer_header(&mint(
                 Algorithm::HS256,
                 RSA1_PUBLIC,
                 None,
@@ -465,7 +475,7 @@ async fn invalid_tokens_are_401_and_never_reach_the_upstream() {
     }
 
     // Two credentials: neither is picked.
-    let token = rs256(RSA1_PRIVATE, key1, &claims());
+    let token = mint(Algorithm::RS256, RSA1_PRIVATE, key1, &claims());
     let reply = stack
         .refused(
             "/jwt/x",
@@ -492,8 +502,8 @@ async fn invalid_tokens_are_401_and_never_reach_the_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unknown_kid_is_refused_then_accepted_after_key_rotation() {
     let stack = Stack::start().await;
-    let old = rs256(RSA1_PRIVATE, Some("key-1"), &claims());
-    let new = rs256(RSA2_PRIVATE, Some("key-2"), &claims());
+    let old = mint(Algorithm::RS256, RSA1_PRIVATE, Some("key-1"), &claims());
+    let new = mint(Algorithm::RS256, RSA2_PRIVATE, Some("key-2"), &claims());
     stack
         .pass("/jwt/x", &[("Authorization", &bearer_header(&old))])
         .await;
@@ -528,7 +538,9 @@ async fn unknown_kid_is_refused_then_accepted_after_key_rotation() {
 
     // The issuer rotates: key-2 in, key-1 out. After the interval, key-2 passes without a
     // restart.
-    stack.jwks.set(jwks(vec![rsa_jwk(RSA2_PUBLIC, "key-2")]));
+    stack
+        .jwks
+        .set(jwks(vec![jwk(RSA2_PUBLIC, "key-2", Some("RS256"))]));
     tokio::time::sleep(MIN_REFETCH + Duration::from_millis(100)).await;
     let recorded = stack
         .pass("/jwt/x", &[("Authorization", &bearer_header(&new))])
@@ -556,7 +568,7 @@ async fn unknown_kid_is_refused_then_accepted_after_key_rotation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn spoofed_identity_headers_are_replaced_or_removed() {
     let stack = Stack::start().await;
-    let token = rs256(RSA1_PRIVATE, Some("key-1"), &claims());
+    let token = mint(Algorithm::RS256, RSA1_PRIVATE, Some("key-1"), &claims());
     let authorization = bearer_header(&token);
     let recorded = stack
         .pass(
@@ -576,7 +588,8 @@ async fn spoofed_identity_headers_are_replaced_or_removed() {
     );
 
     // A token without the claims: the caller's copies are removed, nothing is set.
-    let token = rs256(
+    let token = mint(
+        Algorithm::RS256,
         RSA1_PRIVATE,
         Some("key-1"),
         &claims_with(json!({"sub": null, "email": null})),
@@ -598,13 +611,7 @@ async fn spoofed_identity_headers_are_replaced_or_removed() {
     );
 
     // Identity from the Auth Engine's /me: the same.
-    let x_auth = signin(
-        stack.gateway.client(),
-        &stack.engine.base_url(),
-        ENGINE_USER.0,
-        ENGINE_USER.1,
-    )
-    .await;
+    let x_auth = signin(&stack.engine, ENGINE_USER.0, ENGINE_USER.1).await;
     let recorded = stack
         .pass(
             "/authz-me/x",
@@ -621,7 +628,7 @@ async fn spoofed_identity_headers_are_replaced_or_removed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_missing_scope_is_403() {
     let stack = Stack::start().await;
-    let token = rs256(RSA1_PRIVATE, Some("key-1"), &claims());
+    let token = mint(Algorithm::RS256, RSA1_PRIVATE, Some("key-1"), &claims());
     let reply = stack
         .refused(
             "/scoped/x",
@@ -638,7 +645,8 @@ async fn a_missing_scope_is_403() {
     );
     assert_eq!(reply.body["route"], "scoped");
 
-    let token = rs256(
+    let token = mint(
+        Algorithm::RS256,
         RSA1_PRIVATE,
         Some("key-1"),
         &claims_with(json!({"scope": "reports.read reports.write"})),
@@ -651,7 +659,7 @@ async fn a_missing_scope_is_403() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_injected_credential_replaces_the_callers_bearer_token() {
     let stack = Stack::start().await;
-    let token = rs256(RSA1_PRIVATE, Some("key-1"), &claims());
+    let token = mint(Algorithm::RS256, RSA1_PRIVATE, Some("key-1"), &claims());
     let recorded = stack
         .pass("/jwt/x", &[("Authorization", &bearer_header(&token))])
         .await;
@@ -677,10 +685,8 @@ async fn the_injected_credential_replaces_the_callers_bearer_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn auth_engine_allows_and_denies_by_permission() {
     let stack = Stack::start().await;
-    let client = stack.gateway.client();
-    let base = stack.engine.base_url();
-    let allowed = signin(client, &base, ENGINE_USER.0, ENGINE_USER.1).await;
-    let denied = signin(client, &base, ENGINE_AUDITOR.0, ENGINE_AUDITOR.1).await;
+    let allowed = signin(&stack.engine, ENGINE_USER.0, ENGINE_USER.1).await;
+    let denied = signin(&stack.engine, ENGINE_AUDITOR.0, ENGINE_AUDITOR.1).await;
 
     let recorded = stack.pass("/authz/reports", &[("X-Auth", &allowed)]).await;
     assert_eq!(recorded.path, "/reports");
@@ -742,13 +748,7 @@ async fn auth_engine_allows_and_denies_by_permission() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn auth_engine_decisions_are_cached() {
     let stack = Stack::start().await;
-    let token = signin(
-        stack.gateway.client(),
-        &stack.engine.base_url(),
-        ENGINE_USER.0,
-        ENGINE_USER.1,
-    )
-    .await;
+    let token = signin(&stack.engine, ENGINE_USER.0, ENGINE_USER.1).await;
     stack.pass("/authz/a", &[("X-Auth", &token)]).await;
     assert_eq!(stack.engine.authorize_requests(), 1);
     stack.pass("/authz/a", &[("X-Auth", &token)]).await;
@@ -759,13 +759,7 @@ async fn auth_engine_decisions_are_cached() {
     );
 
     // A denial is cached too.
-    let auditor = signin(
-        stack.gateway.client(),
-        &stack.engine.base_url(),
-        ENGINE_AUDITOR.0,
-        ENGINE_AUDITOR.1,
-    )
-    .await;
+    let auditor = signin(&stack.engine, ENGINE_AUDITOR.0, ENGINE_AUDITOR.1).await;
     for _ in 0..2 {
         stack
             .refused(
@@ -783,13 +777,7 @@ async fn auth_engine_decisions_are_cached() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn auth_engine_down_is_503_unless_the_route_fails_open() {
     let stack = Stack::start().await;
-    let token = signin(
-        stack.gateway.client(),
-        &stack.engine.base_url(),
-        ENGINE_USER.0,
-        ENGINE_USER.1,
-    )
-    .await;
+    let token = signin(&stack.engine, ENGINE_USER.0, ENGINE_USER.1).await;
     stack.engine.set_available(false);
 
     let reply = stack
@@ -926,8 +914,9 @@ async fn api_keys_right_passes_wrong_is_401_and_the_key_is_forwarded_only_when_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn outcomes_are_counted_per_route() {
     let stack = Stack::start().await;
-    let good = rs256(RSA1_PRIVATE, Some("key-1"), &claims());
-    let expired = rs256(
+    let good = mint(Algorithm::RS256, RSA1_PRIVATE, Some("key-1"), &claims());
+    let expired = mint(
+        Algorithm::RS256,
         RSA1_PRIVATE,
         Some("key-1"),
         &claims_with(json!({"iat": now() - 900, "exp": now() - 300})),
@@ -1019,19 +1008,18 @@ async fn no_caller_credential_or_secret_in_the_logs_or_error_bodies() {
     // A real upstream does not send the request back; pingora's debug log of upstream
     // bodies would otherwise show what the echo reflects.
     stack.echo.set_reflect(false);
-    let client = stack.gateway.client();
-    let base = stack.engine.base_url();
-    let engine_token = signin(client, &base, ENGINE_USER.0, ENGINE_USER.1).await;
-    let auditor_token = signin(client, &base, ENGINE_AUDITOR.0, ENGINE_AUDITOR.1).await;
-    let good = rs256(RSA1_PRIVATE, Some("key-1"), &claims());
-    let bad_signature = rs256(RSA2_PRIVATE, Some("key-1"), &claims());
-    let expired = rs256(
+    let engine_token = signin(&stack.engine, ENGINE_USER.0, ENGINE_USER.1).await;
+    let auditor_token = signin(&stack.engine, ENGINE_AUDITOR.0, ENGINE_AUDITOR.1).await;
+    let good = mint(Algorithm::RS256, RSA1_PRIVATE, Some("key-1"), &claims());
+    let bad_signature = mint(Algorithm::RS256, RSA2_PRIVATE, Some("key-1"), &claims());
+    let expired = mint(
+        Algorithm::RS256,
         RSA1_PRIVATE,
         Some("key-1"),
         &claims_with(json!({"iat": now() - 900, "exp": now() - 300})),
     );
-    let unknown_kid = rs256(RSA2_PRIVATE, Some("key-9"), &claims());
-    let confused = hmac(Algorithm::HS256, RSA1_PUBLIC, Some("key-1"), &claims());
+    let unknown_kid = mint(Algorithm::RS256, RSA2_PRIVATE, Some("key-9"), &claims());
+    let confused = mint(Algorithm::HS256, RSA1_PUBLIC, Some("key-1"), &claims());
     let wrong_key = "wrong-partner-key-0123456789";
     let made_up = "made-up-engine-token-0123456789";
 
@@ -1105,13 +1093,7 @@ async fn no_caller_credential_or_secret_in_the_logs_or_error_bodies() {
 async fn a_forwarded_caller_credential_is_not_logged_at_debug_level() {
     let stack = Stack::start_with_env(&[("RUST_LOG", "debug")]).await;
     stack.echo.set_reflect(false);
-    let engine_token = signin(
-        stack.gateway.client(),
-        &stack.engine.base_url(),
-        ENGINE_USER.0,
-        ENGINE_USER.1,
-    )
-    .await;
+    let engine_token = signin(&stack.engine, ENGINE_USER.0, ENGINE_USER.1).await;
     let recorded = stack.pass("/keys-fwd/x", &[("X-Api-Key", API_KEY)]).await;
     assert_eq!(recorded.header_values("x-api-key"), [API_KEY]);
     let recorded = stack

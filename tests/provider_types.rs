@@ -11,12 +11,11 @@ use std::time::Duration;
 use common::*;
 use provider_types_support::*;
 use serde_json::json;
-use tollgate::demo::bigbucks::{BigBucksSettings, BigBucksStandIn};
-use tollgate::demo::echo::EchoUpstream;
-use tollgate::demo::fortanix::{
+use tollgate_standins::bigbucks::{BigBucksSettings, BigBucksStandIn};
+use tollgate_standins::echo::EchoUpstream;
+use tollgate_standins::fortanix::{
     FortanixSettings, FortanixStandIn, FortanixUser, DEMO_ACCT_ID, DEMO_APP_ID,
 };
-use tollgate::secret::Secret;
 
 fn fortanix_basic(name: &str, base_url: &str, id: &str, secret: &str, extra: &str) -> String {
     provider(
@@ -77,7 +76,7 @@ async fn fortanix_body_methods_send_their_json_bodies() {
     settings.ldap_users.push((
         "idp-1".into(),
         "ldap@example.com".into(),
-        Secret::new("ldap-password"),
+        "ldap-password".to_owned(),
     ));
     // One stand-in per method, as each keeps only its last request.
     let by_password = FortanixStandIn::start(settings.clone()).await.unwrap();
@@ -222,7 +221,7 @@ async fn fortanix_mfa_user_is_a_clear_error_that_is_not_retried_soon() {
     let mut settings = FortanixSettings::default();
     settings.users.push(FortanixUser {
         email: "mfa@example.com".into(),
-        password: Secret::new(MFA_PASSWORD),
+        password: MFA_PASSWORD.to_owned(),
         mfa: true,
     });
     let dsm = FortanixStandIn::start(settings).await.unwrap();

@@ -9,11 +9,11 @@ use std::time::Duration;
 use common::*;
 use provider_types_support::*;
 use serde_json::json;
-use tollgate::demo::bagid::{
+use tollgate_standins::bagid::{
     attestation_for, host_token, AttestorStandIn, BagIdSettings, BagIdStandIn, ATTESTATION_PATH,
     ATTESTATION_SUBJECT, B2B_SECRET_PATH, FEDERATED_PATH, GUEST_PATH, GUEST_SUBJECT, REFRESH_PATH,
 };
-use tollgate::demo::echo::EchoUpstream;
+use tollgate_standins::echo::EchoUpstream;
 
 fn b2b(name: &str, base_url: &str, extra: &str) -> String {
     provider(

@@ -10,15 +10,14 @@ use std::time::Duration;
 
 use common::*;
 use provider_types_support::*;
-use tollgate::demo::bagid::{host_token, AttestorStandIn, BagIdSettings, BagIdStandIn};
-use tollgate::demo::bigbucks::{BigBucksSettings, BigBucksStandIn};
-use tollgate::demo::bigid::{BigIdSettings, BigIdStandIn};
-use tollgate::demo::echo::EchoUpstream;
-use tollgate::demo::fortanix::{
+use tollgate_standins::bagid::{host_token, AttestorStandIn, BagIdSettings, BagIdStandIn};
+use tollgate_standins::bigbucks::{BigBucksSettings, BigBucksStandIn};
+use tollgate_standins::bigid::{BigIdSettings, BigIdStandIn};
+use tollgate_standins::echo::EchoUpstream;
+use tollgate_standins::fortanix::{
     FortanixApp, FortanixSettings, FortanixStandIn, FortanixUser, DEMO_ACCT_ID, DEMO_APP_ID,
 };
-use tollgate::demo::oauth2::{OAuth2Settings, OAuth2StandIn};
-use tollgate::secret::Secret;
+use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
 
 const DSM_SECRET: &str = "leak-dsm-secret-4Fw9p";
 const DSM_WRONG: &str = "leak-dsm-wrong-8Zt1b";
@@ -53,14 +52,14 @@ async fn never_leak(env: &[(&str, &str)], reflect: bool) {
     let dsm = FortanixStandIn::start(FortanixSettings {
         users: vec![FortanixUser {
             email: "mfa@example.com".into(),
-            password: Secret::new(DSM_MFA_PASSWORD),
+            password: DSM_MFA_PASSWORD.to_owned(),
             mfa: true,
         }],
         apps: vec![FortanixApp {
             app_id: DEMO_APP_ID.into(),
             name: "leak-app".into(),
             acct_id: DEMO_ACCT_ID.into(),
-            secret: Secret::new(DSM_SECRET),
+            secret: DSM_SECRET.to_owned(),
         }],
         ldap_users: Vec::new(),
         token_ttl: short,
@@ -68,7 +67,7 @@ async fn never_leak(env: &[(&str, &str)], reflect: bool) {
     .await
     .unwrap();
     let engine = BigBucksStandIn::start(BigBucksSettings {
-        users: vec![("svc-leak".into(), Secret::new(ENGINE_PASSWORD))],
+        users: vec![("svc-leak".into(), ENGINE_PASSWORD.to_owned())],
         required_recaptcha: Some(ENGINE_RECAPTCHA.into()),
         token_ttl: short,
         ..BigBucksSettings::default()
@@ -76,9 +75,9 @@ async fn never_leak(env: &[(&str, &str)], reflect: bool) {
     .await
     .unwrap();
     let bagid = BagIdStandIn::start(BagIdSettings {
-        app_keys: vec![Secret::new(BAGID_APP_KEY)],
-        b2b_secret: Secret::new(BAGID_B2B_SECRET),
-        b2b_users: vec![("svc".into(), Secret::new(BAGID_PASSWORD))],
+        app_keys: vec![BAGID_APP_KEY.to_owned()],
+        b2b_secret: BAGID_B2B_SECRET.to_owned(),
+        b2b_users: vec![("svc".into(), BAGID_PASSWORD.to_owned())],
         token_ttl: short,
         ..BagIdSettings::default()
     })
@@ -86,7 +85,7 @@ async fn never_leak(env: &[(&str, &str)], reflect: bool) {
     .unwrap();
     let attestor = AttestorStandIn::start().await.unwrap();
     let idp = OAuth2StandIn::start(OAuth2Settings {
-        clients: vec![("leak-client".into(), Secret::new(CLIENT_SECRET))],
+        clients: vec![("leak-client".into(), CLIENT_SECRET.to_owned())],
         token_ttl: short,
         issue_refresh_tokens: true,
         ..OAuth2Settings::default()
@@ -94,7 +93,7 @@ async fn never_leak(env: &[(&str, &str)], reflect: bool) {
     .await
     .unwrap();
     let bigid = BigIdStandIn::start(BigIdSettings {
-        users: vec![("leak-admin".into(), Secret::new(BIGID_PASSWORD))],
+        users: vec![("leak-admin".into(), BIGID_PASSWORD.to_owned())],
         ..BigIdSettings::default()
     })
     .await
@@ -327,7 +326,7 @@ async fn never_leak(env: &[(&str, &str)], reflect: bool) {
         dsm.issued_tokens(),
         engine.issued_tokens(),
         bagid.issued_tokens(),
-        idp.issued_access_tokens(),
+        idp.issued_tokens(),
         bigid.issued_tokens(),
     ] {
         assert!(!tokens.is_empty());

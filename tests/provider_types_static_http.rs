@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use common::*;
 use provider_types_support::*;
-use tollgate::demo::bigid::{BigIdSettings, BigIdStandIn};
-use tollgate::demo::echo::EchoUpstream;
-use tollgate::demo::oauth2::{OAuth2Settings, OAuth2StandIn};
+use tollgate_standins::bigid::{BigIdSettings, BigIdStandIn};
+use tollgate_standins::echo::EchoUpstream;
+use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
 
 // ----- static --------------------------------------------------------------------------
 
@@ -166,7 +166,7 @@ async fn http_expiry_pointer_drives_the_refresh() {
     let gateway = Gateway::start(&yaml).await;
     gateway.wait_ready().await;
     let first = bearer_of(&upstream_header(&gateway, "/vendor/x", "Authorization").await);
-    assert!(idp.is_valid_access_token(&first));
+    assert!(idp.is_valid_token(&first));
     let last = idp.last_request().unwrap();
     assert_eq!(last.authorization, Some(oauth2_basic_header()));
     assert_eq!(last.param("grant_type"), Some("client_credentials"));
@@ -191,7 +191,7 @@ async fn http_expiry_pointer_drives_the_refresh() {
     );
     let token = bearer_of(&upstream_header(&gateway, "/vendor/x", "Authorization").await);
     assert_ne!(token, first);
-    assert!(idp.is_valid_access_token(&token));
+    assert!(idp.is_valid_token(&token));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -235,7 +235,7 @@ async fn http_refresh_request_uses_the_refresh_value() {
     // The refreshed token is what goes upstream.
     let renewed = eventually(Duration::from_secs(2), || async {
         let token = bearer_of(&upstream_header(&gateway, "/vendor/x", "Authorization").await);
-        token != first && idp.is_valid_access_token(&token)
+        token != first && idp.is_valid_token(&token)
     })
     .await;
     assert!(renewed, "the first token is still sent");

@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use common::*;
-use tollgate::demo::bigid::{BigIdSettings, BigIdStandIn};
-use tollgate::demo::echo::EchoUpstream;
-use tollgate::demo::oauth2::{OAuth2Settings, OAuth2StandIn};
-use tollgate::secret::Secret;
+use tollgate_standins::bigid::{BigIdSettings, BigIdStandIn};
+use tollgate_standins::echo::EchoUpstream;
+use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
 
 /// Starts a gateway with one provider block and one route `/api/` to `echo`, waits until
 /// ready, sends one request and returns the bearer token the upstream received.
@@ -76,7 +75,7 @@ async fn bigid_password_login_injects_the_auth_token() {
     let token = token_through(&gateway, &echo).await;
     assert!(bigid.is_valid_token(&token));
     assert_eq!(
-        tollgate::demo::jwt::verify(&token).unwrap().sub,
+        tollgate_standins::jwt::verify(&token).unwrap().sub,
         "bigid-admin"
     );
     assert_eq!(bigid.session_requests(), 1);
@@ -179,7 +178,7 @@ async fn oauth2_client_auth_basic() {
     );
     let gateway = Gateway::start(&yaml).await;
     let token = token_through(&gateway, &echo).await;
-    assert!(idp.is_valid_access_token(&token));
+    assert!(idp.is_valid_token(&token));
     let last = idp.last_request().unwrap();
     let authorization = last
         .authorization
@@ -209,7 +208,7 @@ async fn oauth2_client_auth_basic_encodes_special_characters() {
     // secret holding `:`, `+`, `%` or spaces survives the trip.
     const SECRET: &str = "s3c:r+t %2F/é";
     let idp = OAuth2StandIn::start(OAuth2Settings {
-        clients: vec![("client:one".into(), Secret::new(SECRET))],
+        clients: vec![("client:one".into(), SECRET.to_owned())],
         ..OAuth2Settings::default()
     })
     .await
@@ -225,7 +224,7 @@ async fn oauth2_client_auth_basic_encodes_special_characters() {
     );
     let gateway = Gateway::start(&yaml).await;
     let token = token_through(&gateway, &echo).await;
-    assert!(idp.is_valid_access_token(&token));
+    assert!(idp.is_valid_token(&token));
     assert_eq!(idp.token_requests(), 1);
 }
 
@@ -245,7 +244,7 @@ async fn oauth2_client_auth_post() {
     );
     let gateway = Gateway::start(&yaml).await;
     let token = token_through(&gateway, &echo).await;
-    assert!(idp.is_valid_access_token(&token));
+    assert!(idp.is_valid_token(&token));
     let last = idp.last_request().unwrap();
     assert_eq!(last.authorization, None);
     assert_eq!(last.param("client_id"), Some("demo-client"));
@@ -269,9 +268,9 @@ async fn oauth2_password_grant() {
     );
     let gateway = Gateway::start(&yaml).await;
     let token = token_through(&gateway, &echo).await;
-    assert!(idp.is_valid_access_token(&token));
+    assert!(idp.is_valid_token(&token));
     assert_eq!(
-        tollgate::demo::jwt::verify(&token).unwrap().sub,
+        tollgate_standins::jwt::verify(&token).unwrap().sub,
         "demo-user"
     );
     assert_eq!(idp.grant_requests("password"), 1);
@@ -299,7 +298,7 @@ async fn oauth2_scopes_and_audience_are_sent() {
     let last = idp.last_request().unwrap();
     assert_eq!(last.param("scope"), Some("reports.read reports.write"));
     assert_eq!(last.param("audience"), Some("https://api.example"));
-    let claims = tollgate::demo::jwt::verify(&token).unwrap();
+    let claims = tollgate_standins::jwt::verify(&token).unwrap();
     assert_eq!(claims.aud.as_deref(), Some("https://api.example"));
 }
 
@@ -341,7 +340,7 @@ async fn oauth2_refresh_token_grant_rotates_its_refresh_token() {
     );
     let gateway = Gateway::start(&yaml).await;
     let token = token_through(&gateway, &echo).await;
-    assert!(idp.is_valid_access_token(&token));
+    assert!(idp.is_valid_token(&token));
     assert_eq!(idp.grant_requests("refresh_token"), 1);
     // Refresh tokens are single use: the next renewals must use the rotated ones.
     let renewed = eventually(Duration::from_secs(3), || async {
@@ -354,7 +353,7 @@ async fn oauth2_refresh_token_grant_rotates_its_refresh_token() {
         idp.grant_requests("refresh_token")
     );
     let token = token_through(&gateway, &echo).await;
-    assert!(idp.is_valid_access_token(&token));
+    assert!(idp.is_valid_token(&token));
     assert_eq!(idp.grant_requests("client_credentials"), 0);
     assert_eq!(
         idp.grant_requests("password"),
@@ -399,7 +398,7 @@ async fn secrets_from_env_and_file_references() {
         let (status, _, body) = gateway.get_json(path).await;
         assert_eq!(status, 200, "{path}: {body}");
         let token = bearer(body["headers"]["authorization"].as_str().unwrap()).unwrap();
-        assert!(idp.is_valid_access_token(token), "{path}");
+        assert!(idp.is_valid_token(token), "{path}");
     }
     assert_eq!(idp.token_requests(), 2);
     assert_eq!(idp.grant_requests("password"), 1);

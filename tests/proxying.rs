@@ -6,8 +6,8 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use tollgate::demo::echo::EchoUpstream;
-use tollgate::demo::oauth2::{OAuth2Settings, OAuth2StandIn};
+use tollgate_standins::echo::EchoUpstream;
+use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
 
 async fn idp_and_echo() -> (OAuth2StandIn, EchoUpstream) {
     let idp = OAuth2StandIn::start(OAuth2Settings::default())
@@ -53,11 +53,8 @@ async fn injected_credential_reaches_the_upstream() {
         .as_str()
         .unwrap_or_else(|| panic!("no authorization reached the upstream: {body}"));
     let token = bearer(authorization).expect("Bearer scheme");
-    assert!(
-        idp.is_valid_access_token(token),
-        "not a live stand-in token"
-    );
-    assert_eq!(idp.issued_access_tokens(), [token]);
+    assert!(idp.is_valid_token(token), "not a live stand-in token");
+    assert_eq!(idp.issued_tokens(), [token]);
 
     let recorded = echo.last_request().unwrap();
     assert_eq!(recorded.header_values("authorization"), [authorization]);
@@ -83,7 +80,7 @@ async fn client_authorization_is_replaced_not_forwarded() {
     let values = recorded.header_values("authorization");
     assert_eq!(values.len(), 1, "authorization values upstream: {values:?}");
     let token = bearer(values[0]).unwrap();
-    assert!(idp.is_valid_access_token(token));
+    assert!(idp.is_valid_token(token));
     assert!(
         !recorded
             .headers
@@ -220,7 +217,7 @@ async fn host_match_selects_the_route() {
     // The default credential format is `Bearer {token}` in Authorization.
     let recorded = other.last_request().unwrap();
     let token = bearer(recorded.header("authorization").unwrap()).unwrap();
-    assert!(idp.is_valid_access_token(token));
+    assert!(idp.is_valid_token(token));
 
     // Host matching ignores case and the port.
     let reply = with_host("API.Example:8080", "/reports/y").await.unwrap();
@@ -267,7 +264,7 @@ async fn custom_header_and_format() {
     let values = recorded.header_values("x-auth");
     assert_eq!(values.len(), 1, "{values:?}");
     let token = values[0].strip_prefix("Token ").unwrap();
-    assert!(idp.is_valid_access_token(token));
+    assert!(idp.is_valid_token(token));
     assert_eq!(recorded.header("authorization"), None);
 }
 
@@ -378,7 +375,7 @@ async fn upstream_401_once_is_retried_with_a_fresh_token() {
     let (status, _, body) = gateway.get_json("/reports/x").await;
     assert_eq!(status, 200, "the retry should have succeeded: {body}");
     assert_eq!(idp.token_requests(), 2, "exactly one extra login");
-    let issued = idp.issued_access_tokens();
+    let issued = idp.issued_tokens();
     assert_eq!(issued.len(), 2);
 
     let requests = echo.requests();

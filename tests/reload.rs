@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use common::{bearer, client, config, eventually, free_port, oauth2, route, sample};
 use serde_json::Value;
-use tollgate::demo::echo::EchoUpstream;
-use tollgate::demo::oauth2::{OAuth2Settings, OAuth2StandIn};
+use tollgate_standins::echo::EchoUpstream;
+use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
 
 /// The gateway polls its config file every 2 s; a file change is seen within this.
 const POLL_SEEN: Duration = Duration::from_secs(4);
@@ -569,7 +569,7 @@ async fn unchanged_providers_keep_their_token_changed_ones_log_in_removed_ones_g
         "requests still carry the old provider's token"
     );
     assert_eq!(
-        idp.issued_access_tokens().last(),
+        idp.issued_tokens().last(),
         Some(&token2),
         "requests do not carry the newest token"
     );

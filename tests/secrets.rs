@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use common::*;
-use tollgate::demo::bigid::{BigIdSettings, BigIdStandIn};
-use tollgate::demo::echo::EchoUpstream;
-use tollgate::demo::oauth2::{OAuth2Settings, OAuth2StandIn};
-use tollgate::secret::Secret;
+use tollgate_standins::bigid::{BigIdSettings, BigIdStandIn};
+use tollgate_standins::echo::EchoUpstream;
+use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
 
 const CLIENT_SECRET: &str = "e2e-client-secret-7Hq2v";
 const USER_PASSWORD: &str = "e2e-user-pw-9Kd4s";
@@ -35,8 +34,8 @@ async fn secrets_and_tokens_never_leak_at_debug_level() {
 
 async fn never_leak(extra_env: &[(&str, &str)], reflect: bool) {
     let idp = OAuth2StandIn::start(OAuth2Settings {
-        clients: vec![("e2e-client".into(), Secret::new(CLIENT_SECRET))],
-        users: vec![("e2e-user".into(), Secret::new(USER_PASSWORD))],
+        clients: vec![("e2e-client".into(), CLIENT_SECRET.to_owned())],
+        users: vec![("e2e-user".into(), USER_PASSWORD.to_owned())],
         token_ttl: Duration::from_secs(2),
         issue_refresh_tokens: true,
         ..OAuth2Settings::default()
@@ -44,8 +43,8 @@ async fn never_leak(extra_env: &[(&str, &str)], reflect: bool) {
     .await
     .unwrap();
     let bigid = BigIdStandIn::start(BigIdSettings {
-        users: vec![("e2e-admin".into(), Secret::new(BIGID_PASSWORD))],
-        user_tokens: vec![Secret::new(BIGID_USER_TOKEN)],
+        users: vec![("e2e-admin".into(), BIGID_PASSWORD.to_owned())],
+        user_tokens: vec![BIGID_USER_TOKEN.to_owned()],
         token_ttl: Duration::from_secs(300),
     })
     .await
@@ -202,7 +201,7 @@ async fn never_leak(extra_env: &[(&str, &str)], reflect: bool) {
     secrets.push(b64.encode(format!("e2e-client:{CLIENT_SECRET}")));
     secrets.push(b64.encode(format!("e2e-client:{WRONG_CLIENT_SECRET}")));
     let tokens: Vec<String> = idp
-        .issued_access_tokens()
+        .issued_tokens()
         .into_iter()
         .chain(bigid.issued_tokens())
         .collect();

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use hardening_support::*;
-use tollgate::demo::echo::EchoUpstream;
-use tollgate::demo::fortanix::{FortanixSettings, FortanixStandIn, DEMO_APP_ID};
+use tollgate_standins::echo::EchoUpstream;
+use tollgate_standins::fortanix::{FortanixSettings, FortanixStandIn, DEMO_APP_ID};
 
 /// A `tollgate run` child process of this test; killed when dropped.
 struct Process {

@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tollgate::demo::echo::EchoUpstream;
-use tollgate::demo::oauth2::{OAuth2Settings, OAuth2StandIn};
+use tollgate_standins::echo::EchoUpstream;
+use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_concurrent_requests_on_a_cold_cache_make_one_login() {
@@ -115,7 +115,7 @@ async fn expiring_tokens_are_refreshed_ahead_with_no_failed_request() {
             .unwrap()
             .to_owned();
         assert!(
-            idp.is_valid_access_token(&token),
+            idp.is_valid_token(&token),
             "request {n} at {:?} carried an expired token",
             started.elapsed()
         );
@@ -170,7 +170,7 @@ async fn provider_down_with_a_valid_token_keeps_serving_it() {
     gateway.wait_ready().await;
     let started = Instant::now();
     idp.set_available(false);
-    let token = idp.issued_access_tokens()[0].clone();
+    let token = idp.issued_tokens()[0].clone();
 
     while started.elapsed() < Duration::from_millis(3000) {
         let (status, _, body) = gateway.get_json("/reports/x").await;
@@ -201,7 +201,7 @@ async fn provider_down_with_a_valid_token_keeps_serving_it() {
         .unwrap()
         .to_owned();
     assert_ne!(now, token);
-    assert!(idp.is_valid_access_token(&now));
+    assert!(idp.is_valid_token(&now));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -8,7 +8,7 @@ use tokio::runtime::Handle;
 use super::testkit::*;
 use super::*;
 use crate::config::inbound::from_yaml;
-use crate::demo::bigbucks::{BigBucksSettings, BigBucksStandIn};
+use tollgate_standins::bigbucks::{BigBucksSettings, BigBucksStandIn};
 
 const KEY_A: &str = "key-a-0123456789abcdef";
 
@@ -71,7 +71,7 @@ async fn the_credential_header_is_kept_only_when_asked() {
     assert!(names(inbound.headers_to_strip()).is_empty());
     let inbound = build(
         "jwt:\n  from: { cookie: session }\n  algorithms: [RS256]\n  public_key_file: PEM\n  issuer: x\napi_keys:\n  header: X-Api-Key\n  keys: [KEY]\n"
-            .replace("PEM", &format!("{}/src/inbound/testdata/rsa1_public.pem", env!("CARGO_MANIFEST_DIR")))
+            .replace("PEM", &key_path("rsa1_public.pem").to_string_lossy())
             .replace("KEY", KEY_A)
             .as_str(),
     );
@@ -131,15 +131,7 @@ async fn the_auth_engine_decides_and_me_names_the_caller() {
         engine.base_url()
     );
     let inbound = build(&yaml);
-    let token: String = reqwest::Client::new()
-        .post(format!("{}/signin", engine.base_url()))
-        .json(&json!({"username": "svc-reporting", "password": "engine-password"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = signin(&engine, "svc-reporting", "engine-password").await;
     let mut headers = HeaderMap::new();
     headers.insert("x-auth", HeaderValue::from_str(&token).unwrap());
     headers.insert("x-auth-email", HeaderValue::from_static("spoof@evil.test"));
@@ -178,22 +170,14 @@ async fn jwt_and_authorize_together() {
     let engine = BigBucksStandIn::start(BigBucksSettings::default())
         .await
         .unwrap();
-    let secret = String::from_utf8(crate::demo::jwt::DEMO_KEY.to_vec()).unwrap();
+    let secret = String::from_utf8(tollgate_standins::jwt::DEMO_KEY.to_vec()).unwrap();
     let yaml = format!(
         "jwt:\n  from: {{ header: X-Auth }}\n  algorithms: [HS256]\n  secret: {secret}\n  issuer: {}\nauthorize:\n  url: {}\n  action: read\n  resource: reports\n  scope: org\nidentity_headers:\n  X-Auth-Subject: sub\n",
         engine.url(),
         engine.base_url()
     );
     let inbound = build(&yaml);
-    let token: String = reqwest::Client::new()
-        .post(format!("{}/signin", engine.base_url()))
-        .json(&json!({"username": "svc-reporting", "password": "engine-password"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = signin(&engine, "svc-reporting", "engine-password").await;
     let mut headers = HeaderMap::new();
     headers.insert("x-auth", HeaderValue::from_str(&token).unwrap());
     let identity = inbound.check(&Method::GET, &headers).await.unwrap();

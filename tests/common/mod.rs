@@ -1,5 +1,5 @@
 //! Harness for the end-to-end tests: runs the real `tollgate` binary on loopback ports
-//! against the in-process stand-ins of `tollgate::demo`, and reads its admin endpoints.
+//! against the in-process stand-ins of `tollgate_standins`, and reads its admin endpoints.
 //!
 //! Every test binary includes this module and uses a different part of it.
 #![allow(dead_code)]

@@ -125,7 +125,7 @@ pub async fn wait_failed(gateway: &Gateway, provider: &str) -> Value {
 
 /// The `sub` claim of a demo JWT.
 pub fn subject(token: &str) -> String {
-    tollgate::demo::jwt::verify(token)
+    tollgate_standins::jwt::verify(token)
         .unwrap_or_else(|e| panic!("not a demo JWT ({e}): {token}"))
         .sub
 }

@@ -6,8 +6,8 @@ use tokio::runtime::Handle;
 use super::*;
 use crate::config::inbound::{AuthorizeAction, AuthorizeSettings, TokenSource};
 use crate::config::TlsSettings;
-use crate::demo::bigbucks::{BigBucksSettings, BigBucksStandIn};
-use crate::secret::Secret;
+use tollgate_standins::bigbucks::{BigBucksSettings, BigBucksStandIn};
+use tollgate_standins::inbound::signin;
 
 fn settings(base_url: &str) -> AuthorizeSettings {
     AuthorizeSettings {
@@ -32,17 +32,6 @@ fn build(settings: &AuthorizeSettings) -> AuthorizeCheck {
     AuthorizeCheck::build(settings, Handle::current()).unwrap()
 }
 
-async fn sign_in(engine: &BigBucksStandIn, username: &str, password: &str) -> String {
-    let reply = reqwest::Client::new()
-        .post(format!("{}/signin", engine.base_url()))
-        .json(&serde_json::json!({"username": username, "password": password}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reply.status(), 200);
-    reply.json::<String>().await.unwrap()
-}
-
 fn x_auth(token: &str) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert("x-auth", HeaderValue::from_str(token).unwrap());
@@ -53,7 +42,7 @@ async fn engine_with_auditor() -> BigBucksStandIn {
     let mut settings = BigBucksSettings::default();
     settings
         .users
-        .push(("auditor".into(), Secret::new("audit-pw")));
+        .push(("auditor".into(), "audit-pw".to_owned()));
     BigBucksStandIn::start(settings).await.unwrap()
 }
 
@@ -61,7 +50,7 @@ async fn engine_with_auditor() -> BigBucksStandIn {
 async fn the_engine_decides_and_the_question_is_the_routes() {
     let engine = engine_with_auditor().await;
     let check = build(&settings(&engine.base_url()));
-    let allowed = sign_in(&engine, "svc-reporting", "engine-password").await;
+    let allowed = signin(&engine, "svc-reporting", "engine-password").await;
     assert_eq!(check.check(&Method::GET, &x_auth(&allowed)).await, Ok(None));
     let request = engine.last_authorize_request().unwrap();
     assert_eq!(request.x_auth.as_deref(), Some(allowed.as_str()));
@@ -70,7 +59,7 @@ async fn the_engine_decides_and_the_question_is_the_routes() {
         Some(serde_json::json!({"action": "read", "resource": "reports", "scope": "org"}))
     );
 
-    let denied = sign_in(&engine, "auditor", "audit-pw").await;
+    let denied = signin(&engine, "auditor", "audit-pw").await;
     let refusal = check
         .check(&Method::GET, &x_auth(&denied))
         .await
@@ -126,8 +115,8 @@ async fn decisions_are_cached_per_token_and_question() {
         (Method::POST, "write".into()),
     ]);
     let check = build(&by_method);
-    let token = sign_in(&engine, "svc-reporting", "engine-password").await;
-    let other = sign_in(&engine, "auditor", "audit-pw").await;
+    let token = signin(&engine, "svc-reporting", "engine-password").await;
+    let other = signin(&engine, "auditor", "audit-pw").await;
 
     assert!(check.check(&Method::GET, &x_auth(&token)).await.is_ok());
     assert_eq!(engine.authorize_requests(), 1);
@@ -178,7 +167,7 @@ async fn concurrent_identical_questions_share_one_call() {
     engine.set_delay(Duration::from_millis(200));
     let check = std::sync::Arc::new(build(&settings(&engine.base_url())));
     engine.set_delay(Duration::ZERO);
-    let token = sign_in(&engine, "svc-reporting", "engine-password").await;
+    let token = signin(&engine, "svc-reporting", "engine-password").await;
     engine.set_delay(Duration::from_millis(200));
     let mut tasks = Vec::new();
     for _ in 0..16 {
@@ -199,7 +188,7 @@ async fn a_down_engine_fails_closed_unless_fail_open() {
     let engine = BigBucksStandIn::start(BigBucksSettings::default())
         .await
         .unwrap();
-    let token = sign_in(&engine, "svc-reporting", "engine-password").await;
+    let token = signin(&engine, "svc-reporting", "engine-password").await;
     let check = build(&settings(&engine.base_url()));
     engine.set_available(false);
     let refusal = check
@@ -262,7 +251,7 @@ async fn a_slow_engine_times_out_as_unavailable() {
     let engine = BigBucksStandIn::start(BigBucksSettings::default())
         .await
         .unwrap();
-    let token = sign_in(&engine, "svc-reporting", "engine-password").await;
+    let token = signin(&engine, "svc-reporting", "engine-password").await;
     let mut slow = settings(&engine.base_url());
     slow.timeout = Duration::from_millis(200);
     let check = build(&slow);
@@ -284,7 +273,7 @@ async fn me_supplies_the_identity_document() {
     let engine = BigBucksStandIn::start(BigBucksSettings::default())
         .await
         .unwrap();
-    let token = sign_in(&engine, "svc-reporting", "engine-password").await;
+    let token = signin(&engine, "svc-reporting", "engine-password").await;
     let mut with_me = settings(&engine.base_url());
     with_me.identity_from_me = true;
     let check = build(&with_me);

@@ -13,7 +13,7 @@ const LONG: Duration = Duration::from_secs(300);
 fn check_for(server: &JwksServer, refresh: Duration, min_refetch: Duration) -> JwtCheck {
     let settings = jwt_settings(
         &[Algorithm::RS256, Algorithm::ES256],
-        jwks_key(&server.url(), refresh, min_refetch),
+        jwks_key(&server.jwks_url(), refresh, min_refetch),
     );
     JwtCheck::build(&settings, Handle::current()).unwrap()
 }
@@ -56,7 +56,7 @@ async fn a_jwk_alg_and_key_type_decide_the_algorithm() {
     .await;
     let settings = jwt_settings(
         &[Algorithm::RS256, Algorithm::PS256, Algorithm::ES256],
-        jwks_key(&server.url(), LONG, LONG),
+        jwks_key(&server.jwks_url(), LONG, LONG),
     );
     let check = JwtCheck::build(&settings, Handle::current()).unwrap();
     // PS256 is configured and RSA could do it, but the JWK says RS256.
@@ -215,7 +215,7 @@ async fn the_set_is_refreshed_after_its_lifetime() {
 #[tokio::test]
 async fn a_down_issuer_is_503_until_it_answers_and_stale_keys_carry_on() {
     let server = JwksServer::start(jwks(vec![jwk(RSA1_PUBLIC, "rsa-1", None)])).await;
-    server.set_down(true);
+    server.set_available(false);
     let interval = Duration::from_millis(500);
     let check = check_for(&server, Duration::from_millis(1000), interval);
     let token = mint(Algorithm::RS256, RSA1_PRIVATE, Some("rsa-1"), &claims());
@@ -240,13 +240,13 @@ async fn a_down_issuer_is_503_until_it_answers_and_stale_keys_carry_on() {
     }
     assert_eq!(server.requests(), 1);
 
-    server.set_down(false);
+    server.set_available(true);
     tokio::time::sleep(interval).await;
     assert!(check.check(&bearer(&token)).await.is_ok());
     assert_eq!(server.requests(), 2);
 
     // The issuer goes down again: after the set's lifetime the last good keys stay in use.
-    server.set_down(true);
+    server.set_available(false);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(
         check.check(&bearer(&token)).await.is_ok(),

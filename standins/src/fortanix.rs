@@ -29,26 +29,25 @@
 //! With a Basic header the body is optional; when present it must be a JSON object and only
 //! its `token_type` is read. An `Authorization` header of another scheme is ignored.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::MethodFilter;
 use axum::Router;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use rand::RngCore as _;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::controls::{Controls, TokenBook};
-use super::{any_loopback_port, json_response, jwt, lock, serve_listener, RunningServer};
-use crate::secret::Secret;
+use crate::controls::{Switches, Tokens};
+use crate::handle::{answer, Provider, StandIn, Switched};
+use crate::{
+    basic_credentials, header_text, json_response, jwt, lock, strip_scheme, typed_response,
+};
 
 /// `POST` here to start a session.
 pub const AUTH_PATH: &str = "/sys/v1/session/auth";
@@ -63,7 +62,7 @@ pub const DEMO_ACCT_ID: &str = "a1c0e7d4-2b9f-4e61-8d35-7f4c6b2e9a10";
 #[derive(Clone, Debug)]
 pub struct FortanixUser {
     pub email: String,
-    pub password: Secret,
+    pub password: String,
     /// The user has an MFA device: logins answer with a 2FA challenge and a token that
     /// cannot be used.
     pub mfa: bool,
@@ -78,7 +77,7 @@ pub struct FortanixApp {
     pub name: String,
     /// A UUID.
     pub acct_id: String,
-    pub secret: Secret,
+    pub secret: String,
 }
 
 /// What the stand-in accepts.
@@ -87,7 +86,7 @@ pub struct FortanixSettings {
     pub users: Vec<FortanixUser>,
     pub apps: Vec<FortanixApp>,
     /// For `ldap-basic-auth`: idp_id, email, password.
-    pub ldap_users: Vec<(String, String, Secret)>,
+    pub ldap_users: Vec<(String, String, String)>,
     /// Lifetime of access tokens (`expires_in`).
     pub token_ttl: Duration,
 }
@@ -97,14 +96,14 @@ impl Default for FortanixSettings {
         FortanixSettings {
             users: vec![FortanixUser {
                 email: "demo@example.com".to_owned(),
-                password: Secret::new("demo-password"),
+                password: "demo-password".to_owned(),
                 mfa: false,
             }],
             apps: vec![FortanixApp {
                 app_id: DEMO_APP_ID.to_owned(),
                 name: "demo-app".to_owned(),
                 acct_id: DEMO_ACCT_ID.to_owned(),
-                secret: Secret::new("demo-app-secret"),
+                secret: "demo-app-secret".to_owned(),
             }],
             ldap_users: Vec::new(),
             token_ttl: Duration::from_secs(300),
@@ -167,128 +166,91 @@ fn is_uuid(text: &str) -> bool {
             .all(|(g, len)| g.len() == len && g.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
+/// What the stand-in keeps about a session.
 #[derive(Debug)]
-struct Session {
+pub struct Session {
     /// Waiting for a 2FA step that never comes.
     mfa_pending: bool,
 }
 
-struct Shared {
+/// The Fortanix DSM session stand-in. Down, both endpoints answer 503 `service
+/// unavailable` (plain text).
+pub type FortanixStandIn = StandIn<Dsm>;
+
+/// The state of the Fortanix DSM session stand-in.
+pub struct Dsm {
     users: Vec<FortanixUser>,
     apps: Vec<FortanixApp>,
-    ldap_users: Vec<(String, String, Secret)>,
-    controls: Controls,
+    ldap_users: Vec<(String, String, String)>,
+    switches: Switches,
     auth_requests: AtomicUsize,
     terminate_requests: AtomicUsize,
     /// Terminated sessions are retired.
-    tokens: Mutex<TokenBook<Session>>,
+    tokens: Tokens<Session>,
     last_auth_request: Mutex<Option<RecordedAuthRequest>>,
 }
 
-/// The Fortanix DSM session stand-in.
-pub struct FortanixStandIn {
-    server: RunningServer,
-    shared: Arc<Shared>,
+impl Switched for Dsm {
+    fn switches(&self) -> &Switches {
+        &self.switches
+    }
 }
 
-impl FortanixStandIn {
-    /// Start on `127.0.0.1:0`.
-    pub async fn start(settings: FortanixSettings) -> std::io::Result<FortanixStandIn> {
-        Self::start_on(any_loopback_port(), settings).await
-    }
+impl Provider for Dsm {
+    type Settings = FortanixSettings;
+    type Facts = Session;
 
-    pub async fn start_on(
-        addr: SocketAddr,
-        settings: FortanixSettings,
-    ) -> std::io::Result<FortanixStandIn> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let shared = Arc::new(Shared {
+    fn new(settings: FortanixSettings, _url: String) -> Dsm {
+        Dsm {
             users: settings.users,
             apps: settings.apps,
             ldap_users: settings.ldap_users,
-            controls: Controls::new(settings.token_ttl),
+            switches: Switches::default(),
             auth_requests: AtomicUsize::new(0),
             terminate_requests: AtomicUsize::new(0),
-            tokens: Mutex::new(TokenBook::default()),
+            tokens: Tokens::new(settings.token_ttl),
             last_auth_request: Mutex::new(None),
-        });
-        let router = Router::new()
-            .route(AUTH_PATH, post(session_auth))
-            .route(TERMINATE_PATH, post(session_terminate))
-            .with_state(shared.clone());
-        let server = serve_listener(router, listener)?;
-        Ok(FortanixStandIn { server, shared })
+        }
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.server.addr()
+    fn router() -> Router<Arc<Dsm>> {
+        Router::new()
+            .route(AUTH_PATH, answer(MethodFilter::POST, session_auth))
+            .route(
+                TERMINATE_PATH,
+                answer(MethodFilter::POST, session_terminate),
+            )
     }
 
-    /// The base URL, `http://127.0.0.1:PORT` (paths are `/sys/v1/...`).
-    pub fn url(&self) -> String {
-        self.server.url()
+    fn tokens(&self) -> &Tokens<Session> {
+        &self.tokens
     }
 
+    /// A session waiting for its second factor cannot be used.
+    fn usable(session: &Session) -> bool {
+        !session.mfa_pending
+    }
+}
+
+impl FortanixStandIn {
     /// `POST /sys/v1/session/auth` requests, whatever the outcome.
     pub fn auth_requests(&self) -> usize {
-        self.shared.auth_requests.load(Ordering::SeqCst)
+        self.state().auth_requests.load(Ordering::SeqCst)
     }
 
     /// `POST /sys/v1/session/terminate` requests, whatever the outcome.
     pub fn terminate_requests(&self) -> usize {
-        self.shared.terminate_requests.load(Ordering::SeqCst)
+        self.state().terminate_requests.load(Ordering::SeqCst)
     }
 
     /// The last request `POST /sys/v1/session/auth` received.
     pub fn last_auth_request(&self) -> Option<RecordedAuthRequest> {
-        lock(&self.shared.last_auth_request).clone()
-    }
-
-    /// When down, both endpoints answer 503 `service unavailable` (plain text).
-    pub fn set_available(&self, up: bool) {
-        self.shared.controls.set_available(up);
-    }
-
-    /// Wait this long before answering each request (a slow provider); zero to stop.
-    /// The request is counted and its answer decided on arrival, then delivered late.
-    pub fn set_delay(&self, delay: Duration) {
-        self.shared.controls.set_delay(delay);
-    }
-
-    /// Lifetime of tokens issued from now on.
-    pub fn set_token_ttl(&self, ttl: Duration) {
-        self.shared.controls.set_token_ttl(ttl);
-    }
-
-    /// Every access token issued (MFA-pending ones included), oldest first.
-    pub fn issued_tokens(&self) -> Vec<String> {
-        lock(&self.shared.tokens).issued()
-    }
-
-    /// Issued here, not expired, not revoked, not terminated, and not waiting for 2FA.
-    pub fn is_valid_token(&self, token: &str) -> bool {
-        lock(&self.shared.tokens)
-            .live(token)
-            .is_some_and(|session| !session.mfa_pending)
-    }
-
-    /// Every token issued so far becomes invalid.
-    pub fn revoke_all(&self) {
-        lock(&self.shared.tokens).retire_all();
-    }
-
-    pub async fn stop(self) {
-        self.server.stop().await
+        lock(&self.state().last_auth_request).clone()
     }
 }
 
 fn text(status: StatusCode, message: &str) -> Response {
-    let mut response = (status, message.to_owned()).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
+    typed_response(status, "text/plain; charset=utf-8", message.to_owned())
 }
 
 /// A refused request: status and plain-text message.
@@ -322,44 +284,13 @@ fn unavailable() -> Response {
     text(StatusCode::SERVICE_UNAVAILABLE, "service unavailable")
 }
 
-fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
-    headers
-        .get(name)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-}
-
-/// `value` without the auth scheme `scheme` (any case), or None for another scheme.
-fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
-    let (given, rest) = value.trim().split_once(' ')?;
-    given
-        .eq_ignore_ascii_case(scheme)
-        .then_some(rest.trim_start())
-}
-
-/// `base64(id ":" secret)` → (id, secret).
-fn decode_basic(encoded: &str) -> Option<(String, String)> {
-    let decoded = STANDARD.decode(encoded.trim()).ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (id, secret) = text.split_once(':')?;
-    Some((id.to_owned(), secret.to_owned()))
-}
-
 /// Who logged in.
 struct Login {
     entity_id: String,
     mfa: bool,
 }
 
-async fn session_auth(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let response = auth_answer(&shared, &headers, &body);
-    shared.controls.delayed(response).await
-}
-
-fn auth_answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
+fn session_auth(shared: &Dsm, headers: &HeaderMap, body: &[u8]) -> Response {
     shared.auth_requests.fetch_add(1, Ordering::SeqCst);
     let authorization = header_text(headers, header::AUTHORIZATION);
     let basic = authorization
@@ -383,7 +314,7 @@ fn auth_answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
         body: String::from_utf8_lossy(body).into_owned(),
     });
 
-    if !shared.controls.is_available() {
+    if !shared.switches.is_available() {
         return unavailable();
     }
 
@@ -418,13 +349,13 @@ fn auth_answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
     }
 }
 
-fn basic_login(shared: &Shared, encoded: &str) -> Result<Login, Refusal> {
+fn basic_login(shared: &Dsm, encoded: &str) -> Result<Login, Refusal> {
     let invalid = || unauthorized("invalid credentials");
-    let Some((id, secret)) = decode_basic(encoded) else {
+    let Some((id, secret)) = basic_credentials(encoded) else {
         return Err(invalid());
     };
     if let Some(user) = shared.users.iter().find(|u| u.email == id) {
-        return if user.password.expose() == secret {
+        return if user.password == secret {
             Ok(Login {
                 entity_id: user_entity_id(&user.email),
                 mfa: user.mfa,
@@ -434,7 +365,7 @@ fn basic_login(shared: &Shared, encoded: &str) -> Result<Login, Refusal> {
         };
     }
     match shared.apps.iter().find(|a| a.app_id == id) {
-        Some(app) if app.secret.expose() == secret => Ok(Login {
+        Some(app) if app.secret == secret => Ok(Login {
             entity_id: app.app_id.clone(),
             mfa: false,
         }),
@@ -468,11 +399,7 @@ fn uuid_field(field: &str, value: &str) -> Result<(), Refusal> {
     }
 }
 
-fn body_login(
-    shared: &Shared,
-    method: &str,
-    request: &Map<String, Value>,
-) -> Result<Login, Refusal> {
+fn body_login(shared: &Dsm, method: &str, request: &Map<String, Value>) -> Result<Login, Refusal> {
     let invalid = || unauthorized("invalid credentials");
     match method {
         "password" => {
@@ -480,7 +407,7 @@ fn body_login(
             let password = required(request, "password")?;
             optional(request, "recaptcha_response")?;
             match shared.users.iter().find(|u| u.email == email) {
-                Some(user) if user.password.expose() == password => Ok(Login {
+                Some(user) if user.password == password => Ok(Login {
                     entity_id: user_entity_id(&user.email),
                     mfa: user.mfa,
                 }),
@@ -493,9 +420,7 @@ fn body_login(
             let password = required(request, "password")?;
             uuid_field("acct_id", acct_id)?;
             let app = shared.apps.iter().find(|a| {
-                a.acct_id.eq_ignore_ascii_case(acct_id)
-                    && a.name == name
-                    && a.secret.expose() == password
+                a.acct_id.eq_ignore_ascii_case(acct_id) && a.name == name && a.secret == password
             });
             match app {
                 Some(app) => Ok(Login {
@@ -515,7 +440,7 @@ fn body_login(
             let known = shared
                 .ldap_users
                 .iter()
-                .any(|(i, e, p)| i == idp_id && e == email && p.expose() == password);
+                .any(|(i, e, p)| i == idp_id && e == email && p == password);
             if known {
                 Ok(Login {
                     entity_id: user_entity_id(email),
@@ -539,12 +464,9 @@ fn random_challenge() -> String {
 }
 
 /// Record a session and return the 200 reply (with the 2FA challenge for an MFA user).
-fn issue(shared: &Shared, token_type: &str, login: Login) -> Response {
-    let ttl = shared.controls.token_ttl();
-    let access_token = jwt::opaque_token();
-    lock(&shared.tokens).record(
-        access_token.clone(),
-        Instant::now() + ttl,
+fn issue(shared: &Dsm, token_type: &str, login: Login) -> Response {
+    let (access_token, ttl) = shared.tokens.issue(
+        |_| jwt::opaque_token(),
         Session {
             mfa_pending: login.mfa,
         },
@@ -563,14 +485,9 @@ fn issue(shared: &Shared, token_type: &str, login: Login) -> Response {
     json_response(StatusCode::OK, &body)
 }
 
-async fn session_terminate(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let response = terminate_answer(&shared, &headers);
-    shared.controls.delayed(response).await
-}
-
-fn terminate_answer(shared: &Shared, headers: &HeaderMap) -> Response {
+fn session_terminate(shared: &Dsm, headers: &HeaderMap, _: &[u8]) -> Response {
     shared.terminate_requests.fetch_add(1, Ordering::SeqCst);
-    if !shared.controls.is_available() {
+    if !shared.switches.is_available() {
         return unavailable();
     }
     let authorization = header_text(headers, header::AUTHORIZATION);
@@ -582,7 +499,7 @@ fn terminate_answer(shared: &Shared, headers: &HeaderMap) -> Response {
     else {
         return unauthorized("a bearer token is required").into_response();
     };
-    let mut tokens = lock(&shared.tokens);
+    let mut tokens = shared.tokens.book();
     match tokens.get_mut(token) {
         // A session waiting for 2FA can be terminated too.
         Some(session) if session.is_live() => {
@@ -596,10 +513,11 @@ fn terminate_answer(shared: &Shared, headers: &HeaderMap) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn basic(id: &str, secret: &str) -> String {
-        format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
-    }
+    use crate::testing::started;
+    use crate::testing::{
+        assert_delay_applies, assert_only_post, assert_ttl_expiry_and_revocation, basic, post_auth,
+    };
+    use base64::engine::general_purpose::STANDARD;
 
     /// POST to `path` with an optional Authorization header and an optional raw body
     /// (sent as application/json); returns status, content type and body text.
@@ -608,23 +526,28 @@ mod tests {
         authorization: Option<&str>,
         body: Option<&str>,
     ) -> (u16, String, String) {
-        let mut request = reqwest::Client::new().post(url);
-        if let Some(value) = authorization {
-            request = request.header("Authorization", value);
+        let reply = post_auth(&url, authorization, body).await;
+        (reply.status, reply.content_type, reply.text)
+    }
+
+    /// A Basic login with `id` and `secret`, without a body.
+    async fn basic_login(dsm: &FortanixStandIn, id: &str, secret: &str) -> (u16, String, String) {
+        post(auth_url(dsm), Some(&basic(id, secret)), None).await
+    }
+
+    /// `request` with each one field changed gets its status.
+    async fn assert_changed_logins(
+        dsm: &FortanixStandIn,
+        request: &Value,
+        changes: &[(&str, Value, u16)],
+    ) {
+        for (field, value, status) in changes {
+            let mut changed = request.clone();
+            changed[*field] = value.clone();
+            let body = changed.to_string();
+            let (got, _, text) = post(auth_url(dsm), None, Some(&body)).await;
+            assert_eq!(got, *status, "{body}: {text}");
         }
-        if let Some(body) = body {
-            request = request
-                .header("Content-Type", "application/json")
-                .body(body.to_owned());
-        }
-        let reply = request.send().await.unwrap();
-        let status = reply.status().as_u16();
-        let content_type = reply
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        (status, content_type, reply.text().await.unwrap())
     }
 
     fn auth_url(dsm: &FortanixStandIn) -> String {
@@ -650,13 +573,13 @@ mod tests {
         let mut settings = FortanixSettings::default();
         settings.users.push(FortanixUser {
             email: "mfa@example.com".into(),
-            password: Secret::new("mfa-password"),
+            password: "mfa-password".to_owned(),
             mfa: true,
         });
         settings.ldap_users.push((
             "idp-1".into(),
             "ldap@example.com".into(),
-            Secret::new("ldap-password"),
+            "ldap-password".to_owned(),
         ));
         settings
     }
@@ -676,9 +599,7 @@ mod tests {
 
     #[tokio::test]
     async fn basic_user_login() {
-        let dsm = FortanixStandIn::start(FortanixSettings::default())
-            .await
-            .unwrap();
+        let dsm: FortanixStandIn = started().await;
         let auth = basic("demo@example.com", "demo-password");
         let (status, content_type, body) = post(auth_url(&dsm), Some(&auth), None).await;
         assert_eq!(status, 200, "{body}");
@@ -705,9 +626,7 @@ mod tests {
 
     #[tokio::test]
     async fn basic_app_login_and_token_type_in_body() {
-        let dsm = FortanixStandIn::start(FortanixSettings::default())
-            .await
-            .unwrap();
+        let dsm: FortanixStandIn = started().await;
         let auth = basic(DEMO_APP_ID, "demo-app-secret");
         let (status, _, body) = post(auth_url(&dsm), Some(&auth), None).await;
         assert_eq!(status, 200, "{body}");
@@ -737,9 +656,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_basic_credentials_are_401_plain_text() {
-        let dsm = FortanixStandIn::start(FortanixSettings::default())
-            .await
-            .unwrap();
+        let dsm: FortanixStandIn = started().await;
         let headers = [
             basic("demo@example.com", "wrong"),
             basic("nobody@example.com", "demo-password"),
@@ -759,9 +676,7 @@ mod tests {
 
     #[tokio::test]
     async fn missing_authentication_is_401() {
-        let dsm = FortanixStandIn::start(FortanixSettings::default())
-            .await
-            .unwrap();
+        let dsm: FortanixStandIn = started().await;
         for (authorization, body) in [
             (None, None),
             (None, Some("{}")),
@@ -781,9 +696,7 @@ mod tests {
 
     #[tokio::test]
     async fn password_method() {
-        let dsm = FortanixStandIn::start(FortanixSettings::default())
-            .await
-            .unwrap();
+        let dsm: FortanixStandIn = started().await;
         let (status, _, body) = post(
             auth_url(&dsm),
             None,
@@ -832,9 +745,7 @@ mod tests {
 
     #[tokio::test]
     async fn auth_by_app_name_method() {
-        let dsm = FortanixStandIn::start(FortanixSettings::default())
-            .await
-            .unwrap();
+        let dsm: FortanixStandIn = started().await;
         let request = json!({"method": "auth-by-app-name", "acct_id": DEMO_ACCT_ID,
                              "name": "demo-app", "password": "demo-app-secret"});
         let (status, _, body) = post(auth_url(&dsm), None, Some(&request.to_string())).await;
@@ -847,20 +758,17 @@ mod tests {
             Some("auth-by-app-name")
         );
 
-        for (field, value) in [
-            ("password", "wrong"),
-            ("name", "other-app"),
-            ("acct_id", "00000000-0000-4000-8000-000000000000"),
-        ] {
-            let mut bad = request.clone();
-            bad[field] = json!(value);
-            let (status, _, _) = post(auth_url(&dsm), None, Some(&bad.to_string())).await;
-            assert_eq!(status, 401, "{field}");
-        }
-        let mut bad = request.clone();
-        bad["acct_id"] = json!("demo-account");
-        let (status, _, _) = post(auth_url(&dsm), None, Some(&bad.to_string())).await;
-        assert_eq!(status, 400);
+        let changes = [
+            ("password", json!("wrong"), 401),
+            ("name", json!("other-app"), 401),
+            (
+                "acct_id",
+                json!("00000000-0000-4000-8000-000000000000"),
+                401,
+            ),
+            ("acct_id", json!("demo-account"), 400),
+        ];
+        assert_changed_logins(&dsm, &request, &changes).await;
     }
 
     #[tokio::test]
@@ -876,30 +784,16 @@ mod tests {
         assert_eq!(body["entity_id"], user_entity_id("ldap@example.com"));
         assert!(dsm.is_valid_token(body["access_token"].as_str().unwrap()));
 
-        let mut with_acct = request.clone();
-        with_acct["acct_id"] = json!(DEMO_ACCT_ID);
-        let (status, _, _) = post(auth_url(&dsm), None, Some(&with_acct.to_string())).await;
-        assert_eq!(status, 200);
-        with_acct["acct_id"] = Value::Null;
-        let (status, _, _) = post(auth_url(&dsm), None, Some(&with_acct.to_string())).await;
-        assert_eq!(status, 200);
-        with_acct["acct_id"] = json!("nope");
-        let (status, _, _) = post(auth_url(&dsm), None, Some(&with_acct.to_string())).await;
-        assert_eq!(status, 400);
-
-        for (field, value) in [("password", "wrong"), ("idp_id", "idp-2")] {
-            let mut bad = request.clone();
-            bad[field] = json!(value);
-            let (status, _, _) = post(auth_url(&dsm), None, Some(&bad.to_string())).await;
-            assert_eq!(status, 401, "{field}");
-        }
+        let changes = [
+            ("acct_id", json!(DEMO_ACCT_ID), 200),
+            ("acct_id", Value::Null, 200),
+            ("acct_id", json!("nope"), 400),
+            ("password", json!("wrong"), 401),
+            ("idp_id", json!("idp-2"), 401),
+        ];
+        assert_changed_logins(&dsm, &request, &changes).await;
         // LDAP users are not DSM users: no Basic login for them.
-        let (status, _, _) = post(
-            auth_url(&dsm),
-            Some(&basic("ldap@example.com", "ldap-password")),
-            None,
-        )
-        .await;
+        let (status, _, _) = basic_login(&dsm, "ldap@example.com", "ldap-password").await;
         assert_eq!(status, 401);
     }
 
@@ -952,19 +846,14 @@ mod tests {
         let dsm = FortanixStandIn::start(settings_with_everything())
             .await
             .unwrap();
-        let basic_login = post(
-            auth_url(&dsm),
-            Some(&basic("mfa@example.com", "mfa-password")),
-            None,
-        )
-        .await;
-        let body_login = post(
+        let by_basic = basic_login(&dsm, "mfa@example.com", "mfa-password").await;
+        let by_body = post(
             auth_url(&dsm),
             None,
             Some(r#"{"method":"password","email":"mfa@example.com","password":"mfa-password"}"#),
         )
         .await;
-        for (status, _, body) in [basic_login, body_login] {
+        for (status, _, body) in [by_basic, by_body] {
             assert_eq!(status, 200, "{body}");
             let body = json_of(&body);
             assert_eq!(body["token_type"], "Bearer");
@@ -981,26 +870,14 @@ mod tests {
             assert!(!dsm.is_valid_token(token), "usable only after 2FA");
         }
         // A wrong password for an MFA user is a plain 401.
-        let (status, _, _) = post(
-            auth_url(&dsm),
-            Some(&basic("mfa@example.com", "wrong")),
-            None,
-        )
-        .await;
+        let (status, _, _) = basic_login(&dsm, "mfa@example.com", "wrong").await;
         assert_eq!(status, 401);
     }
 
     #[tokio::test]
     async fn terminate_ends_the_session() {
-        let dsm = FortanixStandIn::start(FortanixSettings::default())
-            .await
-            .unwrap();
-        let (_, _, body) = post(
-            auth_url(&dsm),
-            Some(&basic("demo@example.com", "demo-password")),
-            None,
-        )
-        .await;
+        let dsm: FortanixStandIn = started().await;
+        let (_, _, body) = basic_login(&dsm, "demo@example.com", "demo-password").await;
         let token = json_of(&body)["access_token"].as_str().unwrap().to_owned();
         assert!(dsm.is_valid_token(&token));
 
@@ -1029,9 +906,7 @@ mod tests {
 
     #[tokio::test]
     async fn unavailable_answers_503_and_still_counts() {
-        let dsm = FortanixStandIn::start(FortanixSettings::default())
-            .await
-            .unwrap();
+        let dsm: FortanixStandIn = started().await;
         dsm.set_available(false);
         let auth = basic("demo@example.com", "demo-password");
         let (status, content_type, text) = post(auth_url(&dsm), Some(&auth), None).await;
@@ -1052,58 +927,37 @@ mod tests {
 
     #[tokio::test]
     async fn ttl_revoke_all_and_expiry() {
-        let dsm = FortanixStandIn::start(FortanixSettings::default())
-            .await
-            .unwrap();
+        let dsm: FortanixStandIn = started().await;
         let auth = basic("demo@example.com", "demo-password");
-        let (_, _, body) = post(auth_url(&dsm), Some(&auth), None).await;
-        let first = json_of(&body)["access_token"].as_str().unwrap().to_owned();
-        dsm.revoke_all();
-        assert!(!dsm.is_valid_token(&first));
+        let (first, second) = assert_ttl_expiry_and_revocation(&dsm, || async {
+            let (_, _, body) = post(auth_url(&dsm), Some(&auth), None).await;
+            let body = json_of(&body);
+            let token = body["access_token"].as_str().unwrap().to_owned();
+            (token, body["expires_in"].as_u64().unwrap())
+        })
+        .await;
         // A revoked session cannot be terminated either.
         let (status, _, _) =
             post(terminate_url(&dsm), Some(&format!("Bearer {first}")), None).await;
         assert_eq!(status, 401);
-
-        dsm.set_token_ttl(Duration::from_secs(1));
-        let (_, _, body) = post(auth_url(&dsm), Some(&auth), None).await;
-        let body = json_of(&body);
-        assert_eq!(body["expires_in"], 1);
-        let second = body["access_token"].as_str().unwrap().to_owned();
-        assert!(dsm.is_valid_token(&second));
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        assert!(!dsm.is_valid_token(&second));
         assert_eq!(dsm.issued_tokens(), [first, second]);
     }
 
     #[tokio::test]
     async fn delay_slows_the_answer() {
-        let dsm = FortanixStandIn::start(FortanixSettings::default())
-            .await
-            .unwrap();
-        dsm.set_delay(Duration::from_millis(300));
+        let dsm: FortanixStandIn = started().await;
         let auth = basic("demo@example.com", "demo-password");
-        let started = Instant::now();
-        let (status, _, _) = post(auth_url(&dsm), Some(&auth), None).await;
-        assert_eq!(status, 200);
-        assert!(started.elapsed() >= Duration::from_millis(300));
-        dsm.set_delay(Duration::ZERO);
-        let started = Instant::now();
-        let (status, _, _) = post(auth_url(&dsm), Some(&auth), None).await;
-        assert_eq!(status, 200);
-        assert!(started.elapsed() < Duration::from_millis(300));
+        let url = auth_url(&dsm);
+        assert_delay_applies(&dsm, || async {
+            post(url.clone(), Some(&auth), None).await.0
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn other_methods_are_405() {
-        let dsm = FortanixStandIn::start(FortanixSettings::default())
-            .await
-            .unwrap();
-        let client = reqwest::Client::new();
-        for url in [auth_url(&dsm), terminate_url(&dsm)] {
-            assert_eq!(client.get(&url).send().await.unwrap().status(), 405);
-        }
-        assert_eq!(dsm.auth_requests(), 0);
-        assert_eq!(dsm.terminate_requests(), 0);
+        let dsm: FortanixStandIn = started().await;
+        let urls = [auth_url(&dsm), terminate_url(&dsm)];
+        assert_only_post(&urls, || dsm.auth_requests() + dsm.terminate_requests()).await;
     }
 }

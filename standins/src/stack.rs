@@ -4,12 +4,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::bagid::{AttestorStandIn, BagIdSettings, BagIdStandIn};
-use super::bigbucks::{BigBucksSettings, BigBucksStandIn};
-use super::bigid::{BigIdSettings, BigIdStandIn};
-use super::echo::EchoUpstream;
-use super::fortanix::{FortanixSettings, FortanixStandIn};
-use super::oauth2::{OAuth2Settings, OAuth2StandIn};
+use crate::bagid::{AttestorStandIn, BagIdSettings, BagIdStandIn};
+use crate::bigbucks::{BigBucksSettings, BigBucksStandIn};
+use crate::bigid::{BigIdSettings, BigIdStandIn};
+use crate::echo::EchoUpstream;
+use crate::fortanix::{FortanixSettings, FortanixStandIn};
+use crate::handle::{Provider, StandIn};
+use crate::oauth2::{OAuth2Settings, OAuth2StandIn};
 
 /// The gateway config of the demo, validated like any other config file.
 pub const CONFIG: &str = include_str!("../../config/demo.yaml");
@@ -40,26 +41,11 @@ impl DemoStack {
             ..OAuth2Settings::default()
         };
         Ok(DemoStack {
-            oauth2: at(
-                OAUTH2_PORT,
-                OAuth2StandIn::start_on(addr(OAUTH2_PORT), oauth2_settings).await,
-            )?,
-            bigid: at(
-                BIGID_PORT,
-                BigIdStandIn::start_on(addr(BIGID_PORT), BigIdSettings::default()).await,
-            )?,
-            fortanix: at(
-                FORTANIX_PORT,
-                FortanixStandIn::start_on(addr(FORTANIX_PORT), FortanixSettings::default()).await,
-            )?,
-            bigbucks: at(
-                BIGBUCKS_PORT,
-                BigBucksStandIn::start_on(addr(BIGBUCKS_PORT), BigBucksSettings::default()).await,
-            )?,
-            bagid: at(
-                BAGID_PORT,
-                BagIdStandIn::start_on(addr(BAGID_PORT), BagIdSettings::default()).await,
-            )?,
+            oauth2: provider(OAUTH2_PORT, oauth2_settings).await?,
+            bigid: provider(BIGID_PORT, BigIdSettings::default()).await?,
+            fortanix: provider(FORTANIX_PORT, FortanixSettings::default()).await?,
+            bigbucks: provider(BIGBUCKS_PORT, BigBucksSettings::default()).await?,
+            bagid: provider(BAGID_PORT, BagIdSettings::default()).await?,
             attestor: at(
                 ATTESTOR_PORT,
                 AttestorStandIn::start_on(addr(ATTESTOR_PORT)).await,
@@ -67,6 +53,11 @@ impl DemoStack {
             echo: at(ECHO_PORT, EchoUpstream::start_on(addr(ECHO_PORT)).await)?,
         })
     }
+}
+
+/// A provider stand-in on its demo port.
+async fn provider<P: Provider>(port: u16, settings: P::Settings) -> std::io::Result<StandIn<P>> {
+    at(port, StandIn::<P>::start_on(addr(port), settings).await)
 }
 
 fn addr(port: u16) -> SocketAddr {

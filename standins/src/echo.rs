@@ -3,11 +3,11 @@
 //! path after prefix stripping, the dropped client header...).
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use std::pin::Pin;
 
 use axum::body::{Body, HttpBody as _};
 use axum::extract::{Request, State};
@@ -16,8 +16,9 @@ use axum::response::Response;
 use axum::Router;
 use serde_json::{json, Map, Value};
 
-use super::controls::Delay;
-use super::{any_loopback_port, json_response, lock, serve_listener, RunningServer};
+use crate::controls::Delay;
+use crate::handle::StandIn;
+use crate::{any_loopback_port, find_header, header_list, json_response, lock};
 
 /// The most recent requests kept by [`EchoUpstream::requests`]; older ones are dropped so a
 /// long `tollgate demo` or a load test does not grow without bound.
@@ -40,10 +41,7 @@ pub struct RecordedRequest {
 impl RecordedRequest {
     /// The first value of header `name` (any case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        find_header(&self.headers, name)
     }
 
     /// Every value of header `name` (any case), in order.
@@ -56,7 +54,11 @@ impl RecordedRequest {
     }
 }
 
-struct EchoState {
+/// The echo upstream. Answers any method on any path.
+pub type EchoUpstream = StandIn<Echo>;
+
+/// The state of the echo upstream.
+pub struct Echo {
     requests: Mutex<VecDeque<RecordedRequest>>,
     count: AtomicUsize,
     recording: AtomicBool,
@@ -67,71 +69,55 @@ struct EchoState {
     reflect: AtomicBool,
 }
 
-/// The echo upstream. Answers any method on any path.
-pub struct EchoUpstream {
-    server: RunningServer,
-    state: Arc<EchoState>,
-}
-
 impl EchoUpstream {
     /// Start on `127.0.0.1:0`.
     pub async fn start() -> std::io::Result<EchoUpstream> {
         Self::start_on(any_loopback_port()).await
     }
 
-    pub async fn start_on(addr: std::net::SocketAddr) -> std::io::Result<EchoUpstream> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let state = Arc::new(EchoState {
+    /// Start on `addr` (the address of a stopped echo, say).
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<EchoUpstream> {
+        let echo = |_| Echo {
             requests: Mutex::new(VecDeque::new()),
             count: AtomicUsize::new(0),
             recording: AtomicBool::new(true),
             forced: Mutex::new(None),
             delay: Delay::default(),
             reflect: AtomicBool::new(true),
-        });
-        let router = Router::new().fallback(echo).with_state(state.clone());
-        let server = serve_listener(router, listener)?;
-        Ok(EchoUpstream { server, state })
-    }
-
-    pub fn addr(&self) -> std::net::SocketAddr {
-        self.server.addr()
-    }
-
-    pub fn url(&self) -> String {
-        self.server.url()
+        };
+        Self::launch(addr, echo, Router::new().fallback(echo_request)).await
     }
 
     /// Everything received, in order (at most the last [`MAX_RECORDED`]).
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        lock(&self.state.requests).iter().cloned().collect()
+        lock(&self.state().requests).iter().cloned().collect()
     }
 
     /// The most recent recorded request, if any.
     pub fn last_request(&self) -> Option<RecordedRequest> {
-        lock(&self.state.requests).back().cloned()
+        lock(&self.state().requests).back().cloned()
     }
 
     /// Every request received, recorded or not.
     pub fn request_count(&self) -> usize {
-        self.state.count.load(Ordering::SeqCst)
+        self.state().count.load(Ordering::SeqCst)
     }
 
     /// Stop (false) or resume (true) keeping requests for [`requests`](Self::requests),
     /// e.g. under a load test. They are still counted. On by default.
     pub fn set_recording(&self, on: bool) {
-        self.state.recording.store(on, Ordering::SeqCst);
+        self.state().recording.store(on, Ordering::SeqCst);
     }
 
     /// The next `count` requests get `status` with `{"error":"stand-in forced status"}`
     /// (they are still recorded). Replaces an earlier setting; `count` 0 clears it.
     pub fn respond_next_with(&self, status: u16, count: usize) {
-        *lock(&self.state.forced) = (count > 0).then_some((status, count));
+        *lock(&self.state().forced) = (count > 0).then_some((status, count));
     }
 
     /// Sleep this long before answering each request (a slow upstream); zero to stop.
     pub fn set_delay(&self, delay: Duration) {
-        self.state.delay.set(delay);
+        self.state().delay.set(delay);
     }
 
     /// Answer 200 with the JSON description of the request (true, the default), or with a
@@ -139,32 +125,18 @@ impl EchoUpstream {
     /// so that a test of the gateway's own output does not see the credential come back
     /// in a response body. Requests are recorded either way.
     pub fn set_reflect(&self, on: bool) {
-        self.state.reflect.store(on, Ordering::SeqCst);
-    }
-
-    pub async fn stop(self) {
-        self.server.stop().await
+        self.state().reflect.store(on, Ordering::SeqCst);
     }
 }
 
-async fn echo(State(state): State<Arc<EchoState>>, request: Request) -> Response {
+async fn echo_request(State(state): State<Arc<Echo>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let (body, too_large) = read_capped(body).await;
-    let headers: Vec<(String, String)> = parts
-        .headers
-        .iter()
-        .map(|(name, value)| {
-            (
-                name.as_str().to_owned(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
     let recorded = RecordedRequest {
         method: parts.method.as_str().to_owned(),
         path: parts.uri.path().to_owned(),
         query: parts.uri.query().map(str::to_owned),
-        headers,
+        headers: header_list(&parts.headers),
         body,
     };
     if state.recording.load(Ordering::SeqCst) {
@@ -330,15 +302,10 @@ mod tests {
     #[tokio::test]
     async fn repeated_headers_are_joined() {
         let echo = EchoUpstream::start().await.unwrap();
-        let client = reqwest::Client::new();
-        let reply = client
-            .get(format!("{}/", echo.url()))
-            .header("X-Multi", "a")
-            .header("X-Multi", "b")
-            .send()
-            .await
-            .unwrap();
-        let body: Value = reply.json().await.unwrap();
+        let request = reqwest::Client::new().get(format!("{}/", echo.url()));
+        let reply =
+            crate::testing::send(request.header("X-Multi", "a").header("X-Multi", "b")).await;
+        let body = reply.json();
         assert_eq!(body["headers"]["x-multi"], "a, b");
         let r = echo.last_request().unwrap();
         assert_eq!(r.header_values("x-multi"), ["a", "b"]);

@@ -25,22 +25,19 @@
 //! | authorize | body not a JSON object; `action`/`resource`/`scope` missing or not strings; `orgID` not an integer | 400 `invalid request` |
 //! | all three | [`BigBucksStandIn::set_available`]`(false)` (the seed has no 503) | 500 `internal server error` |
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::MethodFilter;
 use axum::Router;
 use serde_json::{json, Map, Value};
 
-use super::controls::{Controls, TokenBook};
-use super::{any_loopback_port, json_response, jwt, lock, serve_listener, RunningServer};
-use crate::secret::Secret;
+use crate::controls::{Switches, Tokens};
+use crate::handle::{answer, Provider, StandIn, Switched};
+use crate::{header_text, json_response, jwt, lock};
 
 /// The API's base path; the gateway's `base_url` ends with it.
 pub const BASE_PATH: &str = "/api/v1";
@@ -59,7 +56,7 @@ pub const DEMO_ORGANIZATION: (&str, &str) = ("1", "demo-org");
 #[derive(Clone, Debug)]
 pub struct BigBucksSettings {
     /// username, password for `POST /signin`.
-    pub users: Vec<(String, Secret)>,
+    pub users: Vec<(String, String)>,
     /// What `/user/authorize` allows: (username, action, resource, scope).
     pub permissions: Vec<(String, String, String, String)>,
     /// When set, `/signin` needs `"recaptcha"` with exactly this value.
@@ -71,7 +68,7 @@ pub struct BigBucksSettings {
 impl Default for BigBucksSettings {
     fn default() -> Self {
         BigBucksSettings {
-            users: vec![("svc-reporting".to_owned(), Secret::new("engine-password"))],
+            users: vec![("svc-reporting".to_owned(), "engine-password".to_owned())],
             permissions: vec![(
                 "svc-reporting".to_owned(),
                 "read".to_owned(),
@@ -100,158 +97,117 @@ impl RecordedRequest {
     }
 }
 
-struct Shared {
+/// The BigBucks Auth Engine stand-in.
+pub type BigBucksStandIn = StandIn<AuthEngine>;
+
+/// The state of the BigBucks Auth Engine stand-in.
+pub struct AuthEngine {
     issuer: String,
-    users: Vec<(String, Secret)>,
+    users: Vec<(String, String)>,
     permissions: Vec<(String, String, String, String)>,
     required_recaptcha: Option<String>,
-    controls: Controls,
+    switches: Switches,
     fail_with: Mutex<Option<u16>>,
     signin_requests: AtomicUsize,
     me_requests: AtomicUsize,
     authorize_requests: AtomicUsize,
     /// Each token's username.
-    tokens: Mutex<TokenBook<String>>,
+    tokens: Tokens<String>,
     last_signin: Mutex<Option<RecordedRequest>>,
     last_authorize: Mutex<Option<RecordedRequest>>,
 }
 
-impl Shared {
+impl AuthEngine {
     fn mint(&self, username: &str) -> String {
-        let ttl = self.controls.token_ttl();
-        let token = jwt::mint(username, &self.issuer, ttl);
-        lock(&self.tokens).record(token.clone(), Instant::now() + ttl, username.to_owned());
+        let (token, _) = self.tokens.issue(
+            |ttl| jwt::mint(username, &self.issuer, ttl),
+            username.to_owned(),
+        );
         token
     }
 
     /// The username behind a valid `X-Auth`.
     fn user_of(&self, headers: &HeaderMap) -> Option<String> {
         let token = headers.get(X_AUTH)?.to_str().ok()?.trim();
-        lock(&self.tokens).live(token).cloned()
+        self.tokens.book().live(token).cloned()
     }
 }
 
-/// The BigBucks Auth Engine stand-in.
-pub struct BigBucksStandIn {
-    server: RunningServer,
-    shared: Arc<Shared>,
+impl Switched for AuthEngine {
+    fn switches(&self) -> &Switches {
+        &self.switches
+    }
 }
 
-impl BigBucksStandIn {
-    /// Start on `127.0.0.1:0`.
-    pub async fn start(settings: BigBucksSettings) -> std::io::Result<BigBucksStandIn> {
-        Self::start_on(any_loopback_port(), settings).await
-    }
+impl Provider for AuthEngine {
+    type Settings = BigBucksSettings;
+    type Facts = String;
 
-    pub async fn start_on(
-        addr: SocketAddr,
-        settings: BigBucksSettings,
-    ) -> std::io::Result<BigBucksStandIn> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let issuer = format!("http://{}", listener.local_addr()?);
-        let shared = Arc::new(Shared {
-            issuer,
+    fn new(settings: BigBucksSettings, url: String) -> AuthEngine {
+        AuthEngine {
+            issuer: url,
             users: settings.users,
             permissions: settings.permissions,
             required_recaptcha: settings.required_recaptcha,
-            controls: Controls::new(settings.token_ttl),
+            switches: Switches::default(),
             fail_with: Mutex::new(None),
             signin_requests: AtomicUsize::new(0),
             me_requests: AtomicUsize::new(0),
             authorize_requests: AtomicUsize::new(0),
-            tokens: Mutex::new(TokenBook::default()),
+            tokens: Tokens::new(settings.token_ttl),
             last_signin: Mutex::new(None),
             last_authorize: Mutex::new(None),
-        });
-        let router = Router::new()
-            .route(SIGNIN_PATH, post(signin))
-            .route(ME_PATH, get(me))
-            .route(AUTHORIZE_PATH, post(authorize))
-            .with_state(shared.clone());
-        let server = serve_listener(router, listener)?;
-        Ok(BigBucksStandIn { server, shared })
+        }
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.server.addr()
+    fn router() -> Router<Arc<AuthEngine>> {
+        Router::new()
+            .route(SIGNIN_PATH, answer(MethodFilter::POST, signin))
+            .route(ME_PATH, answer(MethodFilter::GET, me))
+            .route(AUTHORIZE_PATH, answer(MethodFilter::POST, authorize))
     }
 
-    /// `http://127.0.0.1:PORT`, without the base path. Also the JWTs' `iss`.
-    pub fn url(&self) -> String {
-        self.server.url()
+    fn tokens(&self) -> &Tokens<String> {
+        &self.tokens
     }
+}
 
+impl BigBucksStandIn {
     /// `url() + "/api/v1"`: what the gateway's `base_url` is set to.
     pub fn base_url(&self) -> String {
-        format!("{}{}", self.server.url(), BASE_PATH)
+        format!("{}{}", self.url(), BASE_PATH)
     }
 
     /// `POST /api/v1/signin` requests, whatever the outcome.
     pub fn signin_requests(&self) -> usize {
-        self.shared.signin_requests.load(Ordering::SeqCst)
+        self.state().signin_requests.load(Ordering::SeqCst)
     }
 
     /// `GET /api/v1/me` requests, whatever the outcome.
     pub fn me_requests(&self) -> usize {
-        self.shared.me_requests.load(Ordering::SeqCst)
+        self.state().me_requests.load(Ordering::SeqCst)
     }
 
     /// `POST /api/v1/user/authorize` requests, whatever the outcome.
     pub fn authorize_requests(&self) -> usize {
-        self.shared.authorize_requests.load(Ordering::SeqCst)
+        self.state().authorize_requests.load(Ordering::SeqCst)
     }
 
     /// The last request `/signin` received.
     pub fn last_signin_request(&self) -> Option<RecordedRequest> {
-        lock(&self.shared.last_signin).clone()
+        lock(&self.state().last_signin).clone()
     }
 
     /// The last request `/user/authorize` received.
     pub fn last_authorize_request(&self) -> Option<RecordedRequest> {
-        lock(&self.shared.last_authorize).clone()
-    }
-
-    /// When down, all three endpoints answer 500 `{"error":"internal server error"}` (the
-    /// seed lists no 503).
-    pub fn set_available(&self, up: bool) {
-        self.shared.controls.set_available(up);
+        lock(&self.state().last_authorize).clone()
     }
 
     /// While `Some(code)`, every `/signin` answers `code` with
     /// `{"error":"stand-in forced status"}` (meant for 400, 404 and 500, any code works);
     /// `None` restores normal answers. `/me` and `/user/authorize` are not affected.
     pub fn set_fail_with(&self, status: Option<u16>) {
-        *lock(&self.shared.fail_with) = status;
-    }
-
-    /// Wait this long before answering each request (a slow provider); zero to stop.
-    /// The request is counted and its answer decided on arrival, then delivered late.
-    pub fn set_delay(&self, delay: Duration) {
-        self.shared.controls.set_delay(delay);
-    }
-
-    /// Lifetime of tokens issued from now on.
-    pub fn set_token_ttl(&self, ttl: Duration) {
-        self.shared.controls.set_token_ttl(ttl);
-    }
-
-    /// Every JWT issued by `/signin`, oldest first.
-    pub fn issued_tokens(&self) -> Vec<String> {
-        lock(&self.shared.tokens).issued()
-    }
-
-    /// Issued here, not expired, not revoked.
-    pub fn is_valid_token(&self, token: &str) -> bool {
-        lock(&self.shared.tokens).live(token).is_some()
-    }
-
-    /// Every token issued so far becomes invalid (also for `/me` and `/user/authorize`).
-    pub fn revoke_all(&self) {
-        lock(&self.shared.tokens).retire_all();
-    }
-
-    pub async fn stop(self) {
-        self.server.stop().await
+        *lock(&self.state().fail_with) = status;
     }
 }
 
@@ -269,22 +225,28 @@ fn invalid_request() -> Response {
 
 fn record(headers: &HeaderMap, body: &[u8]) -> RecordedRequest {
     RecordedRequest {
-        x_auth: headers
-            .get(X_AUTH)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        x_auth: header_text(headers, X_AUTH),
         body: String::from_utf8_lossy(body).into_owned(),
     }
 }
 
-async fn signin(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    let response = signin_answer(&shared, &headers, &body);
-    shared.controls.delayed(response).await
+/// Count a request, and keep it in `last` when given; false when the engine is down.
+fn arrive(
+    shared: &AuthEngine,
+    count: &AtomicUsize,
+    last: Option<&Mutex<Option<RecordedRequest>>>,
+    (headers, body): (&HeaderMap, &[u8]),
+) -> bool {
+    count.fetch_add(1, Ordering::SeqCst);
+    if let Some(last) = last {
+        *lock(last) = Some(record(headers, body));
+    }
+    shared.switches.is_available()
 }
 
-fn signin_answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
-    shared.signin_requests.fetch_add(1, Ordering::SeqCst);
-    *lock(&shared.last_signin) = Some(record(headers, body));
-    if !shared.controls.is_available() {
+fn signin(shared: &AuthEngine, headers: &HeaderMap, body: &[u8]) -> Response {
+    let last = Some(&shared.last_signin);
+    if !arrive(shared, &shared.signin_requests, last, (headers, body)) {
         return down();
     }
     if let Some(status) = *lock(&shared.fail_with) {
@@ -315,20 +277,14 @@ fn signin_answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response 
     let Some((_, expected)) = shared.users.iter().find(|(u, _)| u == username) else {
         return error(StatusCode::NOT_FOUND, "user not found");
     };
-    if expected.expose() != password {
+    if expected != password {
         return error(StatusCode::BAD_REQUEST, "invalid credentials");
     }
     json_response(StatusCode::OK, &Value::String(shared.mint(username)))
 }
 
-async fn me(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let response = me_answer(&shared, &headers);
-    shared.controls.delayed(response).await
-}
-
-fn me_answer(shared: &Shared, headers: &HeaderMap) -> Response {
-    shared.me_requests.fetch_add(1, Ordering::SeqCst);
-    if !shared.controls.is_available() {
+fn me(shared: &AuthEngine, headers: &HeaderMap, body: &[u8]) -> Response {
+    if !arrive(shared, &shared.me_requests, None, (headers, body)) {
         return down();
     }
     let Some(username) = shared.user_of(headers) else {
@@ -377,15 +333,9 @@ fn me_answer(shared: &Shared, headers: &HeaderMap) -> Response {
     )
 }
 
-async fn authorize(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    let response = authorize_answer(&shared, &headers, &body);
-    shared.controls.delayed(response).await
-}
-
-fn authorize_answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
-    shared.authorize_requests.fetch_add(1, Ordering::SeqCst);
-    *lock(&shared.last_authorize) = Some(record(headers, body));
-    if !shared.controls.is_available() {
+fn authorize(shared: &AuthEngine, headers: &HeaderMap, body: &[u8]) -> Response {
+    let last = Some(&shared.last_authorize);
+    if !arrive(shared, &shared.authorize_requests, last, (headers, body)) {
         return down();
     }
     let Some(username) = shared.user_of(headers) else {
@@ -420,19 +370,15 @@ fn authorize_answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Respon
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::started;
+    use crate::testing::{assert_delay_applies, assert_ttl_expiry_and_revocation};
 
     /// (status, content type, body text)
     type Reply = (u16, String, String);
 
     async fn send(request: reqwest::RequestBuilder) -> Reply {
-        let reply = request.send().await.unwrap();
-        let status = reply.status().as_u16();
-        let content_type = reply
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        (status, content_type, reply.text().await.unwrap())
+        let reply = crate::testing::send(request).await;
+        (reply.status, reply.content_type, reply.text)
     }
 
     async fn signin_with(engine: &BigBucksStandIn, body: &str) -> Reply {
@@ -484,21 +430,14 @@ mod tests {
 
     #[tokio::test]
     async fn signin_returns_the_jwt_as_a_json_string() {
-        let engine = BigBucksStandIn::start(BigBucksSettings::default())
-            .await
-            .unwrap();
+        let engine: BigBucksStandIn = started().await;
         assert_eq!(engine.base_url(), format!("{}/api/v1", engine.url()));
         let (status, content_type, body) = signin_with(&engine, GOOD).await;
         assert_eq!(status, 200);
         assert_eq!(content_type, "application/json");
         assert!(body.starts_with("\"eyJ") && body.ends_with('"'), "{body}");
         let token: String = serde_json::from_str(&body).unwrap();
-        let claims = jwt::verify(&token).unwrap();
-        assert_eq!(claims.sub, "svc-reporting");
-        assert_eq!(claims.iss, engine.url());
-        assert_eq!(claims.exp, claims.iat + 300);
-        assert!(engine.is_valid_token(&token));
-        assert!(!engine.is_valid_token("nope"));
+        crate::testing::assert_jwt_of(&engine, &token, "svc-reporting", 300);
         assert_eq!(engine.issued_tokens(), [token]);
         assert_eq!(engine.signin_requests(), 1);
         assert_eq!(engine.me_requests(), 0);
@@ -518,9 +457,7 @@ mod tests {
 
     #[tokio::test]
     async fn signin_errors_follow_the_seed_codes() {
-        let engine = BigBucksStandIn::start(BigBucksSettings::default())
-            .await
-            .unwrap();
+        let engine: BigBucksStandIn = started().await;
         let malformed = [
             "not json",
             r#"["svc-reporting","engine-password"]"#,
@@ -579,9 +516,7 @@ mod tests {
 
     #[tokio::test]
     async fn fail_with_forces_the_signin_status() {
-        let engine = BigBucksStandIn::start(BigBucksSettings::default())
-            .await
-            .unwrap();
+        let engine: BigBucksStandIn = started().await;
         let token = token_of(&engine).await;
         for code in [400, 404, 500] {
             engine.set_fail_with(Some(code));
@@ -600,9 +535,7 @@ mod tests {
 
     #[tokio::test]
     async fn me_answers_the_profile() {
-        let engine = BigBucksStandIn::start(BigBucksSettings::default())
-            .await
-            .unwrap();
+        let engine: BigBucksStandIn = started().await;
         let token = token_of(&engine).await;
         let (status, content_type, body) = me_with(&engine, Some(&token)).await;
         assert_eq!(status, 200, "{body}");
@@ -640,9 +573,7 @@ mod tests {
 
     #[tokio::test]
     async fn me_without_a_valid_token_is_400() {
-        let engine = BigBucksStandIn::start(BigBucksSettings::default())
-            .await
-            .unwrap();
+        let engine: BigBucksStandIn = started().await;
         let token = token_of(&engine).await;
         let bearer = format!("Bearer {token}");
         // Well signed, but not issued by the stand-in.
@@ -676,7 +607,7 @@ mod tests {
         let mut settings = BigBucksSettings::default();
         settings
             .users
-            .push(("auditor".into(), Secret::new("audit-pw")));
+            .push(("auditor".into(), "audit-pw".to_owned()));
         let engine = BigBucksStandIn::start(settings).await.unwrap();
         let token = token_of(&engine).await;
         let cases = [
@@ -727,9 +658,7 @@ mod tests {
 
     #[tokio::test]
     async fn authorize_errors() {
-        let engine = BigBucksStandIn::start(BigBucksSettings::default())
-            .await
-            .unwrap();
+        let engine: BigBucksStandIn = started().await;
         let token = token_of(&engine).await;
         let good = r#"{"action":"read","resource":"reports","scope":"org"}"#;
         for x_auth in [None, Some("nope"), Some("")] {
@@ -760,9 +689,7 @@ mod tests {
 
     #[tokio::test]
     async fn unavailable_is_500_everywhere_and_still_counts() {
-        let engine = BigBucksStandIn::start(BigBucksSettings::default())
-            .await
-            .unwrap();
+        let engine: BigBucksStandIn = started().await;
         let token = token_of(&engine).await;
         engine.set_available(false);
         let good = r#"{"action":"read","resource":"reports","scope":"org"}"#;
@@ -791,45 +718,31 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn ttl_and_expiry() {
-        let engine = BigBucksStandIn::start(BigBucksSettings::default())
-            .await
-            .unwrap();
-        engine.set_token_ttl(Duration::from_secs(1));
-        let token = token_of(&engine).await;
-        let claims = jwt::verify(&token).unwrap();
-        assert_eq!(claims.exp, claims.iat + 1);
-        assert!(engine.is_valid_token(&token));
-        let (status, _, _) = me_with(&engine, Some(&token)).await;
-        assert_eq!(status, 200);
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        assert!(!engine.is_valid_token(&token));
-        let (status, _, _) = me_with(&engine, Some(&token)).await;
-        assert_eq!(status, 400);
+    async fn ttl_revocation_and_expiry() {
+        let engine: BigBucksStandIn = started().await;
+        let (first, second) = assert_ttl_expiry_and_revocation(&engine, || async {
+            let token = token_of(&engine).await;
+            let (status, _, _) = me_with(&engine, Some(&token)).await;
+            assert_eq!(status, 200, "/me takes the token while it is valid");
+            let claims = jwt::verify(&token).unwrap();
+            (token, claims.exp - claims.iat)
+        })
+        .await;
+        for token in [first, second] {
+            let (status, _, _) = me_with(&engine, Some(&token)).await;
+            assert_eq!(status, 400, "revoked, then expired");
+        }
     }
 
     #[tokio::test]
     async fn delay_slows_the_answer() {
-        let engine = BigBucksStandIn::start(BigBucksSettings::default())
-            .await
-            .unwrap();
-        engine.set_delay(Duration::from_millis(300));
-        let started = Instant::now();
-        let (status, _, _) = signin_with(&engine, GOOD).await;
-        assert_eq!(status, 200);
-        assert!(started.elapsed() >= Duration::from_millis(300));
-        engine.set_delay(Duration::ZERO);
-        let started = Instant::now();
-        let (status, _, _) = signin_with(&engine, GOOD).await;
-        assert_eq!(status, 200);
-        assert!(started.elapsed() < Duration::from_millis(300));
+        let engine: BigBucksStandIn = started().await;
+        assert_delay_applies(&engine, || async { signin_with(&engine, GOOD).await.0 }).await;
     }
 
     #[tokio::test]
     async fn wrong_methods_are_405() {
-        let engine = BigBucksStandIn::start(BigBucksSettings::default())
-            .await
-            .unwrap();
+        let engine: BigBucksStandIn = started().await;
         let client = reqwest::Client::new();
         let base = engine.base_url();
         let (status, _, _) = send(client.get(format!("{base}/signin"))).await;

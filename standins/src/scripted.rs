@@ -6,18 +6,20 @@
 //! It speaks HTTP/1.1 by hand on a plain `TcpListener`, so it can misbehave in ways a
 //! well-behaved server library would not allow. Every answer closes the connection. It
 //! counts the calls and records when each arrived, so tests can check backoff timing.
+//! Dropped or stopped, it stops accepting; connections already open are answered.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use tokio::sync::oneshot;
 
-use super::{any_loopback_port, jwt, lock};
+use crate::handle::StandIn;
+use crate::server::RunningServer;
+use crate::{any_loopback_port, jwt, lock};
 
 /// The path of the scripted token endpoint.
 pub const TOKEN_PATH: &str = "/oauth/token";
@@ -117,14 +119,15 @@ pub struct ScriptedRequest {
     pub body: Vec<u8>,
 }
 
-struct Shared {
+/// The state of the scripted token endpoint.
+pub struct Script {
     issuer: String,
     queue: Mutex<VecDeque<Reply>>,
     default: Mutex<Reply>,
     requests: Mutex<Vec<ScriptedRequest>>,
 }
 
-impl Shared {
+impl Script {
     fn next_reply(&self) -> Reply {
         match lock(&self.queue).pop_front() {
             Some(reply) => reply,
@@ -133,35 +136,24 @@ impl Shared {
     }
 }
 
-/// The scripted token endpoint; stops accepting when dropped.
-pub struct ScriptedProvider {
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    task: JoinHandle<()>,
-}
+/// The scripted token endpoint.
+pub type ScriptedProvider = StandIn<Script>;
 
 impl ScriptedProvider {
     /// Starts on `127.0.0.1:0`, answering `default` to every call until told otherwise.
     pub async fn start(default: Reply) -> std::io::Result<ScriptedProvider> {
         let listener = TcpListener::bind(any_loopback_port()).await?;
-        let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            issuer: format!("http://{addr}"),
+        let script = Arc::new(Script {
+            issuer: format!("http://{}", listener.local_addr()?),
             queue: Mutex::new(VecDeque::new()),
             default: Mutex::new(default),
             requests: Mutex::new(Vec::new()),
         });
-        let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
-        Ok(ScriptedProvider { addr, shared, task })
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// `http://127.0.0.1:PORT`.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let shared = Arc::clone(&script);
+        let server = RunningServer::spawn(listener, |listener, signal| {
+            accept_loop(listener, shared, signal)
+        })?;
+        Ok(StandIn::from_parts(server, script))
     }
 
     /// `url() + "/oauth/token"`.
@@ -171,27 +163,27 @@ impl ScriptedProvider {
 
     /// The answer for every call once the queue is empty.
     pub fn set_default(&self, reply: Reply) {
-        *lock(&self.shared.default) = reply;
+        *lock(&self.state().default) = reply;
     }
 
     /// Queues `reply` for one call; queued replies go first, in order.
     pub fn push(&self, reply: Reply) {
-        lock(&self.shared.queue).push_back(reply);
+        lock(&self.state().queue).push_back(reply);
     }
 
     /// Calls of the token endpoint so far (counted when the request has arrived).
     pub fn calls(&self) -> usize {
-        lock(&self.shared.requests).len()
+        lock(&self.state().requests).len()
     }
 
     /// When each call arrived, in order.
     pub fn call_times(&self) -> Vec<Instant> {
-        lock(&self.shared.requests).iter().map(|r| r.at).collect()
+        lock(&self.state().requests).iter().map(|r| r.at).collect()
     }
 
     /// Every call received, in order.
     pub fn requests(&self) -> Vec<ScriptedRequest> {
-        lock(&self.shared.requests).clone()
+        lock(&self.state().requests).clone()
     }
 
     /// Serves one connection on any stream (a TLS stream, say) with the same script.
@@ -199,33 +191,32 @@ impl ScriptedProvider {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        serve_connection(stream, &self.shared).await;
+        serve_connection(stream, self.state()).await;
     }
 }
 
-impl Drop for ScriptedProvider {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+/// Accepts until the stand-in is stopped or dropped; each connection on a task of its own.
+async fn accept_loop(listener: TcpListener, script: Arc<Script>, mut stop: oneshot::Receiver<()>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let accepted = tokio::select! {
+            _ = &mut stop => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((stream, _)) = accepted else {
             continue;
         };
-        let shared = Arc::clone(&shared);
-        tokio::spawn(async move { serve_tcp(stream, &shared).await });
+        let script = Arc::clone(&script);
+        tokio::spawn(async move { serve_tcp(stream, &script).await });
     }
 }
 
-async fn serve_tcp(stream: TcpStream, shared: &Shared) {
+async fn serve_tcp(stream: TcpStream, shared: &Script) {
     let _ = stream.set_nodelay(true);
     serve_connection(stream, shared).await;
 }
 
 /// Reads one request, answers it from the script, and closes the connection.
-async fn serve_connection<S>(mut stream: S, shared: &Shared)
+async fn serve_connection<S>(mut stream: S, shared: &Script)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {

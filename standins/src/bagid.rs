@@ -40,11 +40,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::body::Bytes;
-use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::post;
+use axum::routing::MethodFilter;
 use axum::Router;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -52,9 +50,9 @@ use rand::RngCore as _;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::controls::{Controls, Delay, TokenBook};
-use super::{any_loopback_port, json_response, jwt, lock, serve_listener, RunningServer};
-use crate::secret::Secret;
+use crate::controls::{Kind, Lifetime, Paired, Switches, TokenBook, Tokens};
+use crate::handle::{answer, Provider, StandIn, Switched};
+use crate::{any_loopback_port, find_header, header_list, json_response, jwt, lock};
 
 pub const FEDERATED_PATH: &str = "/v2/auth/federated/sessions";
 pub const NONCES_PATH: &str = "/v2/auth/nonces";
@@ -98,11 +96,11 @@ pub fn host_token(subject: &str, ttl: Duration) -> String {
 #[derive(Clone, Debug)]
 pub struct BagIdSettings {
     /// Issued client keys accepted in `X-Source-App-Key`.
-    pub app_keys: Vec<Secret>,
+    pub app_keys: Vec<String>,
     /// The B2B shared secret expected in `X-B2B-Secret`.
-    pub b2b_secret: Secret,
+    pub b2b_secret: String,
     /// B2B username, password.
-    pub b2b_users: Vec<(String, Secret)>,
+    pub b2b_users: Vec<(String, String)>,
     /// Lifetime of access tokens (`expiresIn`, and `exp` of the JWTs).
     pub token_ttl: Duration,
     /// Lifetime of refresh tokens (`refreshExpiresIn`).
@@ -116,9 +114,9 @@ pub struct BagIdSettings {
 impl Default for BagIdSettings {
     fn default() -> Self {
         BagIdSettings {
-            app_keys: vec![Secret::new("demo-app-key")],
-            b2b_secret: Secret::new("demo-b2b-secret"),
-            b2b_users: vec![("svc".to_owned(), Secret::new("bagid-password"))],
+            app_keys: vec!["demo-app-key".to_owned()],
+            b2b_secret: "demo-b2b-secret".to_owned(),
+            b2b_users: vec![("svc".to_owned(), "bagid-password".to_owned())],
             token_ttl: Duration::from_secs(300),
             refresh_ttl: Duration::from_secs(3600),
             nonce_ttl: Duration::from_secs(60),
@@ -140,10 +138,7 @@ pub struct RecordedRequest {
 impl RecordedRequest {
     /// The first value of header `name` (any case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        find_header(&self.headers, name)
     }
 
     /// The body as JSON, if it is JSON.
@@ -155,59 +150,52 @@ impl RecordedRequest {
 fn record(path: &str, headers: &HeaderMap, body: &[u8]) -> RecordedRequest {
     RecordedRequest {
         path: path.to_owned(),
-        headers: headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
+        headers: header_list(headers),
         body: String::from_utf8_lossy(body).into_owned(),
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Access,
-    Refresh,
-}
+/// The BagID stand-in. Down, every endpoint answers 503 `service_unavailable` (and still
+/// counts).
+pub type BagIdStandIn = StandIn<BagId>;
 
-#[derive(Debug)]
-struct TokenFacts {
-    kind: Kind,
-    subject: String,
-}
-
-struct Shared {
+/// The state of the BagID stand-in.
+pub struct BagId {
     issuer: String,
-    app_keys: Vec<Secret>,
-    b2b_secret: Secret,
-    b2b_users: Vec<(String, Secret)>,
+    app_keys: Vec<String>,
+    b2b_secret: String,
+    b2b_users: Vec<(String, String)>,
     issue_refresh_tokens: bool,
-    controls: Controls,
-    refresh_ttl: Mutex<Duration>,
-    nonce_ttl: Mutex<Duration>,
+    switches: Switches,
+    refresh_ttl: Lifetime,
+    nonce_ttl: Lifetime,
     nonce_requests: AtomicUsize,
     login_requests: Mutex<HashMap<&'static str, usize>>,
     refresh_requests: AtomicUsize,
-    /// Used refresh tokens are retired.
-    tokens: Mutex<TokenBook<TokenFacts>>,
+    /// Each token's subject. Used refresh tokens are retired.
+    tokens: Tokens<Paired<String>>,
     /// Presented nonces are retired: each is good for one login.
     nonces: Mutex<TokenBook<()>>,
     last_request: Mutex<Option<RecordedRequest>>,
 }
 
-impl Shared {
-    /// Count and record a request; the 503 answer when down.
-    fn arrive(
+#[derive(Clone, Copy)]
+enum Counter {
+    Nonce,
+    Refresh,
+    Login(&'static str),
+}
+
+impl BagId {
+    /// Count and record a request, then answer it with `answer` (the 503 answer when down).
+    fn answer(
         &self,
         counter: Counter,
         path: &str,
         headers: &HeaderMap,
         body: &[u8],
-    ) -> Result<(), Failure> {
+        answer: impl FnOnce() -> Result<Response, Failure>,
+    ) -> Response {
         match counter {
             Counter::Nonce => {
                 self.nonce_requests.fetch_add(1, Ordering::SeqCst);
@@ -220,50 +208,31 @@ impl Shared {
             }
         }
         *lock(&self.last_request) = Some(record(path, headers, body));
-        if self.controls.is_available() {
-            Ok(())
-        } else {
-            Err(failure(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "service_unavailable",
-                "the BagID stand-in is switched off",
-            ))
+        if !self.switches.is_available() {
+            return switched_off("BagID");
         }
+        answer().unwrap_or_else(Failure::into_response)
     }
 
     fn known_app_key(&self, key: &str) -> bool {
-        self.app_keys.iter().any(|k| k.expose() == key)
+        self.app_keys.iter().any(|k| k == key)
     }
 
     /// Mint and record an access token (and a refresh token when configured) for
     /// `subject`, and return the LoginResponse.
     fn issue(&self, subject: &str) -> Response {
-        let ttl = self.controls.token_ttl();
-        let refresh_ttl = *lock(&self.refresh_ttl);
-        let now = Instant::now();
-        let access_token = jwt::mint(subject, &self.issuer, ttl);
-        let refresh_token = self.issue_refresh_tokens.then(jwt::opaque_token);
-        {
-            let mut tokens = lock(&self.tokens);
-            let facts = |kind| TokenFacts {
-                kind,
-                subject: subject.to_owned(),
-            };
-            tokens.record(access_token.clone(), now + ttl, facts(Kind::Access));
-            if let Some(refresh_token) = &refresh_token {
-                tokens.record(
-                    refresh_token.clone(),
-                    now + refresh_ttl,
-                    facts(Kind::Refresh),
-                );
-            }
-        }
+        let refresh_ttl = self.issue_refresh_tokens.then(|| self.refresh_ttl.get());
+        let pair = self.tokens.issue_pair(
+            |ttl| jwt::mint(subject, &self.issuer, ttl),
+            refresh_ttl,
+            subject.to_owned(),
+        );
         let mut body = json!({
-            "accessToken": access_token,
+            "accessToken": pair.access,
             "tokenType": "Bearer",
-            "expiresIn": ttl.as_secs(),
+            "expiresIn": pair.ttl.as_secs(),
         });
-        if let Some(refresh_token) = refresh_token {
+        if let Some((refresh_token, refresh_ttl)) = pair.refresh {
             body["refreshToken"] = Value::String(refresh_token);
             body["refreshExpiresIn"] = Value::from(refresh_ttl.as_secs());
         }
@@ -271,77 +240,66 @@ impl Shared {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Counter {
-    Nonce,
-    Refresh,
-    Login(&'static str),
-}
-
-/// The BagID stand-in.
-pub struct BagIdStandIn {
-    server: RunningServer,
-    shared: Arc<Shared>,
-}
-
-impl BagIdStandIn {
-    /// Start on `127.0.0.1:0`.
-    pub async fn start(settings: BagIdSettings) -> std::io::Result<BagIdStandIn> {
-        Self::start_on(any_loopback_port(), settings).await
+impl Switched for BagId {
+    fn switches(&self) -> &Switches {
+        &self.switches
     }
+}
 
-    pub async fn start_on(
-        addr: SocketAddr,
-        settings: BagIdSettings,
-    ) -> std::io::Result<BagIdStandIn> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let issuer = format!("http://{}", listener.local_addr()?);
-        let shared = Arc::new(Shared {
-            issuer,
+impl Provider for BagId {
+    type Settings = BagIdSettings;
+    type Facts = Paired<String>;
+
+    fn new(settings: BagIdSettings, url: String) -> BagId {
+        BagId {
+            issuer: url,
             app_keys: settings.app_keys,
             b2b_secret: settings.b2b_secret,
             b2b_users: settings.b2b_users,
             issue_refresh_tokens: settings.issue_refresh_tokens,
-            controls: Controls::new(settings.token_ttl),
-            refresh_ttl: Mutex::new(settings.refresh_ttl),
-            nonce_ttl: Mutex::new(settings.nonce_ttl),
+            switches: Switches::default(),
+            refresh_ttl: Lifetime::new(settings.refresh_ttl),
+            nonce_ttl: Lifetime::new(settings.nonce_ttl),
             nonce_requests: AtomicUsize::new(0),
             login_requests: Mutex::new(HashMap::new()),
             refresh_requests: AtomicUsize::new(0),
-            tokens: Mutex::new(TokenBook::default()),
+            tokens: Tokens::new(settings.token_ttl),
             nonces: Mutex::new(TokenBook::default()),
             last_request: Mutex::new(None),
-        });
-        let router = Router::new()
-            .route(FEDERATED_PATH, post(federated))
-            .route(NONCES_PATH, post(nonces))
-            .route(ATTESTATION_PATH, post(attestation))
-            .route(GUEST_PATH, post(guest))
-            .route(B2B_SECRET_PATH, post(b2b_secret))
-            .route(REFRESH_PATH, post(refresh))
-            .with_state(shared.clone());
-        let server = serve_listener(router, listener)?;
-        Ok(BagIdStandIn { server, shared })
+        }
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.server.addr()
+    fn router() -> Router<Arc<BagId>> {
+        let post = MethodFilter::POST;
+        Router::new()
+            .route(FEDERATED_PATH, answer(post, federated))
+            .route(NONCES_PATH, answer(post, nonces))
+            .route(ATTESTATION_PATH, answer(post, attestation))
+            .route(GUEST_PATH, answer(post, guest))
+            .route(B2B_SECRET_PATH, answer(post, b2b_secret))
+            .route(REFRESH_PATH, answer(post, refresh))
     }
 
-    /// The base URL, `http://127.0.0.1:PORT` (paths are `/v2/auth/...`). Also the JWTs' `iss`.
-    pub fn url(&self) -> String {
-        self.server.url()
+    fn tokens(&self) -> &Tokens<Paired<String>> {
+        &self.tokens
     }
 
+    /// Refresh tokens are not access tokens.
+    fn usable(facts: &Paired<String>) -> bool {
+        facts.kind == Kind::Access
+    }
+}
+
+impl BagIdStandIn {
     /// `POST /v2/auth/nonces` requests, whatever the outcome.
     pub fn nonce_requests(&self) -> usize {
-        self.shared.nonce_requests.load(Ordering::SeqCst)
+        self.state().nonce_requests.load(Ordering::SeqCst)
     }
 
     /// Login requests of `flow` (one of [`FLOWS`]: `"federated"`, `"attestation"`,
     /// `"guest"`, `"b2b_secret"`), whatever the outcome; 0 for any other name.
     pub fn login_requests(&self, flow: &str) -> usize {
-        lock(&self.shared.login_requests)
+        lock(&self.state().login_requests)
             .get(flow)
             .copied()
             .unwrap_or(0)
@@ -349,70 +307,35 @@ impl BagIdStandIn {
 
     /// `POST /v2/auth/refresh` requests, whatever the outcome.
     pub fn refresh_requests(&self) -> usize {
-        self.shared.refresh_requests.load(Ordering::SeqCst)
+        self.state().refresh_requests.load(Ordering::SeqCst)
     }
 
     /// The last request received, on any path.
     pub fn last_request(&self) -> Option<RecordedRequest> {
-        lock(&self.shared.last_request).clone()
-    }
-
-    /// When down, every endpoint answers 503 `service_unavailable` (and still counts).
-    pub fn set_available(&self, up: bool) {
-        self.shared.controls.set_available(up);
-    }
-
-    /// Wait this long before answering each request (a slow provider); zero to stop.
-    /// The request is counted and its answer decided on arrival, then delivered late.
-    pub fn set_delay(&self, delay: Duration) {
-        self.shared.controls.set_delay(delay);
-    }
-
-    /// Lifetime of access tokens issued from now on.
-    pub fn set_token_ttl(&self, ttl: Duration) {
-        self.shared.controls.set_token_ttl(ttl);
+        lock(&self.state().last_request).clone()
     }
 
     /// Lifetime of refresh tokens issued from now on.
     pub fn set_refresh_ttl(&self, ttl: Duration) {
-        *lock(&self.shared.refresh_ttl) = ttl;
+        self.state().refresh_ttl.set(ttl);
     }
 
     /// Lifetime of nonces issued from now on.
     pub fn set_nonce_ttl(&self, ttl: Duration) {
-        *lock(&self.shared.nonce_ttl) = ttl;
-    }
-
-    /// Every access and refresh token issued, oldest first.
-    pub fn issued_tokens(&self) -> Vec<String> {
-        lock(&self.shared.tokens).issued()
+        self.state().nonce_ttl.set(ttl);
     }
 
     /// Every nonce issued, oldest first.
     pub fn issued_nonces(&self) -> Vec<String> {
-        lock(&self.shared.nonces).issued()
-    }
-
-    /// True for an access token issued here, unexpired and not revoked (false for refresh
-    /// tokens).
-    pub fn is_valid_token(&self, token: &str) -> bool {
-        lock(&self.shared.tokens)
-            .live(token)
-            .is_some_and(|facts| facts.kind == Kind::Access)
-    }
-
-    /// Every access and refresh token issued so far becomes invalid.
-    pub fn revoke_all(&self) {
-        lock(&self.shared.tokens).retire_all();
+        lock(&self.state().nonces).issued()
     }
 
     /// Every refresh token issued so far becomes invalid; access tokens stay valid.
     pub fn revoke_refresh_tokens(&self) {
-        lock(&self.shared.tokens).retire_where(|facts| facts.kind == Kind::Refresh);
-    }
-
-    pub async fn stop(self) {
-        self.server.stop().await
+        self.state()
+            .tokens
+            .book()
+            .retire_where(|facts| facts.kind == Kind::Refresh);
     }
 }
 
@@ -439,6 +362,17 @@ fn failure(status: StatusCode, error: &'static str, message: impl Into<String>) 
         error,
         message: message.into(),
     }
+}
+
+/// The answer of BagID, and of the attestor, when down.
+fn switched_off(who: &str) -> Response {
+    let message = format!("the {who} stand-in is switched off");
+    failure(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+        message,
+    )
+    .into_response()
 }
 
 fn bad_request(message: impl Into<String>) -> Failure {
@@ -478,80 +412,44 @@ fn required_field<'a>(request: &'a Map<String, Value>, name: &str) -> Result<&'a
     }
 }
 
-/// Run `answer` unless the arrival check (count, record, availability) already answered,
-/// then apply the delay.
-async fn handle(
-    shared: &Shared,
-    counter: Counter,
-    path: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-    answer: impl FnOnce(&Shared, &HeaderMap, &[u8]) -> Result<Response, Failure>,
-) -> Response {
-    let response = match shared
-        .arrive(counter, path, headers, body)
-        .and_then(|()| answer(shared, headers, body))
-    {
-        Ok(response) => response,
-        Err(failure) => failure.into_response(),
-    };
-    shared.controls.delayed(response).await
-}
-
-async fn federated(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+fn federated(shared: &BagId, headers: &HeaderMap, body: &[u8]) -> Response {
     let counter = Counter::Login("federated");
-    handle(
-        &shared,
-        counter,
-        FEDERATED_PATH,
-        &headers,
-        &body,
-        |shared, headers, body| {
-            let app_key = required_header(headers, APP_KEY_HEADER)?;
-            let request = json_object(body)?;
-            let token = required_field(&request, "token")?;
-            if !shared.known_app_key(app_key) {
-                return Err(unauthorized("unknown source app key"));
-            }
-            let claims = jwt::verify(token)
-                .map_err(|_| unauthorized("the host token is not trusted or has expired"))?;
-            Ok(shared.issue(&claims.sub))
-        },
-    )
-    .await
+    shared.answer(counter, FEDERATED_PATH, headers, body, || {
+        let app_key = required_header(headers, APP_KEY_HEADER)?;
+        let request = json_object(body)?;
+        let token = required_field(&request, "token")?;
+        if !shared.known_app_key(app_key) {
+            return Err(unauthorized("unknown source app key"));
+        }
+        let claims = jwt::verify(token)
+            .map_err(|_| unauthorized("the host token is not trusted or has expired"))?;
+        Ok(shared.issue(&claims.sub))
+    })
 }
 
-async fn nonces(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(
-        &shared,
-        Counter::Nonce,
-        NONCES_PATH,
-        &headers,
-        &body,
-        |shared, _, _| {
-            let ttl = *lock(&shared.nonce_ttl);
-            let mut random = [0u8; 12];
-            rand::rng().fill_bytes(&mut random);
-            let nonce = format!(
-                "n_{}",
-                random
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<String>()
-            );
-            lock(&shared.nonces).record(nonce.clone(), Instant::now() + ttl, ());
-            let expires_at = humantime::format_rfc3339_seconds(SystemTime::now() + ttl).to_string();
-            Ok(json_response(
-                StatusCode::OK,
-                &json!({"nonce": nonce, "expiresAt": expires_at, "ttlSeconds": ttl.as_secs()}),
-            ))
-        },
-    )
-    .await
+fn nonces(shared: &BagId, headers: &HeaderMap, body: &[u8]) -> Response {
+    shared.answer(Counter::Nonce, NONCES_PATH, headers, body, || {
+        let ttl = shared.nonce_ttl.get();
+        let mut random = [0u8; 12];
+        rand::rng().fill_bytes(&mut random);
+        let nonce = format!(
+            "n_{}",
+            random
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        lock(&shared.nonces).record(nonce.clone(), Instant::now() + ttl, ());
+        let expires_at = humantime::format_rfc3339_seconds(SystemTime::now() + ttl).to_string();
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({"nonce": nonce, "expiresAt": expires_at, "ttlSeconds": ttl.as_secs()}),
+        ))
+    })
 }
 
 /// The attestation and guest logins: spend the nonce, check the attestation object.
-fn attested_login(shared: &Shared, body: &[u8], subject: &str) -> Result<Response, Failure> {
+fn attested_login(shared: &BagId, body: &[u8], subject: &str) -> Result<Response, Failure> {
     let request = json_object(body)?;
     let nonce = required_field(&request, "nonce")?;
     let attestation_object = required_field(&request, "attestationObject")?;
@@ -574,118 +472,77 @@ fn attested_login(shared: &Shared, body: &[u8], subject: &str) -> Result<Respons
     Ok(shared.issue(subject))
 }
 
-async fn attestation(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+fn attestation(shared: &BagId, headers: &HeaderMap, body: &[u8]) -> Response {
     let counter = Counter::Login("attestation");
-    handle(
-        &shared,
-        counter,
-        ATTESTATION_PATH,
-        &headers,
-        &body,
-        |shared, _, body| attested_login(shared, body, ATTESTATION_SUBJECT),
-    )
-    .await
+    shared.answer(counter, ATTESTATION_PATH, headers, body, || {
+        attested_login(shared, body, ATTESTATION_SUBJECT)
+    })
 }
 
-async fn guest(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+fn guest(shared: &BagId, headers: &HeaderMap, body: &[u8]) -> Response {
     let counter = Counter::Login("guest");
-    handle(
-        &shared,
-        counter,
-        GUEST_PATH,
-        &headers,
-        &body,
-        |shared, _, body| attested_login(shared, body, GUEST_SUBJECT),
-    )
-    .await
+    shared.answer(counter, GUEST_PATH, headers, body, || {
+        attested_login(shared, body, GUEST_SUBJECT)
+    })
 }
 
-async fn b2b_secret(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+fn b2b_secret(shared: &BagId, headers: &HeaderMap, body: &[u8]) -> Response {
     let counter = Counter::Login("b2b_secret");
-    handle(
-        &shared,
-        counter,
-        B2B_SECRET_PATH,
-        &headers,
-        &body,
-        |shared, headers, body| {
-            let app_key = required_header(headers, APP_KEY_HEADER)?;
-            let secret = required_header(headers, B2B_SECRET_HEADER)?;
-            let request = json_object(body)?;
-            let username = required_field(&request, "username")?;
-            let password = required_field(&request, "password")?;
-            if !shared.known_app_key(app_key) {
-                return Err(unauthorized("unknown source app key"));
-            }
-            if shared.b2b_secret.expose() != secret {
-                return Err(unauthorized("invalid B2B secret"));
-            }
-            let known = shared
-                .b2b_users
-                .iter()
-                .any(|(u, p)| u == username && p.expose() == password);
-            if !known {
-                return Err(unauthorized("invalid username or password"));
-            }
-            Ok(shared.issue(username))
-        },
-    )
-    .await
+    shared.answer(counter, B2B_SECRET_PATH, headers, body, || {
+        let app_key = required_header(headers, APP_KEY_HEADER)?;
+        let secret = required_header(headers, B2B_SECRET_HEADER)?;
+        let request = json_object(body)?;
+        let username = required_field(&request, "username")?;
+        let password = required_field(&request, "password")?;
+        if !shared.known_app_key(app_key) {
+            return Err(unauthorized("unknown source app key"));
+        }
+        if shared.b2b_secret != secret {
+            return Err(unauthorized("invalid B2B secret"));
+        }
+        let known = shared
+            .b2b_users
+            .iter()
+            .any(|(u, p)| u == username && p == password);
+        if !known {
+            return Err(unauthorized("invalid username or password"));
+        }
+        Ok(shared.issue(username))
+    })
 }
 
-async fn refresh(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(
-        &shared,
-        Counter::Refresh,
-        REFRESH_PATH,
-        &headers,
-        &body,
-        |shared, _, body| {
-            let request = json_object(body)?;
-            let refresh_token = required_field(&request, "refreshToken")?;
-            let subject = {
-                let mut tokens = lock(&shared.tokens);
-                match tokens.get_mut(refresh_token) {
-                    Some(issued) if issued.details.kind == Kind::Refresh && issued.is_live() => {
-                        issued.retired = true;
-                        issued.details.subject.clone()
-                    }
-                    _ => {
-                        return Err(unauthorized(
-                            "the refresh token is unknown, used, revoked or expired",
-                        ))
-                    }
-                }
-            };
-            Ok(shared.issue(&subject))
-        },
-    )
-    .await
-}
-
-struct AttestorShared {
-    available: AtomicBool,
-    tampered: AtomicBool,
-    delay: Delay,
-    requests: AtomicUsize,
-    last_nonce: Mutex<Option<String>>,
+fn refresh(shared: &BagId, headers: &HeaderMap, body: &[u8]) -> Response {
+    shared.answer(Counter::Refresh, REFRESH_PATH, headers, body, || {
+        let request = json_object(body)?;
+        let refresh_token = required_field(&request, "refreshToken")?;
+        let subject = shared.tokens.spend_refresh(
+            refresh_token,
+            |_| unauthorized("the refresh token is unknown, used, revoked or expired"),
+            |_| Ok(()),
+        )?;
+        Ok(shared.issue(&subject))
+    })
 }
 
 /// The attestor a gateway hands the BagID nonce to: `POST /attest {"nonce"}` →
 /// `{"attestationObject": attestation_for(nonce)}`. Errors as BagID's: 400 `bad_request`
 /// for a body that is not a JSON object with a non-empty string `nonce`, 503
-/// `service_unavailable` when down.
-pub struct AttestorStandIn {
-    server: RunningServer,
-    shared: Arc<AttestorShared>,
+/// `service_unavailable` when down. Tampered, it answers 200 with an attestation object
+/// BagID rejects.
+pub type AttestorStandIn = StandIn<Attestor>;
+
+/// The state of the attestor stand-in.
+pub struct Attestor {
+    switches: Switches,
+    tampered: AtomicBool,
+    requests: AtomicUsize,
+    last_nonce: Mutex<Option<String>>,
+}
+
+impl Switched for Attestor {
+    fn switches(&self) -> &Switches {
+        &self.switches
+    }
 }
 
 impl AttestorStandIn {
@@ -694,121 +551,74 @@ impl AttestorStandIn {
         Self::start_on(any_loopback_port()).await
     }
 
+    /// Start on `addr`.
     pub async fn start_on(addr: SocketAddr) -> std::io::Result<AttestorStandIn> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let shared = Arc::new(AttestorShared {
-            available: AtomicBool::new(true),
+        let attestor = |_| Attestor {
+            switches: Switches::default(),
             tampered: AtomicBool::new(false),
-            delay: Delay::default(),
             requests: AtomicUsize::new(0),
             last_nonce: Mutex::new(None),
-        });
-        let router = Router::new()
-            .route(ATTEST_PATH, post(attest))
-            .with_state(shared.clone());
-        let server = serve_listener(router, listener)?;
-        Ok(AttestorStandIn { server, shared })
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.server.addr()
-    }
-
-    pub fn url(&self) -> String {
-        self.server.url()
+        };
+        let router = Router::new().route(ATTEST_PATH, answer(MethodFilter::POST, attest));
+        Self::launch(addr, attestor, router).await
     }
 
     /// `url() + "/attest"`.
     pub fn attest_url(&self) -> String {
-        format!("{}{}", self.server.url(), ATTEST_PATH)
+        format!("{}{}", self.url(), ATTEST_PATH)
     }
 
     /// `POST /attest` requests, whatever the outcome.
     pub fn requests(&self) -> usize {
-        self.shared.requests.load(Ordering::SeqCst)
+        self.state().requests.load(Ordering::SeqCst)
     }
 
     /// The nonce of the last well-formed request.
     pub fn last_nonce(&self) -> Option<String> {
-        lock(&self.shared.last_nonce).clone()
-    }
-
-    /// When down, answers 503 `service_unavailable`.
-    pub fn set_available(&self, up: bool) {
-        self.shared.available.store(up, Ordering::SeqCst);
+        lock(&self.state().last_nonce).clone()
     }
 
     /// When true, answers 200 with an attestation object BagID rejects.
     pub fn set_tampered(&self, tampered: bool) {
-        self.shared.tampered.store(tampered, Ordering::SeqCst);
-    }
-
-    /// Wait this long before answering each request; zero to stop.
-    pub fn set_delay(&self, delay: Duration) {
-        self.shared.delay.set(delay);
-    }
-
-    pub async fn stop(self) {
-        self.server.stop().await
+        self.state().tampered.store(tampered, Ordering::SeqCst);
     }
 }
 
-async fn attest(State(shared): State<Arc<AttestorShared>>, body: Bytes) -> Response {
-    let response = attest_answer(&shared, &body);
-    shared.delay.sleep().await;
-    response
-}
-
-fn attest_answer(shared: &AttestorShared, body: &[u8]) -> Response {
+fn attest(shared: &Attestor, _: &HeaderMap, body: &[u8]) -> Response {
     shared.requests.fetch_add(1, Ordering::SeqCst);
-    if !shared.available.load(Ordering::SeqCst) {
-        return failure(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "service_unavailable",
-            "the attestor stand-in is switched off",
-        )
-        .into_response();
+    if !shared.switches.is_available() {
+        return switched_off("attestor");
     }
-    let request = match json_object(body) {
-        Ok(request) => request,
-        Err(failure) => return failure.into_response(),
-    };
-    let nonce = match required_field(&request, "nonce") {
-        Ok(nonce) => nonce,
-        Err(failure) => return failure.into_response(),
-    };
-    *lock(&shared.last_nonce) = Some(nonce.to_owned());
-    let attestation_object = if shared.tampered.load(Ordering::SeqCst) {
-        attestation_for(&format!("{nonce}-tampered"))
-    } else {
-        attestation_for(nonce)
-    };
-    json_response(
-        StatusCode::OK,
-        &json!({"attestationObject": attestation_object}),
-    )
+    let attested = json_object(body).and_then(|request| {
+        let nonce = required_field(&request, "nonce")?;
+        *lock(&shared.last_nonce) = Some(nonce.to_owned());
+        Ok(if shared.tampered.load(Ordering::SeqCst) {
+            attestation_for(&format!("{nonce}-tampered"))
+        } else {
+            attestation_for(nonce)
+        })
+    });
+    match attested {
+        Ok(attestation_object) => json_response(
+            StatusCode::OK,
+            &json!({"attestationObject": attestation_object}),
+        ),
+        Err(failure) => failure.into_response(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing;
+    use crate::testing::started;
     use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
-    /// (status, body)
+    /// (status, body), which is JSON whatever the status.
     async fn post(url: String, headers: &[(&str, &str)], body: Option<&str>) -> (u16, Value) {
-        let mut request = reqwest::Client::new().post(url);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        if let Some(body) = body {
-            request = request
-                .header("Content-Type", "application/json")
-                .body(body.to_owned());
-        }
-        let reply = request.send().await.unwrap();
-        let status = reply.status().as_u16();
-        assert_eq!(reply.headers()["content-type"], "application/json");
-        (status, reply.json().await.unwrap())
+        let reply = testing::post(&url, headers, body).await;
+        assert_eq!(reply.content_type, "application/json");
+        (reply.status, reply.json())
     }
 
     fn url(bagid: &BagIdStandIn, path: &str) -> String {
@@ -836,16 +646,31 @@ mod tests {
         assert_eq!(body["refreshExpiresIn"], 3600);
         let access = body["accessToken"].as_str().unwrap().to_owned();
         let refresh = body["refreshToken"].as_str().unwrap().to_owned();
-        let claims = jwt::verify(&access).unwrap();
-        assert_eq!(claims.sub, sub);
-        assert_eq!(claims.iss, bagid.url());
-        assert_eq!(claims.exp, claims.iat + 300);
-        assert!(bagid.is_valid_token(&access));
+        testing::assert_jwt_of(bagid, &access, sub, 300);
         assert!(
             !bagid.is_valid_token(&refresh),
             "a refresh token is no access token"
         );
         (access, refresh)
+    }
+
+    async fn b2b_login(bagid: &BagIdStandIn) -> (u16, Value) {
+        post(
+            url(bagid, B2B_SECRET_PATH),
+            &[APP_KEY, B2B],
+            Some(B2B_LOGIN),
+        )
+        .await
+    }
+
+    async fn refresh_with(bagid: &BagIdStandIn, token: &str) -> (u16, Value) {
+        let body = json!({"refreshToken": token}).to_string();
+        post(url(bagid, REFRESH_PATH), &[], Some(&body)).await
+    }
+
+    async fn attest(attestor: &AttestorStandIn, nonce: &str) -> (u16, Value) {
+        let body = json!({"nonce": nonce}).to_string();
+        post(attestor.attest_url(), &[], Some(&body)).await
     }
 
     async fn new_nonce(bagid: &BagIdStandIn) -> String {
@@ -895,7 +720,7 @@ mod tests {
 
     #[tokio::test]
     async fn federated_login() {
-        let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
+        let bagid: BagIdStandIn = started().await;
         let host = host_token("host-user-7", Duration::from_secs(60));
         let body = json!({"token": host}).to_string();
         let (status, reply) = post(url(&bagid, FEDERATED_PATH), &[APP_KEY], Some(&body)).await;
@@ -914,7 +739,7 @@ mod tests {
 
     #[tokio::test]
     async fn federated_errors() {
-        let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
+        let bagid: BagIdStandIn = started().await;
         let u = url(&bagid, FEDERATED_PATH);
         let good = json!({"token": host_token("h", Duration::from_secs(60))}).to_string();
         // Missing header, empty header, missing or bad body.
@@ -960,7 +785,7 @@ mod tests {
 
     #[tokio::test]
     async fn nonce_shape() {
-        let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
+        let bagid: BagIdStandIn = started().await;
         let before = SystemTime::now();
         let (status, body) = post(url(&bagid, NONCES_PATH), &[], None).await;
         assert_eq!(status, 200);
@@ -983,18 +808,17 @@ mod tests {
 
     #[tokio::test]
     async fn attestation_and_guest_logins() {
-        let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
-        let nonce = new_nonce(&bagid).await;
-        let body = attested_body(&nonce, &attestation_for(&nonce));
-        let (status, reply) = post(url(&bagid, ATTESTATION_PATH), &[], Some(&body)).await;
-        assert_eq!(status, 200, "{reply}");
-        login_response(&bagid, &reply, ATTESTATION_SUBJECT);
-
-        let nonce = new_nonce(&bagid).await;
-        let body = attested_body(&nonce, &attestation_for(&nonce));
-        let (status, reply) = post(url(&bagid, GUEST_PATH), &[], Some(&body)).await;
-        assert_eq!(status, 200, "{reply}");
-        login_response(&bagid, &reply, GUEST_SUBJECT);
+        let bagid: BagIdStandIn = started().await;
+        for (path, subject) in [
+            (ATTESTATION_PATH, ATTESTATION_SUBJECT),
+            (GUEST_PATH, GUEST_SUBJECT),
+        ] {
+            let nonce = new_nonce(&bagid).await;
+            let body = attested_body(&nonce, &attestation_for(&nonce));
+            let (status, reply) = post(url(&bagid, path), &[], Some(&body)).await;
+            assert_eq!(status, 200, "{reply}");
+            login_response(&bagid, &reply, subject);
+        }
         assert_ne!(ATTESTATION_SUBJECT, GUEST_SUBJECT);
 
         assert_eq!(bagid.login_requests("attestation"), 1);
@@ -1005,7 +829,7 @@ mod tests {
 
     #[tokio::test]
     async fn nonces_are_single_use() {
-        let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
+        let bagid: BagIdStandIn = started().await;
         let nonce = new_nonce(&bagid).await;
         let body = attested_body(&nonce, &attestation_for(&nonce));
         let (status, _) = post(url(&bagid, GUEST_PATH), &[], Some(&body)).await;
@@ -1033,7 +857,7 @@ mod tests {
 
     #[tokio::test]
     async fn attested_login_errors() {
-        let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
+        let bagid: BagIdStandIn = started().await;
         let nonce = new_nonce(&bagid).await;
         let attestation = attestation_for(&nonce);
         for path in [ATTESTATION_PATH, GUEST_PATH] {
@@ -1093,7 +917,7 @@ mod tests {
 
     #[tokio::test]
     async fn b2b_secret_login() {
-        let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
+        let bagid: BagIdStandIn = started().await;
         let u = url(&bagid, B2B_SECRET_PATH);
         let (status, reply) = post(u.clone(), &[APP_KEY, B2B], Some(B2B_LOGIN)).await;
         assert_eq!(status, 200, "{reply}");
@@ -1148,22 +972,11 @@ mod tests {
 
     #[tokio::test]
     async fn refresh_tokens_rotate_and_are_single_use() {
-        let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
-        let (_, reply) = post(
-            url(&bagid, B2B_SECRET_PATH),
-            &[APP_KEY, B2B],
-            Some(B2B_LOGIN),
-        )
-        .await;
+        let bagid: BagIdStandIn = started().await;
+        let (_, reply) = b2b_login(&bagid).await;
         let (access1, refresh1) = login_response(&bagid, &reply, "svc");
-        let refresh_body = |token: &str| json!({"refreshToken": token}).to_string();
 
-        let (status, reply) = post(
-            url(&bagid, REFRESH_PATH),
-            &[],
-            Some(&refresh_body(&refresh1)),
-        )
-        .await;
+        let (status, reply) = refresh_with(&bagid, &refresh1).await;
         assert_eq!(status, 200, "{reply}");
         let (access2, refresh2) = login_response(&bagid, &reply, "svc");
         assert_ne!(access1, access2);
@@ -1172,7 +985,7 @@ mod tests {
 
         // The used refresh token, an access token, an unknown one: 401.
         for token in [refresh1.as_str(), access2.as_str(), "never-issued"] {
-            let reply = post(url(&bagid, REFRESH_PATH), &[], Some(&refresh_body(token))).await;
+            let reply = refresh_with(&bagid, token).await;
             assert_error(&reply, 401, "unauthorized");
         }
         // Missing or malformed: 400.
@@ -1190,12 +1003,7 @@ mod tests {
             );
         }
         // The new one works.
-        let (status, _) = post(
-            url(&bagid, REFRESH_PATH),
-            &[],
-            Some(&refresh_body(&refresh2)),
-        )
-        .await;
+        let (status, _) = refresh_with(&bagid, &refresh2).await;
         assert_eq!(status, 200);
         assert_eq!(bagid.refresh_requests(), 10);
         assert_eq!(bagid.login_requests("b2b_secret"), 1);
@@ -1206,55 +1014,32 @@ mod tests {
 
     #[tokio::test]
     async fn refresh_expiry_and_revocation() {
-        let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
-        let login = || {
-            post(
-                url(&bagid, B2B_SECRET_PATH),
-                &[APP_KEY, B2B],
-                Some(B2B_LOGIN),
-            )
-        };
-        let refresh_body = |token: &str| json!({"refreshToken": token}).to_string();
-
-        bagid.set_refresh_ttl(Duration::from_millis(300));
-        let (_, reply) = login().await;
-        assert_eq!(reply["refreshExpiresIn"], 0);
-        let refresh = reply["refreshToken"].as_str().unwrap().to_owned();
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        let reply = post(
-            url(&bagid, REFRESH_PATH),
-            &[],
-            Some(&refresh_body(&refresh)),
-        )
-        .await;
-        assert_error(&reply, 401, "unauthorized");
-
-        bagid.set_refresh_ttl(Duration::from_secs(3600));
-        let (_, reply) = login().await;
-        let access = reply["accessToken"].as_str().unwrap().to_owned();
-        let refresh = reply["refreshToken"].as_str().unwrap().to_owned();
-        bagid.revoke_refresh_tokens();
-        assert!(bagid.is_valid_token(&access), "access tokens survive");
-        let reply = post(
-            url(&bagid, REFRESH_PATH),
-            &[],
-            Some(&refresh_body(&refresh)),
-        )
-        .await;
-        assert_error(&reply, 401, "unauthorized");
-
-        let (_, reply) = login().await;
-        let access = reply["accessToken"].as_str().unwrap().to_owned();
-        let refresh = reply["refreshToken"].as_str().unwrap().to_owned();
-        bagid.revoke_all();
-        assert!(!bagid.is_valid_token(&access));
-        let reply = post(
-            url(&bagid, REFRESH_PATH),
-            &[],
-            Some(&refresh_body(&refresh)),
-        )
-        .await;
-        assert_error(&reply, 401, "unauthorized");
+        let bagid: BagIdStandIn = started().await;
+        // Each way a refresh token stops working.
+        for spoil in ["expiry", "revoke_refresh_tokens", "revoke_all"] {
+            let refresh_ttl = match spoil {
+                "expiry" => Duration::from_millis(300),
+                _ => Duration::from_secs(3600),
+            };
+            bagid.set_refresh_ttl(refresh_ttl);
+            let (_, reply) = b2b_login(&bagid).await;
+            assert_eq!(reply["refreshExpiresIn"], refresh_ttl.as_secs(), "{spoil}");
+            let access = reply["accessToken"].as_str().unwrap().to_owned();
+            let refresh = reply["refreshToken"].as_str().unwrap().to_owned();
+            match spoil {
+                "expiry" => tokio::time::sleep(Duration::from_millis(400)).await,
+                "revoke_refresh_tokens" => {
+                    bagid.revoke_refresh_tokens();
+                    assert!(bagid.is_valid_token(&access), "access tokens survive");
+                }
+                _ => {
+                    bagid.revoke_all();
+                    assert!(!bagid.is_valid_token(&access));
+                }
+            }
+            let reply = refresh_with(&bagid, &refresh).await;
+            assert_error(&reply, 401, "unauthorized");
+        }
     }
 
     #[tokio::test]
@@ -1265,12 +1050,7 @@ mod tests {
             ..BagIdSettings::default()
         };
         let bagid = BagIdStandIn::start(settings).await.unwrap();
-        let (status, reply) = post(
-            url(&bagid, B2B_SECRET_PATH),
-            &[APP_KEY, B2B],
-            Some(B2B_LOGIN),
-        )
-        .await;
+        let (status, reply) = b2b_login(&bagid).await;
         assert_eq!(status, 200);
         assert_eq!(reply["expiresIn"], 600);
         assert!(reply.get("refreshToken").is_none());
@@ -1280,7 +1060,7 @@ mod tests {
 
     #[tokio::test]
     async fn unavailable_answers_503_everywhere() {
-        let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
+        let bagid: BagIdStandIn = started().await;
         bagid.set_available(false);
         let host = json!({"token": host_token("h", Duration::from_secs(60))}).to_string();
         type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], Option<&'a str>);
@@ -1312,80 +1092,55 @@ mod tests {
         assert!(bagid.issued_tokens().is_empty());
         assert!(bagid.issued_nonces().is_empty());
         bagid.set_available(true);
-        let (status, _) = post(
-            url(&bagid, B2B_SECRET_PATH),
-            &[APP_KEY, B2B],
-            Some(B2B_LOGIN),
-        )
-        .await;
+        let (status, _) = b2b_login(&bagid).await;
         assert_eq!(status, 200);
     }
 
     #[tokio::test]
-    async fn token_ttl_and_expiry() {
-        let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
-        bagid.set_token_ttl(Duration::from_secs(1));
-        let (_, reply) = post(
-            url(&bagid, B2B_SECRET_PATH),
-            &[APP_KEY, B2B],
-            Some(B2B_LOGIN),
-        )
+    async fn token_ttl_revocation_and_expiry() {
+        let bagid: BagIdStandIn = started().await;
+        testing::assert_ttl_expiry_and_revocation(&bagid, || async {
+            let (_, reply) = b2b_login(&bagid).await;
+            let access = reply["accessToken"].as_str().unwrap().to_owned();
+            let claims = jwt::verify(&access).unwrap();
+            assert_eq!(reply["expiresIn"], claims.exp - claims.iat);
+            (access, claims.exp - claims.iat)
+        })
         .await;
-        assert_eq!(reply["expiresIn"], 1);
-        let access = reply["accessToken"].as_str().unwrap();
-        let claims = jwt::verify(access).unwrap();
-        assert_eq!(claims.exp, claims.iat + 1);
-        assert!(bagid.is_valid_token(access));
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        assert!(!bagid.is_valid_token(access));
     }
 
     #[tokio::test]
     async fn delay_slows_the_answer() {
-        let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
-        bagid.set_delay(Duration::from_millis(300));
-        let started = Instant::now();
-        let (status, _) = post(url(&bagid, NONCES_PATH), &[], None).await;
-        assert_eq!(status, 200);
-        assert!(started.elapsed() >= Duration::from_millis(300));
-        bagid.set_delay(Duration::ZERO);
-        let started = Instant::now();
-        let (status, _) = post(url(&bagid, NONCES_PATH), &[], None).await;
-        assert_eq!(status, 200);
-        assert!(started.elapsed() < Duration::from_millis(300));
+        let bagid: BagIdStandIn = started().await;
+        let nonce = || async { post(url(&bagid, NONCES_PATH), &[], None).await.0 };
+        testing::assert_delay_applies(&bagid, nonce).await;
     }
 
     #[tokio::test]
     async fn other_methods_are_405() {
-        let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
-        let client = reqwest::Client::new();
-        for path in [
+        let bagid: BagIdStandIn = started().await;
+        let paths = [
             FEDERATED_PATH,
             NONCES_PATH,
             ATTESTATION_PATH,
             GUEST_PATH,
             B2B_SECRET_PATH,
             REFRESH_PATH,
-        ] {
-            let status = client.get(url(&bagid, path)).send().await.unwrap().status();
-            assert_eq!(status, 405, "{path}");
-        }
-        assert_eq!(bagid.nonce_requests(), 0);
-        assert_eq!(bagid.refresh_requests(), 0);
+        ];
+        let counted = || {
+            let logins: usize = FLOWS.iter().map(|flow| bagid.login_requests(flow)).sum();
+            logins + bagid.nonce_requests() + bagid.refresh_requests()
+        };
+        testing::assert_only_post(&paths.map(|path| url(&bagid, path)), counted).await;
     }
 
     #[tokio::test]
     async fn attestor_feeds_the_attestation_flow() {
-        let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
+        let bagid: BagIdStandIn = started().await;
         let attestor = AttestorStandIn::start().await.unwrap();
         assert_eq!(attestor.attest_url(), format!("{}/attest", attestor.url()));
         let nonce = new_nonce(&bagid).await;
-        let (status, reply) = post(
-            attestor.attest_url(),
-            &[],
-            Some(&json!({"nonce": nonce}).to_string()),
-        )
-        .await;
+        let (status, reply) = attest(&attestor, &nonce).await;
         assert_eq!(status, 200, "{reply}");
         let attestation = reply["attestationObject"].as_str().unwrap();
         assert_eq!(attestation, attestation_for(&nonce));
@@ -1398,12 +1153,7 @@ mod tests {
         // Tampered: a 200 that BagID refuses.
         attestor.set_tampered(true);
         let nonce = new_nonce(&bagid).await;
-        let (status, reply) = post(
-            attestor.attest_url(),
-            &[],
-            Some(&json!({"nonce": nonce}).to_string()),
-        )
-        .await;
+        let (status, reply) = attest(&attestor, &nonce).await;
         assert_eq!(status, 200);
         let body = attested_body(&nonce, reply["attestationObject"].as_str().unwrap());
         assert_error(
@@ -1438,12 +1188,12 @@ mod tests {
             "service_unavailable",
         );
         attestor.set_available(true);
-        attestor.set_delay(Duration::from_millis(300));
-        let started = Instant::now();
-        let (status, _) = post(attestor.attest_url(), &[], Some(r#"{"nonce":"n_1"}"#)).await;
-        assert_eq!(status, 200);
-        assert!(started.elapsed() >= Duration::from_millis(300));
-        assert_eq!(attestor.requests(), 7);
+        let attest = || async {
+            let (status, _) = post(attestor.attest_url(), &[], Some(r#"{"nonce":"n_1"}"#)).await;
+            status
+        };
+        testing::assert_delay_applies(&attestor, attest).await;
+        assert_eq!(attestor.requests(), 8);
         let status = reqwest::get(attestor.attest_url()).await.unwrap().status();
         assert_eq!(status, 405);
     }

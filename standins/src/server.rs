@@ -1,27 +1,10 @@
-//! Loopback stand-ins for the auth providers and for an upstream, used by `tollgate demo`
-//! and by the end-to-end tests.
-//!
-//! Every stand-in runs an axum server on a tokio task of the current runtime, keeps its
-//! counters and issued tokens in shared state, and can be switched "down" to test how the
-//! gateway behaves when a provider fails. None of them is meant to face a network.
+//! The server under every stand-in: a task of the current tokio runtime that stops
+//! accepting when its handle is stopped or dropped.
 
-pub mod bagid;
-pub mod bigbucks;
-pub mod bigid;
-mod controls;
-pub mod echo;
-pub mod fortanix;
-pub mod jwt;
-pub mod oauth2;
-pub mod scripted;
-pub mod stack;
-
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -41,6 +24,25 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
+    /// Run `serving` on `listener`; the future it returns ends its service once the signal
+    /// it is given fires (on `stop()`, or when the handle is dropped).
+    pub(crate) fn spawn<F>(
+        listener: TcpListener,
+        serving: impl FnOnce(TcpListener, oneshot::Receiver<()>) -> F,
+    ) -> std::io::Result<RunningServer>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let addr = listener.local_addr()?;
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let task = tokio::spawn(serving(listener, signal));
+        Ok(RunningServer {
+            addr,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        })
+    }
+
     /// The bound address (with the real port when port 0 was asked for).
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -73,49 +75,20 @@ pub async fn serve(router: axum::Router, addr: SocketAddr) -> std::io::Result<Ru
 }
 
 /// Serve `router` on an already bound listener (lets a stand-in learn its address before
-/// it builds its router).
+/// it builds its state).
 pub(crate) fn serve_listener(
     router: axum::Router,
     listener: TcpListener,
 ) -> std::io::Result<RunningServer> {
-    let addr = listener.local_addr()?;
-    let (shutdown, signal) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        // The signal fires on `stop()` and also when the sender is dropped with the handle.
+    RunningServer::spawn(listener, |listener, signal| async move {
+        let addr = listener.local_addr().ok();
         let serving = axum::serve(listener, router).with_graceful_shutdown(async move {
             let _ = signal.await;
         });
         if let Err(error) = serving.await {
-            tracing::warn!(%addr, %error, "stand-in server failed");
+            tracing::warn!(?addr, %error, "stand-in server failed");
         }
-    });
-    Ok(RunningServer {
-        addr,
-        shutdown: Some(shutdown),
-        task: Some(task),
     })
-}
-
-/// `127.0.0.1:0`: any free loopback port.
-pub(crate) fn any_loopback_port() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
-/// Lock a mutex, ignoring poisoning: stand-in state stays usable after a panicking test.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A JSON response with the given status and body.
-pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
-    let mut response = (status, body.to_string()).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
 }
 
 #[cfg(test)]
@@ -129,7 +102,7 @@ mod tests {
 
     #[tokio::test]
     async fn serve_binds_port_zero_and_answers() {
-        let server = serve(hello(), any_loopback_port()).await.unwrap();
+        let server = serve(hello(), crate::any_loopback_port()).await.unwrap();
         assert_ne!(server.addr().port(), 0);
         assert_eq!(
             server.url(),
@@ -147,7 +120,7 @@ mod tests {
 
     #[tokio::test]
     async fn stop_is_quick_with_an_idle_keep_alive_connection() {
-        let server = serve(hello(), any_loopback_port()).await.unwrap();
+        let server = serve(hello(), crate::any_loopback_port()).await.unwrap();
         let url = format!("{}/hello", server.url());
         let client = reqwest::Client::new();
         assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
@@ -159,7 +132,7 @@ mod tests {
 
     #[tokio::test]
     async fn drop_stops_the_server() {
-        let server = serve(hello(), any_loopback_port()).await.unwrap();
+        let server = serve(hello(), crate::any_loopback_port()).await.unwrap();
         let url = format!("{}/hello", server.url());
         drop(server);
         let mut refused = false;
@@ -175,7 +148,7 @@ mod tests {
 
     #[tokio::test]
     async fn binding_a_busy_port_fails() {
-        let server = serve(hello(), any_loopback_port()).await.unwrap();
+        let server = serve(hello(), crate::any_loopback_port()).await.unwrap();
         assert!(serve(hello(), server.addr()).await.is_err());
     }
 }
