@@ -1079,9 +1079,8 @@ async fn no_caller_credential_or_secret_in_the_logs_or_error_bodies() {
     }
     assert_absent("the metrics", &stack.gateway.metrics().await, &secrets);
 
-    // Let the access log lines of the last requests be written.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let logs = stack.gateway.logs();
+    // Every request above is done once its access line is written.
+    let logs = stack.gateway.logs_after_requests(replies.len()).await;
     assert!(
         logs.contains("\"level\":\"DEBUG\"") && logs.contains("JWKS fetched"),
         "not the debug logs expected:\n{logs}"
@@ -1101,8 +1100,7 @@ async fn a_forwarded_caller_credential_is_not_logged_at_debug_level() {
         .await;
     assert_eq!(recorded.header_values("x-auth"), [engine_token.as_str()]);
 
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let logs = stack.gateway.logs();
+    let logs = stack.gateway.logs_after_requests(2).await;
     assert!(logs.contains("\"level\":\"DEBUG\""), "no debug lines");
     let mut secrets = vec![("API key", API_KEY.to_owned())];
     secrets.extend(token_needles("engine token", &engine_token));

@@ -295,8 +295,8 @@ async fn never_leak(env: &[(&str, &str)], reflect: bool) {
     })
     .await;
     assert!(ended, "no terminate call");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    emitted.push(gateway.logs());
+    // The last line the gateway writes, after the session was ended.
+    emitted.push(gateway.logs_once_written("drained; exiting").await);
 
     let mut needles: Vec<String> = [
         DSM_SECRET,

@@ -492,7 +492,7 @@ async fn concurrent_401s_for_one_token_make_one_relogin() {
     let gateway = Gateway::start(&simple_config(&idp, &echo.url())).await;
     gateway.wait_ready().await;
     // All 20 first tries arrive (and are marked 401) before any answer goes back.
-    echo.set_delay(std::time::Duration::from_millis(300));
+    echo.hold_answers_until(echo.request_count() + 20);
     echo.respond_next_with(401, 20);
     let mut tasks = Vec::new();
     for i in 0..20 {

@@ -158,9 +158,13 @@ async fn never_leak(extra_env: &[(&str, &str)], reflect: bool) {
     let (status, _, _) = gateway.get_json("/bigid-token/retry").await;
     assert_eq!(status, 200);
 
-    // Refreshes (with refresh tokens) happen every second on `idp`; then it goes down, its
-    // refreshes fail and its token runs out.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Refreshes (with refresh tokens) happen every second on `idp`: once one went through,
+    // it goes down, its refreshes fail and its token runs out.
+    let refreshed = eventually(Duration::from_secs(5), || async {
+        idp.grant_requests("refresh_token") >= 1
+    })
+    .await;
+    assert!(refreshed, "no refresh with the refresh token");
     idp.set_available(false);
     let expired = eventually(Duration::from_secs(5), || async {
         gateway.provider_status("idp").await["state"] == "unavailable"

@@ -149,10 +149,11 @@ async fn expiring_tokens_are_refreshed_ahead_with_no_failed_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn provider_down_with_a_valid_token_keeps_serving_it() {
-    // Lifetime 4 s, refresh due at 2 s: the refresh fails from 2 s on, the token is good
-    // until 4 s. Requests run until 3 s.
+    // Lifetime 6 s, refresh due at half of it: the refresh fails from 3 s on, while the
+    // token is good until 5.4 s. The requests wait for the failed refresh, not a clock,
+    // and take a fraction of the 2.4 s left.
     let idp = OAuth2StandIn::start(OAuth2Settings {
-        token_ttl: Duration::from_secs(4),
+        token_ttl: Duration::from_secs(6),
         ..OAuth2Settings::default()
     })
     .await
@@ -162,21 +163,27 @@ async fn provider_down_with_a_valid_token_keeps_serving_it() {
         &[oauth2(
             "idp",
             &idp.token_url(),
-            "refresh: { before_expiry: 2s, min_backoff: 200ms, max_backoff: 400ms }",
+            "refresh: { before_expiry: 3s, min_backoff: 200ms, max_backoff: 400ms }",
         )],
         &[route("reports", "/reports/", &echo.url(), "idp", "")],
     );
     let gateway = Gateway::start(&yaml).await;
     gateway.wait_ready().await;
-    let started = Instant::now();
     idp.set_available(false);
     let token = idp.issued_tokens()[0].clone();
+    let failed = eventually(Duration::from_secs(8), || async {
+        gateway
+            .metric("tollgate_token_requests_total{provider=\"idp\",kind=\"login\",outcome=\"failure\"}")
+            .await
+            >= 1.0
+    })
+    .await;
+    assert!(failed, "no failed refresh: {}", gateway.metrics().await);
 
-    while started.elapsed() < Duration::from_millis(3000) {
+    for n in 0..20 {
         let (status, _, body) = gateway.get_json("/reports/x").await;
-        assert_eq!(status, 200, "at {:?}: {body}", started.elapsed());
+        assert_eq!(status, 200, "request {n}: {body}");
         assert_eq!(body["headers"]["authorization"], format!("Bearer {token}"));
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(idp.token_requests() >= 2, "the refresh was not attempted");
     let status = gateway.provider_status("idp").await;

@@ -15,6 +15,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Router;
 use serde_json::{json, Map, Value};
+use tokio::sync::watch;
 
 use crate::controls::Delay;
 use crate::handle::StandIn;
@@ -67,6 +68,10 @@ pub struct Echo {
     delay: Delay,
     /// Answer with the description of the request (true) or a bare `{"ok":true}`.
     reflect: AtomicBool,
+    /// How many requests have arrived, watched by answers held back ([`EchoUpstream::hold_answers_until`]).
+    arrivals: watch::Sender<usize>,
+    /// Answers wait until this many requests have arrived.
+    release_at: AtomicUsize,
 }
 
 impl EchoUpstream {
@@ -84,6 +89,8 @@ impl EchoUpstream {
             forced: Mutex::new(None),
             delay: Delay::default(),
             reflect: AtomicBool::new(true),
+            arrivals: watch::channel(0).0,
+            release_at: AtomicUsize::new(0),
         };
         Self::launch(addr, echo, Router::new().fallback(echo_request)).await
     }
@@ -113,6 +120,13 @@ impl EchoUpstream {
     /// (they are still recorded). Replaces an earlier setting; `count` 0 clears it.
     pub fn respond_next_with(&self, status: u16, count: usize) {
         *lock(&self.state().forced) = (count > 0).then_some((status, count));
+    }
+
+    /// Hold every answer back until `total` requests (counted since the start) have
+    /// arrived: a barrier that lines up concurrent requests at the upstream without
+    /// guessing how long they take to get there.
+    pub fn hold_answers_until(&self, total: usize) {
+        self.state().release_at.store(total, Ordering::SeqCst);
     }
 
     /// Sleep this long before answering each request (a slow upstream); zero to stop.
@@ -146,7 +160,8 @@ async fn echo_request(State(state): State<Arc<Echo>>, request: Request) -> Respo
         }
         requests.push_back(recorded.clone());
     }
-    state.count.fetch_add(1, Ordering::SeqCst);
+    let arrived = state.count.fetch_add(1, Ordering::SeqCst) + 1;
+    state.arrivals.send_replace(arrived);
 
     // Decide the forced status at arrival, so the order of answers follows the order of
     // requests even when a delay is set.
@@ -165,6 +180,12 @@ async fn echo_request(State(state): State<Arc<Echo>>, request: Request) -> Respo
         }
     };
 
+    let release_at = state.release_at.load(Ordering::SeqCst);
+    let _ = state
+        .arrivals
+        .subscribe()
+        .wait_for(|arrived| *arrived >= release_at)
+        .await;
     state.delay.sleep().await;
 
     if let Some(status) = forced {
