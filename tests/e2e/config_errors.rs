@@ -1,9 +1,7 @@
 //! End to end: `tollgate check` and `tollgate run` on good and bad configs. Every error
 //! names its key path; one run reports them all; nothing is served on a bad config.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// A valid config. Nothing listens at the provider or upstream addresses: `check` must not
 /// need them, and the bad variants must fail before any network use.

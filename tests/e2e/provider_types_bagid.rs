@@ -1,13 +1,10 @@
 //! End to end: the `bagid` provider type's four login flows, its nonce handling and its
 //! refresh, against the BagID and attestor stand-ins, checked at the echo upstream.
 
-mod common;
-mod provider_types_support;
-
 use std::time::Duration;
 
-use common::*;
-use provider_types_support::*;
+use crate::common::*;
+use crate::provider_types_support::*;
 use serde_json::json;
 use tollgate_standins::bagid::{
     attestation_for, host_token, AttestorStandIn, BagIdSettings, BagIdStandIn, ATTESTATION_PATH,

@@ -9,11 +9,9 @@
 //! Every refusal is checked for its exact status and JSON `error`, and for the upstream
 //! (the echo stand-in) having seen nothing.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use jsonwebtoken::Algorithm;
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};

@@ -2,7 +2,6 @@
 //! `shutdown`): route blocks with any upstream keys, HTTP spoken by hand over raw TCP (for
 //! requests and upstreams a well-behaved library will not produce), and a TLS relay with a
 //! throwaway CA for the certificate checks.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -58,19 +57,13 @@ pub fn static_provider(name: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct RawResponse {
     pub status: u16,
-    /// Lower-case names.
+    /// Lower-case names; shown by `{:?}` in assertion messages.
+    #[allow(dead_code)]
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
 impl RawResponse {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
     }
@@ -516,7 +509,8 @@ impl Drop for Trap {
 
 /// A CA certificate and a server certificate it signed for `127.0.0.1` and `localhost`.
 pub struct TestPki {
-    pub dir: tempfile::TempDir,
+    /// Holds the files until the PKI is dropped.
+    _dir: tempfile::TempDir,
     pub ca_cert: PathBuf,
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
@@ -591,7 +585,7 @@ pub fn test_pki() -> Option<TestPki> {
         ca_cert: path("ca.pem"),
         server_cert: path("server.pem"),
         server_key: path("server.key"),
-        dir,
+        _dir: dir,
     })
 }
 
@@ -641,10 +635,6 @@ impl TlsRelay {
         TlsRelay { addr, task }
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// `https://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("https://{}", self.addr)
@@ -666,13 +656,6 @@ pub fn json_lines(logs: &str) -> Vec<Value> {
     logs.lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .collect()
-}
-
-/// Reads everything from `reader` until it ends or `wait` passes.
-pub async fn read_all<R: AsyncRead + Unpin>(reader: &mut R, wait: Duration) -> Vec<u8> {
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(wait, reader.read_to_end(&mut out)).await;
-    out
 }
 
 /// `path` as a string for YAML.

@@ -1,15 +1,12 @@
 //! End to end: the provider types `fortanix` and `bigbucks` log in the way their stand-ins
 //! expect, and the header the echo upstream receives carries their token. (`static` and
-//! `http` are in provider_types_static_http.rs, `bagid` in provider_types_bagid.rs, the leak
-//! check across all of them in provider_types_leaks.rs.)
-
-mod common;
-mod provider_types_support;
+//! `http` are in `provider_types_static_http`, `bagid` in `provider_types_bagid`, the leak
+//! check across all of them in `provider_types_leaks`.)
 
 use std::time::Duration;
 
-use common::*;
-use provider_types_support::*;
+use crate::common::*;
+use crate::provider_types_support::*;
 use serde_json::json;
 use tollgate_standins::bigbucks::{BigBucksSettings, BigBucksStandIn};
 use tollgate_standins::echo::EchoUpstream;

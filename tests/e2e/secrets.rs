@@ -2,12 +2,10 @@
 //! logs, `/metrics`, `/status`, `/readyz`, its own error bodies, `check`'s output), through
 //! logins, refreshes, rejections, provider outages and upstream retries.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use base64::Engine as _;
-use common::*;
 use tollgate_standins::bigid::{BigIdSettings, BigIdStandIn};
 use tollgate_standins::echo::EchoUpstream;
 use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};

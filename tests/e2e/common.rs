@@ -1,8 +1,5 @@
 //! Harness for the end-to-end tests: runs the real `tollgate` binary on loopback ports
 //! against the in-process stand-ins of `tollgate_standins`, and reads its admin endpoints.
-//!
-//! Every test binary includes this module and uses a different part of it.
-#![allow(dead_code)]
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
@@ -25,10 +22,15 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 /// that makes a provider fail does not wait long to see it recover.
 pub const FAST_REFRESH: &str = "refresh: { min_backoff: 200ms, max_backoff: 1s }";
 
+/// The fixed ports of `tollgate demo`'s stand-ins (18081-18086, the echo on 18090), which
+/// the demo test binds while the other tests run.
+const DEMO_PORTS: std::ops::RangeInclusive<u16> = 18_080..=18_099;
+
 /// A free loopback port for the gateway to listen on. It is drawn below the kernel's
 /// ephemeral range, so that the stand-ins of concurrent tests (which bind port 0) and
-/// outgoing connections cannot take it between this check and the gateway's bind; two
-/// gateways drawing the same port is left to [`Gateway::start`]'s retry.
+/// outgoing connections cannot take it between this check and the gateway's bind, and
+/// outside [`DEMO_PORTS`]; two gateways drawing the same port is left to
+/// [`Gateway::start`]'s retry.
 pub fn free_port() -> u16 {
     let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
@@ -37,7 +39,7 @@ pub fn free_port() -> u16 {
     if ephemeral_low > 12_000 {
         for _ in 0..100 {
             let port = rand::random_range(10_000..ephemeral_low);
-            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            if !DEMO_PORTS.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
                 return port;
             }
         }

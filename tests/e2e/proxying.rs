@@ -2,9 +2,7 @@
 //! stripping, routing), what it answers itself (404, 502), and the retry on an upstream
 //! 401.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use tollgate_standins::echo::EchoUpstream;
 use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};

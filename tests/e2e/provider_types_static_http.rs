@@ -1,13 +1,10 @@
 //! End to end: the provider types `static` (a fixed value) and `http` (a declarative
 //! login) inject what they should, checked at the echo upstream.
 
-mod common;
-mod provider_types_support;
-
 use std::time::Duration;
 
-use common::*;
-use provider_types_support::*;
+use crate::common::*;
+use crate::provider_types_support::*;
 use tollgate_standins::bigid::{BigIdSettings, BigIdStandIn};
 use tollgate_standins::echo::EchoUpstream;
 use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};

@@ -7,8 +7,6 @@
 //! ([`Reloading`]), keeping its ports so that the config can be rewritten with the same
 //! `server` section.
 
-mod common;
-
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{bearer, client, config, eventually, free_port, oauth2, route, sample};
+use crate::common::{bearer, client, config, eventually, free_port, oauth2, route, sample};
 use serde_json::Value;
 use tollgate_standins::echo::EchoUpstream;
 use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
@@ -48,7 +46,7 @@ impl Reloading {
             let stdout = File::create(dir.path().join("stdout.log")).unwrap();
             let stderr = File::create(dir.path().join("stderr.log")).unwrap();
             let mut gateway = Reloading {
-                child: Command::new(common::BIN)
+                child: Command::new(crate::common::BIN)
                     .args(["run", "--config", config.to_str().unwrap()])
                     .current_dir(dir.path())
                     .stdin(Stdio::null())

@@ -6,15 +6,12 @@
 //! The gateway is spawned here rather than by the shared harness, to signal it by pid and
 //! read its exit status.
 
-mod common;
-mod hardening_support;
-
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
-use hardening_support::*;
+use crate::common::*;
+use crate::hardening_support::*;
 use tollgate_standins::echo::EchoUpstream;
 use tollgate_standins::fortanix::{FortanixSettings, FortanixStandIn, DEMO_APP_ID};
 

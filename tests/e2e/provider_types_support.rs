@@ -1,7 +1,6 @@
 //! Helpers of the end-to-end tests of the provider types `fortanix`, `bigbucks`, `bagid`,
-//! `static` and `http` (tests/provider_types*.rs), on top of the shared harness in
-//! tests/common.
-#![allow(dead_code)]
+//! `static` and `http` (the `provider_types*` modules), on top of the shared harness in
+//! `common`.
 
 use std::time::Duration;
 

@@ -5,16 +5,13 @@
 //! identity headers; no log level prints a credential; provider error text never shows a
 //! secret in any encoding; and `/status` is not open to whoever reaches `/metrics`.
 
-mod common;
-mod hardening_support;
-
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::common::*;
+use crate::hardening_support::*;
 use base64::Engine;
-use common::*;
-use hardening_support::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use tollgate_standins::echo::EchoUpstream;

@@ -1,12 +1,10 @@
 //! End to end: each provider type and variant logs in the way the stand-in expects, and
 //! its token is what the upstream receives.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use base64::Engine as _;
-use common::*;
 use tollgate_standins::bigid::{BigIdSettings, BigIdStandIn};
 use tollgate_standins::echo::EchoUpstream;
 use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};

@@ -3,13 +3,10 @@
 //! emits itself (logs, `/metrics`, `/status`, `/readyz`, its error bodies) holds a password,
 //! secret, app key or issued token.
 
-mod common;
-mod provider_types_support;
-
 use std::time::Duration;
 
-use common::*;
-use provider_types_support::*;
+use crate::common::*;
+use crate::provider_types_support::*;
 use tollgate_standins::bagid::{host_token, AttestorStandIn, BagIdSettings, BagIdStandIn};
 use tollgate_standins::bigbucks::{BigBucksSettings, BigBucksStandIn};
 use tollgate_standins::bigid::{BigIdSettings, BigIdStandIn};

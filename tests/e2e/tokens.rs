@@ -3,12 +3,10 @@
 //! backoff when there is none, lifetimes from `expires_in`, JWT `exp` or `default_ttl`,
 //! refresh tokens.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tollgate_standins::echo::EchoUpstream;
 use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
 

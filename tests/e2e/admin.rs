@@ -1,10 +1,8 @@
 //! End to end: the admin listener (`/healthz`, `/readyz`, `/status`, `/metrics`).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use tollgate_standins::echo::EchoUpstream;
 use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};

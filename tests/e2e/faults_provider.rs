@@ -4,16 +4,13 @@
 //! flapping provider or a token expiring under load never fails a request; TLS
 //! certificates are checked unless a provider says otherwise (and then it is logged).
 
-mod common;
-mod hardening_support;
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::*;
-use hardening_support::*;
+use crate::common::*;
+use crate::hardening_support::*;
 use serde_json::{json, Value};
 use tollgate_standins::echo::EchoUpstream;
 use tollgate_standins::jwt;

@@ -1,7 +1,7 @@
 //! `tollgate demo` as a user runs it: it prints the curl lines to try, every demo route
 //! shows its injected credential, and Ctrl-C (SIGINT) ends it cleanly. The demo uses fixed
-//! ports, so this file holds one test. A build without the `demo` feature has no demo.
-#![cfg(feature = "demo")]
+//! ports (which the harness's `free_port` never draws), so this module holds one test. A
+//! build without the `demo` feature has no demo (see main.rs).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -3,14 +3,11 @@
 //! up half way through a response is logged and counted, and the client never gets another
 //! request's bytes; upstream TLS certificates are checked unless a route says otherwise.
 
-mod common;
-mod hardening_support;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::*;
-use hardening_support::*;
+use crate::common::*;
+use crate::hardening_support::*;
 use serde_json::Value;
 use tollgate_standins::echo::EchoUpstream;
 

@@ -5,13 +5,10 @@
 //! upstream address always comes from config. Config values that would inject CR/LF into a
 //! header are refused at load time, and the admin listener is on loopback by default.
 
-mod common;
-mod hardening_support;
-
 use std::time::Duration;
 
-use common::*;
-use hardening_support::*;
+use crate::common::*;
+use crate::hardening_support::*;
 use tollgate_standins::echo::EchoUpstream;
 
 const WAIT: Duration = Duration::from_secs(10);

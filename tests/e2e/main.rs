@@ -1,0 +1,40 @@
+//! The end-to-end tests, in one test binary (one link of the gateway instead of one per
+//! file): each module runs the real `tollgate` binary against the in-process stand-ins of
+//! `tollgate_standins`. `cargo test --test e2e NAME` runs the tests whose path holds NAME,
+//! for example `cargo test --test e2e abuse::` or `cargo test --test e2e sighup`.
+
+// The harness shared by every module.
+mod common;
+mod hardening_support;
+mod provider_types_support;
+
+// What the gateway forwards and answers.
+mod admin;
+mod providers;
+mod proxying;
+mod tokens;
+
+// Provider types.
+mod provider_types;
+mod provider_types_bagid;
+mod provider_types_leaks;
+mod provider_types_static_http;
+
+// Inbound checks and the attacker's view.
+mod abuse;
+mod authorization_boundary;
+mod inbound;
+mod secrets;
+
+// Faults, reload, shutdown.
+mod faults_provider;
+mod faults_upstream;
+mod reload;
+mod shutdown;
+
+// The command line: check, token, demo, the example configs.
+mod cli_token;
+mod config_errors;
+mod config_examples;
+#[cfg(feature = "demo")]
+mod demo;
