@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
+use crate::common::raw::*;
 use crate::common::*;
-use crate::hardening_support::*;
 use tollgate_standins::echo::EchoUpstream;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -16,26 +16,11 @@ const WAIT: Duration = Duration::from_secs(10);
 /// A gateway with `/open/` (no body limit but the default) and `/small/` (1 KiB) to the
 /// echo upstream.
 async fn gateway_and_echo() -> (Gateway, EchoUpstream) {
-    let echo = EchoUpstream::start().await.unwrap();
-    let yaml = config(
-        &[static_provider("key")],
-        &[
-            route_with(
-                "open",
-                "path_prefix: /open/",
-                &format!("url: {}", echo.url()),
-                Some("key"),
-                "",
-            ),
-            route_with(
-                "small",
-                "path_prefix: /small/",
-                &format!("url: {}", echo.url()),
-                Some("key"),
-                "max_request_body: 1KiB",
-            ),
-        ],
-    );
+    let echo = start_echo().await;
+    let yaml = keyed_config(&[
+        keyed_route("open", &echo.url(), ""),
+        keyed_route("small", &echo.url(), "max_request_body: 1KiB"),
+    ]);
     (Gateway::start(&yaml).await, echo)
 }
 
@@ -148,26 +133,11 @@ async fn a_declared_body_over_the_route_limit_is_413_and_never_forwarded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_chunked_body_growing_over_the_limit_never_reaches_the_upstream_whole() {
     let upstream = RecordingUpstream::start().await;
-    let echo = EchoUpstream::start().await.unwrap();
-    let yaml = config(
-        &[static_provider("key")],
-        &[
-            route_with(
-                "small",
-                "path_prefix: /small/",
-                &format!("url: {}", upstream.url()),
-                Some("key"),
-                "max_request_body: 1KiB",
-            ),
-            route_with(
-                "open",
-                "path_prefix: /open/",
-                &format!("url: {}", echo.url()),
-                Some("key"),
-                "",
-            ),
-        ],
-    );
+    let echo = start_echo().await;
+    let yaml = keyed_config(&[
+        keyed_route("small", &upstream.url(), "max_request_body: 1KiB"),
+        keyed_route("open", &echo.url(), ""),
+    ]);
     let gateway = Gateway::start(&yaml).await;
     let host = gateway.proxy_addr().to_string();
 
@@ -346,36 +316,33 @@ async fn invalid_header_bytes_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn absolute_form_targets_and_foreign_hosts_never_choose_the_upstream() {
     let trap = Trap::start().await;
-    let echo = EchoUpstream::start().await.unwrap();
-    let other = EchoUpstream::start().await.unwrap();
-    let any_host = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
+    let other = start_echo().await;
+    let any_host = start_echo().await;
     // Host-specific routes, and one path route for any host.
-    let yaml = config(
-        &[static_provider("key")],
-        &[
-            route_with(
-                "api",
-                "host: api.internal",
-                &format!("url: {}", echo.url()),
-                Some("key"),
-                "",
-            ),
-            route_with(
-                "files",
-                "host: files.internal, path_prefix: /files/",
-                &format!("url: {}", other.url()),
-                Some("key"),
-                "",
-            ),
-            route_with(
-                "any-host",
-                "path_prefix: /open/",
-                &format!("url: {}", any_host.url()),
-                Some("key"),
-                "",
-            ),
-        ],
-    );
+    let yaml = keyed_config(&[
+        route_block(
+            "api",
+            "host: api.internal",
+            &format!("url: {}", echo.url()),
+            Some("key"),
+            "",
+        ),
+        route_block(
+            "files",
+            "host: files.internal, path_prefix: /files/",
+            &format!("url: {}", other.url()),
+            Some("key"),
+            "",
+        ),
+        route_block(
+            "any-host",
+            "path_prefix: /open/",
+            &format!("url: {}", any_host.url()),
+            Some("key"),
+            "",
+        ),
+    ]);
     let gateway = Gateway::start(&yaml).await;
     let proxy = gateway.proxy_addr();
     let trap_addr = trap.addr();
@@ -523,9 +490,7 @@ fn assert_check_refuses(yaml: &str, env: &[(&str, &str)], path: &str) {
 #[test]
 fn config_values_that_would_inject_cr_lf_into_headers_are_refused_at_load() {
     let with_format = |format: &str| {
-        config(
-            &[static_provider("key")],
-            &[format!(
+        keyed_config(&[format!(
                 "  - name: r\n    match: {{ path_prefix: /r/ }}\n    upstream: {{ url: http://127.0.0.1:9 }}\n    credential: {{ provider: key, header: Authorization, format: {format} }}\n"
             )],
         )
@@ -553,7 +518,7 @@ fn config_values_that_would_inject_cr_lf_into_headers_are_refused_at_load() {
     // A static value is injected as it is.
     let yaml = config(
         &["  key:\n    type: static\n    value: \"abc\\r\\nX-Evil: 1\"\n".to_owned()],
-        &[route_with(
+        &[route_block(
             "r",
             "path_prefix: /r/",
             "url: http://127.0.0.1:9",
@@ -580,7 +545,7 @@ fn the_admin_listener_defaults_to_loopback() {
         "server:\n  listen: [\"127.0.0.1:{}\"]\nproviders:\n{}routes:\n{}",
         free_port(),
         static_provider("key"),
-        route_with(
+        route_block(
             "r",
             "path_prefix: /r/",
             "url: http://127.0.0.1:9",

@@ -7,15 +7,11 @@ use serde_json::Value;
 use tollgate_standins::echo::EchoUpstream;
 use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
 
+/// The stand-in idp, the echo upstream, and [`reports_config`] on them.
 async fn setup() -> (OAuth2StandIn, EchoUpstream, String) {
-    let idp = OAuth2StandIn::start(OAuth2Settings::default())
-        .await
-        .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
-    let yaml = config(
-        &[oauth2("idp", &idp.token_url(), "")],
-        &[route("reports", "/reports/", &echo.url(), "idp", "")],
-    );
+    let idp = start_oauth2(OAuth2Settings::default()).await;
+    let echo = start_echo().await;
+    let yaml = reports_config(&idp.token_url(), "", &echo.url());
     (idp, echo, yaml)
 }
 
@@ -69,8 +65,7 @@ async fn status_shows_state_expiry_and_a_fingerprint_never_the_token() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
+    let gateway = Gateway::start_ready(&yaml).await;
     let whole = gateway.status().await;
     let providers = whole["providers"].as_array().unwrap();
     assert_eq!(providers.len(), 1, "{whole}");
@@ -112,15 +107,7 @@ async fn status_after_failures_shows_the_error_and_retry() {
     let (idp, _echo, yaml) = setup().await;
     idp.set_available(false);
     let gateway = Gateway::start(&yaml).await;
-    let failed = eventually(Duration::from_secs(5), || async {
-        gateway.provider_status("idp").await["consecutive_failures"]
-            .as_u64()
-            .unwrap_or(0)
-            >= 1
-    })
-    .await;
-    assert!(failed);
-    let status = gateway.provider_status("idp").await;
+    let status = gateway.wait_failed("idp").await;
     assert_eq!(status["state"], "unavailable", "{status}");
     assert!(
         status["last_error"].as_str().is_some_and(|e| !e.is_empty()),
@@ -130,19 +117,13 @@ async fn status_after_failures_shows_the_error_and_retry() {
     assert!(status["last_refresh_unix"].is_null(), "{status}");
     let (code, _) = gateway.readyz().await;
     assert_eq!(code, 503);
-    assert!(
-        gateway
-            .metric("tollgate_token_requests_total{provider=\"idp\",kind=\"login\",outcome=\"failure\"}")
-            .await
-            >= 1.0
-    );
+    assert!(gateway.token_requests("idp", "login", "failure").await >= 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_count_what_happened() {
     let (idp, echo, yaml) = setup().await;
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
+    let gateway = Gateway::start_ready(&yaml).await;
     for _ in 0..5 {
         let (status, _, _) = gateway.get_json("/reports/x").await;
         assert_eq!(status, 200);
@@ -212,8 +193,7 @@ async fn metrics_count_what_happened() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn admin_and_proxy_listeners_are_separate() {
     let (_idp, echo, yaml) = setup().await;
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
+    let gateway = Gateway::start_ready(&yaml).await;
     // The admin paths are not served on the proxy listener.
     let (status, _, body) = gateway.get_json("/metrics").await;
     assert_eq!(status, 404, "{body}");
@@ -232,8 +212,7 @@ async fn admin_and_proxy_listeners_are_separate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn logs_are_json_lines_by_default() {
     let (_idp, _echo, yaml) = setup().await;
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
+    let gateway = Gateway::start_ready(&yaml).await;
     let (status, _, _) = gateway.get_json("/reports/x").await;
     assert_eq!(status, 200);
     let logged = eventually(Duration::from_secs(2), || async {

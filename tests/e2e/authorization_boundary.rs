@@ -9,13 +9,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::common::raw::*;
 use crate::common::*;
-use crate::hardening_support::*;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
-use tollgate_standins::echo::EchoUpstream;
-use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
+use tollgate_standins::oauth2::OAuth2Settings;
 use tollgate_standins::scripted::{Reply, ScriptedProvider};
 
 const HMAC_SECRET: &str = "boundary-test-hmac-secret-0123456789abcdef";
@@ -111,7 +110,7 @@ async fn dot_segments_in_any_spelling_never_carry_a_request_past_a_route_check()
     let yaml = config(
         &[],
         &[
-            route_with(
+            route_block(
                 "public",
                 "path_prefix: /files/public/",
                 &format!("url: {}", files.url()),
@@ -119,7 +118,7 @@ async fn dot_segments_in_any_spelling_never_carry_a_request_past_a_route_check()
                 "strip_prefix: false",
             )
             .replace("    strip_prefix: true\n", ""),
-            route_with(
+            route_block(
                 "private",
                 "path_prefix: /files/private/",
                 &format!("url: {}", files.url()),
@@ -188,17 +187,14 @@ async fn dot_segments_in_any_spelling_never_carry_a_request_past_a_route_check()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stripped_route_never_sends_its_credential_above_the_upstream_base_path() {
-    let echo = EchoUpstream::start().await.unwrap();
-    let yaml = config(
-        &[static_provider("key")],
-        &[route_with(
-            "s",
-            "path_prefix: /s/",
-            &format!("url: {}/api/v1", echo.url()),
-            Some("key"),
-            "",
-        )],
-    );
+    let echo = start_echo().await;
+    let yaml = keyed_config(&[route_block(
+        "s",
+        "path_prefix: /s/",
+        &format!("url: {}/api/v1", echo.url()),
+        Some("key"),
+        "",
+    )]);
     let gateway = Gateway::start(&yaml).await;
     for target in [
         "/s/../../admin",
@@ -230,11 +226,11 @@ async fn a_stripped_route_never_sends_its_credential_above_the_upstream_base_pat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn header_names_with_underscores_never_stand_in_for_identity_headers() {
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     let route = |policy: &str| {
         let yaml = config(
             &[],
-            &[route_with(
+            &[route_block(
                 "api",
                 "path_prefix: /api/",
                 &format!("url: {}", echo.url()),
@@ -319,13 +315,12 @@ async fn no_log_level_prints_a_credential() {
     const QUERY_KEY: &str = "query-key-e2f4a188";
     const MALFORMED_SECRET: &str = "malformed-secret-9d0b7e";
     const CLIENT_SECRET: &str = "trace-client-secret-44c1";
-    let idp = OAuth2StandIn::start(OAuth2Settings {
+    let idp = start_oauth2(OAuth2Settings {
         clients: vec![("trace-client".into(), CLIENT_SECRET.into())],
         ..OAuth2Settings::default()
     })
-    .await
-    .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
+    .await;
+    let echo = start_echo().await;
     // A real upstream does not send the request back; the echo would put the credential
     // into a response body, which is the upstream's to log, not the gateway's.
     echo.set_reflect(false);
@@ -337,21 +332,21 @@ async fn no_log_level_prints_a_credential() {
             &format!("client_id: trace-client\nclient_secret: {CLIENT_SECRET}"),
         )],
         &[
-            route_with(
+            route_block(
                 "keyed",
                 "path_prefix: /keyed/",
                 &format!("url: {}", echo.url()),
                 Some("idp"),
                 &keys,
             ),
-            route_with(
+            route_block(
                 "jwt",
                 "path_prefix: /jwt/",
                 &format!("url: {}", echo.url()),
                 Some("idp"),
                 &jwt_check(),
             ),
-            route_with(
+            route_block(
                 "down",
                 "path_prefix: /down/",
                 &format!("url: {}", closed_port_url()),
@@ -405,7 +400,8 @@ async fn no_log_level_prints_a_credential() {
     // The events that would have carried a credential have all happened once the three
     // access lines are written (the malformed head was answered before the reply came).
     let logged = eventually(WAIT, || async {
-        json_lines(&gateway.stdout())
+        gateway
+            .log_lines()
             .iter()
             .filter(|line| line["target"] == "access")
             .count()
@@ -503,7 +499,7 @@ async fn provider_error_text_never_shows_a_secret_in_any_encoding() {
     ];
     for (index, (client_auth, reply)) in replies.into_iter().enumerate() {
         let scripted = ScriptedProvider::start(reply).await.unwrap();
-        let echo = EchoUpstream::start().await.unwrap();
+        let echo = start_echo().await;
         let yaml = config(
             &[oauth2(
                 "idp",
@@ -568,12 +564,9 @@ fn non_loopback_address() -> IpAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn status_beyond_loopback_needs_the_admin_token() {
     const ADMIN_TOKEN: &str = "admin-token-3f9b1c7e5d2a";
-    let echo = EchoUpstream::start().await.unwrap();
-    let base = config(
-        &[static_provider("key")],
-        &[route("api", "/api/", &echo.url(), "key", "")],
-    )
-    .replace("\"{admin}\"", "\"{admin_any}\"");
+    let echo = start_echo().await;
+    let base = keyed_config(&[route("api", "/api/", &echo.url(), "key", "")])
+        .replace("\"{admin}\"", "\"{admin_any}\"");
     let remote = non_loopback_address();
     let client = client();
     let get = |gateway: &Gateway, path: &str, token: Option<&str>| {
@@ -638,16 +631,13 @@ fn check_refuses_a_route_prefix_that_is_not_canonical_and_bad_path_options() {
         ("/%61pi/", "write `/api/`"),
         ("/../x/", "climbs above"),
     ] {
-        let yaml = config(
-            &[static_provider("key")],
-            &[route_with(
-                "r",
-                &format!("path_prefix: \"{prefix}\""),
-                "url: http://127.0.0.1:9",
-                Some("key"),
-                "",
-            )],
-        );
+        let yaml = keyed_config(&[route_block(
+            "r",
+            &format!("path_prefix: \"{prefix}\""),
+            "url: http://127.0.0.1:9",
+            Some("key"),
+            "",
+        )]);
         let (code, _, stderr) = run_check(&yaml);
         assert_ne!(code, Some(0), "{prefix}");
         assert!(
@@ -656,16 +646,13 @@ fn check_refuses_a_route_prefix_that_is_not_canonical_and_bad_path_options() {
         );
         assert!(stderr.contains(expected), "{prefix}: {stderr}");
     }
-    let base = config(
-        &[static_provider("key")],
-        &[route_with(
-            "r",
-            "path_prefix: /r/",
-            "url: http://127.0.0.1:9",
-            Some("key"),
-            "",
-        )],
-    );
+    let base = keyed_config(&[route_block(
+        "r",
+        "path_prefix: /r/",
+        "url: http://127.0.0.1:9",
+        Some("key"),
+        "",
+    )]);
     for (option, path) in [
         (
             "paths: { escaped_slashes: decode }",

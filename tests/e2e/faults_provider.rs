@@ -9,12 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::common::tls::*;
 use crate::common::*;
-use crate::hardening_support::*;
 use serde_json::{json, Value};
-use tollgate_standins::echo::EchoUpstream;
 use tollgate_standins::jwt;
-use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
+use tollgate_standins::oauth2::OAuth2Settings;
 use tollgate_standins::scripted::{Reply, ScriptedProvider};
 
 /// A JWT whose `exp` was an hour ago.
@@ -30,18 +29,6 @@ fn expired_jwt() -> String {
         &jsonwebtoken::EncodingKey::from_secret(jwt::DEMO_KEY),
     )
     .unwrap()
-}
-
-/// The value of `Retry-After` in whole seconds; panics when absent or not a number.
-fn retry_after(headers: &reqwest::header::HeaderMap) -> u64 {
-    let value = headers
-        .get("retry-after")
-        .unwrap_or_else(|| panic!("no Retry-After: {headers:?}"))
-        .to_str()
-        .unwrap();
-    value
-        .parse()
-        .unwrap_or_else(|_| panic!("Retry-After is not whole seconds: {value}"))
 }
 
 struct Fault {
@@ -119,7 +106,7 @@ async fn each_provider_fault_has_its_own_error_in_503_status_and_logs() {
             expect: &["unreachable"],
         },
     ];
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     let mut servers = Vec::new();
     let mut providers = Vec::new();
     let mut routes = Vec::new();
@@ -144,25 +131,24 @@ async fn each_provider_fault_has_its_own_error_in_503_status_and_logs() {
 
     for (fault, server) in faults.iter().zip(&servers) {
         let started = Instant::now();
-        let (status, headers, body) = gateway.get_json(&format!("/{}/x", fault.name)).await;
+        let refused = gateway
+            .credential_unavailable(&format!("/{}/x", fault.name), fault.name)
+            .await;
         let elapsed = started.elapsed();
-        assert_eq!(status, 503, "{}: {body}", fault.name);
-        assert_error_body(&body, "credential_unavailable");
-        assert_eq!(body["provider"], fault.name, "{body}");
-        assert!(retry_after(&headers) >= 1);
         assert!(
             elapsed < Duration::from_millis(1500),
             "{}: the 503 took {elapsed:?}",
             fault.name
         );
-        let detail = body["detail"].as_str().unwrap();
+        let detail = refused.detail;
         eprintln!("{}: {detail}", fault.name);
         let status = gateway.provider_status(fault.name).await;
         let last_error = status["last_error"]
             .as_str()
             .unwrap_or_else(|| panic!("{}: /status has no last_error: {status}", fault.name));
         assert_eq!(status["state"], "unavailable", "{status}");
-        let lines: Vec<Value> = json_lines(&gateway.stdout())
+        let lines: Vec<Value> = gateway
+            .log_lines()
             .into_iter()
             .filter(|line| line["provider"] == fault.name && line["error"].is_string())
             .collect();
@@ -209,15 +195,8 @@ async fn failing_logins_back_off_with_jitter_under_a_request_flood() {
     ))
     .await
     .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
-    let yaml = config(
-        &[oauth2(
-            "idp",
-            &provider.token_url(),
-            "refresh: { min_backoff: 200ms, max_backoff: 1s }",
-        )],
-        &[route("reports", "/reports/", &echo.url(), "idp", "")],
-    );
+    let echo = start_echo().await;
+    let yaml = reports_config(&provider.token_url(), FAST_REFRESH, &echo.url());
     let gateway = Arc::new(Gateway::start(&yaml).await);
     let window = Duration::from_secs(3);
     let started = Instant::now();
@@ -228,10 +207,8 @@ async fn failing_logins_back_off_with_jitter_under_a_request_flood() {
             let mut seen = Vec::new();
             while started.elapsed() < window {
                 let sent = Instant::now();
-                let (status, headers, body) = gateway.get_json("/reports/x").await;
-                assert_eq!(status, 503, "{body}");
-                assert_error_body(&body, "credential_unavailable");
-                seen.push((sent.elapsed(), retry_after(&headers)));
+                let refused = gateway.credential_unavailable("/reports/x", "idp").await;
+                seen.push((sent.elapsed(), refused.retry_after));
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             seen
@@ -321,24 +298,15 @@ async fn failing_logins_back_off_with_jitter_under_a_request_flood() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_refused_refresh_token_costs_exactly_one_new_login() {
-    let idp = OAuth2StandIn::start(OAuth2Settings {
+    let idp = start_oauth2(OAuth2Settings {
         token_ttl: Duration::from_secs(2),
         issue_refresh_tokens: true,
         ..OAuth2Settings::default()
     })
-    .await
-    .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
-    let yaml = config(
-        &[oauth2(
-            "idp",
-            &idp.token_url(),
-            "refresh: { before_expiry: 1s, min_backoff: 200ms, max_backoff: 1s }",
-        )],
-        &[route("reports", "/reports/", &echo.url(), "idp", "")],
-    );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
+    .await;
+    let echo = start_echo().await;
+    let yaml = reports_config(&idp.token_url(), SHORT_REFRESH, &echo.url());
+    let gateway = Gateway::start_ready(&yaml).await;
     assert_eq!(idp.grant_requests("client_credentials"), 1);
     // The stand-in forgets every token it issued: the held refresh token is now refused.
     idp.revoke_all();
@@ -360,39 +328,22 @@ async fn a_refused_refresh_token_costs_exactly_one_new_login() {
         (2..=3).contains(&refreshes),
         "the refused refresh, then the new session's refreshes: {refreshes}"
     );
-    let failed_refreshes = gateway
-        .metric(
-            "tollgate_token_requests_total{provider=\"idp\",kind=\"refresh\",outcome=\"failure\"}",
-        )
-        .await;
+    let failed_refreshes = gateway.token_requests("idp", "refresh", "failure").await;
     assert_eq!(failed_refreshes, 1.0);
     let status = gateway.provider_status("idp").await;
     assert_eq!(status["state"], "valid", "{status}");
     // The new session's refresh token works: the last refresh succeeded.
-    assert!(
-        gateway
-            .metric("tollgate_token_requests_total{provider=\"idp\",kind=\"refresh\",outcome=\"success\"}")
-            .await
-            >= 1.0
-    );
+    assert!(gateway.token_requests("idp", "refresh", "success").await >= 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flapping_provider_never_fails_a_request_while_a_token_is_valid() {
     let ttl = Duration::from_secs(2);
     let provider = ScriptedProvider::start(Reply::token(ttl)).await.unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     echo.set_recording(false);
-    let yaml = config(
-        &[oauth2(
-            "idp",
-            &provider.token_url(),
-            "refresh: { min_backoff: 200ms, max_backoff: 1s }",
-        )],
-        &[route("reports", "/reports/", &echo.url(), "idp", "")],
-    );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
+    let yaml = reports_config(&provider.token_url(), FAST_REFRESH, &echo.url());
+    let gateway = Gateway::start_ready(&yaml).await;
     let login = provider.call_times()[0];
 
     // Down and up for 400 ms each; the first down phase starts just before the refresh
@@ -434,16 +385,8 @@ async fn a_flapping_provider_never_fails_a_request_while_a_token_is_valid() {
     let ((statuses, failures), ()) = tokio::join!(requests, flapper);
     assert!(failures.is_empty(), "failed requests: {failures:?}");
     assert!(statuses[&200] >= 100, "{statuses:?}");
-    let failed = gateway
-        .metric(
-            "tollgate_token_requests_total{provider=\"idp\",kind=\"login\",outcome=\"failure\"}",
-        )
-        .await;
-    let succeeded = gateway
-        .metric(
-            "tollgate_token_requests_total{provider=\"idp\",kind=\"login\",outcome=\"success\"}",
-        )
-        .await;
+    let failed = gateway.token_requests("idp", "login", "failure").await;
+    let succeeded = gateway.token_requests("idp", "login", "success").await;
     eprintln!("flapping: {failed} failed and {succeeded} good logins; {statuses:?}");
     assert!(
         failed >= 1.0,
@@ -459,21 +402,17 @@ async fn a_flapping_provider_never_fails_a_request_while_a_token_is_valid() {
 async fn tokens_expiring_under_200_concurrent_clients_fail_nothing() {
     let ttl = Duration::from_secs(2);
     let provider = ScriptedProvider::start(Reply::token(ttl)).await.unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     echo.set_recording(false);
     echo.set_reflect(false);
     // Renewed 200 ms before expiry, which is also when the token stops being used: the
     // renewal and the expiry meet under load.
-    let yaml = config(
-        &[oauth2(
-            "idp",
-            &provider.token_url(),
-            "refresh: { before_expiry: 200ms, min_backoff: 200ms, max_backoff: 1s }",
-        )],
-        &[route("reports", "/reports/", &echo.url(), "idp", "")],
+    let yaml = reports_config(
+        &provider.token_url(),
+        "refresh: { before_expiry: 200ms, min_backoff: 200ms, max_backoff: 1s }",
+        &echo.url(),
     );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
+    let gateway = Gateway::start_ready(&yaml).await;
 
     let window = Duration::from_secs(6); // three lifetimes
     let client = client();
@@ -518,12 +457,7 @@ async fn tokens_expiring_under_200_concurrent_clients_fail_nothing() {
         (expected - 1..=expected + 1).contains(&calls),
         "{calls} provider calls in {since_login:.1}s of 2 s tokens; expected about {expected}"
     );
-    assert_eq!(
-        gateway
-            .metric("tollgate_token_requests_total{provider=\"idp\",kind=\"login\",outcome=\"failure\"}")
-            .await,
-        0.0
-    );
+    assert_eq!(gateway.token_requests("idp", "login", "failure").await, 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -532,12 +466,10 @@ async fn provider_tls_is_verified_unless_explicitly_turned_off_which_is_logged()
         eprintln!("SKIPPED: no openssl command to make test certificates");
         return;
     };
-    let idp = OAuth2StandIn::start(OAuth2Settings::default())
-        .await
-        .unwrap();
+    let idp = start_oauth2(OAuth2Settings::default()).await;
     let relay = TlsRelay::start(&pki, idp.addr()).await;
     let token_url = format!("{}/oauth/token", relay.url());
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     let ca = yaml_path(&pki.ca_cert);
     let long = "refresh: { min_backoff: 30s, max_backoff: 30s }";
     let yaml = config(
@@ -576,15 +508,7 @@ async fn provider_tls_is_verified_unless_explicitly_turned_off_which_is_logged()
     // Two logins through TLS, none from the default provider (its handshake failed).
     assert_eq!(idp.token_requests(), 2);
 
-    let warnings: Vec<Value> = json_lines(&gateway.stdout())
-        .into_iter()
-        .filter(|line| {
-            line["level"] == "WARN"
-                && line["message"]
-                    .as_str()
-                    .is_some_and(|m| m.to_ascii_lowercase().contains("verification is off"))
-        })
-        .collect();
+    let warnings = verification_off_warnings(&gateway);
     assert_eq!(
         warnings.len(),
         1,

@@ -6,14 +6,21 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::common::raw::*;
+use crate::common::tls::*;
 use crate::common::*;
-use crate::hardening_support::*;
-use serde_json::Value;
 use tollgate_standins::echo::EchoUpstream;
 
-/// A config whose routes need no provider (the routes pass `None` as provider).
-fn no_provider_config(routes: &[String]) -> String {
-    config(&[static_provider("key")], routes)
+/// The route `pair`, round-robin over a backend that refuses connections and `echo`.
+fn failover_config(echo: &EchoUpstream) -> String {
+    let urls = format!("urls: [{}, {}]", closed_port_url(), echo.url());
+    keyed_config(&[route_block(
+        "pair",
+        "path_prefix: /pair/",
+        &urls,
+        Some("key"),
+        "",
+    )])
 }
 
 /// `tollgate_upstream_errors_total` of `route` (any kind) reaches 1 within 2 s.
@@ -30,15 +37,8 @@ async fn upstream_errors_counted(gateway: &Gateway, route: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_refused_backend_fails_over_to_the_next_one() {
-    let echo = EchoUpstream::start().await.unwrap();
-    let dead = closed_port_url();
-    let yaml = no_provider_config(&[route_with(
-        "pair",
-        "path_prefix: /pair/",
-        &format!("urls: [{dead}, {}]", echo.url()),
-        Some("key"),
-        "",
-    )]);
+    let echo = start_echo().await;
+    let yaml = failover_config(&echo);
     let gateway = Gateway::start(&yaml).await;
     // Round-robin sends every other request to the dead backend first.
     for i in 0..10 {
@@ -66,18 +66,9 @@ async fn burst(gateway: &Gateway, path: &str, count: usize) {
 /// burst of 8 left its connections to the pool.
 async fn connections_opened_by_a_second_burst(pool_size: Option<usize>) -> usize {
     let upstream = CountedUpstream::keep_alive(Duration::from_millis(300)).await;
-    let mut yaml = no_provider_config(&[route_with(
-        "pooled",
-        "path_prefix: /pooled/",
-        &format!("url: {}", upstream.url()),
-        Some("key"),
-        "",
-    )]);
+    let mut yaml = keyed_config(&[keyed_route("pooled", &upstream.url(), "")]);
     if let Some(size) = pool_size {
-        yaml = yaml.replace(
-            "threads: 1",
-            &format!("threads: 1\n  upstream_pool_size: {size}"),
-        );
+        yaml = with_server(&yaml, &format!("upstream_pool_size: {size}"));
     }
     let gateway = Gateway::start(&yaml).await;
     burst(&gateway, "/pooled/x", 8).await;
@@ -106,16 +97,9 @@ async fn upstream_pool_size_bounds_the_idle_connections_kept_for_reuse() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_fail_over_to_the_next_backend_too() {
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     echo.set_recording(false);
-    let dead = closed_port_url();
-    let yaml = no_provider_config(&[route_with(
-        "pair",
-        "path_prefix: /pair/",
-        &format!("urls: [{dead}, {}]", echo.url()),
-        Some("key"),
-        "",
-    )]);
+    let yaml = failover_config(&echo);
     let gateway = Gateway::start(&yaml).await;
     let client = client();
     let mut statuses = BTreeMap::new();
@@ -144,7 +128,7 @@ async fn concurrent_requests_fail_over_to_the_next_backend_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_backend_refused_is_a_json_502_and_counted() {
-    let yaml = no_provider_config(&[route_with(
+    let yaml = keyed_config(&[route_block(
         "gone",
         "path_prefix: /gone/",
         &format!("urls: [{}, {}]", closed_port_url(), closed_port_url()),
@@ -172,12 +156,10 @@ async fn every_backend_refused_is_a_json_502_and_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_upstream_is_a_json_504_after_the_route_read_timeout() {
-    let echo = EchoUpstream::start().await.unwrap();
-    let yaml = no_provider_config(&[route_with(
+    let echo = start_echo().await;
+    let yaml = keyed_config(&[keyed_route(
         "slow",
-        "path_prefix: /slow/",
-        &format!("url: {}", echo.url()),
-        Some("key"),
+        &echo.url(),
         "timeouts: { read: 300ms }",
     )]);
     let gateway = Gateway::start(&yaml).await;
@@ -205,12 +187,10 @@ async fn a_slow_upstream_is_a_json_504_after_the_route_read_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_total_timeout_caps_the_whole_exchange() {
-    let echo = EchoUpstream::start().await.unwrap();
-    let yaml = no_provider_config(&[route_with(
+    let echo = start_echo().await;
+    let yaml = keyed_config(&[keyed_route(
         "capped",
-        "path_prefix: /capped/",
-        &format!("url: {}", echo.url()),
-        Some("key"),
+        &echo.url(),
         "timeouts: { read: 10s, total: 400ms }",
     )]);
     let gateway = Gateway::start(&yaml).await;
@@ -273,7 +253,7 @@ async fn an_upstream_that_does_not_accept_is_a_json_504_after_the_connect_timeou
         eprintln!("SKIPPED: this kernel completes connections beyond the accept queue");
         return;
     };
-    let yaml = no_provider_config(&[route_with(
+    let yaml = keyed_config(&[route_block(
         "stuck",
         "path_prefix: /stuck/",
         &format!("url: http://{}", unaccepting.addr),
@@ -299,22 +279,10 @@ async fn an_upstream_hanging_up_mid_response_is_counted_and_never_mixes_response
         b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n0123456789",
     )
     .await;
-    let echo = EchoUpstream::start().await.unwrap();
-    let yaml = no_provider_config(&[
-        route_with(
-            "broken",
-            "path_prefix: /broken/",
-            &format!("url: {}", broken.url()),
-            Some("key"),
-            "",
-        ),
-        route_with(
-            "healthy",
-            "path_prefix: /healthy/",
-            &format!("url: {}", echo.url()),
-            Some("key"),
-            "",
-        ),
+    let echo = start_echo().await;
+    let yaml = keyed_config(&[
+        keyed_route("broken", &broken.url(), ""),
+        keyed_route("healthy", &echo.url(), ""),
     ]);
     let gateway = Gateway::start(&yaml).await;
     let host = gateway.proxy_addr().to_string();
@@ -371,7 +339,7 @@ async fn an_upstream_hanging_up_mid_response_is_counted_and_never_mixes_response
     );
     // The access line is written just after the counter is bumped.
     let logged = eventually(Duration::from_secs(2), || async {
-        json_lines(&gateway.stdout()).into_iter().any(|line| {
+        gateway.log_lines().into_iter().any(|line| {
             line["target"] == "access" && line["route"] == "broken" && line["error"].is_string()
         })
     })
@@ -394,25 +362,19 @@ async fn upstream_tls_is_verified_unless_explicitly_turned_off_which_is_logged()
         eprintln!("SKIPPED: no openssl command to make test certificates");
         return;
     };
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     let relay = TlsRelay::start(&pki, echo.addr()).await;
     let ca = yaml_path(&pki.ca_cert);
-    let yaml = no_provider_config(&[
-        route_with(
-            "by-default",
-            "path_prefix: /by-default/",
-            &format!("url: {}", relay.url()),
-            Some("key"),
-            "",
-        ),
-        route_with(
+    let yaml = keyed_config(&[
+        keyed_route("by-default", &relay.url(), ""),
+        route_block(
             "with-ca",
             "path_prefix: /with-ca/",
             &format!("url: {}, tls: {{ ca_file: {ca} }}", relay.url()),
             Some("key"),
             "",
         ),
-        route_with(
+        route_block(
             "unverified",
             "path_prefix: /unverified/",
             &format!(
@@ -435,15 +397,7 @@ async fn upstream_tls_is_verified_unless_explicitly_turned_off_which_is_logged()
     assert_eq!(status, 200, "insecure_skip_verify did not skip: {body}");
     assert_eq!(echo.request_count(), 2);
 
-    let warnings: Vec<Value> = json_lines(&gateway.stdout())
-        .into_iter()
-        .filter(|line| {
-            line["level"] == "WARN"
-                && line["message"]
-                    .as_str()
-                    .is_some_and(|m| m.to_ascii_lowercase().contains("verification is off"))
-        })
-        .collect();
+    let warnings = verification_off_warnings(&gateway);
     assert_eq!(
         warnings.len(),
         1,

@@ -92,7 +92,7 @@ impl Stack {
     }
 
     async fn start_with_env(env: &[(&str, &str)]) -> Stack {
-        let echo = EchoUpstream::start().await.unwrap();
+        let echo = start_echo().await;
         let jwks = JwksServer::start(jwks(vec![jwk(RSA1_PUBLIC, "key-1", Some("RS256"))])).await;
         let settings = BigBucksSettings {
             users: vec![

@@ -5,8 +5,6 @@
 
 // The harness shared by every module.
 mod common;
-mod hardening_support;
-mod provider_types_support;
 
 // What the gateway forwards and answers.
 mod admin;

@@ -6,10 +6,8 @@
 use std::time::Duration;
 
 use crate::common::*;
-use crate::provider_types_support::*;
 use serde_json::json;
 use tollgate_standins::bigbucks::{BigBucksSettings, BigBucksStandIn};
-use tollgate_standins::echo::EchoUpstream;
 use tollgate_standins::fortanix::{
     FortanixSettings, FortanixStandIn, FortanixUser, DEMO_ACCT_ID, DEMO_APP_ID,
 };
@@ -31,7 +29,7 @@ async fn fortanix_basic_app_credentials_give_a_bearer_session_token() {
     let dsm = FortanixStandIn::start(FortanixSettings::default())
         .await
         .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     let yaml = config(
         &[fortanix_basic(
             "dsm",
@@ -42,9 +40,12 @@ async fn fortanix_basic_app_credentials_give_a_bearer_session_token() {
         )],
         &[route("dsm", "/dsm/", &echo.url(), "dsm", "")],
     );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
-    let token = bearer_of(&upstream_header(&gateway, "/dsm/sys/v1/keys", "Authorization").await);
+    let gateway = Gateway::start_ready(&yaml).await;
+    let token = bearer_of(
+        &gateway
+            .upstream_header("/dsm/sys/v1/keys", "Authorization")
+            .await,
+    );
     assert!(
         dsm.is_valid_token(&token),
         "not a live DSM session: {token}"
@@ -79,7 +80,7 @@ async fn fortanix_body_methods_send_their_json_bodies() {
     let by_password = FortanixStandIn::start(settings.clone()).await.unwrap();
     let by_name = FortanixStandIn::start(settings.clone()).await.unwrap();
     let by_ldap = FortanixStandIn::start(settings).await.unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     let yaml = config(
         &[
             provider(
@@ -113,8 +114,7 @@ async fn fortanix_body_methods_send_their_json_bodies() {
             route("ldap", "/ldap/", &echo.url(), "dsm-ldap", ""),
         ],
     );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
+    let gateway = Gateway::start_ready(&yaml).await;
     let cases = [
         (
             "/password/x",
@@ -136,7 +136,7 @@ async fn fortanix_body_methods_send_their_json_bodies() {
         ),
     ];
     for (path, dsm, method, body) in cases {
-        let token = bearer_of(&upstream_header(&gateway, path, "Authorization").await);
+        let token = bearer_of(&gateway.upstream_header(path, "Authorization").await);
         assert!(dsm.is_valid_token(&token), "{method}: {token}");
         assert_eq!(dsm.auth_requests(), 1, "{method}");
         let auth = dsm.last_auth_request().unwrap();
@@ -160,7 +160,7 @@ async fn fortanix_expires_in_drives_the_refresh() {
     })
     .await
     .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     let yaml = config(
         &[fortanix_basic(
             "dsm",
@@ -171,8 +171,7 @@ async fn fortanix_expires_in_drives_the_refresh() {
         )],
         &[route("dsm", "/dsm/", &echo.url(), "dsm", "")],
     );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
+    let gateway = Gateway::start_ready(&yaml).await;
     let status = gateway.provider_status("dsm").await;
     assert!(
         status["seconds_to_expiry"].as_u64().unwrap() <= 2,
@@ -183,7 +182,7 @@ async fn fortanix_expires_in_drives_the_refresh() {
     let mut seen = Vec::new();
     let started = std::time::Instant::now();
     while started.elapsed() < Duration::from_millis(2600) {
-        let token = bearer_of(&upstream_header(&gateway, "/dsm/x", "Authorization").await);
+        let token = bearer_of(&gateway.upstream_header("/dsm/x", "Authorization").await);
         if !seen.contains(&token) {
             seen.push(token);
         }
@@ -222,7 +221,7 @@ async fn fortanix_mfa_user_is_a_clear_error_that_is_not_retried_soon() {
         mfa: true,
     });
     let dsm = FortanixStandIn::start(settings).await.unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     let yaml = config(
         &[fortanix_basic(
             "dsm",
@@ -234,7 +233,7 @@ async fn fortanix_mfa_user_is_a_clear_error_that_is_not_retried_soon() {
         &[route("dsm", "/dsm/", &echo.url(), "dsm", "")],
     );
     let gateway = Gateway::start(&yaml).await;
-    let status = wait_failed(&gateway, "dsm").await;
+    let status = gateway.wait_failed("dsm").await;
     let says_mfa = |text: &str| {
         let lower = text.to_ascii_lowercase();
         (lower.contains("mfa") || lower.contains("multi-factor"))
@@ -243,7 +242,7 @@ async fn fortanix_mfa_user_is_a_clear_error_that_is_not_retried_soon() {
     let last_error = status["last_error"].as_str().unwrap_or_default();
     assert!(says_mfa(last_error), "/status last_error: {status}");
     assert_eq!(status["state"], "unavailable", "{status}");
-    let (body, detail) = unavailable(&gateway, "/dsm/x", "dsm").await;
+    let Unavailable { body, detail, .. } = gateway.credential_unavailable("/dsm/x", "dsm").await;
     assert!(says_mfa(&detail), "503 detail: {body}");
     // The longest backoff: no second login within 2 s, even with requests coming in.
     for _ in 0..10 {
@@ -272,14 +271,14 @@ async fn fortanix_wrong_secret_is_503_without_the_secret() {
     let dsm = FortanixStandIn::start(FortanixSettings::default())
         .await
         .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     let yaml = config(
         &[fortanix_basic("dsm", &dsm.url(), DEMO_APP_ID, WRONG, "")],
         &[route("dsm", "/dsm/", &echo.url(), "dsm", "")],
     );
     let gateway = Gateway::start(&yaml).await;
-    wait_failed(&gateway, "dsm").await;
-    let (body, detail) = unavailable(&gateway, "/dsm/x", "dsm").await;
+    gateway.wait_failed("dsm").await;
+    let Unavailable { body, detail, .. } = gateway.credential_unavailable("/dsm/x", "dsm").await;
     let lower = detail.to_ascii_lowercase();
     assert!(
         lower.contains("rejected") && lower.contains("401"),
@@ -302,7 +301,7 @@ async fn fortanix_terminate_on_shutdown_ends_the_session_on_sigterm() {
     let kept = FortanixStandIn::start(FortanixSettings::default())
         .await
         .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     let yaml = config(
         &[
             fortanix_basic(
@@ -319,19 +318,13 @@ async fn fortanix_terminate_on_shutdown_ends_the_session_on_sigterm() {
             route("kept", "/kept/", &echo.url(), "kept", ""),
         ],
     );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
-    let token = bearer_of(&upstream_header(&gateway, "/dsm/x", "Authorization").await);
-    let kept_token = bearer_of(&upstream_header(&gateway, "/kept/x", "Authorization").await);
+    let gateway = Gateway::start_ready(&yaml).await;
+    let token = bearer_of(&gateway.upstream_header("/dsm/x", "Authorization").await);
+    let kept_token = bearer_of(&gateway.upstream_header("/kept/x", "Authorization").await);
     assert!(dsm.is_valid_token(&token));
     assert_eq!(dsm.terminate_requests(), 0);
 
-    let pid = gateway_pid(&gateway);
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(kill.success());
+    gateway.signal("TERM");
     let ended = eventually(Duration::from_secs(4), || async {
         dsm.terminate_requests() >= 1
     })
@@ -365,7 +358,7 @@ async fn bigbucks_signin_body_and_x_auth_injection() {
     })
     .await
     .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     let yaml = config(
         &[
             bigbucks(
@@ -384,7 +377,7 @@ async fn bigbucks_signin_body_and_x_auth_injection() {
             ),
         ],
         &[
-            route_with(
+            route_injecting(
                 "engine",
                 "/engine/",
                 &echo.url(),
@@ -392,7 +385,7 @@ async fn bigbucks_signin_body_and_x_auth_injection() {
                 "X-Auth",
                 "{token}",
             ),
-            route_with(
+            route_injecting(
                 "guarded",
                 "/guarded/",
                 &echo.url(),
@@ -402,10 +395,9 @@ async fn bigbucks_signin_body_and_x_auth_injection() {
             ),
         ],
     );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
+    let gateway = Gateway::start_ready(&yaml).await;
 
-    let token = upstream_header(&gateway, "/engine/me", "X-Auth").await;
+    let token = gateway.upstream_header("/engine/me", "X-Auth").await;
     assert!(engine.is_valid_token(&token), "{token}");
     assert_eq!(subject(&token), "svc-reporting");
     assert_eq!(engine.issued_tokens(), vec![token.clone()]);
@@ -422,7 +414,7 @@ async fn bigbucks_signin_body_and_x_auth_injection() {
         Some(json!({"username": "svc-reporting", "password": "engine-password"}))
     );
 
-    let token = upstream_header(&gateway, "/guarded/me", "X-Auth").await;
+    let token = gateway.upstream_header("/guarded/me", "X-Auth").await;
     assert!(guarded.is_valid_token(&token), "{token}");
     assert_eq!(guarded.signin_requests(), 1);
     assert_eq!(
@@ -441,7 +433,7 @@ async fn bigbucks_lifetime_comes_from_the_jwt_exp() {
     })
     .await
     .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     let yaml = config(
         &[bigbucks(
             "engine",
@@ -450,10 +442,9 @@ async fn bigbucks_lifetime_comes_from_the_jwt_exp() {
             "engine-password",
             "refresh: { before_expiry: 1s, default_ttl: 300s, min_backoff: 200ms, max_backoff: 1s }",
         )],
-        &[route_with("engine", "/engine/", &echo.url(), "engine", "X-Auth", "{token}")],
+        &[route_injecting("engine", "/engine/", &echo.url(), "engine", "X-Auth", "{token}")],
     );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
+    let gateway = Gateway::start_ready(&yaml).await;
     let status = gateway.provider_status("engine").await;
     assert!(
         status["seconds_to_expiry"].as_u64().unwrap() <= 2,
@@ -464,7 +455,7 @@ async fn bigbucks_lifetime_comes_from_the_jwt_exp() {
     })
     .await;
     assert!(renewed, "{} sign-ins", engine.signin_requests());
-    let token = upstream_header(&gateway, "/engine/x", "X-Auth").await;
+    let token = gateway.upstream_header("/engine/x", "X-Auth").await;
     assert!(engine.is_valid_token(&token));
     assert_ne!(engine.issued_tokens()[0], token, "still the first JWT");
 }
@@ -479,7 +470,7 @@ async fn bigbucks_errors_are_told_apart() {
         .await
         .unwrap();
     broken.set_fail_with(Some(500));
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     let yaml = config(
         &[
             bigbucks(
@@ -499,7 +490,7 @@ async fn bigbucks_errors_are_told_apart() {
             ),
         ],
         &[
-            route_with(
+            route_injecting(
                 "unknown",
                 "/unknown/",
                 &echo.url(),
@@ -507,7 +498,7 @@ async fn bigbucks_errors_are_told_apart() {
                 "X-Auth",
                 "{token}",
             ),
-            route_with(
+            route_injecting(
                 "wrong",
                 "/wrong/",
                 &echo.url(),
@@ -515,7 +506,7 @@ async fn bigbucks_errors_are_told_apart() {
                 "X-Auth",
                 "{token}",
             ),
-            route_with(
+            route_injecting(
                 "broken",
                 "/broken/",
                 &echo.url(),
@@ -527,11 +518,25 @@ async fn bigbucks_errors_are_told_apart() {
     );
     let gateway = Gateway::start(&yaml).await;
     for name in ["unknown", "wrong", "broken"] {
-        wait_failed(&gateway, name).await;
+        gateway.wait_failed(name).await;
     }
-    let (unknown_body, unknown) = unavailable(&gateway, "/unknown/x", "unknown").await;
-    let (wrong_body, wrong) = unavailable(&gateway, "/wrong/x", "wrong").await;
-    let (broken_body, broken_detail) = unavailable(&gateway, "/broken/x", "broken").await;
+    let Unavailable {
+        body: unknown_body,
+        detail: unknown,
+        ..
+    } = gateway
+        .credential_unavailable("/unknown/x", "unknown")
+        .await;
+    let Unavailable {
+        body: wrong_body,
+        detail: wrong,
+        ..
+    } = gateway.credential_unavailable("/wrong/x", "wrong").await;
+    let Unavailable {
+        body: broken_body,
+        detail: broken_detail,
+        ..
+    } = gateway.credential_unavailable("/broken/x", "broken").await;
     let lower = |s: &str| s.to_ascii_lowercase();
     assert!(
         lower(&unknown).contains("not found") && unknown.contains("404"),

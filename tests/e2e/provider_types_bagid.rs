@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use crate::common::*;
-use crate::provider_types_support::*;
 use serde_json::json;
 use tollgate_standins::bagid::{
     attestation_for, host_token, AttestorStandIn, BagIdSettings, BagIdStandIn, ATTESTATION_PATH,
@@ -24,7 +23,7 @@ fn b2b(name: &str, base_url: &str, extra: &str) -> String {
 
 /// A route `/bagid/` injecting `Authorization: {token_type} {token}`.
 fn bagid_route(echo: &EchoUpstream, provider: &str) -> String {
-    route_with(
+    route_injecting(
         "bagid",
         "/bagid/",
         &echo.url(),
@@ -36,7 +35,7 @@ fn bagid_route(echo: &EchoUpstream, provider: &str) -> String {
 
 /// The token of `Authorization: Bearer <token>` sent upstream through `/bagid/`.
 async fn bagid_token(gateway: &Gateway) -> String {
-    let value = upstream_header(gateway, "/bagid/x", "Authorization").await;
+    let value = gateway.upstream_header("/bagid/x", "Authorization").await;
     value
         .strip_prefix("Bearer ")
         .unwrap_or_else(|| panic!("not `Bearer <token>` from tokenType: {value}"))
@@ -46,13 +45,12 @@ async fn bagid_token(gateway: &Gateway) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bagid_b2b_secret_login_and_token_type_format() {
     let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     let yaml = config(
         &[b2b("bagid", &bagid.url(), "")],
         &[bagid_route(&echo, "bagid")],
     );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
+    let gateway = Gateway::start_ready(&yaml).await;
     let token = bagid_token(&gateway).await;
     assert!(bagid.is_valid_token(&token), "{token}");
     assert_eq!(subject(&token), "svc");
@@ -75,7 +73,7 @@ async fn bagid_b2b_secret_login_and_token_type_format() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bagid_federated_token_value() {
     let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     let host = host_token("host-user-1", Duration::from_secs(600));
     let yaml = config(
         &[provider(
@@ -88,8 +86,7 @@ async fn bagid_federated_token_value() {
         )],
         &[bagid_route(&echo, "bagid")],
     );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
+    let gateway = Gateway::start_ready(&yaml).await;
     let token = bagid_token(&gateway).await;
     assert!(bagid.is_valid_token(&token));
     assert_eq!(subject(&token), "host-user-1");
@@ -111,7 +108,7 @@ async fn bagid_federated_token_file_is_read_at_every_login() {
     })
     .await
     .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bagid-host-token");
     let first_host = host_token("host-user-a", Duration::from_secs(600));
@@ -128,8 +125,7 @@ async fn bagid_federated_token_file_is_read_at_every_login() {
         )],
         &[bagid_route(&echo, "bagid")],
     );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
+    let gateway = Gateway::start_ready(&yaml).await;
     let token = bagid_token(&gateway).await;
     assert_eq!(subject(&token), "host-user-a");
     assert_eq!(
@@ -160,7 +156,7 @@ async fn bagid_federated_token_file_is_read_at_every_login() {
 async fn bagid_guest_with_an_http_attestor() {
     let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
     let attestor = AttestorStandIn::start().await.unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     let yaml = config(
         &[provider(
             "bagid",
@@ -173,8 +169,7 @@ async fn bagid_guest_with_an_http_attestor() {
         )],
         &[bagid_route(&echo, "bagid")],
     );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
+    let gateway = Gateway::start_ready(&yaml).await;
     let token = bagid_token(&gateway).await;
     assert!(bagid.is_valid_token(&token));
     assert_eq!(subject(&token), GUEST_SUBJECT);
@@ -210,7 +205,7 @@ async fn bagid_attestation_with_a_command_attestor() {
     }
     let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
     let attestor = AttestorStandIn::start().await.unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     // The command: a script that records its arguments and asks the attestor stand-in for
     // the object of its last argument, the nonce.
     let dir = tempfile::tempdir().unwrap();
@@ -240,8 +235,7 @@ async fn bagid_attestation_with_a_command_attestor() {
         )],
         &[bagid_route(&echo, "bagid")],
     );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
+    let gateway = Gateway::start_ready(&yaml).await;
     let token = bagid_token(&gateway).await;
     assert!(bagid.is_valid_token(&token));
     assert_eq!(subject(&token), ATTESTATION_SUBJECT);
@@ -273,7 +267,7 @@ async fn bagid_nonce_that_expires_before_the_attestor_answers_is_not_used() {
     .unwrap();
     let attestor = AttestorStandIn::start().await.unwrap();
     attestor.set_delay(Duration::from_millis(1500));
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     let yaml = config(
         &[provider(
             "bagid",
@@ -287,7 +281,7 @@ async fn bagid_nonce_that_expires_before_the_attestor_answers_is_not_used() {
         &[bagid_route(&echo, "bagid")],
     );
     let gateway = Gateway::start(&yaml).await;
-    let status = wait_failed(&gateway, "bagid").await;
+    let status = gateway.wait_failed("bagid").await;
     let says_expired = |text: &str| {
         let lower = text.to_ascii_lowercase();
         lower.contains("nonce") && lower.contains("expired")
@@ -296,7 +290,8 @@ async fn bagid_nonce_that_expires_before_the_attestor_answers_is_not_used() {
         says_expired(status["last_error"].as_str().unwrap_or_default()),
         "{status}"
     );
-    let (body, detail) = unavailable(&gateway, "/bagid/x", "bagid").await;
+    let Unavailable { body, detail, .. } =
+        gateway.credential_unavailable("/bagid/x", "bagid").await;
     assert!(says_expired(&detail), "{body}");
     // The attestor did answer (late) for the one nonce, which was never presented.
     assert_eq!(bagid.nonce_requests(), 1);
@@ -318,13 +313,12 @@ async fn bagid_short_access_token_is_refreshed_without_a_new_login() {
     })
     .await
     .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     let yaml = config(
         &[b2b("bagid", &bagid.url(), SHORT_REFRESH)],
         &[bagid_route(&echo, "bagid")],
     );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
+    let gateway = Gateway::start_ready(&yaml).await;
     let first = bagid_token(&gateway).await;
     let first_refresh = bagid.issued_tokens()[1].clone();
     let refreshed = eventually(Duration::from_millis(2500), || async {
@@ -370,13 +364,12 @@ async fn bagid_revoked_refresh_token_means_exactly_one_new_login() {
     })
     .await
     .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     let yaml = config(
         &[b2b("bagid", &bagid.url(), SHORT_REFRESH)],
         &[bagid_route(&echo, "bagid")],
     );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
+    let gateway = Gateway::start_ready(&yaml).await;
     assert_eq!(bagid.login_requests("b2b_secret"), 1);
     bagid.revoke_refresh_tokens();
     let relogged = eventually(Duration::from_millis(2500), || async {
@@ -417,7 +410,7 @@ async fn bagid_attestor_and_token_file_failures_are_clear() {
     let down = AttestorStandIn::start().await.unwrap();
     down.set_available(false);
     let bagid_of_down = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-such-token");
     let guest = |name: &str, bagid: &BagIdStandIn, attestor: &AttestorStandIn| {
@@ -446,24 +439,26 @@ async fn bagid_attestor_and_token_file_failures_are_clear() {
             ),
         ],
         &[
-            route_with("tampered", "/tampered/", &echo.url(), "tampered", "Authorization", "{token_type} {token}"),
-            route_with("down", "/down/", &echo.url(), "down", "Authorization", "{token_type} {token}"),
-            route_with("no-file", "/no-file/", &echo.url(), "no-file", "Authorization", "{token_type} {token}"),
+            route_injecting("tampered", "/tampered/", &echo.url(), "tampered", "Authorization", "{token_type} {token}"),
+            route_injecting("down", "/down/", &echo.url(), "down", "Authorization", "{token_type} {token}"),
+            route_injecting("no-file", "/no-file/", &echo.url(), "no-file", "Authorization", "{token_type} {token}"),
         ],
     );
     let gateway = Gateway::start(&yaml).await;
     for name in ["tampered", "down", "no-file"] {
-        wait_failed(&gateway, name).await;
+        gateway.wait_failed(name).await;
     }
     // BagID refused the attestation object: a rejection, and the object does not show.
-    let (body, detail) = unavailable(&gateway, "/tampered/x", "tampered").await;
+    let Unavailable { body, detail, .. } = gateway
+        .credential_unavailable("/tampered/x", "tampered")
+        .await;
     assert!(
         detail.contains("rejected") && detail.contains("401"),
         "{body}"
     );
     assert!(bagid.login_requests("guest") >= 1);
     // The attestor is down: said so, and BagID's login was never tried with nothing.
-    let (body, detail) = unavailable(&gateway, "/down/x", "down").await;
+    let Unavailable { body, detail, .. } = gateway.credential_unavailable("/down/x", "down").await;
     let lower = detail.to_ascii_lowercase();
     assert!(
         lower.contains("attestor") && detail.contains("503"),
@@ -473,7 +468,9 @@ async fn bagid_attestor_and_token_file_failures_are_clear() {
     assert!(bagid_of_down.nonce_requests() >= 1);
     assert_eq!(bagid_of_down.login_requests("guest"), 0);
     // The federated token file is missing: the detail names it.
-    let (body, detail) = unavailable(&gateway, "/no-file/x", "no-file").await;
+    let Unavailable { body, detail, .. } = gateway
+        .credential_unavailable("/no-file/x", "no-file")
+        .await;
     assert!(
         detail.contains(missing.to_str().unwrap()),
         "the detail should name the file: {body}"

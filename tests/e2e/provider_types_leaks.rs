@@ -6,15 +6,13 @@
 use std::time::Duration;
 
 use crate::common::*;
-use crate::provider_types_support::*;
 use tollgate_standins::bagid::{host_token, AttestorStandIn, BagIdSettings, BagIdStandIn};
 use tollgate_standins::bigbucks::{BigBucksSettings, BigBucksStandIn};
 use tollgate_standins::bigid::{BigIdSettings, BigIdStandIn};
-use tollgate_standins::echo::EchoUpstream;
 use tollgate_standins::fortanix::{
     FortanixApp, FortanixSettings, FortanixStandIn, FortanixUser, DEMO_ACCT_ID, DEMO_APP_ID,
 };
-use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
+use tollgate_standins::oauth2::OAuth2Settings;
 
 const DSM_SECRET: &str = "leak-dsm-secret-4Fw9p";
 const DSM_WRONG: &str = "leak-dsm-wrong-8Zt1b";
@@ -81,21 +79,20 @@ async fn never_leak(env: &[(&str, &str)], reflect: bool) {
     .await
     .unwrap();
     let attestor = AttestorStandIn::start().await.unwrap();
-    let idp = OAuth2StandIn::start(OAuth2Settings {
+    let idp = start_oauth2(OAuth2Settings {
         clients: vec![("leak-client".into(), CLIENT_SECRET.to_owned())],
         token_ttl: short,
         issue_refresh_tokens: true,
         ..OAuth2Settings::default()
     })
-    .await
-    .unwrap();
+    .await;
     let bigid = BigIdStandIn::start(BigIdSettings {
         users: vec![("leak-admin".into(), BIGID_PASSWORD.to_owned())],
         ..BigIdSettings::default()
     })
     .await
     .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     echo.set_reflect(reflect);
 
     let dir = tempfile::tempdir().unwrap();
@@ -207,7 +204,7 @@ async fn never_leak(env: &[(&str, &str)], reflect: bool) {
     let routes: Vec<String> = names
         .iter()
         .map(|name| {
-            route_with(
+            route_injecting(
                 name,
                 &format!("/{name}/"),
                 &echo.url(),
@@ -238,7 +235,7 @@ async fn never_leak(env: &[(&str, &str)], reflect: bool) {
         .filter(|n| !failing.contains(n))
         .collect();
     for name in failing {
-        wait_failed(&gateway, name).await;
+        gateway.wait_failed(name).await;
     }
     let valid = eventually(Duration::from_secs(5), || async {
         let status = gateway.status().await;
@@ -281,12 +278,7 @@ async fn never_leak(env: &[(&str, &str)], reflect: bool) {
     emitted.extend(round(&gateway, &names, &failing).await);
 
     // A graceful stop ends the DSM session (with the token in its request).
-    let pid = gateway_pid(&gateway);
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    gateway.signal("TERM");
     let ended = eventually(Duration::from_secs(4), || async {
         dsm.terminate_requests() >= 1
     })

@@ -4,10 +4,8 @@
 use std::time::Duration;
 
 use crate::common::*;
-use crate::provider_types_support::*;
 use tollgate_standins::bigid::{BigIdSettings, BigIdStandIn};
-use tollgate_standins::echo::EchoUpstream;
-use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
+use tollgate_standins::oauth2::OAuth2Settings;
 
 // ----- static --------------------------------------------------------------------------
 
@@ -15,7 +13,7 @@ use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
 async fn static_value_and_basic_replace_the_client_copy() {
     const API_KEY: &str = "static-api-key-Vb71x";
     const LEGACY_PASSWORD: &str = "legacy-pw-Tn42c";
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     let yaml = config(
         &[
             provider("weather-key", "static", &format!("value: {API_KEY}")),
@@ -26,7 +24,7 @@ async fn static_value_and_basic_replace_the_client_copy() {
             ),
         ],
         &[
-            route_with(
+            route_injecting(
                 "weather",
                 "/weather/",
                 &echo.url(),
@@ -34,7 +32,7 @@ async fn static_value_and_basic_replace_the_client_copy() {
                 "X-Api-Key",
                 "{token}",
             ),
-            route_with(
+            route_injecting(
                 "legacy",
                 "/legacy/",
                 &echo.url(),
@@ -52,21 +50,21 @@ async fn static_value_and_basic_replace_the_client_copy() {
     .await;
     assert!(ready, "/readyz: {:?}", gateway.readyz().await);
 
-    let key = upstream_header_sending(
-        &gateway,
-        "/weather/today",
-        "X-Api-Key",
-        &[("X-Api-Key", "client-supplied-key")],
-    )
-    .await;
+    let key = gateway
+        .upstream_header_sending(
+            "/weather/today",
+            "X-Api-Key",
+            &[("X-Api-Key", "client-supplied-key")],
+        )
+        .await;
     assert_eq!(key, API_KEY);
-    let authorization = upstream_header_sending(
-        &gateway,
-        "/legacy/report",
-        "Authorization",
-        &[("Authorization", "Basic Y2xpZW50OmNsaWVudA==")],
-    )
-    .await;
+    let authorization = gateway
+        .upstream_header_sending(
+            "/legacy/report",
+            "Authorization",
+            &[("Authorization", "Basic Y2xpZW50OmNsaWVudA==")],
+        )
+        .await;
     assert_eq!(
         authorization,
         format!("Basic {}", basic_pair("reporting", LEGACY_PASSWORD))
@@ -74,7 +72,7 @@ async fn static_value_and_basic_replace_the_client_copy() {
     // Repeated requests reuse the one value.
     for _ in 0..3 {
         assert_eq!(
-            upstream_header(&gateway, "/weather/x", "X-Api-Key").await,
+            gateway.upstream_header("/weather/x", "X-Api-Key").await,
             API_KEY
         );
     }
@@ -111,7 +109,7 @@ fn oauth2_basic_header() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn http_declared_bigid_password_login() {
     let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     let yaml = config(
         &[provider(
             "bigid-declared",
@@ -124,9 +122,8 @@ async fn http_declared_bigid_password_login() {
         &[route("bigid", "/bigid/", &echo.url(), "bigid-declared", "")],
     );
     assert!(!yaml.contains("type: bigid\n"), "no bigid provider");
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
-    let token = bearer_of(&upstream_header(&gateway, "/bigid/x", "Authorization").await);
+    let gateway = Gateway::start_ready(&yaml).await;
+    let token = bearer_of(&gateway.upstream_header("/bigid/x", "Authorization").await);
     assert!(bigid.is_valid_token(&token), "{token}");
     assert_eq!(subject(&token), "bigid-admin");
     assert_eq!(bigid.session_requests(), 1);
@@ -140,14 +137,13 @@ async fn http_declared_bigid_password_login() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn http_expiry_pointer_drives_the_refresh() {
     // Opaque tokens: only the `expiry` pointer can tell the gateway they live 2 s.
-    let idp = OAuth2StandIn::start(OAuth2Settings {
+    let idp = start_oauth2(OAuth2Settings {
         token_ttl: Duration::from_secs(2),
         jwt_access_tokens: false,
         ..OAuth2Settings::default()
     })
-    .await
-    .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
+    .await;
+    let echo = start_echo().await;
     let yaml = config(
         &[provider(
             "vendor",
@@ -160,9 +156,8 @@ async fn http_expiry_pointer_drives_the_refresh() {
         )],
         &[route("vendor", "/vendor/", &echo.url(), "vendor", "")],
     );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
-    let first = bearer_of(&upstream_header(&gateway, "/vendor/x", "Authorization").await);
+    let gateway = Gateway::start_ready(&yaml).await;
+    let first = bearer_of(&gateway.upstream_header("/vendor/x", "Authorization").await);
     assert!(idp.is_valid_token(&first));
     let last = idp.last_request().unwrap();
     assert_eq!(last.authorization, Some(oauth2_basic_header()));
@@ -175,10 +170,7 @@ async fn http_expiry_pointer_drives_the_refresh() {
     // The gateway has the new token once it counted the second login as a success (the
     // stand-in counts the call before the gateway has read the reply).
     let renewed = eventually(Duration::from_millis(2500), || async {
-        gateway
-            .metric("tollgate_token_requests_total{provider=\"vendor\",kind=\"login\",outcome=\"success\"}")
-            .await
-            >= 2.0
+        gateway.token_requests("vendor", "login", "success").await >= 2.0
     })
     .await;
     assert!(
@@ -186,21 +178,20 @@ async fn http_expiry_pointer_drives_the_refresh() {
         "{} logins",
         idp.grant_requests("client_credentials")
     );
-    let token = bearer_of(&upstream_header(&gateway, "/vendor/x", "Authorization").await);
+    let token = bearer_of(&gateway.upstream_header("/vendor/x", "Authorization").await);
     assert_ne!(token, first);
     assert!(idp.is_valid_token(&token));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn http_refresh_request_uses_the_refresh_value() {
-    let idp = OAuth2StandIn::start(OAuth2Settings {
+    let idp = start_oauth2(OAuth2Settings {
         token_ttl: Duration::from_secs(2),
         issue_refresh_tokens: true,
         ..OAuth2Settings::default()
     })
-    .await
-    .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
+    .await;
+    let echo = start_echo().await;
     let basic = oauth2_basic_header();
     let yaml = config(
         &[provider(
@@ -213,9 +204,8 @@ async fn http_refresh_request_uses_the_refresh_value() {
         )],
         &[route("vendor", "/vendor/", &echo.url(), "vendor", "")],
     );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
-    let first = bearer_of(&upstream_header(&gateway, "/vendor/x", "Authorization").await);
+    let gateway = Gateway::start_ready(&yaml).await;
+    let first = bearer_of(&gateway.upstream_header("/vendor/x", "Authorization").await);
     let refreshed = eventually(Duration::from_millis(2500), || async {
         idp.grant_requests("refresh_token") >= 1
     })
@@ -231,7 +221,7 @@ async fn http_refresh_request_uses_the_refresh_value() {
     assert_eq!(last.authorization, Some(basic));
     // The refreshed token is what goes upstream.
     let renewed = eventually(Duration::from_secs(2), || async {
-        let token = bearer_of(&upstream_header(&gateway, "/vendor/x", "Authorization").await);
+        let token = bearer_of(&gateway.upstream_header("/vendor/x", "Authorization").await);
         token != first && idp.is_valid_token(&token)
     })
     .await;
@@ -251,7 +241,7 @@ async fn http_refresh_request_uses_the_refresh_value() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn http_wrong_token_pointer_names_the_pointer() {
     let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     let yaml = config(
         &[provider(
             "bigid-declared",
@@ -264,14 +254,16 @@ async fn http_wrong_token_pointer_names_the_pointer() {
         &[route("bigid", "/bigid/", &echo.url(), "bigid-declared", "")],
     );
     let gateway = Gateway::start(&yaml).await;
-    let status = wait_failed(&gateway, "bigid-declared").await;
+    let status = gateway.wait_failed("bigid-declared").await;
     assert!(
         status["last_error"]
             .as_str()
             .is_some_and(|e| e.contains("/data/session_token")),
         "{status}"
     );
-    let (body, detail) = unavailable(&gateway, "/bigid/x", "bigid-declared").await;
+    let Unavailable { body, detail, .. } = gateway
+        .credential_unavailable("/bigid/x", "bigid-declared")
+        .await;
     assert!(detail.contains("/data/session_token"), "{body}");
     // The login itself worked; the token it returned must not show.
     assert!(bigid.session_requests() >= 1);

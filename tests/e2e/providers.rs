@@ -7,22 +7,23 @@ use crate::common::*;
 use base64::Engine as _;
 use tollgate_standins::bigid::{BigIdSettings, BigIdStandIn};
 use tollgate_standins::echo::EchoUpstream;
-use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
+use tollgate_standins::oauth2::OAuth2Settings;
 
-/// Starts a gateway with one provider block and one route `/api/` to `echo`, waits until
-/// ready, sends one request and returns the bearer token the upstream received.
-async fn token_through(gateway: &Gateway, echo: &EchoUpstream) -> String {
-    gateway.wait_ready().await;
+/// A ready gateway with `provider` (one block) and the route `/api/` to a new echo
+/// upstream, one request through it, and the bearer token the upstream received.
+async fn token_through(provider: String) -> (Gateway, EchoUpstream, String) {
+    let echo = start_echo().await;
+    let gateway = Gateway::start_ready(&single_route(provider, "/api/", &echo.url())).await;
+    let token = upstream_token(&gateway, &echo).await;
+    (gateway, echo, token)
+}
+
+/// One request through `/api/`, which reaches the upstream once; the bearer token it got.
+async fn upstream_token(gateway: &Gateway, echo: &EchoUpstream) -> String {
     let before = echo.request_count();
-    let (status, _, body) = gateway.get_json("/api/x").await;
-    assert_eq!(status, 200, "{body}");
+    let token = gateway.bearer_upstream("/api/x").await;
     assert_eq!(echo.request_count(), before + 1);
-    let authorization = body["headers"]["authorization"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no authorization upstream: {body}"));
-    bearer(authorization)
-        .unwrap_or_else(|| panic!("not a Bearer value: {authorization}"))
-        .to_owned()
+    token
 }
 
 // ----- BigID ---------------------------------------------------------------------------
@@ -30,18 +31,8 @@ async fn token_through(gateway: &Gateway, echo: &EchoUpstream) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bigid_user_token_login_injects_the_system_token() {
     let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
-    let yaml = config(
-        &[bigid_user_token(
-            "bigid",
-            &bigid.url(),
-            "demo-bigid-user-token",
-            "",
-        )],
-        &[route("bigid", "/api/", &echo.url(), "bigid", "")],
-    );
-    let gateway = Gateway::start(&yaml).await;
-    let token = token_through(&gateway, &echo).await;
+    let provider = bigid_user_token("bigid", &bigid.url(), "demo-bigid-user-token", "");
+    let (_gateway, echo, token) = token_through(provider).await;
     assert!(bigid.is_valid_token(&token));
     assert_eq!(token.split('.').count(), 3, "a JWT");
     assert_eq!(bigid.issued_tokens(), vec![token.clone()]);
@@ -58,24 +49,10 @@ async fn bigid_user_token_login_injects_the_system_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bigid_password_login_injects_the_auth_token() {
     let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
-    let yaml = config(
-        &[bigid_password(
-            "bigid",
-            &bigid.url(),
-            "bigid-admin",
-            "bigid-password",
-            "",
-        )],
-        &[route("bigid", "/api/", &echo.url(), "bigid", "")],
-    );
-    let gateway = Gateway::start(&yaml).await;
-    let token = token_through(&gateway, &echo).await;
+    let provider = bigid_password("bigid", &bigid.url(), "bigid-admin", "bigid-password", "");
+    let (_gateway, _echo, token) = token_through(provider).await;
     assert!(bigid.is_valid_token(&token));
-    assert_eq!(
-        tollgate_standins::jwt::verify(&token).unwrap().sub,
-        "bigid-admin"
-    );
+    assert_eq!(subject(&token), "bigid-admin");
     assert_eq!(bigid.session_requests(), 1);
     assert_eq!(bigid.refresh_requests(), 0);
 }
@@ -88,18 +65,11 @@ async fn bigid_lifetime_comes_from_the_jwt() {
     })
     .await
     .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
-    let yaml = config(
-        &[bigid_user_token(
-            "bigid",
-            &bigid.url(),
-            "demo-bigid-user-token",
-            "refresh: { before_expiry: 1s, default_ttl: 300s, min_backoff: 200ms, max_backoff: 1s }",
-        )],
-        &[route("bigid", "/api/", &echo.url(), "bigid", "")],
-    );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
+    let echo = start_echo().await;
+    let refresh =
+        "refresh: { before_expiry: 1s, default_ttl: 300s, min_backoff: 200ms, max_backoff: 1s }";
+    let provider = bigid_user_token("bigid", &bigid.url(), "demo-bigid-user-token", refresh);
+    let gateway = Gateway::start_ready(&single_route(provider, "/api/", &echo.url())).await;
     let status = gateway.provider_status("bigid").await;
     assert!(
         status["seconds_to_expiry"].as_u64().unwrap() <= 2,
@@ -111,7 +81,7 @@ async fn bigid_lifetime_comes_from_the_jwt() {
     })
     .await;
     assert!(renewed, "{} refresh calls", bigid.refresh_requests());
-    let token = token_through(&gateway, &echo).await;
+    let token = upstream_token(&gateway, &echo).await;
     assert!(bigid.is_valid_token(&token));
 }
 
@@ -119,36 +89,23 @@ async fn bigid_lifetime_comes_from_the_jwt() {
 async fn bigid_wrong_password_is_503_without_the_password() {
     const WRONG: &str = "wrong-Pa55-Zq81x";
     let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
-    let yaml = config(
-        &[bigid_password(
-            "bigid",
-            &bigid.url(),
-            "bigid-admin",
-            WRONG,
-            "",
-        )],
-        &[route("bigid", "/api/", &echo.url(), "bigid", "")],
-    );
-    let gateway = Gateway::start(&yaml).await;
+    let echo = start_echo().await;
+    let provider = bigid_password("bigid", &bigid.url(), "bigid-admin", WRONG, "");
+    let gateway = Gateway::start(&single_route(provider, "/api/", &echo.url())).await;
     let rejected = eventually(Duration::from_secs(5), || async {
         bigid.session_requests() >= 1
     })
     .await;
     assert!(rejected, "no login attempt");
-    let (status, headers, body) = gateway.get_json("/api/x").await;
-    assert_eq!(status, 503, "{body}");
-    assert_error_body(&body, "credential_unavailable");
-    assert_eq!(body["provider"], "bigid");
-    assert!(headers.contains_key("retry-after"));
-    let detail = body["detail"].as_str().unwrap().to_ascii_lowercase();
+    let refused = gateway.credential_unavailable("/api/x", "bigid").await;
+    let detail = refused.detail.to_ascii_lowercase();
     assert!(
         ["reject", "401", "invalid credentials", "unauthorized"]
             .iter()
             .any(|word| detail.contains(word)),
         "the detail should say the credentials were rejected: {detail}"
     );
-    let raw = body.to_string();
+    let raw = refused.body.to_string();
     assert!(!raw.contains(WRONG), "the password leaked: {raw}");
     assert!(
         !gateway.logs().contains(WRONG),
@@ -162,20 +119,9 @@ async fn bigid_wrong_password_is_503_without_the_password() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn oauth2_client_auth_basic() {
-    let idp = OAuth2StandIn::start(OAuth2Settings::default())
-        .await
-        .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
-    let yaml = config(
-        &[oauth2(
-            "idp",
-            &idp.token_url(),
-            "grant: client_credentials\nclient_auth: basic",
-        )],
-        &[route("api", "/api/", &echo.url(), "idp", "")],
-    );
-    let gateway = Gateway::start(&yaml).await;
-    let token = token_through(&gateway, &echo).await;
+    let idp = start_oauth2(OAuth2Settings::default()).await;
+    let extra = "grant: client_credentials\nclient_auth: basic";
+    let (_gateway, _echo, token) = token_through(oauth2("idp", &idp.token_url(), extra)).await;
     assert!(idp.is_valid_token(&token));
     let last = idp.last_request().unwrap();
     let authorization = last
@@ -205,43 +151,23 @@ async fn oauth2_client_auth_basic_encodes_special_characters() {
     // RFC 6749 §2.3.1: id and secret are form-urlencoded before Basic encoding, so a
     // secret holding `:`, `+`, `%` or spaces survives the trip.
     const SECRET: &str = "s3c:r+t %2F/é";
-    let idp = OAuth2StandIn::start(OAuth2Settings {
+    let idp = start_oauth2(OAuth2Settings {
         clients: vec![("client:one".into(), SECRET.to_owned())],
         ..OAuth2Settings::default()
     })
-    .await
-    .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
-    let yaml = config(
-        &[oauth2(
-            "idp",
-            &idp.token_url(),
-            &format!("client_id: \"client:one\"\nclient_secret: \"{SECRET}\"\nclient_auth: basic"),
-        )],
-        &[route("api", "/api/", &echo.url(), "idp", "")],
-    );
-    let gateway = Gateway::start(&yaml).await;
-    let token = token_through(&gateway, &echo).await;
+    .await;
+    let extra =
+        format!("client_id: \"client:one\"\nclient_secret: \"{SECRET}\"\nclient_auth: basic");
+    let (_gateway, _echo, token) = token_through(oauth2("idp", &idp.token_url(), &extra)).await;
     assert!(idp.is_valid_token(&token));
     assert_eq!(idp.token_requests(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn oauth2_client_auth_post() {
-    let idp = OAuth2StandIn::start(OAuth2Settings::default())
-        .await
-        .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
-    let yaml = config(
-        &[oauth2(
-            "idp",
-            &idp.token_url(),
-            "grant: client_credentials\nclient_auth: post",
-        )],
-        &[route("api", "/api/", &echo.url(), "idp", "")],
-    );
-    let gateway = Gateway::start(&yaml).await;
-    let token = token_through(&gateway, &echo).await;
+    let idp = start_oauth2(OAuth2Settings::default()).await;
+    let extra = "grant: client_credentials\nclient_auth: post";
+    let (_gateway, _echo, token) = token_through(oauth2("idp", &idp.token_url(), extra)).await;
     assert!(idp.is_valid_token(&token));
     let last = idp.last_request().unwrap();
     assert_eq!(last.authorization, None);
@@ -252,25 +178,11 @@ async fn oauth2_client_auth_post() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn oauth2_password_grant() {
-    let idp = OAuth2StandIn::start(OAuth2Settings::default())
-        .await
-        .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
-    let yaml = config(
-        &[oauth2(
-            "idp",
-            &idp.token_url(),
-            "grant: password\nusername: demo-user\npassword: demo-password",
-        )],
-        &[route("api", "/api/", &echo.url(), "idp", "")],
-    );
-    let gateway = Gateway::start(&yaml).await;
-    let token = token_through(&gateway, &echo).await;
+    let idp = start_oauth2(OAuth2Settings::default()).await;
+    let extra = "grant: password\nusername: demo-user\npassword: demo-password";
+    let (_gateway, _echo, token) = token_through(oauth2("idp", &idp.token_url(), extra)).await;
     assert!(idp.is_valid_token(&token));
-    assert_eq!(
-        tollgate_standins::jwt::verify(&token).unwrap().sub,
-        "demo-user"
-    );
+    assert_eq!(subject(&token), "demo-user");
     assert_eq!(idp.grant_requests("password"), 1);
     let last = idp.last_request().unwrap();
     assert_eq!(last.param("username"), Some("demo-user"));
@@ -279,20 +191,9 @@ async fn oauth2_password_grant() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn oauth2_scopes_and_audience_are_sent() {
-    let idp = OAuth2StandIn::start(OAuth2Settings::default())
-        .await
-        .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
-    let yaml = config(
-        &[oauth2(
-            "idp",
-            &idp.token_url(),
-            "scopes: [reports.read, reports.write]\naudience: https://api.example",
-        )],
-        &[route("api", "/api/", &echo.url(), "idp", "")],
-    );
-    let gateway = Gateway::start(&yaml).await;
-    let token = token_through(&gateway, &echo).await;
+    let idp = start_oauth2(OAuth2Settings::default()).await;
+    let extra = "scopes: [reports.read, reports.write]\naudience: https://api.example";
+    let (_gateway, _echo, token) = token_through(oauth2("idp", &idp.token_url(), extra)).await;
     let last = idp.last_request().unwrap();
     assert_eq!(last.param("scope"), Some("reports.read reports.write"));
     assert_eq!(last.param("audience"), Some("https://api.example"));
@@ -302,13 +203,12 @@ async fn oauth2_scopes_and_audience_are_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn oauth2_refresh_token_grant_rotates_its_refresh_token() {
-    let idp = OAuth2StandIn::start(OAuth2Settings {
+    let idp = start_oauth2(OAuth2Settings {
         token_ttl: Duration::from_secs(2),
         issue_refresh_tokens: true,
         ..OAuth2Settings::default()
     })
-    .await
-    .unwrap();
+    .await;
     // A refresh token obtained out of band, as an operator would configure it.
     let reply: serde_json::Value = client()
         .post(idp.token_url())
@@ -325,19 +225,8 @@ async fn oauth2_refresh_token_grant_rotates_its_refresh_token() {
         .await
         .unwrap();
     let refresh_token = reply["refresh_token"].as_str().unwrap().to_owned();
-    let echo = EchoUpstream::start().await.unwrap();
-    let yaml = config(
-        &[oauth2(
-            "idp",
-            &idp.token_url(),
-            &format!(
-                "grant: refresh_token\nrefresh_token: {refresh_token}\nrefresh: {{ before_expiry: 1s, min_backoff: 200ms, max_backoff: 1s }}"
-            ),
-        )],
-        &[route("api", "/api/", &echo.url(), "idp", "")],
-    );
-    let gateway = Gateway::start(&yaml).await;
-    let token = token_through(&gateway, &echo).await;
+    let extra = format!("grant: refresh_token\nrefresh_token: {refresh_token}\n{SHORT_REFRESH}");
+    let (gateway, echo, token) = token_through(oauth2("idp", &idp.token_url(), &extra)).await;
     assert!(idp.is_valid_token(&token));
     assert_eq!(idp.grant_requests("refresh_token"), 1);
     // Refresh tokens are single use: the next renewals must use the rotated ones.
@@ -350,7 +239,7 @@ async fn oauth2_refresh_token_grant_rotates_its_refresh_token() {
         "{} refresh_token grants",
         idp.grant_requests("refresh_token")
     );
-    let token = token_through(&gateway, &echo).await;
+    let token = upstream_token(&gateway, &echo).await;
     assert!(idp.is_valid_token(&token));
     assert_eq!(idp.grant_requests("client_credentials"), 0);
     assert_eq!(
@@ -364,10 +253,8 @@ async fn oauth2_refresh_token_grant_rotates_its_refresh_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn secrets_from_env_and_file_references() {
-    let idp = OAuth2StandIn::start(OAuth2Settings::default())
-        .await
-        .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
+    let idp = start_oauth2(OAuth2Settings::default()).await;
+    let echo = start_echo().await;
     let dir = tempfile::tempdir().unwrap();
     let secret_file = dir.path().join("client-secret");
     std::fs::write(&secret_file, "demo-secret\n").unwrap();
@@ -393,10 +280,8 @@ async fn secrets_from_env_and_file_references() {
         Gateway::start_with_env(&yaml, &[("TOLLGATE_E2E_PASSWORD", "demo-password")]).await;
     gateway.wait_ready().await;
     for path in ["/file/x", "/env/x"] {
-        let (status, _, body) = gateway.get_json(path).await;
-        assert_eq!(status, 200, "{path}: {body}");
-        let token = bearer(body["headers"]["authorization"].as_str().unwrap()).unwrap();
-        assert!(idp.is_valid_token(token), "{path}");
+        let token = gateway.bearer_upstream(path).await;
+        assert!(idp.is_valid_token(&token), "{path}");
     }
     assert_eq!(idp.token_requests(), 2);
     assert_eq!(idp.grant_requests("password"), 1);
@@ -404,12 +289,10 @@ async fn secrets_from_env_and_file_references() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn providers_are_independent() {
-    let idp = OAuth2StandIn::start(OAuth2Settings::default())
-        .await
-        .unwrap();
+    let idp = start_oauth2(OAuth2Settings::default()).await;
     let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
     bigid.set_available(false);
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     let yaml = config(
         &[
             oauth2("idp", &idp.token_url(), ""),
@@ -448,26 +331,18 @@ async fn providers_are_independent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn provider_timeout_is_honoured() {
-    let idp = OAuth2StandIn::start(OAuth2Settings::default())
-        .await
-        .unwrap();
+    let idp = start_oauth2(OAuth2Settings::default()).await;
     idp.set_delay(Duration::from_secs(5));
-    let echo = EchoUpstream::start().await.unwrap();
-    let yaml = config(
-        &[oauth2(
-            "idp",
-            &idp.token_url(),
-            "timeout: 500ms\nrefresh: { min_backoff: 200ms, max_backoff: 1s }",
-        )],
-        &[route("api", "/api/", &echo.url(), "idp", "")],
+    let echo = start_echo().await;
+    let provider = oauth2(
+        "idp",
+        &idp.token_url(),
+        &format!("timeout: 500ms\n{FAST_REFRESH}"),
     );
-    let gateway = Gateway::start(&yaml).await;
+    let gateway = Gateway::start(&single_route(provider, "/api/", &echo.url())).await;
     let started = std::time::Instant::now();
-    let (status, headers, body) = gateway.get_json("/api/x").await;
+    gateway.credential_unavailable("/api/x", "idp").await;
     let waited = started.elapsed();
-    assert_eq!(status, 503, "{body}");
-    assert_error_body(&body, "credential_unavailable");
-    assert!(headers.contains_key("retry-after"));
     assert!(
         waited < Duration::from_secs(2),
         "the request waited {waited:?} for a provider with a 500ms timeout"

@@ -8,22 +8,26 @@ use tollgate_standins::echo::EchoUpstream;
 use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
 
 async fn idp_and_echo() -> (OAuth2StandIn, EchoUpstream) {
-    let idp = OAuth2StandIn::start(OAuth2Settings::default())
-        .await
-        .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
-    (idp, echo)
+    (
+        start_oauth2(OAuth2Settings::default()).await,
+        start_echo().await,
+    )
 }
 
+/// [`reports_config`] with the client credentials grant, the client sent as HTTP Basic.
 fn simple_config(idp: &OAuth2StandIn, echo_url: &str) -> String {
-    config(
-        &[oauth2(
-            "idp",
-            &idp.token_url(),
-            "grant: client_credentials\nclient_auth: basic",
-        )],
-        &[route("reports", "/reports/", echo_url, "idp", "")],
+    reports_config(
+        &idp.token_url(),
+        "grant: client_credentials\nclient_auth: basic",
+        echo_url,
     )
+}
+
+/// The stand-in idp, the echo upstream, and a ready gateway on [`simple_config`].
+async fn simple_gateway() -> (OAuth2StandIn, EchoUpstream, Gateway) {
+    let (idp, echo) = idp_and_echo().await;
+    let gateway = Gateway::start_ready(&simple_config(&idp, &echo.url())).await;
+    (idp, echo, gateway)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -41,9 +45,7 @@ async fn proxy_accepts_as_soon_as_healthz_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn injected_credential_reaches_the_upstream() {
-    let (idp, echo) = idp_and_echo().await;
-    let gateway = Gateway::start(&simple_config(&idp, &echo.url())).await;
-    gateway.wait_ready().await;
+    let (idp, echo, gateway) = simple_gateway().await;
 
     let (status, _, body) = gateway.get_json("/reports/daily").await;
     assert_eq!(status, 200, "{body}");
@@ -61,9 +63,7 @@ async fn injected_credential_reaches_the_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn client_authorization_is_replaced_not_forwarded() {
-    let (idp, echo) = idp_and_echo().await;
-    let gateway = Gateway::start(&simple_config(&idp, &echo.url())).await;
-    gateway.wait_ready().await;
+    let (idp, echo, gateway) = simple_gateway().await;
 
     let reply = gateway
         .client()
@@ -99,8 +99,7 @@ async fn strip_prefix_keeps_the_rest_of_the_path_and_the_query() {
             route("kept", "/keep/", &echo.url(), "idp", "strip_prefix: false"),
         ],
     );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
+    let gateway = Gateway::start_ready(&yaml).await;
 
     let (status, _, body) = gateway.get_json("/reports/a/b?x=1&y=two").await;
     assert_eq!(status, 200, "{body}");
@@ -124,9 +123,7 @@ async fn strip_prefix_keeps_the_rest_of_the_path_and_the_query() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn x_forwarded_for_is_set() {
-    let (idp, echo) = idp_and_echo().await;
-    let gateway = Gateway::start(&simple_config(&idp, &echo.url())).await;
-    gateway.wait_ready().await;
+    let (_idp, echo, gateway) = simple_gateway().await;
     let (status, _, _) = gateway.get_json("/reports/x").await;
     assert_eq!(status, 200);
     let recorded = echo.last_request().unwrap();
@@ -138,9 +135,7 @@ async fn x_forwarded_for_is_set() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn post_body_and_method_are_forwarded() {
-    let (idp, echo) = idp_and_echo().await;
-    let gateway = Gateway::start(&simple_config(&idp, &echo.url())).await;
-    gateway.wait_ready().await;
+    let (_idp, _echo, gateway) = simple_gateway().await;
     let reply = gateway
         .client()
         .post(gateway.proxy_url("/reports/upload"))
@@ -161,26 +156,18 @@ async fn post_body_and_method_are_forwarded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_route_is_404_json() {
-    let (idp, echo) = idp_and_echo().await;
-    let gateway = Gateway::start(&simple_config(&idp, &echo.url())).await;
-    gateway.wait_ready().await;
+    let (_idp, echo, gateway) = simple_gateway().await;
     let (status, headers, body) = gateway.get_json("/nowhere/else").await;
     assert_eq!(status, 404, "{body}");
     assert_error_body(&body, "no_route");
-    assert!(
-        headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json")),
-        "content-type: {headers:?}"
-    );
+    assert_json_content_type(&headers);
     assert_eq!(echo.request_count(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn host_match_selects_the_route() {
     let (idp, echo) = idp_and_echo().await;
-    let other = EchoUpstream::start().await.unwrap();
+    let other = start_echo().await;
     // Equal prefixes: the host-specific route wins for its host, the other serves the rest.
     // (Between a longer host-less prefix and a shorter host-specific one the precedence
     // is the gateway's documented choice, longest prefix first, and is not tested here.)
@@ -198,8 +185,7 @@ async fn host_match_selects_the_route() {
             ),
         ],
     );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
+    let gateway = Gateway::start_ready(&yaml).await;
     let with_host = |host: &'static str, path: &'static str| {
         gateway
             .client()
@@ -243,21 +229,20 @@ async fn custom_header_and_format() {
     let (idp, echo) = idp_and_echo().await;
     let yaml = config(
         &[oauth2("idp", &idp.token_url(), "")],
-        &[format!(
-            "  - name: xauth\n    match: {{ path_prefix: /x/ }}\n    strip_prefix: true\n    upstream: {{ url: {} }}\n    credential: {{ provider: idp, header: X-Auth, format: \"Token {{token}}\" }}\n",
-            echo.url()
+        &[route_injecting(
+            "xauth",
+            "/x/",
+            &echo.url(),
+            "idp",
+            "X-Auth",
+            "Token {token}",
         )],
     );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
+    let gateway = Gateway::start_ready(&yaml).await;
     let reply = gateway
-        .client()
-        .get(gateway.proxy_url("/x/y"))
-        .header("X-Auth", "Token forged")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reply.status(), 200);
+        .get_with("/x/y", &[("X-Auth", "Token forged")])
+        .await;
+    assert_eq!(reply.status, 200);
     let recorded = echo.last_request().unwrap();
     let values = recorded.header_values("x-auth");
     assert_eq!(values.len(), 1, "{values:?}");
@@ -269,7 +254,7 @@ async fn custom_header_and_format() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn round_robin_over_upstreams() {
     let (idp, a) = idp_and_echo().await;
-    let b = EchoUpstream::start().await.unwrap();
+    let b = start_echo().await;
     let yaml = config(
         &[oauth2("idp", &idp.token_url(), "")],
         &[format!(
@@ -278,8 +263,7 @@ async fn round_robin_over_upstreams() {
             b.url()
         )],
     );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
+    let gateway = Gateway::start_ready(&yaml).await;
     for _ in 0..10 {
         let (status, _, _) = gateway.get_json("/rr/x").await;
         assert_eq!(status, 200);
@@ -295,19 +279,13 @@ async fn round_robin_over_upstreams() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unreachable_upstream_is_502_json() {
-    let idp = OAuth2StandIn::start(OAuth2Settings::default())
-        .await
-        .unwrap();
-    let gateway = Gateway::start(&simple_config(&idp, &closed_port_url())).await;
-    gateway.wait_ready().await;
+    let idp = start_oauth2(OAuth2Settings::default()).await;
+    let gateway = Gateway::start_ready(&simple_config(&idp, &closed_port_url())).await;
     let (status, headers, body) = gateway.get_json("/reports/x").await;
     assert_eq!(status, 502, "{body}");
     assert_error_body(&body, "upstream_unreachable");
     assert_eq!(body["route"], "reports");
-    assert!(headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json")));
+    assert_json_content_type(&headers);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -315,10 +293,7 @@ async fn keep_alive_connection_survives_gateway_errors() {
     // After its own 404 or 502 the gateway must either keep the client connection usable or say
     // `Connection: close`; closing a connection it announced as keep-alive makes the
     // client's next request on it fail.
-    let idp = OAuth2StandIn::start(OAuth2Settings::default())
-        .await
-        .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
+    let (idp, echo) = idp_and_echo().await;
     let yaml = config(
         &[oauth2("idp", &idp.token_url(), "")],
         &[
@@ -326,8 +301,7 @@ async fn keep_alive_connection_survives_gateway_errors() {
             route("reports", "/reports/", &echo.url(), "idp", ""),
         ],
     );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
+    let gateway = Gateway::start_ready(&yaml).await;
     let client = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(1)
@@ -363,9 +337,7 @@ async fn keep_alive_connection_survives_gateway_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn upstream_401_once_is_retried_with_a_fresh_token() {
-    let (idp, echo) = idp_and_echo().await;
-    let gateway = Gateway::start(&simple_config(&idp, &echo.url())).await;
-    gateway.wait_ready().await;
+    let (idp, echo, gateway) = simple_gateway().await;
     let first_fingerprint = gateway.provider_status("idp").await["token_fingerprint"].clone();
     assert_eq!(idp.token_requests(), 1);
 
@@ -404,9 +376,7 @@ async fn upstream_401_once_is_retried_with_a_fresh_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn upstream_401_twice_reaches_the_client_after_one_retry() {
-    let (idp, echo) = idp_and_echo().await;
-    let gateway = Gateway::start(&simple_config(&idp, &echo.url())).await;
-    gateway.wait_ready().await;
+    let (idp, echo, gateway) = simple_gateway().await;
 
     echo.respond_next_with(401, 2);
     let (status, _, body) = gateway.get_json("/reports/x").await;
@@ -436,9 +406,7 @@ async fn upstream_401_twice_reaches_the_client_after_one_retry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn upstream_401_on_a_post_is_replayed_with_its_body_or_passed_through() {
-    let (idp, echo) = idp_and_echo().await;
-    let gateway = Gateway::start(&simple_config(&idp, &echo.url())).await;
-    gateway.wait_ready().await;
+    let (_idp, echo, gateway) = simple_gateway().await;
     let post = |body: Vec<u8>| {
         gateway
             .client()
@@ -486,9 +454,7 @@ async fn upstream_401_on_a_post_is_replayed_with_its_body_or_passed_through() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_401s_for_one_token_make_one_relogin() {
-    let (idp, echo) = idp_and_echo().await;
-    let gateway = Gateway::start(&simple_config(&idp, &echo.url())).await;
-    gateway.wait_ready().await;
+    let (idp, echo, gateway) = simple_gateway().await;
     // All 20 first tries arrive (and are marked 401) before any answer goes back.
     echo.hold_answers_until(echo.request_count() + 20);
     echo.respond_next_with(401, 20);
@@ -513,9 +479,7 @@ async fn concurrent_401s_for_one_token_make_one_relogin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn other_upstream_statuses_are_not_retried() {
-    let (idp, echo) = idp_and_echo().await;
-    let gateway = Gateway::start(&simple_config(&idp, &echo.url())).await;
-    gateway.wait_ready().await;
+    let (idp, echo, gateway) = simple_gateway().await;
 
     echo.respond_next_with(403, 1);
     let (status, _, _) = gateway.get_json("/reports/x").await;
@@ -540,8 +504,7 @@ async fn on_upstream_status_is_configurable() {
             "on_upstream_status: [401, 403]",
         )],
     );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
+    let gateway = Gateway::start_ready(&yaml).await;
     echo.respond_next_with(403, 1);
     let (status, _, _) = gateway.get_json("/reports/x").await;
     assert_eq!(status, 200);

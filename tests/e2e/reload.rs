@@ -2,289 +2,74 @@
 //! at once, unchanged providers keep their token while changed ones log in again and
 //! removed ones go, an invalid file is refused while the old config keeps serving, and a
 //! `server` section change is only logged.
-//!
-//! The harness's `Gateway` does not expose the child's pid, so the gateway is spawned here
-//! ([`Reloading`]), keeping its ports so that the config can be rewritten with the same
-//! `server` section.
 
-use std::fs::File;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{bearer, client, config, eventually, free_port, oauth2, route, sample};
+use crate::common::*;
 use serde_json::Value;
 use tollgate_standins::echo::EchoUpstream;
-use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
+use tollgate_standins::oauth2::OAuth2Settings;
 
 /// The gateway polls its config file every 2 s; a file change is seen within this.
 const POLL_SEEN: Duration = Duration::from_secs(4);
 
-/// A `tollgate run` child whose config file can be rewritten and which can be sent SIGHUP.
-struct Reloading {
-    child: Child,
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    proxy: SocketAddr,
-    admin: SocketAddr,
-    client: reqwest::Client,
+/// A config with `provider` (the block of `idp`) and, for each `(name, upstream)`, the
+/// route `/{name}/` to that upstream on idp's token.
+fn routes_to(provider: &str, routes: &[(&str, &EchoUpstream)]) -> String {
+    let routes: Vec<String> = routes
+        .iter()
+        .map(|(name, upstream)| route(name, &format!("/{name}/"), &upstream.url(), "idp", ""))
+        .collect();
+    config(&[provider.to_owned()], &routes)
 }
 
-impl Reloading {
-    /// Starts `tollgate run` on `yaml` (with `{listen}`/`{admin}` placeholders) and waits
-    /// for `/healthz` and the proxy listener; retries on a lost port race.
-    async fn start(yaml: &str) -> Reloading {
-        for attempt in 1.. {
-            let proxy = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            let dir = tempfile::tempdir().expect("tempdir");
-            let config = dir.path().join("tollgate.yaml");
-            write_atomically(&config, &fill(yaml, proxy, admin));
-            let stdout = File::create(dir.path().join("stdout.log")).unwrap();
-            let stderr = File::create(dir.path().join("stderr.log")).unwrap();
-            let mut gateway = Reloading {
-                child: Command::new(crate::common::BIN)
-                    .args(["run", "--config", config.to_str().unwrap()])
-                    .current_dir(dir.path())
-                    .stdin(Stdio::null())
-                    .stdout(stdout)
-                    .stderr(stderr)
-                    .env_remove("TOLLGATE_CONFIG")
-                    .env_remove("TOLLGATE_LOG_FORMAT")
-                    .env_remove("RUST_LOG")
-                    .spawn()
-                    .expect("spawn tollgate"),
-                dir,
-                config,
-                proxy,
-                admin,
-                client: client(),
-            };
-            match gateway.wait_started().await {
-                Ok(()) => return gateway,
-                Err(logs)
-                    if attempt < 4 && logs.to_lowercase().contains("address already in use") =>
-                {
-                    eprintln!("gateway lost a port race, retrying:\n{logs}");
-                }
-                Err(logs) => panic!("the gateway did not start:\n{logs}"),
-            }
-        }
-        unreachable!()
-    }
-
-    async fn wait_started(&mut self) -> Result<(), String> {
-        let started = Instant::now();
-        let quick = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_millis(500))
-            .build()
-            .unwrap();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("exited with {status}\n{}", self.logs()));
-            }
-            let healthy = quick
-                .get(self.admin_url("/healthz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200);
-            if healthy && tokio::net::TcpStream::connect(self.proxy).await.is_ok() {
-                return Ok(());
-            }
-            if started.elapsed() > Duration::from_secs(20) {
-                return Err(format!("not healthy within 20 s\n{}", self.logs()));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Replaces the config file the way a ConfigMap update does (see [`write_atomically`]),
-    /// with this gateway's ports for the placeholders.
-    fn write_config(&self, yaml: &str) {
-        write_atomically(&self.config, &fill(yaml, self.proxy, self.admin));
-    }
-
-    fn sighup(&self) {
-        let sent = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(sent.success(), "kill -HUP failed");
-    }
-
-    fn proxy_url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.proxy)
-    }
-
-    fn admin_url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.admin)
-    }
-
-    fn logs(&self) -> String {
-        let read =
-            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
-        format!("{}{}", read("stdout.log"), read("stderr.log"))
-    }
-
-    /// The JSON log lines whose message is `message`.
-    fn log_events(&self, message: &str) -> Vec<Value> {
-        self.logs()
-            .lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .filter(|event| event["message"] == message)
-            .collect()
-    }
-
-    /// `GET` on the proxy: status and the body as JSON (`Null` if it is not JSON).
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let reply = self
-            .client
-            .get(self.proxy_url(path))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path} through the gateway failed: {e:?}"));
-        let status = reply.status().as_u16();
-        let text = reply.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    /// The bearer token the upstream received on `GET path` (which must answer 200).
-    async fn token_sent(&self, path: &str) -> String {
-        let (status, body) = self.get(path).await;
-        assert_eq!(status, 200, "GET {path}: {body}");
-        let value = body["headers"]["authorization"]
-            .as_str()
-            .unwrap_or_default();
-        bearer(value)
-            .unwrap_or_else(|| panic!("no bearer token upstream on {path}: {body}"))
-            .to_owned()
-    }
-
-    async fn metric(&self, query: &str) -> f64 {
-        let text = self
-            .client
-            .get(self.admin_url("/metrics"))
-            .send()
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .unwrap();
-        sample(&text, query).unwrap_or(0.0)
-    }
-
-    async fn reloads(&self, outcome: &str) -> f64 {
-        self.metric(&format!(
+/// `tollgate_config_reloads_total{outcome}`.
+async fn reload_count(gateway: &Gateway, outcome: &str) -> f64 {
+    gateway
+        .metric(&format!(
             "tollgate_config_reloads_total{{outcome=\"{outcome}\"}}"
         ))
         .await
-    }
-
-    /// Waits until `tollgate_config_reloads_total{outcome}` reaches `count`.
-    async fn wait_reloads(&self, outcome: &str, count: f64, within: Duration) {
-        let reached = eventually(within, || async { self.reloads(outcome).await >= count }).await;
-        assert!(
-            reached,
-            "config_reloads_total{{outcome={outcome}}} did not reach {count} within {within:?} (it is {})",
-            self.reloads(outcome).await
-        );
-    }
-
-    /// The `providers` array of `/status`.
-    async fn status_providers(&self) -> Vec<Value> {
-        let status: Value = self
-            .client
-            .get(self.admin_url("/status"))
-            .send()
-            .await
-            .expect("GET /status")
-            .json()
-            .await
-            .expect("/status is JSON");
-        status["providers"]
-            .as_array()
-            .unwrap_or_else(|| panic!("/status has no providers array: {status}"))
-            .clone()
-    }
-
-    async fn fingerprint(&self, provider: &str) -> String {
-        let providers = self.status_providers().await;
-        let entry = providers
-            .iter()
-            .find(|p| p["provider"] == provider)
-            .unwrap_or_else(|| panic!("/status has no provider {provider}: {providers:?}"));
-        entry["token_fingerprint"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{provider} has no token fingerprint: {entry}"))
-            .to_owned()
-    }
-
-    async fn wait_ready(&self) {
-        let ready = eventually(Duration::from_secs(10), || async {
-            self.client
-                .get(self.admin_url("/readyz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        })
-        .await;
-        assert!(ready, "/readyz not 200 within 10 s");
-    }
 }
 
-/// `yaml` with its `{listen}` and `{admin}` placeholders filled in.
-fn fill(yaml: &str, proxy: SocketAddr, admin: SocketAddr) -> String {
-    yaml.replace("{listen}", &proxy.to_string())
-        .replace("{admin}", &admin.to_string())
+/// Waits until `tollgate_config_reloads_total{outcome}` reaches `count`.
+async fn wait_reloads(gateway: &Gateway, outcome: &str, count: f64, within: Duration) {
+    let reached = eventually(within, || async {
+        reload_count(gateway, outcome).await >= count
+    })
+    .await;
+    assert!(
+        reached,
+        "config_reloads_total{{outcome={outcome}}} did not reach {count} within {within:?} (it is {})",
+        reload_count(gateway, outcome).await
+    );
 }
 
-/// Writes `text` to a file next to `path` and renames it over `path`, so that a reader
-/// never sees a half-written file (as with the symlink swap of a ConfigMap update).
-fn write_atomically(path: &Path, text: &str) {
-    let temp = path.with_extension("yaml.new");
-    std::fs::write(&temp, text).expect("write the new config");
-    std::fs::rename(&temp, path).expect("rename the new config into place");
-}
-
-impl Drop for Reloading {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- gateway output ----\n{}", self.logs());
-        }
-    }
+/// The token fingerprint `/status` shows for `provider`.
+async fn fingerprint(gateway: &Gateway, provider: &str) -> String {
+    let entry = gateway.provider_status(provider).await;
+    entry["token_fingerprint"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{provider} has no token fingerprint: {entry}"))
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_route_change_under_load_fails_no_request() {
-    let idp = OAuth2StandIn::start(OAuth2Settings::default())
-        .await
-        .unwrap();
-    let echo1 = EchoUpstream::start().await.unwrap();
-    let echo2 = EchoUpstream::start().await.unwrap();
+    let idp = start_oauth2(OAuth2Settings::default()).await;
+    let echo1 = start_echo().await;
+    let echo2 = start_echo().await;
     echo1.set_recording(false);
     echo2.set_recording(false);
     let provider = oauth2("idp", &idp.token_url(), "");
-    let before = config(
-        std::slice::from_ref(&provider),
-        &[route("a", "/a/", &echo1.url(), "idp", "")],
-    );
-    let after = config(
-        std::slice::from_ref(&provider),
-        &[
-            route("a", "/a/", &echo2.url(), "idp", ""),
-            route("b", "/b/", &echo1.url(), "idp", ""),
-        ],
-    );
-    let gateway = Arc::new(Reloading::start(&before).await);
+    let before = routes_to(&provider, &[("a", &echo1)]);
+    let after = routes_to(&provider, &[("a", &echo2), ("b", &echo1)]);
+    let gateway = Arc::new(Gateway::start(&before).await);
     gateway.wait_ready().await;
     assert_eq!(
-        gateway.get("/b/x").await.0,
+        gateway.get_json("/b/x").await.0,
         404,
         "route b before the reload"
     );
@@ -329,9 +114,9 @@ async fn a_route_change_under_load_fails_no_request() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(echo1.request_count() > 0, "no load reached echo1");
     assert_eq!(echo2.request_count(), 0);
-    gateway.write_config(&after);
+    gateway.rewrite_config(&after);
     // The poll sees the change within 2 s; let the load run on well past it.
-    gateway.wait_reloads("success", 1.0, POLL_SEEN).await;
+    wait_reloads(&gateway, "success", 1.0, POLL_SEEN).await;
     let reloaded_at = started.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let echo1_settled = echo1.request_count();
@@ -368,15 +153,15 @@ async fn a_route_change_under_load_fails_no_request() {
         echo1_settled,
         "route a still went to echo1 a second after the reload"
     );
-    let (status, body) = gateway.get("/b/after").await;
+    let (status, _, body) = gateway.get_json("/b/after").await;
     assert_eq!(status, 200, "route b after the reload: {body}");
     assert_eq!(
         echo1.request_count(),
         echo1_settled + 1,
         "route b goes to echo1"
     );
-    assert_eq!(gateway.reloads("success").await, 1.0);
-    assert_eq!(gateway.reloads("failure").await, 0.0);
+    assert_eq!(reload_count(&gateway, "success").await, 1.0);
+    assert_eq!(reload_count(&gateway, "failure").await, 0.0);
     assert_eq!(
         idp.token_requests(),
         1,
@@ -386,41 +171,28 @@ async fn a_route_change_under_load_fails_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sighup_reloads_at_once() {
-    let idp = OAuth2StandIn::start(OAuth2Settings::default())
-        .await
-        .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
+    let idp = start_oauth2(OAuth2Settings::default()).await;
+    let echo = start_echo().await;
     let provider = oauth2("idp", &idp.token_url(), "");
-    let one = config(
-        std::slice::from_ref(&provider),
-        &[route("a", "/a/", &echo.url(), "idp", "")],
-    );
-    let two = config(
-        std::slice::from_ref(&provider),
-        &[
-            route("a", "/a/", &echo.url(), "idp", ""),
-            route("b", "/b/", &echo.url(), "idp", ""),
-        ],
-    );
-    let gateway = Reloading::start(&one).await;
+    let one = routes_to(&provider, &[("a", &echo)]);
+    let two = routes_to(&provider, &[("a", &echo), ("b", &echo)]);
+    let gateway = Gateway::start(&one).await;
     gateway.wait_ready().await;
 
     // The file is unchanged, so only the signal can cause this reload.
-    gateway.sighup();
-    gateway
-        .wait_reloads("success", 1.0, Duration::from_secs(3))
-        .await;
+    gateway.signal("HUP");
+    wait_reloads(&gateway, "success", 1.0, Duration::from_secs(3)).await;
     let reloads = gateway.log_events("config reloaded");
     assert_eq!(reloads.len(), 1, "{reloads:?}");
     assert_eq!(reloads[0]["trigger"], "SIGHUP", "{}", reloads[0]);
 
     // A changed file with a SIGHUP right after it is applied at once.
-    assert_eq!(gateway.get("/b/x").await.0, 404);
-    gateway.write_config(&two);
+    assert_eq!(gateway.get_json("/b/x").await.0, 404);
+    gateway.rewrite_config(&two);
     let signalled = Instant::now();
-    gateway.sighup();
+    gateway.signal("HUP");
     let applied = eventually(Duration::from_secs(3), || async {
-        gateway.get("/b/x").await.0 == 200
+        gateway.get_json("/b/x").await.0 == 200
     })
     .await;
     assert!(applied, "route b not served within 3 s of SIGHUP");
@@ -430,7 +202,7 @@ async fn sighup_reloads_at_once() {
         reloads.iter().filter(|e| e["trigger"] == "SIGHUP").count() >= 2,
         "{reloads:?}"
     );
-    assert_eq!(gateway.reloads("failure").await, 0.0);
+    assert_eq!(reload_count(&gateway, "failure").await, 0.0);
     assert_eq!(idp.token_requests(), 1);
 }
 
@@ -438,40 +210,20 @@ async fn sighup_reloads_at_once() {
 /// as changed and reload the same content a second time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_sighup_reload_is_not_repeated_by_the_file_poll() {
-    let idp = OAuth2StandIn::start(OAuth2Settings::default())
-        .await
-        .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
+    let idp = start_oauth2(OAuth2Settings::default()).await;
+    let echo = start_echo().await;
     let provider = oauth2("idp", &idp.token_url(), "");
-    let one = config(
-        std::slice::from_ref(&provider),
-        &[route("a", "/a/", &echo.url(), "idp", "")],
-    );
-    let two = config(
-        std::slice::from_ref(&provider),
-        &[
-            route("a", "/a/", &echo.url(), "idp", ""),
-            route("b", "/b/", &echo.url(), "idp", ""),
-        ],
-    );
-    let three = config(
-        std::slice::from_ref(&provider),
-        &[
-            route("a", "/a/", &echo.url(), "idp", ""),
-            route("b", "/b/", &echo.url(), "idp", ""),
-            route("c", "/c/", &echo.url(), "idp", ""),
-        ],
-    );
-    let gateway = Reloading::start(&one).await;
+    let one = routes_to(&provider, &[("a", &echo)]);
+    let two = routes_to(&provider, &[("a", &echo), ("b", &echo)]);
+    let three = routes_to(&provider, &[("a", &echo), ("b", &echo), ("c", &echo)]);
+    let gateway = Gateway::start(&one).await;
     gateway.wait_ready().await;
-    gateway.write_config(&two);
-    gateway.sighup();
-    gateway
-        .wait_reloads("success", 1.0, Duration::from_secs(3))
-        .await;
+    gateway.rewrite_config(&two);
+    gateway.signal("HUP");
+    wait_reloads(&gateway, "success", 1.0, Duration::from_secs(3)).await;
     // The barrier: a third config, picked up by the poll. The poll runs in one loop, so a
     // reload of what SIGHUP already loaded would come before this one.
-    gateway.write_config(&three);
+    gateway.rewrite_config(&three);
     let barrier = eventually(Duration::from_secs(5), || async {
         gateway.log_events("config reloaded").iter().any(|e| {
             e["summary"]
@@ -504,13 +256,9 @@ async fn a_sighup_reload_is_not_repeated_by_the_file_poll() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unchanged_providers_keep_their_token_changed_ones_log_in_removed_ones_go() {
-    let idp = OAuth2StandIn::start(OAuth2Settings::default())
-        .await
-        .unwrap();
-    let other = OAuth2StandIn::start(OAuth2Settings::default())
-        .await
-        .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
+    let idp = start_oauth2(OAuth2Settings::default()).await;
+    let other = start_oauth2(OAuth2Settings::default()).await;
+    let echo = start_echo().await;
     let idp_v1 = oauth2("idp", &idp.token_url(), "scopes: [reports.read]");
     let idp_v2 = oauth2(
         "idp",
@@ -544,22 +292,22 @@ async fn unchanged_providers_keep_their_token_changed_ones_log_in_removed_ones_g
         ],
     );
 
-    let gateway = Reloading::start(&start).await;
+    let gateway = Gateway::start(&start).await;
     gateway.wait_ready().await;
     assert_eq!(idp.token_requests(), 1);
     assert_eq!(other.token_requests(), 1);
-    let token1 = gateway.token_sent("/a/x").await;
-    let fingerprint1 = gateway.fingerprint("idp").await;
+    let token1 = gateway.bearer_upstream("/a/x").await;
+    let fingerprint1 = fingerprint(&gateway, "idp").await;
 
-    gateway.write_config(&routes_only);
-    gateway.wait_reloads("success", 1.0, POLL_SEEN).await;
+    gateway.rewrite_config(&routes_only);
+    wait_reloads(&gateway, "success", 1.0, POLL_SEEN).await;
     assert_eq!(
-        gateway.token_sent("/a2/x").await,
+        gateway.bearer_upstream("/a2/x").await,
         token1,
         "new route, kept token"
     );
-    assert_eq!(gateway.token_sent("/a/x").await, token1);
-    assert_eq!(gateway.fingerprint("idp").await, fingerprint1);
+    assert_eq!(gateway.bearer_upstream("/a/x").await, token1);
+    assert_eq!(fingerprint(&gateway, "idp").await, fingerprint1);
     assert_eq!(
         idp.token_requests(),
         1,
@@ -576,14 +324,14 @@ async fn unchanged_providers_keep_their_token_changed_ones_log_in_removed_ones_g
         "reload summary: {summary}"
     );
 
-    gateway.write_config(&provider_changed);
-    gateway.wait_reloads("success", 2.0, POLL_SEEN).await;
+    gateway.rewrite_config(&provider_changed);
+    wait_reloads(&gateway, "success", 2.0, POLL_SEEN).await;
     let logged_in = eventually(Duration::from_secs(3), || async {
         idp.token_requests() >= 2
     })
     .await;
     assert!(logged_in, "the changed provider did not log in again");
-    let token2 = gateway.token_sent("/a/x").await;
+    let token2 = gateway.bearer_upstream("/a/x").await;
     assert_ne!(
         token2, token1,
         "requests still carry the old provider's token"
@@ -599,39 +347,35 @@ async fn unchanged_providers_keep_their_token_changed_ones_log_in_removed_ones_g
         Some("reports.read reports.write".to_owned()),
         "the new login does not use the new scopes"
     );
-    assert_eq!(gateway.token_sent("/a2/x").await, token2);
-    assert_ne!(gateway.fingerprint("idp").await, fingerprint1);
+    assert_eq!(gateway.bearer_upstream("/a2/x").await, token2);
+    assert_ne!(fingerprint(&gateway, "idp").await, fingerprint1);
     assert_eq!(
         idp.token_requests(),
         2,
         "one login for the changed provider"
     );
-    let providers = gateway.status_providers().await;
+    let status = gateway.status().await;
+    let providers = status["providers"].as_array().unwrap();
     assert!(
         providers.iter().all(|p| p["provider"] != "other"),
         "the removed provider is still in /status: {providers:?}"
     );
-    assert_eq!(gateway.get("/o/x").await.0, 404, "the removed route");
+    assert_eq!(gateway.get_json("/o/x").await.0, 404, "the removed route");
     assert_eq!(
         other.token_requests(),
         1,
         "the removed provider logged in again"
     );
-    assert_eq!(gateway.reloads("failure").await, 0.0);
+    assert_eq!(reload_count(&gateway, "failure").await, 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_invalid_config_is_refused_and_the_old_one_keeps_serving() {
-    let idp = OAuth2StandIn::start(OAuth2Settings::default())
-        .await
-        .unwrap();
-    let echo1 = EchoUpstream::start().await.unwrap();
-    let echo2 = EchoUpstream::start().await.unwrap();
+    let idp = start_oauth2(OAuth2Settings::default()).await;
+    let echo1 = start_echo().await;
+    let echo2 = start_echo().await;
     let provider = oauth2("idp", &idp.token_url(), "");
-    let good = config(
-        std::slice::from_ref(&provider),
-        &[route("a", "/a/", &echo1.url(), "idp", "")],
-    );
+    let good = routes_to(&provider, &[("a", &echo1)]);
     // An unknown route key, and route a moved to echo2 (which must not take effect).
     let unknown_key = config(
         std::slice::from_ref(&provider),
@@ -651,16 +395,10 @@ async fn an_invalid_config_is_refused_and_the_old_one_keeps_serving() {
             route("b", "/b/", &echo2.url(), "nowhere", ""),
         ],
     );
-    let fixed = config(
-        std::slice::from_ref(&provider),
-        &[
-            route("a", "/a/", &echo2.url(), "idp", ""),
-            route("b", "/b/", &echo2.url(), "idp", ""),
-        ],
-    );
-    let gateway = Reloading::start(&good).await;
+    let fixed = routes_to(&provider, &[("a", &echo2), ("b", &echo2)]);
+    let gateway = Gateway::start(&good).await;
     gateway.wait_ready().await;
-    let refused = |gateway: &Reloading| {
+    let refused = |gateway: &Gateway| {
         gateway
             .log_events("config reload refused; the previous config keeps serving")
             .iter()
@@ -668,8 +406,8 @@ async fn an_invalid_config_is_refused_and_the_old_one_keeps_serving() {
             .collect::<Vec<_>>()
     };
 
-    gateway.write_config(&unknown_key);
-    gateway.wait_reloads("failure", 1.0, POLL_SEEN).await;
+    gateway.rewrite_config(&unknown_key);
+    wait_reloads(&gateway, "failure", 1.0, POLL_SEEN).await;
     let errors = refused(&gateway);
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
@@ -677,12 +415,12 @@ async fn an_invalid_config_is_refused_and_the_old_one_keeps_serving() {
         "the error does not name the key: {}",
         errors[0]
     );
-    assert_eq!(gateway.get("/a/x").await.0, 200);
+    assert_eq!(gateway.get_json("/a/x").await.0, 200);
     assert_eq!(echo1.request_count(), 1, "the old route a serves");
     assert_eq!(echo2.request_count(), 0);
 
-    gateway.write_config(&missing_provider);
-    gateway.wait_reloads("failure", 2.0, POLL_SEEN).await;
+    gateway.rewrite_config(&missing_provider);
+    wait_reloads(&gateway, "failure", 2.0, POLL_SEEN).await;
     let errors = refused(&gateway);
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert!(
@@ -690,47 +428,36 @@ async fn an_invalid_config_is_refused_and_the_old_one_keeps_serving() {
         "the error does not name the key: {}",
         errors[1]
     );
-    assert_eq!(gateway.get("/a/x").await.0, 200);
+    assert_eq!(gateway.get_json("/a/x").await.0, 200);
     assert_eq!(echo1.request_count(), 2, "the old route a serves");
     assert_eq!(
-        gateway.get("/b/x").await.0,
+        gateway.get_json("/b/x").await.0,
         404,
         "route b of a refused config"
     );
     assert_eq!(echo2.request_count(), 0);
-    assert_eq!(gateway.reloads("success").await, 0.0);
+    assert_eq!(reload_count(&gateway, "success").await, 0.0);
 
-    gateway.write_config(&fixed);
-    gateway.wait_reloads("success", 1.0, POLL_SEEN).await;
-    assert_eq!(gateway.get("/a/x").await.0, 200);
-    assert_eq!(gateway.get("/b/x").await.0, 200);
+    gateway.rewrite_config(&fixed);
+    wait_reloads(&gateway, "success", 1.0, POLL_SEEN).await;
+    assert_eq!(gateway.get_json("/a/x").await.0, 200);
+    assert_eq!(gateway.get_json("/b/x").await.0, 200);
     assert_eq!(echo2.request_count(), 2, "the fixed config serves");
     assert_eq!(echo1.request_count(), 2);
-    assert_eq!(gateway.reloads("failure").await, 2.0);
+    assert_eq!(reload_count(&gateway, "failure").await, 2.0);
     assert_eq!(idp.token_requests(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_server_change_is_logged_for_a_restart_and_the_rest_applies() {
-    let idp = OAuth2StandIn::start(OAuth2Settings::default())
-        .await
-        .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
+    let idp = start_oauth2(OAuth2Settings::default()).await;
+    let echo = start_echo().await;
     let provider = oauth2("idp", &idp.token_url(), "");
-    let one = config(
-        std::slice::from_ref(&provider),
-        &[route("a", "/a/", &echo.url(), "idp", "")],
-    );
-    let two = config(
-        std::slice::from_ref(&provider),
-        &[
-            route("a", "/a/", &echo.url(), "idp", ""),
-            route("b", "/b/", &echo.url(), "idp", ""),
-        ],
-    );
+    let one = routes_to(&provider, &[("a", &echo)]);
+    let two = routes_to(&provider, &[("a", &echo), ("b", &echo)]);
     assert!(two.contains("threads: 1\n"));
     let two = two.replace("threads: 1\n", "threads: 2\n");
-    let gateway = Reloading::start(&one).await;
+    let gateway = Gateway::start(&one).await;
     gateway.wait_ready().await;
     assert!(
         gateway
@@ -740,8 +467,8 @@ async fn a_server_change_is_logged_for_a_restart_and_the_rest_applies() {
         "restart warning before any reload"
     );
 
-    gateway.write_config(&two);
-    gateway.wait_reloads("success", 1.0, POLL_SEEN).await;
+    gateway.rewrite_config(&two);
+    wait_reloads(&gateway, "success", 1.0, POLL_SEEN).await;
     let warnings: Vec<String> = gateway
         .logs()
         .lines()
@@ -752,9 +479,9 @@ async fn a_server_change_is_logged_for_a_restart_and_the_rest_applies() {
     let warning: Value = serde_json::from_str(&warnings[0]).expect("a JSON log line");
     assert_eq!(warning["level"], "WARN", "{warning}");
     assert_eq!(
-        gateway.get("/b/x").await.0,
+        gateway.get_json("/b/x").await.0,
         200,
         "the routes were not applied"
     );
-    assert_eq!(gateway.reloads("failure").await, 0.0);
+    assert_eq!(reload_count(&gateway, "failure").await, 0.0);
 }

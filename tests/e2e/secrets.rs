@@ -7,8 +7,7 @@ use std::time::Duration;
 use crate::common::*;
 use base64::Engine as _;
 use tollgate_standins::bigid::{BigIdSettings, BigIdStandIn};
-use tollgate_standins::echo::EchoUpstream;
-use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
+use tollgate_standins::oauth2::OAuth2Settings;
 
 const CLIENT_SECRET: &str = "e2e-client-secret-7Hq2v";
 const USER_PASSWORD: &str = "e2e-user-pw-9Kd4s";
@@ -31,15 +30,14 @@ async fn secrets_and_tokens_never_leak_at_debug_level() {
 }
 
 async fn never_leak(extra_env: &[(&str, &str)], reflect: bool) {
-    let idp = OAuth2StandIn::start(OAuth2Settings {
+    let idp = start_oauth2(OAuth2Settings {
         clients: vec![("e2e-client".into(), CLIENT_SECRET.to_owned())],
         users: vec![("e2e-user".into(), USER_PASSWORD.to_owned())],
         token_ttl: Duration::from_secs(2),
         issue_refresh_tokens: true,
         ..OAuth2Settings::default()
     })
-    .await
-    .unwrap();
+    .await;
     let bigid = BigIdStandIn::start(BigIdSettings {
         users: vec![("e2e-admin".into(), BIGID_PASSWORD.to_owned())],
         user_tokens: vec![BIGID_USER_TOKEN.to_owned()],
@@ -47,7 +45,7 @@ async fn never_leak(extra_env: &[(&str, &str)], reflect: bool) {
     })
     .await
     .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     echo.set_reflect(reflect);
 
     let dir = tempfile::tempdir().unwrap();

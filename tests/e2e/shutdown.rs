@@ -2,166 +2,29 @@
 //! stops accepting, lets the request in flight finish, and exits 0 as soon as it has, well
 //! before the drain time; a request that outlives the drain time is cut and the process
 //! exits when the drain time is up.
-//!
-//! The gateway is spawned here rather than by the shared harness, to signal it by pid and
-//! read its exit status.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use crate::hardening_support::*;
 use tollgate_standins::echo::EchoUpstream;
 use tollgate_standins::fortanix::{FortanixSettings, FortanixStandIn, DEMO_APP_ID};
 
-/// A `tollgate run` child process of this test; killed when dropped.
-struct Process {
-    child: Child,
-    dir: tempfile::TempDir,
-    proxy: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl Process {
-    /// Starts the gateway on `yaml` (with `{listen}` and `{admin}` placeholders) and waits
-    /// until `/healthz` answers and the proxy port accepts.
-    async fn start(yaml: &str) -> Process {
-        for _ in 0..4 {
-            let proxy = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            let dir = tempfile::tempdir().unwrap();
-            let config = dir.path().join("tollgate.yaml");
-            let text = yaml
-                .replace("{listen}", &proxy.to_string())
-                .replace("{admin}", &admin.to_string());
-            std::fs::write(&config, text).unwrap();
-            let child = Command::new(BIN)
-                .args(["run", "--config", config.to_str().unwrap()])
-                .current_dir(dir.path())
-                .stdin(Stdio::null())
-                .stdout(std::fs::File::create(dir.path().join("stdout.log")).unwrap())
-                .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
-                .env_remove("TOLLGATE_CONFIG")
-                .env_remove("RUST_LOG")
-                .spawn()
-                .expect("spawn tollgate");
-            let mut process = Process {
-                child,
-                dir,
-                proxy,
-                admin,
-            };
-            match process.wait_serving().await {
-                Ok(()) => return process,
-                Err(logs) if logs.contains("in use") => {
-                    eprintln!("port race, retrying:\n{logs}")
-                }
-                Err(logs) => panic!("the gateway did not start:\n{logs}"),
-            }
-        }
-        panic!("the gateway lost the port race four times");
-    }
-
-    async fn wait_serving(&mut self) -> Result<(), String> {
-        let quick = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_millis(500))
-            .build()
-            .unwrap();
-        let started = Instant::now();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("exited with {status}\n{}", self.logs()));
-            }
-            let healthy = quick
-                .get(format!("http://{}/healthz", self.admin))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200);
-            if healthy && tokio::net::TcpStream::connect(self.proxy).await.is_ok() {
-                return Ok(());
-            }
-            if started.elapsed() > Duration::from_secs(20) {
-                return Err(format!("not serving after 20 s\n{}", self.logs()));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.proxy)
-    }
-
-    fn logs(&self) -> String {
-        let read =
-            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
-        format!("{}{}", read("stdout.log"), read("stderr.log"))
-    }
-
-    /// Sends `signal` (`TERM`, `INT`) with the `kill` command.
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args(["-s", signal, &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -s {signal} failed");
-    }
-
-    /// Waits up to `limit` for the process to exit.
-    async fn exited_within(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if started.elapsed() > limit {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- gateway output ----\n{}", self.logs());
-        }
-    }
-}
-
 /// A gateway with one route to `echo` (no provider call needed) and `server_extra` keys.
 fn yaml(echo: &EchoUpstream, server_extra: &str) -> String {
-    let mut text = config(
-        &[static_provider("key")],
-        &[route_with(
-            "slow",
-            "path_prefix: /slow/",
-            &format!("url: {}", echo.url()),
-            Some("key"),
-            "",
-        )],
-    );
-    if !server_extra.is_empty() {
-        text = text.replacen(
-            "  threads: 1\n",
-            &format!("  threads: 1\n  {server_extra}\n"),
-            1,
-        );
-    }
-    text
+    with_server(
+        &keyed_config(&[keyed_route("slow", &echo.url(), "")]),
+        server_extra,
+    )
 }
 
 /// Starts a request through the gateway and returns once the upstream has it.
 async fn request_in_flight(
-    gateway: &Process,
+    gateway: &Gateway,
     echo: &EchoUpstream,
 ) -> tokio::task::JoinHandle<Result<(u16, String), reqwest::Error>> {
     let before = echo.request_count();
-    let request = client().get(gateway.url("/slow/in-flight"));
+    let request = client().get(gateway.proxy_url("/slow/in-flight"));
     let task = tokio::spawn(async move {
         let reply = request.send().await?;
         let status = reply.status().as_u16();
@@ -190,11 +53,11 @@ async fn refused_within(addr: SocketAddr, limit: Duration) -> Option<Duration> {
 /// The in-flight request completes, new connections are refused, and the process exits 0
 /// right after the response, long before the 20 s default drain time.
 async fn drains_then_exits_on(signal: &str) {
-    let echo = EchoUpstream::start().await.unwrap();
-    let mut gateway = Process::start(&yaml(&echo, "")).await;
+    let echo = start_echo().await;
+    let mut gateway = Gateway::start(&yaml(&echo, "")).await;
     let (status, _) = {
         let reply = client()
-            .get(gateway.url("/slow/warm"))
+            .get(gateway.proxy_url("/slow/warm"))
             .send()
             .await
             .unwrap();
@@ -208,7 +71,7 @@ async fn drains_then_exits_on(signal: &str) {
     let signalled = Instant::now();
     gateway.signal(signal);
 
-    let refused = refused_within(gateway.proxy, Duration::from_millis(1500)).await;
+    let refused = refused_within(gateway.proxy_addr(), Duration::from_millis(1500)).await;
     assert!(
         refused.is_some(),
         "SIG{signal}: new connections were still accepted 1.5 s later"
@@ -264,8 +127,8 @@ async fn sigint_drains_like_sigterm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_drain_time_bounds_the_wait_for_a_slow_request() {
-    let echo = EchoUpstream::start().await.unwrap();
-    let mut gateway = Process::start(&yaml(&echo, "drain_timeout: 1s")).await;
+    let echo = start_echo().await;
+    let mut gateway = Gateway::start(&yaml(&echo, "drain_timeout: 1s")).await;
     echo.set_delay(Duration::from_secs(5));
     let in_flight = request_in_flight(&gateway, &echo).await;
     let signalled = Instant::now();
@@ -298,32 +161,15 @@ async fn requests_cut_at_the_end_of_the_drain_time_are_logged_and_sessions_still
     let dsm = FortanixStandIn::start(FortanixSettings::default())
         .await
         .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     let provider = format!(
         "  dsm:\n    type: fortanix\n    base_url: {}\n    basic: {{ username: \"{DEMO_APP_ID}\", password: demo-app-secret }}\n    terminate_on_shutdown: true\n",
         dsm.url()
     );
-    let text = config(
-        &[provider],
-        &[route_with(
-            "slow",
-            "path_prefix: /slow/",
-            &format!("url: {}", echo.url()),
-            Some("dsm"),
-            "",
-        )],
-    )
-    .replacen("  threads: 1\n", "  threads: 1\n  drain_timeout: 1s\n", 1);
-    let mut gateway = Process::start(&text).await;
-    let ready = eventually(Duration::from_secs(5), || async {
-        client()
-            .get(format!("http://{}/readyz", gateway.admin))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    assert!(ready, "no DSM session:\n{}", gateway.logs());
+    let routes = [route("slow", "/slow/", &echo.url(), "dsm", "")];
+    let text = with_server(&config(&[provider], &routes), "drain_timeout: 1s");
+    // Ready: the DSM session is open.
+    let mut gateway = Gateway::start_ready(&text).await;
     echo.set_delay(Duration::from_secs(5));
     let _in_flight = request_in_flight(&gateway, &echo).await;
     gateway.signal("TERM");

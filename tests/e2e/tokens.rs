@@ -7,22 +7,16 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use tollgate_standins::echo::EchoUpstream;
-use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
+use tollgate_standins::oauth2::OAuth2Settings;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_concurrent_requests_on_a_cold_cache_make_one_login() {
-    let idp = OAuth2StandIn::start(OAuth2Settings::default())
-        .await
-        .unwrap();
+    let idp = start_oauth2(OAuth2Settings::default()).await;
     // A slow login, so that every request arrives while the first login is in flight.
     idp.set_delay(Duration::from_millis(1500));
-    let echo = EchoUpstream::start().await.unwrap();
+    let echo = start_echo().await;
     echo.set_recording(false);
-    let yaml = config(
-        &[oauth2("idp", &idp.token_url(), "")],
-        &[route("reports", "/reports/", &echo.url(), "idp", "")],
-    );
+    let yaml = reports_config(&idp.token_url(), "", &echo.url());
     let gateway = Gateway::start(&yaml).await;
     // Not ready: the login is still running.
     assert_eq!(gateway.readyz().await.0, 503);
@@ -65,12 +59,7 @@ async fn a_thousand_concurrent_requests_on_a_cold_cache_make_one_login() {
         misses >= 100.0,
         "only {misses} requests met the cold cache: the test did not pile them up"
     );
-    assert_eq!(
-        gateway
-            .metric("tollgate_token_requests_total{provider=\"idp\",kind=\"login\",outcome=\"success\"}")
-            .await,
-        1.0
-    );
+    assert_eq!(gateway.token_requests("idp", "login", "success").await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -78,23 +67,18 @@ async fn expiring_tokens_are_refreshed_ahead_with_no_failed_request() {
     let ttl = Duration::from_secs(2);
     let before_expiry = Duration::from_millis(500);
     let window = Duration::from_secs(6); // three lifetimes
-    let idp = OAuth2StandIn::start(OAuth2Settings {
+    let idp = start_oauth2(OAuth2Settings {
         token_ttl: ttl,
         ..OAuth2Settings::default()
     })
-    .await
-    .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
-    let yaml = config(
-        &[oauth2(
-            "idp",
-            &idp.token_url(),
-            "refresh: { before_expiry: 500ms, min_backoff: 200ms, max_backoff: 1s }",
-        )],
-        &[route("reports", "/reports/", &echo.url(), "idp", "")],
+    .await;
+    let echo = start_echo().await;
+    let yaml = reports_config(
+        &idp.token_url(),
+        "refresh: { before_expiry: 500ms, min_backoff: 200ms, max_backoff: 1s }",
+        &echo.url(),
     );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
+    let gateway = Gateway::start_ready(&yaml).await;
     assert_eq!(idp.token_requests(), 1);
 
     let started = Instant::now();
@@ -137,12 +121,7 @@ async fn expiring_tokens_are_refreshed_ahead_with_no_failed_request() {
     );
     let distinct: BTreeSet<&String> = seen.iter().collect();
     assert_eq!(distinct.len(), seen.len(), "an old token came back");
-    assert_eq!(
-        gateway
-            .metric("tollgate_token_requests_total{provider=\"idp\",kind=\"login\",outcome=\"failure\"}")
-            .await,
-        0.0
-    );
+    assert_eq!(gateway.token_requests("idp", "login", "failure").await, 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -150,30 +129,22 @@ async fn provider_down_with_a_valid_token_keeps_serving_it() {
     // Lifetime 6 s, refresh due at half of it: the refresh fails from 3 s on, while the
     // token is good until 5.4 s. The requests wait for the failed refresh, not a clock,
     // and take a fraction of the 2.4 s left.
-    let idp = OAuth2StandIn::start(OAuth2Settings {
+    let idp = start_oauth2(OAuth2Settings {
         token_ttl: Duration::from_secs(6),
         ..OAuth2Settings::default()
     })
-    .await
-    .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
-    let yaml = config(
-        &[oauth2(
-            "idp",
-            &idp.token_url(),
-            "refresh: { before_expiry: 3s, min_backoff: 200ms, max_backoff: 400ms }",
-        )],
-        &[route("reports", "/reports/", &echo.url(), "idp", "")],
+    .await;
+    let echo = start_echo().await;
+    let yaml = reports_config(
+        &idp.token_url(),
+        "refresh: { before_expiry: 3s, min_backoff: 200ms, max_backoff: 400ms }",
+        &echo.url(),
     );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
+    let gateway = Gateway::start_ready(&yaml).await;
     idp.set_available(false);
     let token = idp.issued_tokens()[0].clone();
     let failed = eventually(Duration::from_secs(8), || async {
-        gateway
-            .metric("tollgate_token_requests_total{provider=\"idp\",kind=\"login\",outcome=\"failure\"}")
-            .await
-            >= 1.0
+        gateway.token_requests("idp", "login", "failure").await >= 1.0
     })
     .await;
     assert!(failed, "no failed refresh: {}", gateway.metrics().await);
@@ -200,48 +171,29 @@ async fn provider_down_with_a_valid_token_keeps_serving_it() {
     })
     .await;
     assert!(recovered, "{}", gateway.provider_status("idp").await);
-    let (status, _, body) = gateway.get_json("/reports/x").await;
-    assert_eq!(status, 200);
-    let now = bearer(body["headers"]["authorization"].as_str().unwrap())
-        .unwrap()
-        .to_owned();
+    let now = gateway.bearer_upstream("/reports/x").await;
     assert_ne!(now, token);
     assert!(idp.is_valid_token(&now));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn provider_down_and_no_token_is_503_and_never_forwarded() {
-    let idp = OAuth2StandIn::start(OAuth2Settings::default())
-        .await
-        .unwrap();
+    let idp = start_oauth2(OAuth2Settings::default()).await;
     idp.set_available(false);
-    let echo = EchoUpstream::start().await.unwrap();
-    let yaml = config(
-        &[oauth2(
-            "idp",
-            &idp.token_url(),
-            "refresh: { min_backoff: 1s, max_backoff: 4s }",
-        )],
-        &[route("reports", "/reports/", &echo.url(), "idp", "")],
+    let echo = start_echo().await;
+    let yaml = reports_config(
+        &idp.token_url(),
+        "refresh: { min_backoff: 1s, max_backoff: 4s }",
+        &echo.url(),
     );
     let gateway = Gateway::start(&yaml).await;
     let started = Instant::now();
     for i in 0..20 {
         let request_started = Instant::now();
-        let (status, headers, body) = gateway.get_json(&format!("/reports/{i}")).await;
-        assert_eq!(status, 503, "request {i}: {body}");
-        assert_error_body(&body, "credential_unavailable");
-        assert_eq!(body["route"], "reports");
-        assert_eq!(body["provider"], "idp");
-        let retry_after = headers
-            .get("retry-after")
-            .unwrap_or_else(|| panic!("no Retry-After: {headers:?}"))
-            .to_str()
-            .unwrap();
-        let seconds: u64 = retry_after
-            .parse()
-            .unwrap_or_else(|_| panic!("Retry-After is not integer seconds: {retry_after}"));
-        assert!(seconds >= 1, "Retry-After: {seconds}");
+        let refused = gateway
+            .credential_unavailable(&format!("/reports/{i}"), "idp")
+            .await;
+        assert_eq!(refused.body["route"], "reports", "request {i}");
         assert!(
             request_started.elapsed() < Duration::from_secs(3),
             "a 503 should not wait out the backoff"
@@ -284,15 +236,10 @@ async fn provider_down_and_no_token_is_503_and_never_forwarded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn provider_comes_back_after_failures() {
-    let idp = OAuth2StandIn::start(OAuth2Settings::default())
-        .await
-        .unwrap();
+    let idp = start_oauth2(OAuth2Settings::default()).await;
     idp.set_available(false);
-    let echo = EchoUpstream::start().await.unwrap();
-    let yaml = config(
-        &[oauth2("idp", &idp.token_url(), "")],
-        &[route("reports", "/reports/", &echo.url(), "idp", "")],
-    );
+    let echo = start_echo().await;
+    let yaml = reports_config(&idp.token_url(), "", &echo.url());
     let gateway = Gateway::start(&yaml).await;
     let (status, _, _) = gateway.get_json("/reports/x").await;
     assert_eq!(status, 503);
@@ -310,14 +257,10 @@ async fn provider_comes_back_after_failures() {
 /// (seconds_to_expiry right after ready, logins) for a stand-in configured by `settings`
 /// and a provider with `extra` keys.
 async fn lifetime_seen(settings: OAuth2Settings, extra: &str) -> u64 {
-    let idp = OAuth2StandIn::start(settings).await.unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
-    let yaml = config(
-        &[oauth2("idp", &idp.token_url(), extra)],
-        &[route("reports", "/reports/", &echo.url(), "idp", "")],
-    );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
+    let idp = start_oauth2(settings).await;
+    let echo = start_echo().await;
+    let yaml = reports_config(&idp.token_url(), extra, &echo.url());
+    let gateway = Gateway::start_ready(&yaml).await;
     let status = gateway.provider_status("idp").await;
     assert_eq!(status["state"], "valid", "{status}");
     status["seconds_to_expiry"]
@@ -369,36 +312,20 @@ async fn lifetime_from_default_ttl_for_opaque_tokens() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn refresh_token_is_used_when_the_provider_issues_one() {
-    let idp = OAuth2StandIn::start(OAuth2Settings {
+    let idp = start_oauth2(OAuth2Settings {
         token_ttl: Duration::from_secs(2),
         issue_refresh_tokens: true,
         ..OAuth2Settings::default()
     })
-    .await
-    .unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
-    let yaml = config(
-        &[oauth2(
-            "idp",
-            &idp.token_url(),
-            "refresh: { before_expiry: 1s, min_backoff: 200ms, max_backoff: 1s }",
-        )],
-        &[route("reports", "/reports/", &echo.url(), "idp", "")],
-    );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
+    .await;
+    let echo = start_echo().await;
+    let yaml = reports_config(&idp.token_url(), SHORT_REFRESH, &echo.url());
+    let gateway = Gateway::start_ready(&yaml).await;
     let started = Instant::now();
     let mut tokens = BTreeSet::new();
     // Refreshes are due every second: after about 2.5 s, two have happened.
     while started.elapsed() < Duration::from_millis(2500) {
-        let (status, _, body) = gateway.get_json("/reports/x").await;
-        assert_eq!(status, 200, "{body}");
-        tokens.insert(
-            body["headers"]["authorization"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+        tokens.insert(gateway.upstream_header("/reports/x", "Authorization").await);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
@@ -414,16 +341,9 @@ async fn refresh_token_is_used_when_the_provider_issues_one() {
     );
     assert!(tokens.len() >= 2, "the upstream saw one token only");
     // Each refresh token is single use: a reuse would have failed and forced a login.
-    assert!(
-        gateway
-            .metric("tollgate_token_requests_total{provider=\"idp\",kind=\"refresh\",outcome=\"success\"}")
-            .await
-            >= 1.0
-    );
+    assert!(gateway.token_requests("idp", "refresh", "success").await >= 1.0);
     assert_eq!(
-        gateway
-            .metric("tollgate_token_requests_total{provider=\"idp\",kind=\"refresh\",outcome=\"failure\"}")
-            .await,
+        gateway.token_requests("idp", "refresh", "failure").await,
         0.0
     );
 }

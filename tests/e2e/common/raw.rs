@@ -1,11 +1,8 @@
-//! Helpers of the hardening tests (`faults_provider`, `faults_upstream`, `abuse`,
-//! `shutdown`): route blocks with any upstream keys, HTTP spoken by hand over raw TCP (for
-//! requests and upstreams a well-behaved library will not produce), and a TLS relay with a
-//! throwaway CA for the certificate checks.
+//! HTTP spoken by hand over raw TCP, for requests and upstreams a well-behaved library
+//! will not produce: a client connection that reads responses one at a time, and
+//! upstreams that misbehave, record raw bytes or only count connections.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,45 +10,6 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
-
-// ---------------------------------------------------------------------------------------
-// Config text.
-// ---------------------------------------------------------------------------------------
-
-/// A route block: `matcher` and `upstream` are the inside of their flow mappings
-/// (`path_prefix: /a/`, `urls: [http://x, http://y]`), `provider` gives a bearer
-/// credential, `extra` holds more route keys, one per line, flush left.
-pub fn route_with(
-    name: &str,
-    matcher: &str,
-    upstream: &str,
-    provider: Option<&str>,
-    extra: &str,
-) -> String {
-    let mut block = format!(
-        "  - name: {name}\n    match: {{ {matcher} }}\n    strip_prefix: true\n    upstream: {{ {upstream} }}\n"
-    );
-    if let Some(provider) = provider {
-        block.push_str(&format!(
-            "    credential: {{ provider: {provider}, header: Authorization, format: \"Bearer {{token}}\" }}\n"
-        ));
-    }
-    for line in extra.lines().filter(|l| !l.trim().is_empty()) {
-        block.push_str("    ");
-        block.push_str(line);
-        block.push('\n');
-    }
-    block
-}
-
-/// A `static` provider block: no network, for routes whose test is not about tokens.
-pub fn static_provider(name: &str) -> String {
-    format!("  {name}:\n    type: static\n    value: static-test-key\n")
-}
-
-// ---------------------------------------------------------------------------------------
-// HTTP by hand: the client side.
-// ---------------------------------------------------------------------------------------
 
 /// A response read off a raw connection.
 #[derive(Debug, Clone)]
@@ -260,9 +218,7 @@ pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-// ---------------------------------------------------------------------------------------
-// HTTP by hand: upstreams that misbehave or record raw bytes.
-// ---------------------------------------------------------------------------------------
+// Upstreams that misbehave or record raw bytes.
 
 /// A raw upstream that counts the connections it accepts and hands each one to its
 /// handler: [`canned`](Self::canned) or [`keep_alive`](Self::keep_alive).
@@ -501,164 +457,4 @@ impl Drop for Trap {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-// ---------------------------------------------------------------------------------------
-// TLS: a throwaway CA and a relay that terminates TLS in front of a plain server.
-// ---------------------------------------------------------------------------------------
-
-/// A CA certificate and a server certificate it signed for `127.0.0.1` and `localhost`.
-pub struct TestPki {
-    /// Holds the files until the PKI is dropped.
-    _dir: tempfile::TempDir,
-    pub ca_cert: PathBuf,
-    pub server_cert: PathBuf,
-    pub server_key: PathBuf,
-}
-
-/// Makes a CA and a server certificate with the `openssl` command; `None` when there is
-/// no `openssl`.
-pub fn test_pki() -> Option<TestPki> {
-    let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name);
-    let openssl = |args: &[&str]| -> Option<()> {
-        let output = Command::new("openssl")
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .ok()?;
-        assert!(
-            output.status.success(),
-            "openssl {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Some(())
-    };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-    openssl(
-        &[
-            &[
-                "req",
-                "-x509",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=tollgate test CA",
-            ][..],
-            &ec[..],
-            &["-keyout", "ca.key", "-out", "ca.pem"][..],
-        ]
-        .concat(),
-    )?;
-    openssl(
-        &[
-            &["req", "-nodes", "-subj", "/CN=127.0.0.1"][..],
-            &ec[..],
-            &["-keyout", "server.key", "-out", "server.csr"][..],
-        ]
-        .concat(),
-    )?;
-    std::fs::write(
-        path("server.ext"),
-        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-        "-out",
-        "server.pem",
-    ])?;
-    Some(TestPki {
-        ca_cert: path("ca.pem"),
-        server_cert: path("server.pem"),
-        server_key: path("server.key"),
-        _dir: dir,
-    })
-}
-
-/// Terminates TLS with the test server certificate and relays the plain bytes to `target`.
-pub struct TlsRelay {
-    addr: SocketAddr,
-    task: JoinHandle<()>,
-}
-
-impl TlsRelay {
-    pub async fn start(pki: &TestPki, target: SocketAddr) -> TlsRelay {
-        use rustls_pki_types::pem::PemObject;
-        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&pki.server_cert)
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let key = PrivateKeyDer::from_pem_file(&pki.server_key).unwrap();
-        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
-            tokio_rustls::rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(stream).await else {
-                        return;
-                    };
-                    let Ok(mut plain) = TcpStream::connect(target).await else {
-                        return;
-                    };
-                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
-                });
-            }
-        });
-        TlsRelay { addr, task }
-    }
-
-    /// `https://127.0.0.1:PORT`.
-    pub fn url(&self) -> String {
-        format!("https://{}", self.addr)
-    }
-}
-
-impl Drop for TlsRelay {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Small helpers.
-// ---------------------------------------------------------------------------------------
-
-/// The JSON log lines of the gateway (non-JSON lines skipped).
-pub fn json_lines(logs: &str) -> Vec<Value> {
-    logs.lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .collect()
-}
-
-/// `path` as a string for YAML.
-pub fn yaml_path(path: &Path) -> String {
-    path.to_str().expect("utf-8 path").to_owned()
 }

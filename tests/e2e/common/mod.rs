@@ -1,13 +1,30 @@
 //! Harness for the end-to-end tests: runs the real `tollgate` binary on loopback ports
-//! against the in-process stand-ins of `tollgate_standins`, and reads its admin endpoints.
+//! against the in-process stand-ins of `tollgate_standins`, sends requests through it and
+//! reads what the upstream saw, its admin endpoints and its logs.
+//!
+//! `use crate::common::*` brings the gateway, the config text builders ([`config`]) and the
+//! Prometheus helpers ([`metrics`]); [`raw`] (HTTP spoken by hand) and [`tls`] (a test CA)
+//! are for the tests that need them.
+
+pub mod config;
+pub mod metrics;
+pub mod raw;
+pub mod tls;
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+use reqwest::header::HeaderMap;
 use serde_json::Value;
+use tollgate_standins::echo::EchoUpstream;
+use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
+
+pub use config::*;
+pub use metrics::*;
 
 /// The gateway binary built by cargo for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
@@ -17,10 +34,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long `tollgate check` (or a `run` that must fail) gets to exit.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Backoff for every test provider unless a test says otherwise: short, so that a test
-/// that makes a provider fail does not wait long to see it recover.
-pub const FAST_REFRESH: &str = "refresh: { min_backoff: 200ms, max_backoff: 1s }";
 
 /// The fixed ports of `tollgate demo`'s stand-ins (18081-18086, the echo on 18090), which
 /// the demo test binds while the other tests run.
@@ -62,108 +75,26 @@ pub fn client() -> reqwest::Client {
         .expect("reqwest client")
 }
 
-// ---------------------------------------------------------------------------------------
-// Config text builders. `{listen}` and `{admin}` are left for the harness to fill in.
-// ---------------------------------------------------------------------------------------
-
-/// A whole config: the server section with the port placeholders, then the given provider
-/// blocks (each from [`oauth2`]/[`bigid_user_token`]/...) and route blocks ([`route`]).
-pub fn config(providers: &[String], routes: &[String]) -> String {
-    format!(
-        "server:\n  listen: [\"{{listen}}\"]\n  admin: \"{{admin}}\"\n  threads: 1\nproviders:\n{}routes:\n{}",
-        providers.concat(),
-        routes.concat()
-    )
+/// An OAuth2 stand-in with `settings` (the default client is `demo-client` /
+/// `demo-secret`, see [`oauth2`]).
+pub async fn start_oauth2(settings: OAuth2Settings) -> OAuth2StandIn {
+    OAuth2StandIn::start(settings)
+        .await
+        .expect("start the OAuth2 stand-in")
 }
 
-/// Indents each non-empty line of `extra` (provider or route keys written flush left) by
-/// four spaces.
-fn indent4(extra: &str) -> String {
-    let mut out = String::new();
-    for line in extra.lines() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        out.push_str("    ");
-        out.push_str(line);
-        out.push('\n');
-    }
-    out
+/// An echo upstream: answers every request with what it received, as JSON, and records it.
+pub async fn start_echo() -> EchoUpstream {
+    EchoUpstream::start()
+        .await
+        .expect("start the echo upstream")
 }
 
-/// An oauth2 provider block named `name` with the stand-in's default client
-/// (`demo-client` / `demo-secret`). `extra` holds more keys, one per line, flush left
-/// (`grant: password`, `refresh: {...}`...). Without a `refresh:` line, [`FAST_REFRESH`]
-/// is used.
-pub fn oauth2(name: &str, token_url: &str, extra: &str) -> String {
-    let mut extra = extra.to_owned();
-    if !extra.contains("refresh:") {
-        extra.push('\n');
-        extra.push_str(FAST_REFRESH);
-    }
-    let has = |key: &str| extra.lines().any(|l| l.trim_start().starts_with(key));
-    let mut block = format!("  {name}:\n    type: oauth2\n    token_url: {token_url}\n");
-    if !has("client_id:") {
-        block.push_str("    client_id: demo-client\n");
-    }
-    if !has("client_secret:") {
-        block.push_str("    client_secret: demo-secret\n");
-    }
-    block.push_str(&indent4(&extra));
-    block
-}
-
-/// A bigid provider block logging in with a user token.
-pub fn bigid_user_token(name: &str, base_url: &str, user_token: &str, extra: &str) -> String {
-    let mut extra = extra.to_owned();
-    if !extra.contains("refresh:") {
-        extra.push('\n');
-        extra.push_str(FAST_REFRESH);
-    }
-    format!(
-        "  {name}:\n    type: bigid\n    base_url: {base_url}\n    user_token: {user_token}\n{}",
-        indent4(&extra)
-    )
-}
-
-/// A bigid provider block logging in with username and password.
-pub fn bigid_password(
-    name: &str,
-    base_url: &str,
-    username: &str,
-    password: &str,
-    extra: &str,
-) -> String {
-    let mut extra = extra.to_owned();
-    if !extra.contains("refresh:") {
-        extra.push('\n');
-        extra.push_str(FAST_REFRESH);
-    }
-    format!(
-        "  {name}:\n    type: bigid\n    base_url: {base_url}\n    username: {username}\n    password: {password}\n{}",
-        indent4(&extra)
-    )
-}
-
-/// A route `name` matching `path_prefix`, stripping it, forwarding to `upstream_url`, with
-/// `Authorization: Bearer {token}` from `provider`. `extra` holds more route keys, flush
-/// left.
-pub fn route(
-    name: &str,
-    path_prefix: &str,
-    upstream_url: &str,
-    provider: &str,
-    extra: &str,
-) -> String {
-    let strip = if extra.contains("strip_prefix:") {
-        String::new()
-    } else {
-        "    strip_prefix: true\n".to_owned()
-    };
-    format!(
-        "  - name: {name}\n    match: {{ path_prefix: {path_prefix} }}\n{strip}    upstream: {{ url: {upstream_url} }}\n    credential: {{ provider: {provider}, header: Authorization, format: \"Bearer {{token}}\" }}\n{}",
-        indent4(extra)
-    )
+/// `yaml` with its port placeholders filled in.
+fn fill(yaml: &str, proxy: SocketAddr, admin: SocketAddr) -> String {
+    yaml.replace("{listen}", &proxy.to_string())
+        .replace("{admin}", &admin.to_string())
+        .replace("{admin_any}", &format!("0.0.0.0:{}", admin.port()))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -185,6 +116,14 @@ impl Gateway {
     /// until `/healthz` answers 200. Panics with the gateway's output if it does not.
     pub async fn start(yaml: &str) -> Gateway {
         Self::start_with_env(yaml, &[]).await
+    }
+
+    /// As [`start`](Self::start), then waits until `/readyz` is 200: every provider holds a
+    /// token.
+    pub async fn start_ready(yaml: &str) -> Gateway {
+        let gateway = Self::start(yaml).await;
+        gateway.wait_ready().await;
+        gateway
     }
 
     /// As [`start`](Self::start), with extra environment variables for the process.
@@ -232,13 +171,9 @@ impl Gateway {
     ) -> Result<Gateway, StartFailure> {
         let proxy = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let text = yaml
-            .replace("{listen}", &proxy.to_string())
-            .replace("{admin}", &admin.to_string())
-            .replace("{admin_any}", &format!("0.0.0.0:{}", admin.port()));
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("tollgate.yaml");
-        std::fs::write(&config, text).expect("write config");
+        std::fs::write(&config, fill(yaml, proxy, admin)).expect("write config");
         let mut all_args = vec!["run", "--config", config.to_str().unwrap()];
         all_args.extend_from_slice(args);
         let child = spawn(&all_args, env, dir.path());
@@ -316,10 +251,42 @@ impl Gateway {
         &self.client
     }
 
-    /// The temporary directory holding the config and the logs.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
+    // ----- the process -----------------------------------------------------------------
+
+    /// Replaces the config file the way a ConfigMap update does: written next to it and
+    /// renamed over it, so the gateway never reads half a file. The placeholders get this
+    /// gateway's ports, so the server section is unchanged.
+    pub fn rewrite_config(&self, yaml: &str) {
+        let path = self.dir.path().join("tollgate.yaml");
+        let temp = path.with_extension("yaml.new");
+        std::fs::write(&temp, fill(yaml, self.proxy, self.admin)).expect("write the new config");
+        std::fs::rename(&temp, &path).expect("rename the new config into place");
     }
+
+    /// Sends `signal` (`TERM`, `INT`, `HUP`) to the gateway process with `kill`.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args(["-s", signal, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -s {signal} failed");
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub async fn exited_within(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if started.elapsed() > limit {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    // ----- requests through the proxy ----------------------------------------------------
 
     /// `GET` on the proxy.
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -332,16 +299,88 @@ impl Gateway {
 
     /// `GET` on the proxy: status, headers and the body parsed as JSON (`Null` if it is
     /// not JSON).
-    pub async fn get_json(&self, path: &str) -> (u16, reqwest::header::HeaderMap, Value) {
-        let reply = self.get(path).await;
+    pub async fn get_json(&self, path: &str) -> (u16, HeaderMap, Value) {
+        let reply = self.get_with(path, &[]).await;
+        (reply.status, reply.headers, reply.body)
+    }
+
+    /// `GET` on the proxy with `headers` (a name may come more than once), read whole.
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut request = self.client.get(self.proxy_url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let reply = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path} through the gateway failed: {e:?}"));
         let status = reply.status().as_u16();
         let headers = reply.headers().clone();
         let text = reply.text().await.unwrap_or_default();
-        (
+        Reply {
             status,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+            text,
             headers,
-            serde_json::from_str(&text).unwrap_or(Value::Null),
-        )
+        }
+    }
+
+    /// `GET path`, which must answer 200 from the echo upstream; returns the one value of
+    /// `header` the upstream received (panics if it got none or several).
+    pub async fn upstream_header(&self, path: &str, header: &str) -> String {
+        self.upstream_header_sending(path, header, &[]).await
+    }
+
+    /// As [`upstream_header`](Self::upstream_header), with headers the client sends itself.
+    pub async fn upstream_header_sending(
+        &self,
+        path: &str,
+        header: &str,
+        sent: &[(&str, &str)],
+    ) -> String {
+        let reply = self.get_with(path, sent).await;
+        assert_eq!(reply.status, 200, "GET {path}: {}", reply.text);
+        let body = &reply.body;
+        assert!(
+            body.is_object(),
+            "GET {path}: not the echo's JSON: {}",
+            reply.text
+        );
+        let value = body["headers"][header.to_ascii_lowercase()]
+            .as_str()
+            .unwrap_or_else(|| panic!("GET {path}: the upstream got no {header}: {body}"));
+        assert!(
+            !value.contains(", "),
+            "GET {path}: the upstream got several {header} values: {value}"
+        );
+        value.to_owned()
+    }
+
+    /// The token of the `Authorization: Bearer <token>` the upstream received on `GET path`
+    /// (which must answer 200 from the echo upstream).
+    pub async fn bearer_upstream(&self, path: &str) -> String {
+        bearer_of(&self.upstream_header(path, "Authorization").await)
+    }
+
+    /// `GET path` must be refused with `503 credential_unavailable` for `provider`, with a
+    /// `Retry-After` of at least a second.
+    pub async fn credential_unavailable(&self, path: &str, provider: &str) -> Unavailable {
+        let reply = self.get_with(path, &[]).await;
+        assert_eq!(reply.status, 503, "GET {path}: {}", reply.text);
+        assert_error_body(&reply.body, "credential_unavailable");
+        assert_eq!(reply.body["provider"], provider, "{}", reply.text);
+        let retry_after = reply
+            .header("retry-after")
+            .unwrap_or_else(|| panic!("GET {path}: a 503 without Retry-After: {}", reply.text));
+        let retry_after: u64 = retry_after
+            .parse()
+            .unwrap_or_else(|_| panic!("Retry-After is not whole seconds: {retry_after}"));
+        assert!(retry_after >= 1, "Retry-After: {retry_after}");
+        Unavailable {
+            detail: reply.detail().to_owned(),
+            retry_after,
+            body: reply.body,
+        }
     }
 
     /// What the gateway wrote on stdout so far.
@@ -378,6 +417,21 @@ impl Gateway {
             .find(|p| p["provider"] == provider)
             .cloned()
             .unwrap_or_else(|| panic!("/status has no provider {provider}: {status}"))
+    }
+
+    /// Waits (up to 5 s) until `/status` reports a failed attempt of `provider`; returns its
+    /// entry.
+    pub async fn wait_failed(&self, provider: &str) -> Value {
+        let failed = eventually(Duration::from_secs(5), || async {
+            self.provider_status(provider).await["consecutive_failures"]
+                .as_u64()
+                .unwrap_or(0)
+                >= 1
+        })
+        .await;
+        let status = self.provider_status(provider).await;
+        assert!(failed, "{provider} never failed: {status}");
+        status
     }
 
     /// `GET /readyz`: status code and body.
@@ -440,10 +494,7 @@ impl Gateway {
 
     /// The JSON log lines written so far (lines that are not JSON are skipped).
     pub fn log_lines(&self) -> Vec<Value> {
-        self.stdout()
-            .lines()
-            .filter_map(|line| serde_json::from_str(line).ok())
-            .collect()
+        json_lines(&self.stdout())
     }
 
     /// Waits until the gateway has written `count` access lines (one per request, written
@@ -486,11 +537,54 @@ impl Gateway {
         }
     }
 
+    /// The JSON log lines whose message is `message`.
+    pub fn log_events(&self, message: &str) -> Vec<Value> {
+        self.log_lines()
+            .into_iter()
+            .filter(|event| event["message"] == message)
+            .collect()
+    }
+
     /// The value of one sample, named as `name{label="value",...}` (labels in any order,
     /// all of them), or 0 when the sample is absent.
     pub async fn metric(&self, query: &str) -> f64 {
         sample(&self.metrics().await, query).unwrap_or(0.0)
     }
+
+    /// `tollgate_token_requests_total` of `provider`, `kind` (`login`, `refresh`) and
+    /// `outcome` (`success`, `failure`).
+    pub async fn token_requests(&self, provider: &str, kind: &str, outcome: &str) -> f64 {
+        self.metric(&token_requests_query(provider, kind, outcome))
+            .await
+    }
+}
+
+/// A reply through the gateway, read whole.
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    /// The body as JSON, `Null` when it is not JSON.
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `detail` of an error body the gateway made itself ("" when there is none).
+    pub fn detail(&self) -> &str {
+        self.body["detail"].as_str().unwrap_or_default()
+    }
+}
+
+/// A `503 credential_unavailable`, from [`Gateway::credential_unavailable`].
+pub struct Unavailable {
+    pub body: Value,
+    pub detail: String,
+    /// `Retry-After`, in seconds.
+    pub retry_after: u64,
 }
 
 impl Drop for Gateway {
@@ -549,9 +643,11 @@ impl Exit {
 /// with `subcommand --config FILE`, and waits for it to exit.
 pub fn run_to_exit(subcommand: &str, yaml: &str, env: &[(&str, &str)]) -> Exit {
     let dir = tempfile::tempdir().expect("tempdir");
-    let text = yaml
-        .replace("{listen}", &format!("127.0.0.1:{}", free_port()))
-        .replace("{admin}", &format!("127.0.0.1:{}", free_port()));
+    let text = fill(
+        yaml,
+        SocketAddr::from(([127, 0, 0, 1], free_port())),
+        SocketAddr::from(([127, 0, 0, 1], free_port())),
+    );
     let config: PathBuf = dir.path().join("tollgate.yaml");
     std::fs::write(&config, text).expect("write config");
     let mut child = spawn(
@@ -590,99 +686,38 @@ pub fn run_check(yaml: &str) -> (Option<i32>, String, String) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Prometheus text.
-// ---------------------------------------------------------------------------------------
-
-/// Splits `name{a="1",b="2"}` into the name and its sorted label pairs.
-fn parse_series(series: &str) -> Option<(String, Vec<(String, String)>)> {
-    let series = series.trim();
-    let Some(open) = series.find('{') else {
-        return Some((series.to_owned(), Vec::new()));
-    };
-    let name = series[..open].to_owned();
-    let inner = series[open + 1..].strip_suffix('}')?;
-    let mut labels = Vec::new();
-    let mut rest = inner;
-    while !rest.is_empty() {
-        let eq = rest.find('=')?;
-        let key = rest[..eq].trim().trim_start_matches(',').trim().to_owned();
-        let after = rest[eq + 1..].strip_prefix('"')?;
-        // Values may hold escaped quotes.
-        let mut value = String::new();
-        let mut chars = after.char_indices();
-        let mut end = None;
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '\\' => {
-                    if let Some((_, next)) = chars.next() {
-                        value.push(match next {
-                            'n' => '\n',
-                            other => other,
-                        });
-                    }
-                }
-                '"' => {
-                    end = Some(i);
-                    break;
-                }
-                other => value.push(other),
-            }
-        }
-        let end = end?;
-        labels.push((key, value));
-        rest = after[end + 1..].trim_start_matches(',').trim();
-    }
-    labels.sort();
-    Some((name, labels))
-}
-
-/// One sample: metric name, sorted label pairs, value.
-pub type Sample = (String, Vec<(String, String)>, f64);
-
-/// Every sample of the text.
-pub fn samples(text: &str) -> Vec<Sample> {
-    text.lines()
-        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
-        .filter_map(|line| {
-            let split = line.rfind(' ')?;
-            let (series, value) = line.split_at(split);
-            let value: f64 = value.trim().parse().ok()?;
-            let (name, labels) = parse_series(series)?;
-            Some((name, labels, value))
-        })
-        .collect()
-}
-
-/// The value of the sample `query` (`name{labels}`, every label given, any order).
-pub fn sample(text: &str, query: &str) -> Option<f64> {
-    let (name, labels) = parse_series(query).expect("a metric query like name{a=\"b\"}");
-    samples(text)
-        .into_iter()
-        .find(|(n, l, _)| *n == name && *l == labels)
-        .map(|(_, _, v)| v)
-}
-
-/// The sum of every sample of `name` whose labels include all of `labels`.
-pub fn sample_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    samples(text)
-        .into_iter()
-        .filter(|(n, l, _)| {
-            n == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
-        })
-        .map(|(_, _, v)| v)
-        .sum()
-}
-
-// ---------------------------------------------------------------------------------------
 // Small helpers.
 // ---------------------------------------------------------------------------------------
 
 /// The bearer token in an `Authorization` value, if it is `Bearer <token>`.
 pub fn bearer(value: &str) -> Option<&str> {
     value.strip_prefix("Bearer ")
+}
+
+/// The token of an `Authorization: Bearer <token>` value (panics if it is not one).
+pub fn bearer_of(value: &str) -> String {
+    bearer(value)
+        .unwrap_or_else(|| panic!("not a Bearer value: {value}"))
+        .to_owned()
+}
+
+/// `base64(user:password)`, as HTTP Basic sends it.
+pub fn basic_pair(user: &str, password: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+}
+
+/// The `sub` claim of a JWT a stand-in minted.
+pub fn subject(token: &str) -> String {
+    tollgate_standins::jwt::verify(token)
+        .unwrap_or_else(|e| panic!("not a demo JWT ({e}): {token}"))
+        .sub
+}
+
+/// The JSON lines of a log text (lines that are not JSON are skipped).
+pub fn json_lines(logs: &str) -> Vec<Value> {
+    logs.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .collect()
 }
 
 /// Polls `check` every 20 ms for up to `timeout`; true once it held.
@@ -712,35 +747,24 @@ pub fn assert_error_body(body: &Value, error: &str) {
     );
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Asserts that a reply is JSON by its `Content-Type`.
+pub fn assert_json_content_type(headers: &HeaderMap) {
+    assert!(
+        headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json")),
+        "content-type: {headers:?}"
+    );
+}
 
-    #[test]
-    fn metric_queries_ignore_label_order() {
-        let text = "# HELP x y\n# TYPE tollgate_token_requests_total counter\n\
-            tollgate_token_requests_total{kind=\"login\",outcome=\"success\",provider=\"idp\"} 3\n\
-            tollgate_build_info{version=\"0.1.0\"} 1\n\
-            plain 2.5\n";
-        assert_eq!(
-            sample(
-                text,
-                "tollgate_token_requests_total{provider=\"idp\",kind=\"login\",outcome=\"success\"}"
-            ),
-            Some(3.0)
-        );
-        assert_eq!(
-            sample(text, "tollgate_token_requests_total{provider=\"idp\"}"),
-            None
-        );
-        assert_eq!(sample(text, "plain"), Some(2.5));
-        assert_eq!(
-            sample_sum(
-                text,
-                "tollgate_token_requests_total",
-                &[("provider", "idp")]
-            ),
-            3.0
+/// Asserts that none of `needles` (secrets, tokens) occurs in `haystack`, naming `what`.
+pub fn assert_absent(what: &str, haystack: &str, needles: &[String]) {
+    for needle in needles {
+        assert!(!needle.is_empty(), "an empty needle for {what}");
+        assert!(
+            !haystack.contains(needle.as_str()),
+            "{what} contains `{needle}`:\n{haystack}"
         );
     }
 }
