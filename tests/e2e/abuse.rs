@@ -96,13 +96,7 @@ async fn a_declared_body_over_the_route_limit_is_413_and_never_forwarded() {
     let RawOutcome::Response(response) = outcome else {
         panic!("expected a 413, the connection was closed without one");
     };
-    assert_eq!(
-        response.status,
-        413,
-        "{:?}",
-        String::from_utf8_lossy(&response.body)
-    );
-    assert_error_body(&response.json(), "payload_too_large");
+    response.assert_error(413, "payload_too_large");
     assert_eq!(response.json()["route"], "small");
     assert_eq!(
         echo.request_count(),
@@ -111,21 +105,10 @@ async fn a_declared_body_over_the_route_limit_is_413_and_never_forwarded() {
     );
 
     // Under the limit it goes through, and the limit is this route's only.
-    let client = gateway.client();
-    let reply = client
-        .post(gateway.proxy_url("/small/upload"))
-        .body(vec![b'y'; 1000])
-        .send()
-        .await
-        .unwrap();
+    let reply = gateway.post("/small/upload", vec![b'y'; 1000]).await;
     assert_eq!(reply.status(), 200);
     assert_eq!(echo.last_request().unwrap().body.len(), 1000);
-    let reply = client
-        .post(gateway.proxy_url("/open/upload"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let reply = gateway.post("/open/upload", body).await;
     assert_eq!(reply.status(), 200);
     assert_eq!(echo.last_request().unwrap().body.len(), 2048);
 }
@@ -141,15 +124,11 @@ async fn a_chunked_body_growing_over_the_limit_never_reaches_the_upstream_whole(
     let gateway = Gateway::start(&yaml).await;
     let host = gateway.proxy_addr().to_string();
 
+    let head = format!(
+        "POST /small/upload HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
     let mut connection = RawConnection::open(gateway.proxy_addr()).await;
-    connection
-        .send(
-            format!(
-                "POST /small/upload HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .await;
+    connection.send(head.as_bytes()).await;
     // Four chunks of 512 bytes, a little apart so they arrive one by one, then the end.
     let chunk = format!("200\r\n{}\r\n", "z".repeat(512));
     for _ in 0..4 {
@@ -160,27 +139,13 @@ async fn a_chunked_body_growing_over_the_limit_never_reaches_the_upstream_whole(
     let outcome = connection.response(WAIT).await;
     match &outcome {
         RawOutcome::Closed => {}
-        RawOutcome::Response(response) => {
-            assert_eq!(
-                response.status,
-                413,
-                "{:?}",
-                String::from_utf8_lossy(&response.body)
-            );
-            assert_error_body(&response.json(), "payload_too_large");
-        }
+        RawOutcome::Response(response) => response.assert_error(413, "payload_too_large"),
     }
     // The request is done (its access line is written after all it sent upstream); a
     // small request on the same route, arriving whole, is the barrier for the bytes
     // before it.
     gateway.logs_after_requests(1).await;
-    let reply = gateway
-        .client()
-        .post(gateway.proxy_url("/small/barrier"))
-        .body("small")
-        .send()
-        .await
-        .unwrap();
+    let reply = gateway.post("/small/barrier", "small").await;
     assert_eq!(reply.status(), 200);
     assert_eq!(
         upstream.complete_requests(),

@@ -41,12 +41,7 @@ async fn readyz_is_503_before_the_first_token_and_200_after() {
     assert!(status["token_fingerprint"].is_null());
     assert!(status["seconds_to_expiry"].is_null());
 
-    let healthz = gateway
-        .client()
-        .get(gateway.admin_url("/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let healthz = gateway.admin_get("/healthz").await;
     assert_eq!(
         healthz.status(),
         200,
@@ -125,14 +120,11 @@ async fn metrics_count_what_happened() {
     let (idp, echo, yaml) = setup().await;
     let gateway = Gateway::start_ready(&yaml).await;
     for _ in 0..5 {
-        let (status, _, _) = gateway.get_json("/reports/x").await;
-        assert_eq!(status, 200);
+        assert_eq!(gateway.status_of("/reports/x").await, 200);
     }
-    let (status, _, _) = gateway.get_json("/nope").await;
-    assert_eq!(status, 404);
+    assert_eq!(gateway.status_of("/nope").await, 404);
     echo.respond_next_with(401, 1);
-    let (status, _, _) = gateway.get_json("/reports/x").await;
-    assert_eq!(status, 200);
+    assert_eq!(gateway.status_of("/reports/x").await, 200);
     assert_eq!(idp.token_requests(), 2);
 
     let text = gateway.metrics_after(7.0).await;
@@ -199,12 +191,7 @@ async fn admin_and_proxy_listeners_are_separate() {
     assert_eq!(status, 404, "{body}");
     assert_error_body(&body, "no_route");
     // And proxy routes are not on the admin listener.
-    let reply = gateway
-        .client()
-        .get(gateway.admin_url("/reports/x"))
-        .send()
-        .await
-        .unwrap();
+    let reply = gateway.admin_get("/reports/x").await;
     assert_ne!(reply.status(), 200);
     assert_eq!(echo.request_count(), 0);
 }
@@ -213,8 +200,7 @@ async fn admin_and_proxy_listeners_are_separate() {
 async fn logs_are_json_lines_by_default() {
     let (_idp, _echo, yaml) = setup().await;
     let gateway = Gateway::start_ready(&yaml).await;
-    let (status, _, _) = gateway.get_json("/reports/x").await;
-    assert_eq!(status, 200);
+    assert_eq!(gateway.status_of("/reports/x").await, 200);
     let logged = eventually(Duration::from_secs(2), || async {
         !gateway.stdout().trim().is_empty()
     })

@@ -188,13 +188,8 @@ async fn dot_segments_in_any_spelling_never_carry_a_request_past_a_route_check()
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stripped_route_never_sends_its_credential_above_the_upstream_base_path() {
     let echo = start_echo().await;
-    let yaml = keyed_config(&[route_block(
-        "s",
-        "path_prefix: /s/",
-        &format!("url: {}/api/v1", echo.url()),
-        Some("key"),
-        "",
-    )]);
+    let base_path = format!("{}/api/v1", echo.url());
+    let yaml = keyed_config(&[keyed_route("s", &base_path, "")]);
     let gateway = Gateway::start(&yaml).await;
     for target in [
         "/s/../../admin",
@@ -240,10 +235,7 @@ async fn header_names_with_underscores_never_stand_in_for_identity_headers() {
         );
         match policy {
             "" => yaml,
-            policy => yaml.replace(
-                "  threads: 1\n",
-                &format!("  threads: 1\n  headers_with_underscores: {policy}\n"),
-            ),
+            policy => with_server(&yaml, &format!("headers_with_underscores: {policy}")),
         }
     };
     let token = format!("Bearer {}", caller_jwt("alice"));
@@ -332,27 +324,9 @@ async fn no_log_level_prints_a_credential() {
             &format!("client_id: trace-client\nclient_secret: {CLIENT_SECRET}"),
         )],
         &[
-            route_block(
-                "keyed",
-                "path_prefix: /keyed/",
-                &format!("url: {}", echo.url()),
-                Some("idp"),
-                &keys,
-            ),
-            route_block(
-                "jwt",
-                "path_prefix: /jwt/",
-                &format!("url: {}", echo.url()),
-                Some("idp"),
-                &jwt_check(),
-            ),
-            route_block(
-                "down",
-                "path_prefix: /down/",
-                &format!("url: {}", closed_port_url()),
-                Some("idp"),
-                "",
-            ),
+            route("keyed", "/keyed/", &echo.url(), "idp", &keys),
+            route("jwt", "/jwt/", &echo.url(), "idp", &jwt_check()),
+            route("down", "/down/", &closed_port_url(), "idp", ""),
         ],
     );
     let gateway = Gateway::start_with_env(&yaml, &[("RUST_LOG", "trace")]).await;
@@ -600,10 +574,7 @@ async fn status_beyond_loopback_needs_the_admin_token() {
     drop(gateway);
 
     // With a token: only its bearer.
-    let yaml = base.replace(
-        "  threads: 1\n",
-        "  threads: 1\n  admin_token: ${env:ADMIN_TOKEN}\n",
-    );
+    let yaml = with_server(&base, "admin_token: ${env:ADMIN_TOKEN}");
     let gateway = Gateway::start_with_env(&yaml, &[("ADMIN_TOKEN", ADMIN_TOKEN)]).await;
     let reply = get(&gateway, "/status", None).await.unwrap();
     assert_eq!(reply.status(), 401);
@@ -646,13 +617,7 @@ fn check_refuses_a_route_prefix_that_is_not_canonical_and_bad_path_options() {
         );
         assert!(stderr.contains(expected), "{prefix}: {stderr}");
     }
-    let base = keyed_config(&[route_block(
-        "r",
-        "path_prefix: /r/",
-        "url: http://127.0.0.1:9",
-        Some("key"),
-        "",
-    )]);
+    let base = keyed_config(&[keyed_route("r", "http://127.0.0.1:9", "")]);
     for (option, path) in [
         (
             "paths: { escaped_slashes: decode }",
@@ -664,7 +629,7 @@ fn check_refuses_a_route_prefix_that_is_not_canonical_and_bad_path_options() {
         ),
         ("admin_token: short", "server.admin_token"),
     ] {
-        let yaml = base.replace("  threads: 1\n", &format!("  threads: 1\n  {option}\n"));
+        let yaml = with_server(&base, option);
         let (code, _, stderr) = run_check(&yaml);
         assert_ne!(code, Some(0), "{option}");
         assert!(stderr.contains(path), "{option}: {stderr}");

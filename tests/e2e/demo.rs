@@ -23,6 +23,19 @@ const ROUTES: [(&str, &str, &str); 9] = [
     ("declared", "authorization", "Bearer eyJ"),
 ];
 
+/// `GET path` on the demo's proxy port with `header`: what the echo upstream saw.
+async fn echoed(client: &reqwest::Client, path: &str, header: (&str, &str)) -> Value {
+    client
+        .get(format!("http://127.0.0.1:8080{path}"))
+        .header(header.0, header.1)
+        .send()
+        .await
+        .expect("demo answers")
+        .json()
+        .await
+        .expect("echo JSON")
+}
+
 struct Demo(std::process::Child);
 
 impl Drop for Demo {
@@ -69,15 +82,8 @@ async fn demo_routes_show_their_credentials_and_ctrl_c_exits_cleanly() {
     }
 
     for (route, header, prefix) in ROUTES {
-        let reply: Value = client
-            .get(format!("http://127.0.0.1:8080/{route}/anything"))
-            .header(header, "caller-supplied")
-            .send()
-            .await
-            .expect("demo answers")
-            .json()
-            .await
-            .expect("echo JSON");
+        let path = format!("/{route}/anything");
+        let reply = echoed(&client, &path, (header, "caller-supplied")).await;
         let value = reply["headers"][header].as_str().unwrap_or_default();
         assert!(value.starts_with(prefix), "{route}: {header} is {value:?}");
         assert!(
@@ -104,15 +110,12 @@ async fn demo_routes_show_their_credentials_and_ctrl_c_exits_cleanly() {
     assert!(refused.headers().contains_key("www-authenticate"));
     let refused: Value = refused.json().await.expect("JSON error");
     assert_eq!(refused["error"], "unauthenticated");
-    let passed: Value = client
-        .get("http://127.0.0.1:8080/ingress/anything")
-        .header("x-api-key", "demo-caller-key-0001")
-        .send()
-        .await
-        .expect("demo answers")
-        .json()
-        .await
-        .expect("echo JSON");
+    let passed = echoed(
+        &client,
+        "/ingress/anything",
+        ("x-api-key", "demo-caller-key-0001"),
+    )
+    .await;
     let injected = passed["headers"]["authorization"]
         .as_str()
         .unwrap_or_default();

@@ -298,15 +298,7 @@ async fn failing_logins_back_off_with_jitter_under_a_request_flood() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_refused_refresh_token_costs_exactly_one_new_login() {
-    let idp = start_oauth2(OAuth2Settings {
-        token_ttl: Duration::from_secs(2),
-        issue_refresh_tokens: true,
-        ..OAuth2Settings::default()
-    })
-    .await;
-    let echo = start_echo().await;
-    let yaml = reports_config(&idp.token_url(), SHORT_REFRESH, &echo.url());
-    let gateway = Gateway::start_ready(&yaml).await;
+    let (idp, _echo, gateway) = short_lived_reports(oauth2_with_refresh_tokens()).await;
     assert_eq!(idp.grant_requests("client_credentials"), 1);
     // The stand-in forgets every token it issued: the held refresh token is now refused.
     idp.revoke_all();
@@ -501,19 +493,8 @@ async fn provider_tls_is_verified_unless_explicitly_turned_off_which_is_logged()
         detail.contains("certificate"),
         "the detail does not say the certificate was refused: {detail}"
     );
-    let (status, _, body) = gateway.get_json("/with-ca/x").await;
-    assert_eq!(status, 200, "the configured CA was not trusted: {body}");
-    let (status, _, body) = gateway.get_json("/unverified/x").await;
-    assert_eq!(status, 200, "insecure_skip_verify did not skip: {body}");
+    assert_ca_file_trusted_and_skip_verify_skips(&gateway).await;
     // Two logins through TLS, none from the default provider (its handshake failed).
     assert_eq!(idp.token_requests(), 2);
-
-    let warnings = verification_off_warnings(&gateway);
-    assert_eq!(
-        warnings.len(),
-        1,
-        "one warning, for the unverified provider only:\n{}",
-        gateway.stdout()
-    );
-    assert_eq!(warnings[0]["provider"], "unverified", "{}", warnings[0]);
+    assert_one_verification_off_warning(&gateway, "provider");
 }

@@ -23,6 +23,17 @@ fn failover_config(echo: &EchoUpstream) -> String {
     )])
 }
 
+/// `GET path` must be the gateway's JSON `504 upstream_timeout`; how long it took, and the
+/// body.
+async fn timed_out(gateway: &Gateway, path: &str) -> (Duration, serde_json::Value) {
+    let started = Instant::now();
+    let (status, _, body) = gateway.get_json(path).await;
+    let elapsed = started.elapsed();
+    assert_eq!(status, 504, "GET {path} after {elapsed:?}: {body}");
+    assert_error_body(&body, "upstream_timeout");
+    (elapsed, body)
+}
+
 /// `tollgate_upstream_errors_total` of `route` (any kind) reaches 1 within 2 s.
 async fn upstream_errors_counted(gateway: &Gateway, route: &str) -> bool {
     eventually(Duration::from_secs(2), || async {
@@ -164,11 +175,7 @@ async fn a_slow_upstream_is_a_json_504_after_the_route_read_timeout() {
     )]);
     let gateway = Gateway::start(&yaml).await;
     echo.set_delay(Duration::from_secs(1));
-    let started = Instant::now();
-    let (status, _, body) = gateway.get_json("/slow/x").await;
-    let elapsed = started.elapsed();
-    assert_eq!(status, 504, "{body}");
-    assert_error_body(&body, "upstream_timeout");
+    let (elapsed, body) = timed_out(&gateway, "/slow/x").await;
     assert_eq!(body["route"], "slow");
     assert!(
         elapsed >= Duration::from_millis(290) && elapsed < Duration::from_millis(1000),
@@ -195,11 +202,7 @@ async fn the_total_timeout_caps_the_whole_exchange() {
     )]);
     let gateway = Gateway::start(&yaml).await;
     echo.set_delay(Duration::from_secs(2));
-    let started = Instant::now();
-    let (status, _, body) = gateway.get_json("/capped/x").await;
-    let elapsed = started.elapsed();
-    assert_eq!(status, 504, "{body}");
-    assert_error_body(&body, "upstream_timeout");
+    let (elapsed, _) = timed_out(&gateway, "/capped/x").await;
     assert!(
         elapsed >= Duration::from_millis(390) && elapsed < Duration::from_millis(1500),
         "answered after {elapsed:?} with a 400ms total, a 10 s read timeout and a 2 s upstream"
@@ -261,15 +264,12 @@ async fn an_upstream_that_does_not_accept_is_a_json_504_after_the_connect_timeou
         "timeouts: { connect: 300ms }",
     )]);
     let gateway = Gateway::start(&yaml).await;
-    let started = Instant::now();
-    let (status, _, body) = gateway.get_json("/stuck/x").await;
-    let elapsed = started.elapsed();
+    // A connect timeout is a timeout.
+    let (elapsed, _) = timed_out(&gateway, "/stuck/x").await;
     assert!(
         elapsed < Duration::from_millis(1500),
         "the 300ms connect timeout took {elapsed:?}"
     );
-    assert_eq!(status, 504, "a connect timeout is a timeout: {body}");
-    assert_error_body(&body, "upstream_timeout");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -289,15 +289,11 @@ async fn an_upstream_hanging_up_mid_response_is_counted_and_never_mixes_response
 
     // Two requests pipelined on one connection: the second one's answer must never be
     // read as the rest of the first one's body.
+    let pipelined = format!(
+        "GET /broken/x HTTP/1.1\r\nHost: {host}\r\n\r\nGET /healthy/second HTTP/1.1\r\nHost: {host}\r\n\r\n"
+    );
     let mut connection = RawConnection::open(gateway.proxy_addr()).await;
-    connection
-        .send(
-            format!(
-                "GET /broken/x HTTP/1.1\r\nHost: {host}\r\n\r\nGET /healthy/second HTTP/1.1\r\nHost: {host}\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .await;
+    connection.send(pipelined.as_bytes()).await;
     let outcome = connection.response(Duration::from_secs(10)).await;
     eprintln!("cut-off upstream response: {outcome:?}");
     match outcome {
@@ -391,18 +387,7 @@ async fn upstream_tls_is_verified_unless_explicitly_turned_off_which_is_logged()
     assert_eq!(status, 502, "an unknown CA was accepted: {body}");
     assert_error_body(&body, "upstream_unreachable");
     assert_eq!(echo.request_count(), 0);
-    let (status, _, body) = gateway.get_json("/with-ca/x").await;
-    assert_eq!(status, 200, "the configured CA was not trusted: {body}");
-    let (status, _, body) = gateway.get_json("/unverified/x").await;
-    assert_eq!(status, 200, "insecure_skip_verify did not skip: {body}");
+    assert_ca_file_trusted_and_skip_verify_skips(&gateway).await;
     assert_eq!(echo.request_count(), 2);
-
-    let warnings = verification_off_warnings(&gateway);
-    assert_eq!(
-        warnings.len(),
-        1,
-        "one warning, for the unverified route only:\n{}",
-        gateway.stdout()
-    );
-    assert_eq!(warnings[0]["route"], "unverified", "{}", warnings[0]);
+    assert_one_verification_off_warning(&gateway, "route");
 }

@@ -13,10 +13,9 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 use jsonwebtoken::Algorithm;
-use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 use tollgate_standins::bigbucks::{BigBucksSettings, BigBucksStandIn};
-use tollgate_standins::echo::EchoUpstream;
+use tollgate_standins::echo::{EchoUpstream, RecordedRequest};
 use tollgate_standins::inbound::*;
 
 /// What the `static` provider injects upstream on the JWT route.
@@ -49,7 +48,7 @@ struct Stack {
     gateway: Gateway,
 }
 
-fn route_block(
+fn inbound_route(
     name: &str,
     prefix: &str,
     upstream: &str,
@@ -71,6 +70,11 @@ fn route_block(
         block.push('\n');
     }
     block
+}
+
+/// The `static` provider `gw`, whose value the routes with a credential inject.
+fn gateway_credential() -> String {
+    format!("  gw:\n    type: static\n    value: {GATEWAY_CREDENTIAL}\n")
 }
 
 fn jwt_inbound(jwks_url: &str, extra: &str) -> String {
@@ -101,26 +105,26 @@ impl Stack {
             ],
             ..BigBucksSettings::default()
         };
-        let engine = BigBucksStandIn::start(settings).await.unwrap();
+        let engine: BigBucksStandIn = start_standin(settings).await;
         let upstream = echo.url();
         let engine_url = engine.base_url();
         let routes = [
-            route_block("jwt", "/jwt/", &upstream, true, &jwt_inbound(&jwks.jwks_url(), "")),
-            route_block(
+            inbound_route("jwt", "/jwt/", &upstream, true, &jwt_inbound(&jwks.jwks_url(), "")),
+            inbound_route(
                 "scoped",
                 "/scoped/",
                 &upstream,
                 true,
                 &jwt_inbound(&jwks.jwks_url(), "  required_scopes: [reports.write]\n"),
             ),
-            route_block(
+            inbound_route(
                 "authz",
                 "/authz/",
                 &upstream,
                 false,
                 &authorize_inbound(&engine_url, ""),
             ),
-            route_block(
+            inbound_route(
                 "authz-open",
                 "/authz-open/",
                 &upstream,
@@ -130,7 +134,7 @@ impl Stack {
                     authorize_inbound(&engine_url, "  fail_open: true\n  identity_from_me: true\n")
                 ),
             ),
-            route_block(
+            inbound_route(
                 "authz-me",
                 "/authz-me/",
                 &upstream,
@@ -140,14 +144,14 @@ impl Stack {
                     authorize_inbound(&engine_url, "  identity_from_me: true\n")
                 ),
             ),
-            route_block(
+            inbound_route(
                 "keys",
                 "/keys/",
                 &upstream,
                 false,
                 &format!("api_keys:\n  header: X-Api-Key\n  keys: [\"{API_KEY}\", \"{OTHER_API_KEY}\"]\n"),
             ),
-            route_block(
+            inbound_route(
                 "keys-fwd",
                 "/keys-fwd/",
                 &upstream,
@@ -155,8 +159,7 @@ impl Stack {
                 &format!("api_keys:\n  header: X-Api-Key\n  keys: [\"{API_KEY}\"]\nforward_caller_credential: true\n"),
             ),
         ];
-        let provider = format!("  gw:\n    type: static\n    value: {GATEWAY_CREDENTIAL}\n");
-        let yaml = config(&[provider], &routes);
+        let yaml = config(&[gateway_credential()], &routes);
         let gateway = Gateway::start_with_env(&yaml, env).await;
         // The JWT checks start their first JWKS fetch at startup; let them finish so the
         // tests count only their own fetches.
@@ -171,38 +174,18 @@ impl Stack {
 
     /// `GET path` on the proxy with `headers`.
     async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
-        let mut request = self.gateway.client().get(self.gateway.proxy_url(path));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let reply = request
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path} through the gateway failed: {e:?}"));
-        let status = reply.status().as_u16();
-        let headers = reply.headers().clone();
-        let text = reply.text().await.unwrap_or_default();
-        Reply {
-            status,
-            body: serde_json::from_str(&text).unwrap_or(Value::Null),
-            text,
-            headers,
-        }
+        self.gateway.get_with(path, headers).await
     }
 
     /// `GET path` with `Authorization: Bearer {token}`.
     async fn get_bearer(&self, path: &str, token: &str) -> Reply {
-        self.get(path, &[("Authorization", &format!("Bearer {token}"))])
+        self.get(path, &[("Authorization", &bearer_header(token))])
             .await
     }
 
     /// `GET path` with `headers`, which must pass: 200 from the echo upstream, and the
     /// request it recorded.
-    async fn pass(
-        &self,
-        path: &str,
-        headers: &[(&str, &str)],
-    ) -> tollgate_standins::echo::RecordedRequest {
+    async fn pass(&self, path: &str, headers: &[(&str, &str)]) -> RecordedRequest {
         let before = self.echo.request_count();
         let reply = self.get(path, headers).await;
         assert_eq!(reply.status, 200, "GET {path} was refused: {}", reply.text);
@@ -212,6 +195,12 @@ impl Stack {
             "GET {path}: the upstream did not see the request"
         );
         self.echo.last_request().expect("a recorded request")
+    }
+
+    /// [`pass`](Self::pass) with `Authorization: Bearer {token}`.
+    async fn pass_bearer(&self, path: &str, token: &str) -> RecordedRequest {
+        self.pass(path, &[("Authorization", &bearer_header(token))])
+            .await
     }
 
     /// `GET path` with `headers`, which must be refused with `status` and JSON `error`, the
@@ -242,27 +231,34 @@ impl Stack {
         }
         reply
     }
-}
 
-struct Reply {
-    status: u16,
-    headers: HeaderMap,
-    body: Value,
-    text: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    fn detail(&self) -> &str {
-        self.body["detail"].as_str().unwrap_or_default()
+    /// [`refused`](Self::refused) with `Authorization: Bearer {token}`.
+    async fn refused_bearer(
+        &self,
+        path: &str,
+        token: &str,
+        status: u16,
+        error: &str,
+        case: &str,
+    ) -> Reply {
+        self.refused(
+            path,
+            &[("Authorization", &bearer_header(token))],
+            status,
+            error,
+            case,
+        )
+        .await
     }
 }
 
 fn bearer_header(token: &str) -> String {
     format!("Bearer {token}")
+}
+
+/// An RS256 token with `claims`, signed with the published key `key-1`.
+fn key1_token(claims: &Value) -> String {
+    mint(Algorithm::RS256, RSA1_PRIVATE, Some("key-1"), claims)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -272,13 +268,8 @@ fn bearer_header(token: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn valid_rs256_token_from_the_jwks_passes_with_identity_headers() {
     let stack = Stack::start().await;
-    let token = mint(Algorithm::RS256, RSA1_PRIVATE, Some("key-1"), &claims());
-    let recorded = stack
-        .pass(
-            "/jwt/reports/daily?x=1",
-            &[("Authorization", &bearer_header(&token))],
-        )
-        .await;
+    let token = key1_token(&claims());
+    let recorded = stack.pass_bearer("/jwt/reports/daily?x=1", &token).await;
     assert_eq!(recorded.path, "/reports/daily");
     assert_eq!(recorded.query.as_deref(), Some("x=1"));
     assert_eq!(recorded.header_values("x-auth-subject"), ["alice"]);
@@ -288,23 +279,69 @@ async fn valid_rs256_token_from_the_jwks_passes_with_identity_headers() {
     );
 
     // A token that expired less than the leeway (30 s) ago still passes.
-    let token = mint(
-        Algorithm::RS256,
-        RSA1_PRIVATE,
-        Some("key-1"),
-        &claims_with(json!({"iat": now() - 600, "exp": now() - 5})),
-    );
-    stack
-        .pass("/jwt/x", &[("Authorization", &bearer_header(&token))])
-        .await;
+    let token = key1_token(&claims_with(json!({"iat": now() - 600, "exp": now() - 5})));
+    stack.pass_bearer("/jwt/x", &token).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn invalid_tokens_are_401_and_never_reach_the_upstream() {
     let stack = Stack::start().await;
     let key1 = Some("key-1");
+    // Signed with the published key, with claims that must not pass: (case, the claims
+    // changed, words of the detail).
+    let bad_claims = [
+        (
+            "expired",
+            json!({"iat": now() - 900, "exp": now() - 300}),
+            "expired",
+        ),
+        (
+            "not yet valid",
+            json!({"nbf": now() + 300}),
+            "not valid yet",
+        ),
+        (
+            "wrong issuer",
+            json!({"iss": "https://evil.test/"}),
+            "issuer",
+        ),
+        ("no issuer", json!({"iss": null}), "iss"),
+        ("wrong audience", json!({"aud": "billing"}), "audience"),
+        ("no exp", json!({"exp": null}), "exp"),
+    ];
+    let tampered = {
+        let token = key1_token(&claims());
+        let parts: Vec<&str> = token.split('.').collect();
+        let forged = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            claims_with(json!({"sub": "admin"})).to_string(),
+        );
+        format!("{}.{forged}.{}", parts[0], parts[2])
+    };
+    // Tokens that are not good ones whatever their claims: (case, token, words of the detail).
+    let bad_tokens = [
+        (
+            "bad signature (rsa2 signs, kid of rsa1)",
+            mint(Algorithm::RS256, RSA2_PRIVATE, key1, &claims()),
+            "signature",
+        ),
+        ("tampered payload", tampered, "signature"),
+        ("alg none", unsigned("none", key1, &claims()), "alg none"),
+        ("alg None", unsigned("None", key1, &claims()), "alg none"),
+        (
+            "algorithm confusion (HS256 keyed with the RSA public key PEM)",
+            mint(Algorithm::HS256, RSA1_PUBLIC, key1, &claims()),
+            "algorithm",
+        ),
+        (
+            "algorithm confusion without kid",
+            mint(Algorithm::HS256, RSA1_PUBLIC, None, &claims()),
+            "algorithm",
+        ),
+        ("not a JWT", "not.a-jwt".to_owned(), "well-formed"),
+    ];
     // (case, Authorization value or None, expected challenge error code, words of the detail)
-    let cases: Vec<(&str, Option<String>, Option<&str>, &str)> = vec![
+    let mut cases: Vec<(&str, Option<String>, Option<&str>, &str)> = vec![
         ("missing token", None, None, "no credential"),
         (
             "another scheme",
@@ -312,138 +349,24 @@ async fn invalid_tokens_are_401_and_never_reach_the_upstream() {
             None,
             "no credential",
         ),
-        (
-            "expired",
-            Some(bearer_header(&mint(
-                Algorithm::RS256,
-                RSA1_PRIVATE,
-                key1,
-                &claims_with(json!({"iat": now() - 900, "exp": now() - 300})),
-            ))),
-            Some("invalid_token"),
-            "expired",
-        ),
-        (
-            "not yet valid",
-            Some(bearer_header(&mint(
-                Algorithm::RS256,
-                RSA1_PRIVATE,
-                key1,
-                &claims_with(json!({"nbf": now() + 300})),
-            ))),
-            Some("invalid_token"),
-            "not valid yet",
-        ),
-        (
-            "wrong issuer",
-            Some(bearer_header(&mint(
-                Algorithm::RS256,
-                RSA1_PRIVATE,
-                key1,
-                &claims_with(json!({"iss": "https://evil.test/"})),
-            ))),
-            Some("invalid_token"),
-            "issuer",
-        ),
-        (
-            "no issuer",
-            Some(bearer_header(&mint(
-                Algorithm::RS256,
-                RSA1_PRIVATE,
-                key1,
-                &claims_with(json!({"iss": null})),
-            ))),
-            Some("invalid_token"),
-            "iss",
-        ),
-        (
-            "wrong audience",
-            Some(bearer_header(&mint(
-                Algorithm::RS256,
-                RSA1_PRIVATE,
-                key1,
-                &claims_with(json!({"aud": "billing"})),
-            ))),
-            Some("invalid_token"),
-            "audience",
-        ),
-        (
-            "no exp",
-            Some(bearer_header(&mint(
-                Algorithm::RS256,
-                RSA1_PRIVATE,
-                key1,
-                &claims_with(json!({"exp": null})),
-            ))),
-            Some("invalid_token"),
-            "exp",
-        ),
-        (
-            "bad signature (rsa2 signs, kid of rsa1)",
-            Some(bearer_header(&mint(
-                Algorithm::RS256,
-                RSA2_PRIVATE,
-                key1,
-                &claims(),
-            ))),
-            Some("invalid_token"),
-            "signature",
-        ),
-        (
-            "tampered payload",
-            Some(bearer_header(&{
-                let token = mint(Algorithm::RS256, RSA1_PRIVATE, key1, &claims());
-                let parts: Vec<&str> = token.split('.').collect();
-                let forged = base64::Engine::encode(
-                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-                    claims_with(json!({"sub": "admin"})).to_string(),
-                );
-                format!("{}.{forged}.{}", parts[0], parts[2])
-            })),
-            Some("invalid_token"),
-            "signature",
-        ),
-        (
-            "alg none",
-            Some(bearer_header(&unsigned("none", key1, &claims()))),
-            Some("invalid_token"),
-            "alg none",
-        ),
-        (
-            "alg None",
-            Some(bearer_header(&unsigned("None", key1, &claims()))),
-            Some("invalid_token"),
-            "alg none",
-        ),
-        (
-            "algorithm confusion (HS256 keyed with the RSA public key PEM)",
-            Some(bearer_header(&mint(
-                Algorithm::HS256,
-                RSA1_PUBLIC,
-                key1,
-                &claims(),
-            ))),
-            Some("invalid_token"),
-            "algorithm",
-        ),
-        (
-            "algorithm confusion without kid",
-            Some(bearer_header(&mint(
-                Algorithm::HS256,
-                RSA1_PUBLIC,
-                None,
-                &claims(),
-            ))),
-            Some("invalid_token"),
-            "algorithm",
-        ),
-        (
-            "not a JWT",
-            Some("Bearer not.a-jwt".to_owned()),
-            Some("invalid_token"),
-            "well-formed",
-        ),
     ];
+    for (case, changed, words) in bad_claims {
+        let token = key1_token(&claims_with(changed));
+        cases.push((
+            case,
+            Some(bearer_header(&token)),
+            Some("invalid_token"),
+            words,
+        ));
+    }
+    for (case, token, words) in bad_tokens {
+        cases.push((
+            case,
+            Some(bearer_header(&token)),
+            Some("invalid_token"),
+            words,
+        ));
+    }
     for (case, authorization, code, words) in &cases {
         let headers: Vec<(&str, &str)> = authorization
             .iter()
@@ -473,7 +396,7 @@ async fn invalid_tokens_are_401_and_never_reach_the_upstream() {
     }
 
     // Two credentials: neither is picked.
-    let token = mint(Algorithm::RS256, RSA1_PRIVATE, key1, &claims());
+    let token = key1_token(&claims());
     let reply = stack
         .refused(
             "/jwt/x",
@@ -500,11 +423,9 @@ async fn invalid_tokens_are_401_and_never_reach_the_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unknown_kid_is_refused_then_accepted_after_key_rotation() {
     let stack = Stack::start().await;
-    let old = mint(Algorithm::RS256, RSA1_PRIVATE, Some("key-1"), &claims());
+    let old = key1_token(&claims());
     let new = mint(Algorithm::RS256, RSA2_PRIVATE, Some("key-2"), &claims());
-    stack
-        .pass("/jwt/x", &[("Authorization", &bearer_header(&old))])
-        .await;
+    stack.pass_bearer("/jwt/x", &old).await;
 
     // key-2 is not published yet: refused, and a flood of it costs the issuer at most one
     // fetch per interval.
@@ -512,19 +433,9 @@ async fn unknown_kid_is_refused_then_accepted_after_key_rotation() {
     let started = Instant::now();
     for _ in 0..10 {
         let reply = stack
-            .refused(
-                "/jwt/x",
-                &[("Authorization", &bearer_header(&new))],
-                401,
-                "unauthenticated",
-                "unknown kid",
-            )
+            .refused_bearer("/jwt/x", &new, 401, "unauthenticated", "unknown kid")
             .await;
-        assert!(
-            reply.detail().contains("unknown key"),
-            "detail: {}",
-            reply.detail()
-        );
+        reply.assert_detail("unknown key");
     }
     let intervals = (started.elapsed().as_millis() / MIN_REFETCH.as_millis()) as usize;
     let made = stack.jwks.requests() - fetches;
@@ -540,33 +451,21 @@ async fn unknown_kid_is_refused_then_accepted_after_key_rotation() {
         .jwks
         .set(jwks(vec![jwk(RSA2_PUBLIC, "key-2", Some("RS256"))]));
     tokio::time::sleep(MIN_REFETCH + Duration::from_millis(100)).await;
-    let recorded = stack
-        .pass("/jwt/x", &[("Authorization", &bearer_header(&new))])
-        .await;
+    let recorded = stack.pass_bearer("/jwt/x", &new).await;
     assert_eq!(recorded.header_values("x-auth-subject"), ["alice"]);
 
     // The retired key no longer verifies anything.
     tokio::time::sleep(MIN_REFETCH + Duration::from_millis(100)).await;
     let reply = stack
-        .refused(
-            "/jwt/x",
-            &[("Authorization", &bearer_header(&old))],
-            401,
-            "unauthenticated",
-            "retired kid",
-        )
+        .refused_bearer("/jwt/x", &old, 401, "unauthenticated", "retired kid")
         .await;
-    assert!(
-        reply.detail().contains("unknown key"),
-        "detail: {}",
-        reply.detail()
-    );
+    reply.assert_detail("unknown key");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn spoofed_identity_headers_are_replaced_or_removed() {
     let stack = Stack::start().await;
-    let token = mint(Algorithm::RS256, RSA1_PRIVATE, Some("key-1"), &claims());
+    let token = key1_token(&claims());
     let authorization = bearer_header(&token);
     let recorded = stack
         .pass(
@@ -586,12 +485,7 @@ async fn spoofed_identity_headers_are_replaced_or_removed() {
     );
 
     // A token without the claims: the caller's copies are removed, nothing is set.
-    let token = mint(
-        Algorithm::RS256,
-        RSA1_PRIVATE,
-        Some("key-1"),
-        &claims_with(json!({"sub": null, "email": null})),
-    );
+    let token = key1_token(&claims_with(json!({"sub": null, "email": null})));
     let recorded = stack
         .pass(
             "/jwt/x",
@@ -626,41 +520,22 @@ async fn spoofed_identity_headers_are_replaced_or_removed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_missing_scope_is_403() {
     let stack = Stack::start().await;
-    let token = mint(Algorithm::RS256, RSA1_PRIVATE, Some("key-1"), &claims());
+    let token = key1_token(&claims());
     let reply = stack
-        .refused(
-            "/scoped/x",
-            &[("Authorization", &bearer_header(&token))],
-            403,
-            "forbidden",
-            "scope missing",
-        )
+        .refused_bearer("/scoped/x", &token, 403, "forbidden", "scope missing")
         .await;
-    assert!(
-        reply.detail().contains("reports.write"),
-        "detail: {}",
-        reply.detail()
-    );
+    reply.assert_detail("reports.write");
     assert_eq!(reply.body["route"], "scoped");
 
-    let token = mint(
-        Algorithm::RS256,
-        RSA1_PRIVATE,
-        Some("key-1"),
-        &claims_with(json!({"scope": "reports.read reports.write"})),
-    );
-    stack
-        .pass("/scoped/x", &[("Authorization", &bearer_header(&token))])
-        .await;
+    let token = key1_token(&claims_with(json!({"scope": "reports.read reports.write"})));
+    stack.pass_bearer("/scoped/x", &token).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_injected_credential_replaces_the_callers_bearer_token() {
     let stack = Stack::start().await;
-    let token = mint(Algorithm::RS256, RSA1_PRIVATE, Some("key-1"), &claims());
-    let recorded = stack
-        .pass("/jwt/x", &[("Authorization", &bearer_header(&token))])
-        .await;
+    let token = key1_token(&claims());
+    let recorded = stack.pass_bearer("/jwt/x", &token).await;
     assert_eq!(
         recorded.header_values("authorization"),
         [format!("Bearer {GATEWAY_CREDENTIAL}")]
@@ -812,18 +687,16 @@ async fn auth_engine_down_is_503_unless_the_route_fails_open() {
     // An unreachable engine (nothing listening) is the same as one that answers 500.
     let engine_url = format!("{}/api/v1", closed_port_url());
     let yaml = config(
-        &[format!(
-            "  gw:\n    type: static\n    value: {GATEWAY_CREDENTIAL}\n"
-        )],
+        &[gateway_credential()],
         &[
-            route_block(
+            inbound_route(
                 "closed",
                 "/closed/",
                 &stack.echo.url(),
                 false,
                 &authorize_inbound(&engine_url, "  timeout: 2s\n"),
             ),
-            route_block(
+            inbound_route(
                 "open",
                 "/open/",
                 &stack.echo.url(),
@@ -834,26 +707,13 @@ async fn auth_engine_down_is_503_unless_the_route_fails_open() {
     );
     let gateway = Gateway::start(&yaml).await;
     let before = stack.echo.request_count();
-    let reply = gateway
-        .client()
-        .get(gateway.proxy_url("/closed/x"))
-        .header("X-Auth", &token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reply.status(), 503);
-    assert!(reply.headers().contains_key("retry-after"));
-    let body: Value = reply.json().await.unwrap();
-    assert_error_body(&body, "authorization_unavailable");
+    let reply = gateway.get_with("/closed/x", &[("X-Auth", &token)]).await;
+    assert_eq!(reply.status, 503);
+    assert!(reply.headers.contains_key("retry-after"));
+    assert_error_body(&reply.body, "authorization_unavailable");
     assert_eq!(stack.echo.request_count(), before);
-    let reply = gateway
-        .client()
-        .get(gateway.proxy_url("/open/x"))
-        .header("X-Auth", &token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reply.status(), 200);
+    let reply = gateway.get_with("/open/x", &[("X-Auth", &token)]).await;
+    assert_eq!(reply.status, 200);
     assert_eq!(stack.echo.request_count(), before + 1);
 }
 
@@ -912,38 +772,21 @@ async fn api_keys_right_passes_wrong_is_401_and_the_key_is_forwarded_only_when_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn outcomes_are_counted_per_route() {
     let stack = Stack::start().await;
-    let good = mint(Algorithm::RS256, RSA1_PRIVATE, Some("key-1"), &claims());
-    let expired = mint(
-        Algorithm::RS256,
-        RSA1_PRIVATE,
-        Some("key-1"),
-        &claims_with(json!({"iat": now() - 900, "exp": now() - 300})),
-    );
+    let good = key1_token(&claims());
+    let expired = key1_token(&claims_with(
+        json!({"iat": now() - 900, "exp": now() - 300}),
+    ));
     for _ in 0..3 {
-        stack
-            .pass("/jwt/x", &[("Authorization", &bearer_header(&good))])
-            .await;
+        stack.pass_bearer("/jwt/x", &good).await;
     }
     stack
         .refused("/jwt/x", &[], 401, "unauthenticated", "missing")
         .await;
     stack
-        .refused(
-            "/jwt/x",
-            &[("Authorization", &bearer_header(&expired))],
-            401,
-            "unauthenticated",
-            "expired",
-        )
+        .refused_bearer("/jwt/x", &expired, 401, "unauthenticated", "expired")
         .await;
     stack
-        .refused(
-            "/scoped/x",
-            &[("Authorization", &bearer_header(&good))],
-            403,
-            "forbidden",
-            "scope",
-        )
+        .refused_bearer("/scoped/x", &good, 403, "forbidden", "scope")
         .await;
     stack.pass("/keys/x", &[("X-Api-Key", API_KEY)]).await;
     stack.engine.set_available(false);
@@ -980,7 +823,7 @@ async fn outcomes_are_counted_per_route() {
 }
 
 /// Asserts that none of `secrets` (name, value) is in `text`.
-fn assert_absent(what: &str, text: &str, secrets: &[(&str, String)]) {
+fn assert_holds_none(what: &str, text: &str, secrets: &[(&str, String)]) {
     for (name, secret) in secrets {
         assert!(
             !text.contains(secret.as_str()),
@@ -1008,14 +851,11 @@ async fn no_caller_credential_or_secret_in_the_logs_or_error_bodies() {
     stack.echo.set_reflect(false);
     let engine_token = signin(&stack.engine, ENGINE_USER.0, ENGINE_USER.1).await;
     let auditor_token = signin(&stack.engine, ENGINE_AUDITOR.0, ENGINE_AUDITOR.1).await;
-    let good = mint(Algorithm::RS256, RSA1_PRIVATE, Some("key-1"), &claims());
+    let good = key1_token(&claims());
     let bad_signature = mint(Algorithm::RS256, RSA2_PRIVATE, Some("key-1"), &claims());
-    let expired = mint(
-        Algorithm::RS256,
-        RSA1_PRIVATE,
-        Some("key-1"),
-        &claims_with(json!({"iat": now() - 900, "exp": now() - 300})),
-    );
+    let expired = key1_token(&claims_with(
+        json!({"iat": now() - 900, "exp": now() - 300}),
+    ));
     let unknown_kid = mint(Algorithm::RS256, RSA2_PRIVATE, Some("key-9"), &claims());
     let confused = mint(Algorithm::HS256, RSA1_PUBLIC, Some("key-1"), &claims());
     let wrong_key = "wrong-partner-key-0123456789";
@@ -1073,9 +913,9 @@ async fn no_caller_credential_or_secret_in_the_logs_or_error_bodies() {
     }
     for (_, reply) in replies.iter().filter(|(status, _)| *status != 200) {
         let answer = format!("{:?}\n{}", reply.headers, reply.text);
-        assert_absent("an error answer of the gateway", &answer, &secrets);
+        assert_holds_none("an error answer of the gateway", &answer, &secrets);
     }
-    assert_absent("the metrics", &stack.gateway.metrics().await, &secrets);
+    assert_holds_none("the metrics", &stack.gateway.metrics().await, &secrets);
 
     // Every request above is done once its access line is written.
     let logs = stack.gateway.logs_after_requests(replies.len()).await;
@@ -1083,7 +923,7 @@ async fn no_caller_credential_or_secret_in_the_logs_or_error_bodies() {
         logs.contains("\"level\":\"DEBUG\"") && logs.contains("JWKS fetched"),
         "not the debug logs expected:\n{logs}"
     );
-    assert_absent("the gateway logs", &logs, &secrets);
+    assert_holds_none("the gateway logs", &logs, &secrets);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1102,5 +942,5 @@ async fn a_forwarded_caller_credential_is_not_logged_at_debug_level() {
     assert!(logs.contains("\"level\":\"DEBUG\""), "no debug lines");
     let mut secrets = vec![("API key", API_KEY.to_owned())];
     secrets.extend(token_needles("engine token", &engine_token));
-    assert_absent("the gateway logs", &logs, &secrets);
+    assert_holds_none("the gateway logs", &logs, &secrets);
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::common::*;
 use serde_json::json;
 use tollgate_standins::bigbucks::{BigBucksSettings, BigBucksStandIn};
+use tollgate_standins::echo::EchoUpstream;
 use tollgate_standins::fortanix::{
     FortanixSettings, FortanixStandIn, FortanixUser, DEMO_ACCT_ID, DEMO_APP_ID,
 };
@@ -22,30 +23,28 @@ fn fortanix_basic(name: &str, base_url: &str, id: &str, secret: &str, extra: &st
     )
 }
 
+/// The fortanix provider `dsm` logging in to `dsm` as `id` with `secret` (HTTP Basic) and
+/// `extra` keys, and the route `/dsm/` to `echo`.
+fn dsm_config(
+    dsm: &FortanixStandIn,
+    id: &str,
+    secret: &str,
+    extra: &str,
+    echo: &EchoUpstream,
+) -> String {
+    let provider = fortanix_basic("dsm", &dsm.url(), id, secret, extra);
+    single_route(provider, "/dsm/", &echo.url())
+}
+
 // ----- Fortanix DSM --------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fortanix_basic_app_credentials_give_a_bearer_session_token() {
-    let dsm = FortanixStandIn::start(FortanixSettings::default())
-        .await
-        .unwrap();
+    let dsm: FortanixStandIn = start_standin(FortanixSettings::default()).await;
     let echo = start_echo().await;
-    let yaml = config(
-        &[fortanix_basic(
-            "dsm",
-            &dsm.url(),
-            DEMO_APP_ID,
-            "demo-app-secret",
-            "",
-        )],
-        &[route("dsm", "/dsm/", &echo.url(), "dsm", "")],
-    );
+    let yaml = dsm_config(&dsm, DEMO_APP_ID, "demo-app-secret", "", &echo);
     let gateway = Gateway::start_ready(&yaml).await;
-    let token = bearer_of(
-        &gateway
-            .upstream_header("/dsm/sys/v1/keys", "Authorization")
-            .await,
-    );
+    let token = gateway.bearer_upstream("/dsm/sys/v1/keys").await;
     assert!(
         dsm.is_valid_token(&token),
         "not a live DSM session: {token}"
@@ -63,9 +62,8 @@ async fn fortanix_basic_app_credentials_give_a_bearer_session_token() {
     );
     assert_eq!(echo.last_request().unwrap().path, "/sys/v1/keys");
     // expires_in (300 s) gives the lifetime.
-    let status = gateway.provider_status("dsm").await;
-    let left = status["seconds_to_expiry"].as_u64().unwrap();
-    assert!((290..=300).contains(&left), "{status}");
+    let left = gateway.seconds_to_expiry("dsm").await;
+    assert!((290..=300).contains(&left), "{left} s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -77,9 +75,9 @@ async fn fortanix_body_methods_send_their_json_bodies() {
         "ldap-password".to_owned(),
     ));
     // One stand-in per method, as each keeps only its last request.
-    let by_password = FortanixStandIn::start(settings.clone()).await.unwrap();
-    let by_name = FortanixStandIn::start(settings.clone()).await.unwrap();
-    let by_ldap = FortanixStandIn::start(settings).await.unwrap();
+    let by_password: FortanixStandIn = start_standin(settings.clone()).await;
+    let by_name: FortanixStandIn = start_standin(settings.clone()).await;
+    let by_ldap: FortanixStandIn = start_standin(settings).await;
     let echo = start_echo().await;
     let yaml = config(
         &[
@@ -136,7 +134,7 @@ async fn fortanix_body_methods_send_their_json_bodies() {
         ),
     ];
     for (path, dsm, method, body) in cases {
-        let token = bearer_of(&gateway.upstream_header(path, "Authorization").await);
+        let token = gateway.bearer_upstream(path).await;
         assert!(dsm.is_valid_token(&token), "{method}: {token}");
         assert_eq!(dsm.auth_requests(), 1, "{method}");
         let auth = dsm.last_auth_request().unwrap();
@@ -154,35 +152,18 @@ async fn fortanix_body_methods_send_their_json_bodies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fortanix_expires_in_drives_the_refresh() {
-    let dsm = FortanixStandIn::start(FortanixSettings {
-        token_ttl: Duration::from_secs(2),
-        ..FortanixSettings::default()
-    })
-    .await
-    .unwrap();
+    let dsm: FortanixStandIn = start_short_lived(FortanixSettings::default()).await;
     let echo = start_echo().await;
-    let yaml = config(
-        &[fortanix_basic(
-            "dsm",
-            &dsm.url(),
-            DEMO_APP_ID,
-            "demo-app-secret",
-            SHORT_REFRESH,
-        )],
-        &[route("dsm", "/dsm/", &echo.url(), "dsm", "")],
-    );
+    let yaml = dsm_config(&dsm, DEMO_APP_ID, "demo-app-secret", SHORT_REFRESH, &echo);
     let gateway = Gateway::start_ready(&yaml).await;
-    let status = gateway.provider_status("dsm").await;
-    assert!(
-        status["seconds_to_expiry"].as_u64().unwrap() <= 2,
-        "expires_in, not default_ttl: {status}"
-    );
+    let left = gateway.seconds_to_expiry("dsm").await;
+    assert!(left <= 2, "expires_in, not default_ttl: {left} s");
     // Requests all along the first token's lifetime and past it: none fails, and a second
     // session is opened before the first one ends.
     let mut seen = Vec::new();
     let started = std::time::Instant::now();
     while started.elapsed() < Duration::from_millis(2600) {
-        let token = bearer_of(&gateway.upstream_header("/dsm/x", "Authorization").await);
+        let token = gateway.bearer_upstream("/dsm/x").await;
         if !seen.contains(&token) {
             seen.push(token);
         }
@@ -220,18 +201,10 @@ async fn fortanix_mfa_user_is_a_clear_error_that_is_not_retried_soon() {
         password: MFA_PASSWORD.to_owned(),
         mfa: true,
     });
-    let dsm = FortanixStandIn::start(settings).await.unwrap();
+    let dsm: FortanixStandIn = start_standin(settings).await;
     let echo = start_echo().await;
-    let yaml = config(
-        &[fortanix_basic(
-            "dsm",
-            &dsm.url(),
-            "mfa@example.com",
-            MFA_PASSWORD,
-            "refresh: { min_backoff: 200ms, max_backoff: 30s }",
-        )],
-        &[route("dsm", "/dsm/", &echo.url(), "dsm", "")],
-    );
+    let long_backoff = "refresh: { min_backoff: 200ms, max_backoff: 30s }";
+    let yaml = dsm_config(&dsm, "mfa@example.com", MFA_PASSWORD, long_backoff, &echo);
     let gateway = Gateway::start(&yaml).await;
     let status = gateway.wait_failed("dsm").await;
     let says_mfa = |text: &str| {
@@ -268,14 +241,9 @@ async fn fortanix_mfa_user_is_a_clear_error_that_is_not_retried_soon() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fortanix_wrong_secret_is_503_without_the_secret() {
     const WRONG: &str = "wrong-dsm-secret-Q8v2m";
-    let dsm = FortanixStandIn::start(FortanixSettings::default())
-        .await
-        .unwrap();
+    let dsm: FortanixStandIn = start_standin(FortanixSettings::default()).await;
     let echo = start_echo().await;
-    let yaml = config(
-        &[fortanix_basic("dsm", &dsm.url(), DEMO_APP_ID, WRONG, "")],
-        &[route("dsm", "/dsm/", &echo.url(), "dsm", "")],
-    );
+    let yaml = dsm_config(&dsm, DEMO_APP_ID, WRONG, "", &echo);
     let gateway = Gateway::start(&yaml).await;
     gateway.wait_failed("dsm").await;
     let Unavailable { body, detail, .. } = gateway.credential_unavailable("/dsm/x", "dsm").await;
@@ -295,12 +263,8 @@ async fn fortanix_wrong_secret_is_503_without_the_secret() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fortanix_terminate_on_shutdown_ends_the_session_on_sigterm() {
-    let dsm = FortanixStandIn::start(FortanixSettings::default())
-        .await
-        .unwrap();
-    let kept = FortanixStandIn::start(FortanixSettings::default())
-        .await
-        .unwrap();
+    let dsm: FortanixStandIn = start_standin(FortanixSettings::default()).await;
+    let kept: FortanixStandIn = start_standin(FortanixSettings::default()).await;
     let echo = start_echo().await;
     let yaml = config(
         &[
@@ -319,8 +283,8 @@ async fn fortanix_terminate_on_shutdown_ends_the_session_on_sigterm() {
         ],
     );
     let gateway = Gateway::start_ready(&yaml).await;
-    let token = bearer_of(&gateway.upstream_header("/dsm/x", "Authorization").await);
-    let kept_token = bearer_of(&gateway.upstream_header("/kept/x", "Authorization").await);
+    let token = gateway.bearer_upstream("/dsm/x").await;
+    let kept_token = gateway.bearer_upstream("/kept/x").await;
     assert!(dsm.is_valid_token(&token));
     assert_eq!(dsm.terminate_requests(), 0);
 
@@ -339,6 +303,18 @@ async fn fortanix_terminate_on_shutdown_ends_the_session_on_sigterm() {
 
 // ----- BigBucks Auth Engine ------------------------------------------------------------
 
+/// A route `/{name}/` to `echo` injecting the token of the provider `name` as `X-Auth`.
+fn x_auth_route(name: &str, echo: &EchoUpstream) -> String {
+    route_injecting(
+        name,
+        &format!("/{name}/"),
+        &echo.url(),
+        name,
+        "X-Auth",
+        "{token}",
+    )
+}
+
 fn bigbucks(name: &str, base_url: &str, username: &str, password: &str, extra: &str) -> String {
     provider(
         name,
@@ -349,15 +325,12 @@ fn bigbucks(name: &str, base_url: &str, username: &str, password: &str, extra: &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bigbucks_signin_body_and_x_auth_injection() {
-    let engine = BigBucksStandIn::start(BigBucksSettings::default())
-        .await
-        .unwrap();
-    let guarded = BigBucksStandIn::start(BigBucksSettings {
+    let engine: BigBucksStandIn = start_standin(BigBucksSettings::default()).await;
+    let guarded: BigBucksStandIn = start_standin(BigBucksSettings {
         required_recaptcha: Some("captcha-ok-7Tg".into()),
         ..BigBucksSettings::default()
     })
-    .await
-    .unwrap();
+    .await;
     let echo = start_echo().await;
     let yaml = config(
         &[
@@ -377,22 +350,8 @@ async fn bigbucks_signin_body_and_x_auth_injection() {
             ),
         ],
         &[
-            route_injecting(
-                "engine",
-                "/engine/",
-                &echo.url(),
-                "engine",
-                "X-Auth",
-                "{token}",
-            ),
-            route_injecting(
-                "guarded",
-                "/guarded/",
-                &echo.url(),
-                "guarded",
-                "X-Auth",
-                "{token}",
-            ),
+            x_auth_route("engine", &echo),
+            x_auth_route("guarded", &echo),
         ],
     );
     let gateway = Gateway::start_ready(&yaml).await;
@@ -427,12 +386,7 @@ async fn bigbucks_signin_body_and_x_auth_injection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bigbucks_lifetime_comes_from_the_jwt_exp() {
-    let engine = BigBucksStandIn::start(BigBucksSettings {
-        token_ttl: Duration::from_secs(2),
-        ..BigBucksSettings::default()
-    })
-    .await
-    .unwrap();
+    let engine: BigBucksStandIn = start_short_lived(BigBucksSettings::default()).await;
     let echo = start_echo().await;
     let yaml = config(
         &[bigbucks(
@@ -442,14 +396,11 @@ async fn bigbucks_lifetime_comes_from_the_jwt_exp() {
             "engine-password",
             "refresh: { before_expiry: 1s, default_ttl: 300s, min_backoff: 200ms, max_backoff: 1s }",
         )],
-        &[route_injecting("engine", "/engine/", &echo.url(), "engine", "X-Auth", "{token}")],
+        &[x_auth_route("engine", &echo)],
     );
     let gateway = Gateway::start_ready(&yaml).await;
-    let status = gateway.provider_status("engine").await;
-    assert!(
-        status["seconds_to_expiry"].as_u64().unwrap() <= 2,
-        "the JWT exp, not default_ttl: {status}"
-    );
+    let left = gateway.seconds_to_expiry("engine").await;
+    assert!(left <= 2, "the JWT exp, not default_ttl: {left} s");
     let renewed = eventually(Duration::from_millis(2500), || async {
         engine.signin_requests() >= 2
     })
@@ -463,12 +414,8 @@ async fn bigbucks_lifetime_comes_from_the_jwt_exp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bigbucks_errors_are_told_apart() {
     const WRONG: &str = "wrong-engine-pw-R5d0k";
-    let engine = BigBucksStandIn::start(BigBucksSettings::default())
-        .await
-        .unwrap();
-    let broken = BigBucksStandIn::start(BigBucksSettings::default())
-        .await
-        .unwrap();
+    let engine: BigBucksStandIn = start_standin(BigBucksSettings::default()).await;
+    let broken: BigBucksStandIn = start_standin(BigBucksSettings::default()).await;
     broken.set_fail_with(Some(500));
     let echo = start_echo().await;
     let yaml = config(
@@ -490,30 +437,9 @@ async fn bigbucks_errors_are_told_apart() {
             ),
         ],
         &[
-            route_injecting(
-                "unknown",
-                "/unknown/",
-                &echo.url(),
-                "unknown",
-                "X-Auth",
-                "{token}",
-            ),
-            route_injecting(
-                "wrong",
-                "/wrong/",
-                &echo.url(),
-                "wrong",
-                "X-Auth",
-                "{token}",
-            ),
-            route_injecting(
-                "broken",
-                "/broken/",
-                &echo.url(),
-                "broken",
-                "X-Auth",
-                "{token}",
-            ),
+            x_auth_route("unknown", &echo),
+            x_auth_route("wrong", &echo),
+            x_auth_route("broken", &echo),
         ],
     );
     let gateway = Gateway::start(&yaml).await;

@@ -11,13 +11,18 @@ use tollgate_standins::bagid::{
 };
 use tollgate_standins::echo::EchoUpstream;
 
-fn b2b(name: &str, base_url: &str, extra: &str) -> String {
-    provider(
-        name,
-        "bagid",
-        &format!(
-            "base_url: {base_url}\nflow: b2b_secret\napp_key: demo-app-key\nb2b_secret: demo-b2b-secret\nusername: svc\npassword: bagid-password\n{extra}"
-        ),
+/// The keys of the `b2b_secret` flow with the stand-in's demo app key, secret and user.
+fn b2b(base_url: &str, extra: &str) -> String {
+    format!(
+        "base_url: {base_url}\nflow: b2b_secret\napp_key: demo-app-key\nb2b_secret: demo-b2b-secret\nusername: svc\npassword: bagid-password\n{extra}"
+    )
+}
+
+/// A config with the bagid provider `bagid` of these `keys` and [`bagid_route`] to `echo`.
+fn bagid_config(keys: &str, echo: &EchoUpstream) -> String {
+    config(
+        &[provider("bagid", "bagid", keys)],
+        &[bagid_route(echo, "bagid")],
     )
 }
 
@@ -33,6 +38,27 @@ fn bagid_route(echo: &EchoUpstream, provider: &str) -> String {
     )
 }
 
+/// A BagID stand-in issuing 2 s tokens, the echo upstream, and a ready gateway logging in
+/// with the `b2b_secret` flow and renewing 1 s ahead ([`SHORT_REFRESH`]).
+async fn short_lived_b2b() -> (BagIdStandIn, EchoUpstream, Gateway) {
+    let bagid: BagIdStandIn = start_short_lived(BagIdSettings::default()).await;
+    let echo = start_echo().await;
+    let gateway =
+        Gateway::start_ready(&bagid_config(&b2b(&bagid.url(), SHORT_REFRESH), &echo)).await;
+    (bagid, echo, gateway)
+}
+
+/// The last request BagID received is the login at `path`, presenting `nonce` and the
+/// attestation object the attestor made for it.
+fn assert_attested_login(bagid: &BagIdStandIn, path: &str, nonce: &str) {
+    let login = bagid.last_request().unwrap();
+    assert_eq!(login.path, path);
+    assert_eq!(
+        login.body_json(),
+        Some(json!({"nonce": nonce, "attestationObject": attestation_for(nonce)}))
+    );
+}
+
 /// The token of `Authorization: Bearer <token>` sent upstream through `/bagid/`.
 async fn bagid_token(gateway: &Gateway) -> String {
     let value = gateway.upstream_header("/bagid/x", "Authorization").await;
@@ -44,12 +70,9 @@ async fn bagid_token(gateway: &Gateway) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bagid_b2b_secret_login_and_token_type_format() {
-    let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
+    let bagid: BagIdStandIn = start_standin(BagIdSettings::default()).await;
     let echo = start_echo().await;
-    let yaml = config(
-        &[b2b("bagid", &bagid.url(), "")],
-        &[bagid_route(&echo, "bagid")],
-    );
+    let yaml = bagid_config(&b2b(&bagid.url(), ""), &echo);
     let gateway = Gateway::start_ready(&yaml).await;
     let token = bagid_token(&gateway).await;
     assert!(bagid.is_valid_token(&token), "{token}");
@@ -65,26 +88,21 @@ async fn bagid_b2b_secret_login_and_token_type_format() {
         Some(json!({"username": "svc", "password": "bagid-password"}))
     );
     // expiresIn (300 s) gives the lifetime.
-    let status = gateway.provider_status("bagid").await;
-    let left = status["seconds_to_expiry"].as_u64().unwrap();
-    assert!((290..=300).contains(&left), "{status}");
+    let left = gateway.seconds_to_expiry("bagid").await;
+    assert!((290..=300).contains(&left), "{left} s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bagid_federated_token_value() {
-    let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
+    let bagid: BagIdStandIn = start_standin(BagIdSettings::default()).await;
     let echo = start_echo().await;
     let host = host_token("host-user-1", Duration::from_secs(600));
-    let yaml = config(
-        &[provider(
-            "bagid",
-            "bagid",
-            &format!(
-                "base_url: {}\nflow: federated\napp_key: demo-app-key\nfederated_token: {host}",
-                bagid.url()
-            ),
-        )],
-        &[bagid_route(&echo, "bagid")],
+    let yaml = bagid_config(
+        &format!(
+            "base_url: {}\nflow: federated\napp_key: demo-app-key\nfederated_token: {host}",
+            bagid.url()
+        ),
+        &echo,
     );
     let gateway = Gateway::start_ready(&yaml).await;
     let token = bagid_token(&gateway).await;
@@ -101,30 +119,21 @@ async fn bagid_federated_token_value() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bagid_federated_token_file_is_read_at_every_login() {
     // No refresh tokens and a 2 s lifetime: every renewal is a new federated login.
-    let bagid = BagIdStandIn::start(BagIdSettings {
-        token_ttl: Duration::from_secs(2),
+    let bagid: BagIdStandIn = start_short_lived(BagIdSettings {
         issue_refresh_tokens: false,
         ..BagIdSettings::default()
     })
-    .await
-    .unwrap();
+    .await;
     let echo = start_echo().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bagid-host-token");
     let first_host = host_token("host-user-a", Duration::from_secs(600));
     std::fs::write(&file, &first_host).unwrap();
-    let yaml = config(
-        &[provider(
-            "bagid",
-            "bagid",
-            &format!(
+    let yaml = bagid_config(&format!(
                 "base_url: {}\nflow: federated\napp_key: demo-app-key\nfederated_token_file: {}\n{SHORT_REFRESH}",
                 bagid.url(),
                 file.display()
-            ),
-        )],
-        &[bagid_route(&echo, "bagid")],
-    );
+            ), &echo);
     let gateway = Gateway::start_ready(&yaml).await;
     let token = bagid_token(&gateway).await;
     assert_eq!(subject(&token), "host-user-a");
@@ -154,20 +163,16 @@ async fn bagid_federated_token_file_is_read_at_every_login() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bagid_guest_with_an_http_attestor() {
-    let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
+    let bagid: BagIdStandIn = start_standin(BagIdSettings::default()).await;
     let attestor = AttestorStandIn::start().await.unwrap();
     let echo = start_echo().await;
-    let yaml = config(
-        &[provider(
-            "bagid",
-            "bagid",
-            &format!(
-                "base_url: {}\nflow: guest\nattestor: {{ url: {}, timeout: 2s }}",
-                bagid.url(),
-                attestor.attest_url()
-            ),
-        )],
-        &[bagid_route(&echo, "bagid")],
+    let yaml = bagid_config(
+        &format!(
+            "base_url: {}\nflow: guest\nattestor: {{ url: {}, timeout: 2s }}",
+            bagid.url(),
+            attestor.attest_url()
+        ),
+        &echo,
     );
     let gateway = Gateway::start_ready(&yaml).await;
     let token = bagid_token(&gateway).await;
@@ -181,12 +186,7 @@ async fn bagid_guest_with_an_http_attestor() {
     assert_eq!(attestor.last_nonce().as_deref(), Some(nonces[0].as_str()));
     assert_eq!(bagid.login_requests("guest"), 1);
     assert_eq!(bagid.login_requests("attestation"), 0);
-    let login = bagid.last_request().unwrap();
-    assert_eq!(login.path, GUEST_PATH);
-    assert_eq!(
-        login.body_json(),
-        Some(json!({"nonce": nonces[0], "attestationObject": attestation_for(&nonces[0])}))
-    );
+    assert_attested_login(&bagid, GUEST_PATH, &nonces[0]);
 }
 
 /// Whether `curl` can be run (the command attestor's script uses it).
@@ -203,7 +203,7 @@ async fn bagid_attestation_with_a_command_attestor() {
         eprintln!("SKIPPED: no curl for the command attestor script");
         return;
     }
-    let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
+    let bagid: BagIdStandIn = start_standin(BagIdSettings::default()).await;
     let attestor = AttestorStandIn::start().await.unwrap();
     let echo = start_echo().await;
     // The command: a script that records its arguments and asks the attestor stand-in for
@@ -223,18 +223,11 @@ async fn bagid_attestation_with_a_command_attestor() {
         ),
     )
     .unwrap();
-    let yaml = config(
-        &[provider(
-            "bagid",
-            "bagid",
-            &format!(
+    let yaml = bagid_config(&format!(
                 "base_url: {}\nflow: attestation\nattestor:\n  command: [/bin/sh, \"{}\", --format, base64]\n  timeout: 5s",
                 bagid.url(),
                 script.display()
-            ),
-        )],
-        &[bagid_route(&echo, "bagid")],
-    );
+            ), &echo);
     let gateway = Gateway::start_ready(&yaml).await;
     let token = bagid_token(&gateway).await;
     assert!(bagid.is_valid_token(&token));
@@ -249,37 +242,24 @@ async fn bagid_attestation_with_a_command_attestor() {
     assert_eq!(attestor.last_nonce().as_deref(), Some(nonces[0].as_str()));
     assert_eq!(bagid.login_requests("attestation"), 1);
     assert_eq!(bagid.login_requests("guest"), 0);
-    let login = bagid.last_request().unwrap();
-    assert_eq!(login.path, ATTESTATION_PATH);
-    assert_eq!(
-        login.body_json(),
-        Some(json!({"nonce": nonces[0], "attestationObject": attestation_for(&nonces[0])}))
-    );
+    assert_attested_login(&bagid, ATTESTATION_PATH, &nonces[0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bagid_nonce_that_expires_before_the_attestor_answers_is_not_used() {
-    let bagid = BagIdStandIn::start(BagIdSettings {
+    let bagid: BagIdStandIn = start_standin(BagIdSettings {
         nonce_ttl: Duration::from_secs(1),
         ..BagIdSettings::default()
     })
-    .await
-    .unwrap();
+    .await;
     let attestor = AttestorStandIn::start().await.unwrap();
     attestor.set_delay(Duration::from_millis(1500));
     let echo = start_echo().await;
-    let yaml = config(
-        &[provider(
-            "bagid",
-            "bagid",
-            &format!(
+    let yaml = bagid_config(&format!(
                 "base_url: {}\nflow: guest\nattestor: {{ url: {}, timeout: 3s }}\nrefresh: {{ min_backoff: 10s, max_backoff: 20s }}",
                 bagid.url(),
                 attestor.attest_url()
-            ),
-        )],
-        &[bagid_route(&echo, "bagid")],
-    );
+            ), &echo);
     let gateway = Gateway::start(&yaml).await;
     let status = gateway.wait_failed("bagid").await;
     let says_expired = |text: &str| {
@@ -307,18 +287,7 @@ async fn bagid_nonce_that_expires_before_the_attestor_answers_is_not_used() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bagid_short_access_token_is_refreshed_without_a_new_login() {
-    let bagid = BagIdStandIn::start(BagIdSettings {
-        token_ttl: Duration::from_secs(2),
-        ..BagIdSettings::default()
-    })
-    .await
-    .unwrap();
-    let echo = start_echo().await;
-    let yaml = config(
-        &[b2b("bagid", &bagid.url(), SHORT_REFRESH)],
-        &[bagid_route(&echo, "bagid")],
-    );
-    let gateway = Gateway::start_ready(&yaml).await;
+    let (bagid, _echo, gateway) = short_lived_b2b().await;
     let first = bagid_token(&gateway).await;
     let first_refresh = bagid.issued_tokens()[1].clone();
     let refreshed = eventually(Duration::from_millis(2500), || async {
@@ -358,18 +327,7 @@ async fn bagid_short_access_token_is_refreshed_without_a_new_login() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bagid_revoked_refresh_token_means_exactly_one_new_login() {
-    let bagid = BagIdStandIn::start(BagIdSettings {
-        token_ttl: Duration::from_secs(2),
-        ..BagIdSettings::default()
-    })
-    .await
-    .unwrap();
-    let echo = start_echo().await;
-    let yaml = config(
-        &[b2b("bagid", &bagid.url(), SHORT_REFRESH)],
-        &[bagid_route(&echo, "bagid")],
-    );
-    let gateway = Gateway::start_ready(&yaml).await;
+    let (bagid, _echo, gateway) = short_lived_b2b().await;
     assert_eq!(bagid.login_requests("b2b_secret"), 1);
     bagid.revoke_refresh_tokens();
     let relogged = eventually(Duration::from_millis(2500), || async {
@@ -404,12 +362,12 @@ async fn bagid_revoked_refresh_token_means_exactly_one_new_login() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bagid_attestor_and_token_file_failures_are_clear() {
-    let bagid = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
+    let bagid: BagIdStandIn = start_standin(BagIdSettings::default()).await;
     let tampered = AttestorStandIn::start().await.unwrap();
     tampered.set_tampered(true);
     let down = AttestorStandIn::start().await.unwrap();
     down.set_available(false);
-    let bagid_of_down = BagIdStandIn::start(BagIdSettings::default()).await.unwrap();
+    let bagid_of_down: BagIdStandIn = start_standin(BagIdSettings::default()).await;
     let echo = start_echo().await;
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-such-token");

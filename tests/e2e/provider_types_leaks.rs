@@ -44,7 +44,7 @@ async fn new_provider_types_never_leak_at_debug_level() {
 
 async fn never_leak(env: &[(&str, &str)], reflect: bool) {
     let short = Duration::from_secs(2);
-    let dsm = FortanixStandIn::start(FortanixSettings {
+    let dsm: FortanixStandIn = start_standin(FortanixSettings {
         users: vec![FortanixUser {
             email: "mfa@example.com".into(),
             password: DSM_MFA_PASSWORD.to_owned(),
@@ -59,25 +59,22 @@ async fn never_leak(env: &[(&str, &str)], reflect: bool) {
         ldap_users: Vec::new(),
         token_ttl: short,
     })
-    .await
-    .unwrap();
-    let engine = BigBucksStandIn::start(BigBucksSettings {
+    .await;
+    let engine: BigBucksStandIn = start_standin(BigBucksSettings {
         users: vec![("svc-leak".into(), ENGINE_PASSWORD.to_owned())],
         required_recaptcha: Some(ENGINE_RECAPTCHA.into()),
         token_ttl: short,
         ..BigBucksSettings::default()
     })
-    .await
-    .unwrap();
-    let bagid = BagIdStandIn::start(BagIdSettings {
+    .await;
+    let bagid: BagIdStandIn = start_standin(BagIdSettings {
         app_keys: vec![BAGID_APP_KEY.to_owned()],
         b2b_secret: BAGID_B2B_SECRET.to_owned(),
         b2b_users: vec![("svc".into(), BAGID_PASSWORD.to_owned())],
         token_ttl: short,
         ..BagIdSettings::default()
     })
-    .await
-    .unwrap();
+    .await;
     let attestor = AttestorStandIn::start().await.unwrap();
     let idp = start_oauth2(OAuth2Settings {
         clients: vec![("leak-client".into(), CLIENT_SECRET.to_owned())],
@@ -86,12 +83,11 @@ async fn never_leak(env: &[(&str, &str)], reflect: bool) {
         ..OAuth2Settings::default()
     })
     .await;
-    let bigid = BigIdStandIn::start(BigIdSettings {
+    let bigid: BigIdStandIn = start_standin(BigIdSettings {
         users: vec![("leak-admin".into(), BIGID_PASSWORD.to_owned())],
         ..BigIdSettings::default()
     })
-    .await
-    .unwrap();
+    .await;
     let echo = start_echo().await;
     echo.set_reflect(reflect);
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::common::*;
 use tollgate_standins::bigid::{BigIdSettings, BigIdStandIn};
-use tollgate_standins::oauth2::OAuth2Settings;
+use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
 
 // ----- static --------------------------------------------------------------------------
 
@@ -108,7 +108,7 @@ fn oauth2_basic_header() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn http_declared_bigid_password_login() {
-    let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
+    let bigid: BigIdStandIn = start_standin(BigIdSettings::default()).await;
     let echo = start_echo().await;
     let yaml = config(
         &[provider(
@@ -123,22 +123,20 @@ async fn http_declared_bigid_password_login() {
     );
     assert!(!yaml.contains("type: bigid\n"), "no bigid provider");
     let gateway = Gateway::start_ready(&yaml).await;
-    let token = bearer_of(&gateway.upstream_header("/bigid/x", "Authorization").await);
+    let token = gateway.bearer_upstream("/bigid/x").await;
     assert!(bigid.is_valid_token(&token), "{token}");
     assert_eq!(subject(&token), "bigid-admin");
     assert_eq!(bigid.session_requests(), 1);
     assert_eq!(bigid.refresh_requests(), 0);
     // No lifetime pointer: the JWT exp (300 s) gives the lifetime.
-    let status = gateway.provider_status("bigid-declared").await;
-    let left = status["seconds_to_expiry"].as_u64().unwrap();
-    assert!((290..=300).contains(&left), "{status}");
+    let left = gateway.seconds_to_expiry("bigid-declared").await;
+    assert!((290..=300).contains(&left), "{left} s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn http_expiry_pointer_drives_the_refresh() {
     // Opaque tokens: only the `expiry` pointer can tell the gateway they live 2 s.
-    let idp = start_oauth2(OAuth2Settings {
-        token_ttl: Duration::from_secs(2),
+    let idp: OAuth2StandIn = start_short_lived(OAuth2Settings {
         jwt_access_tokens: false,
         ..OAuth2Settings::default()
     })
@@ -157,16 +155,13 @@ async fn http_expiry_pointer_drives_the_refresh() {
         &[route("vendor", "/vendor/", &echo.url(), "vendor", "")],
     );
     let gateway = Gateway::start_ready(&yaml).await;
-    let first = bearer_of(&gateway.upstream_header("/vendor/x", "Authorization").await);
+    let first = gateway.bearer_upstream("/vendor/x").await;
     assert!(idp.is_valid_token(&first));
     let last = idp.last_request().unwrap();
     assert_eq!(last.authorization, Some(oauth2_basic_header()));
     assert_eq!(last.param("grant_type"), Some("client_credentials"));
-    let status = gateway.provider_status("vendor").await;
-    assert!(
-        status["seconds_to_expiry"].as_u64().unwrap() <= 2,
-        "the expiry pointer, not default_ttl: {status}"
-    );
+    let left = gateway.seconds_to_expiry("vendor").await;
+    assert!(left <= 2, "the expiry pointer, not default_ttl: {left} s");
     // The gateway has the new token once it counted the second login as a success (the
     // stand-in counts the call before the gateway has read the reply).
     let renewed = eventually(Duration::from_millis(2500), || async {
@@ -178,19 +173,14 @@ async fn http_expiry_pointer_drives_the_refresh() {
         "{} logins",
         idp.grant_requests("client_credentials")
     );
-    let token = bearer_of(&gateway.upstream_header("/vendor/x", "Authorization").await);
+    let token = gateway.bearer_upstream("/vendor/x").await;
     assert_ne!(token, first);
     assert!(idp.is_valid_token(&token));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn http_refresh_request_uses_the_refresh_value() {
-    let idp = start_oauth2(OAuth2Settings {
-        token_ttl: Duration::from_secs(2),
-        issue_refresh_tokens: true,
-        ..OAuth2Settings::default()
-    })
-    .await;
+    let idp: OAuth2StandIn = start_short_lived(oauth2_with_refresh_tokens()).await;
     let echo = start_echo().await;
     let basic = oauth2_basic_header();
     let yaml = config(
@@ -205,7 +195,7 @@ async fn http_refresh_request_uses_the_refresh_value() {
         &[route("vendor", "/vendor/", &echo.url(), "vendor", "")],
     );
     let gateway = Gateway::start_ready(&yaml).await;
-    let first = bearer_of(&gateway.upstream_header("/vendor/x", "Authorization").await);
+    let first = gateway.bearer_upstream("/vendor/x").await;
     let refreshed = eventually(Duration::from_millis(2500), || async {
         idp.grant_requests("refresh_token") >= 1
     })
@@ -221,7 +211,7 @@ async fn http_refresh_request_uses_the_refresh_value() {
     assert_eq!(last.authorization, Some(basic));
     // The refreshed token is what goes upstream.
     let renewed = eventually(Duration::from_secs(2), || async {
-        let token = bearer_of(&gateway.upstream_header("/vendor/x", "Authorization").await);
+        let token = gateway.bearer_upstream("/vendor/x").await;
         token != first && idp.is_valid_token(&token)
     })
     .await;
@@ -240,7 +230,7 @@ async fn http_refresh_request_uses_the_refresh_value() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn http_wrong_token_pointer_names_the_pointer() {
-    let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
+    let bigid: BigIdStandIn = start_standin(BigIdSettings::default()).await;
     let echo = start_echo().await;
     let yaml = config(
         &[provider(

@@ -7,7 +7,7 @@ use crate::common::*;
 use base64::Engine as _;
 use tollgate_standins::bigid::{BigIdSettings, BigIdStandIn};
 use tollgate_standins::echo::EchoUpstream;
-use tollgate_standins::oauth2::OAuth2Settings;
+use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
 
 /// A ready gateway with `provider` (one block) and the route `/api/` to a new echo
 /// upstream, one request through it, and the bearer token the upstream received.
@@ -30,7 +30,7 @@ async fn upstream_token(gateway: &Gateway, echo: &EchoUpstream) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bigid_user_token_login_injects_the_system_token() {
-    let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
+    let bigid: BigIdStandIn = start_standin(BigIdSettings::default()).await;
     let provider = bigid_user_token("bigid", &bigid.url(), "demo-bigid-user-token", "");
     let (_gateway, echo, token) = token_through(provider).await;
     assert!(bigid.is_valid_token(&token));
@@ -48,7 +48,7 @@ async fn bigid_user_token_login_injects_the_system_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bigid_password_login_injects_the_auth_token() {
-    let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
+    let bigid: BigIdStandIn = start_standin(BigIdSettings::default()).await;
     let provider = bigid_password("bigid", &bigid.url(), "bigid-admin", "bigid-password", "");
     let (_gateway, _echo, token) = token_through(provider).await;
     assert!(bigid.is_valid_token(&token));
@@ -59,22 +59,14 @@ async fn bigid_password_login_injects_the_auth_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bigid_lifetime_comes_from_the_jwt() {
-    let bigid = BigIdStandIn::start(BigIdSettings {
-        token_ttl: Duration::from_secs(2),
-        ..BigIdSettings::default()
-    })
-    .await
-    .unwrap();
+    let bigid: BigIdStandIn = start_short_lived(BigIdSettings::default()).await;
     let echo = start_echo().await;
     let refresh =
         "refresh: { before_expiry: 1s, default_ttl: 300s, min_backoff: 200ms, max_backoff: 1s }";
     let provider = bigid_user_token("bigid", &bigid.url(), "demo-bigid-user-token", refresh);
     let gateway = Gateway::start_ready(&single_route(provider, "/api/", &echo.url())).await;
-    let status = gateway.provider_status("bigid").await;
-    assert!(
-        status["seconds_to_expiry"].as_u64().unwrap() <= 2,
-        "the JWT exp, not default_ttl: {status}"
-    );
+    let left = gateway.seconds_to_expiry("bigid").await;
+    assert!(left <= 2, "the JWT exp, not default_ttl: {left} s");
     // Within about 2.5 s the short-lived token was renewed at least once.
     let renewed = eventually(Duration::from_millis(2500), || async {
         bigid.refresh_requests() >= 2
@@ -88,7 +80,7 @@ async fn bigid_lifetime_comes_from_the_jwt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bigid_wrong_password_is_503_without_the_password() {
     const WRONG: &str = "wrong-Pa55-Zq81x";
-    let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
+    let bigid: BigIdStandIn = start_standin(BigIdSettings::default()).await;
     let echo = start_echo().await;
     let provider = bigid_password("bigid", &bigid.url(), "bigid-admin", WRONG, "");
     let gateway = Gateway::start(&single_route(provider, "/api/", &echo.url())).await;
@@ -203,12 +195,7 @@ async fn oauth2_scopes_and_audience_are_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn oauth2_refresh_token_grant_rotates_its_refresh_token() {
-    let idp = start_oauth2(OAuth2Settings {
-        token_ttl: Duration::from_secs(2),
-        issue_refresh_tokens: true,
-        ..OAuth2Settings::default()
-    })
-    .await;
+    let idp: OAuth2StandIn = start_short_lived(oauth2_with_refresh_tokens()).await;
     // A refresh token obtained out of band, as an operator would configure it.
     let reply: serde_json::Value = client()
         .post(idp.token_url())
@@ -290,7 +277,7 @@ async fn secrets_from_env_and_file_references() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn providers_are_independent() {
     let idp = start_oauth2(OAuth2Settings::default()).await;
-    let bigid = BigIdStandIn::start(BigIdSettings::default()).await.unwrap();
+    let bigid: BigIdStandIn = start_standin(BigIdSettings::default()).await;
     bigid.set_available(false);
     let echo = start_echo().await;
     let yaml = config(
@@ -304,13 +291,10 @@ async fn providers_are_independent() {
         ],
     );
     let gateway = Gateway::start(&yaml).await;
-    let idp_ready = eventually(Duration::from_secs(5), || async {
-        gateway.provider_status("idp").await["state"] == "valid"
-    })
-    .await;
-    assert!(idp_ready);
-    let (status, _, _) = gateway.get_json("/reports/x").await;
-    assert_eq!(status, 200);
+    gateway
+        .wait_for_state("idp", "valid", Duration::from_secs(5))
+        .await;
+    assert_eq!(gateway.status_of("/reports/x").await, 200);
     let (status, _, body) = gateway.get_json("/bigid/x").await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["provider"], "bigid");
@@ -325,8 +309,7 @@ async fn providers_are_independent() {
     );
     bigid.set_available(true);
     gateway.wait_ready().await;
-    let (status, _, _) = gateway.get_json("/bigid/x").await;
-    assert_eq!(status, 200);
+    assert_eq!(gateway.status_of("/bigid/x").await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -124,8 +124,7 @@ async fn strip_prefix_keeps_the_rest_of_the_path_and_the_query() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn x_forwarded_for_is_set() {
     let (_idp, echo, gateway) = simple_gateway().await;
-    let (status, _, _) = gateway.get_json("/reports/x").await;
-    assert_eq!(status, 200);
+    assert_eq!(gateway.status_of("/reports/x").await, 200);
     let recorded = echo.last_request().unwrap();
     let xff = recorded
         .header("x-forwarded-for")
@@ -265,8 +264,7 @@ async fn round_robin_over_upstreams() {
     );
     let gateway = Gateway::start_ready(&yaml).await;
     for _ in 0..10 {
-        let (status, _, _) = gateway.get_json("/rr/x").await;
-        assert_eq!(status, 200);
+        assert_eq!(gateway.status_of("/rr/x").await, 200);
     }
     assert_eq!(a.request_count() + b.request_count(), 10);
     assert!(
@@ -398,8 +396,7 @@ async fn upstream_401_twice_reaches_the_client_after_one_retry() {
     );
 
     // The gateway has not wedged itself: the next request works.
-    let (status, _, _) = gateway.get_json("/reports/x").await;
-    assert_eq!(status, 200);
+    assert_eq!(gateway.status_of("/reports/x").await, 200);
     assert!(idp.token_requests() <= 3);
     assert_eq!(echo.request_count(), 3);
 }
@@ -482,11 +479,9 @@ async fn other_upstream_statuses_are_not_retried() {
     let (idp, echo, gateway) = simple_gateway().await;
 
     echo.respond_next_with(403, 1);
-    let (status, _, _) = gateway.get_json("/reports/x").await;
-    assert_eq!(status, 403);
+    assert_eq!(gateway.status_of("/reports/x").await, 403);
     echo.respond_next_with(500, 1);
-    let (status, _, _) = gateway.get_json("/reports/x").await;
-    assert_eq!(status, 500);
+    assert_eq!(gateway.status_of("/reports/x").await, 500);
     assert_eq!(echo.request_count(), 2);
     assert_eq!(idp.token_requests(), 1, "no relogin for 403/500");
 }
@@ -506,8 +501,7 @@ async fn on_upstream_status_is_configurable() {
     );
     let gateway = Gateway::start_ready(&yaml).await;
     echo.respond_next_with(403, 1);
-    let (status, _, _) = gateway.get_json("/reports/x").await;
-    assert_eq!(status, 200);
+    assert_eq!(gateway.status_of("/reports/x").await, 200);
     assert_eq!(echo.request_count(), 2);
     assert_eq!(idp.token_requests(), 2);
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use serde_json::Value;
 use tollgate_standins::echo::EchoUpstream;
-use tollgate_standins::oauth2::OAuth2Settings;
+use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
 
 /// The gateway polls its config file every 2 s; a file change is seen within this.
 const POLL_SEEN: Duration = Duration::from_secs(4);
@@ -23,6 +23,20 @@ fn routes_to(provider: &str, routes: &[(&str, &EchoUpstream)]) -> String {
         .map(|(name, upstream)| route(name, &format!("/{name}/"), &upstream.url(), "idp", ""))
         .collect();
     config(&[provider.to_owned()], &routes)
+}
+
+/// The stand-in idp, the echo upstream, and `N` configs on them: the first with the route
+/// `/a/`, each next one with one route more (`/b/`, `/c/`...).
+async fn growing_configs<const N: usize>() -> (OAuth2StandIn, EchoUpstream, [String; N]) {
+    let idp = start_oauth2(OAuth2Settings::default()).await;
+    let echo = start_echo().await;
+    let provider = oauth2("idp", &idp.token_url(), "");
+    let names = ["a", "b", "c", "d"];
+    let configs = std::array::from_fn(|i| {
+        let routes: Vec<(&str, &EchoUpstream)> = names[..=i].iter().map(|n| (*n, &echo)).collect();
+        routes_to(&provider, &routes)
+    });
+    (idp, echo, configs)
 }
 
 /// `tollgate_config_reloads_total{outcome}`.
@@ -69,7 +83,7 @@ async fn a_route_change_under_load_fails_no_request() {
     let gateway = Arc::new(Gateway::start(&before).await);
     gateway.wait_ready().await;
     assert_eq!(
-        gateway.get_json("/b/x").await.0,
+        gateway.status_of("/b/x").await,
         404,
         "route b before the reload"
     );
@@ -171,13 +185,8 @@ async fn a_route_change_under_load_fails_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sighup_reloads_at_once() {
-    let idp = start_oauth2(OAuth2Settings::default()).await;
-    let echo = start_echo().await;
-    let provider = oauth2("idp", &idp.token_url(), "");
-    let one = routes_to(&provider, &[("a", &echo)]);
-    let two = routes_to(&provider, &[("a", &echo), ("b", &echo)]);
-    let gateway = Gateway::start(&one).await;
-    gateway.wait_ready().await;
+    let (idp, _echo, [one, two]) = growing_configs().await;
+    let gateway = Gateway::start_ready(&one).await;
 
     // The file is unchanged, so only the signal can cause this reload.
     gateway.signal("HUP");
@@ -187,12 +196,12 @@ async fn sighup_reloads_at_once() {
     assert_eq!(reloads[0]["trigger"], "SIGHUP", "{}", reloads[0]);
 
     // A changed file with a SIGHUP right after it is applied at once.
-    assert_eq!(gateway.get_json("/b/x").await.0, 404);
+    assert_eq!(gateway.status_of("/b/x").await, 404);
     gateway.rewrite_config(&two);
     let signalled = Instant::now();
     gateway.signal("HUP");
     let applied = eventually(Duration::from_secs(3), || async {
-        gateway.get_json("/b/x").await.0 == 200
+        gateway.status_of("/b/x").await == 200
     })
     .await;
     assert!(applied, "route b not served within 3 s of SIGHUP");
@@ -210,14 +219,8 @@ async fn sighup_reloads_at_once() {
 /// as changed and reload the same content a second time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_sighup_reload_is_not_repeated_by_the_file_poll() {
-    let idp = start_oauth2(OAuth2Settings::default()).await;
-    let echo = start_echo().await;
-    let provider = oauth2("idp", &idp.token_url(), "");
-    let one = routes_to(&provider, &[("a", &echo)]);
-    let two = routes_to(&provider, &[("a", &echo), ("b", &echo)]);
-    let three = routes_to(&provider, &[("a", &echo), ("b", &echo), ("c", &echo)]);
-    let gateway = Gateway::start(&one).await;
-    gateway.wait_ready().await;
+    let (_idp, _echo, [one, two, three]) = growing_configs().await;
+    let gateway = Gateway::start_ready(&one).await;
     gateway.rewrite_config(&two);
     gateway.signal("HUP");
     wait_reloads(&gateway, "success", 1.0, Duration::from_secs(3)).await;
@@ -360,7 +363,7 @@ async fn unchanged_providers_keep_their_token_changed_ones_log_in_removed_ones_g
         providers.iter().all(|p| p["provider"] != "other"),
         "the removed provider is still in /status: {providers:?}"
     );
-    assert_eq!(gateway.get_json("/o/x").await.0, 404, "the removed route");
+    assert_eq!(gateway.status_of("/o/x").await, 404, "the removed route");
     assert_eq!(
         other.token_requests(),
         1,
@@ -415,7 +418,7 @@ async fn an_invalid_config_is_refused_and_the_old_one_keeps_serving() {
         "the error does not name the key: {}",
         errors[0]
     );
-    assert_eq!(gateway.get_json("/a/x").await.0, 200);
+    assert_eq!(gateway.status_of("/a/x").await, 200);
     assert_eq!(echo1.request_count(), 1, "the old route a serves");
     assert_eq!(echo2.request_count(), 0);
 
@@ -428,10 +431,10 @@ async fn an_invalid_config_is_refused_and_the_old_one_keeps_serving() {
         "the error does not name the key: {}",
         errors[1]
     );
-    assert_eq!(gateway.get_json("/a/x").await.0, 200);
+    assert_eq!(gateway.status_of("/a/x").await, 200);
     assert_eq!(echo1.request_count(), 2, "the old route a serves");
     assert_eq!(
-        gateway.get_json("/b/x").await.0,
+        gateway.status_of("/b/x").await,
         404,
         "route b of a refused config"
     );
@@ -440,8 +443,8 @@ async fn an_invalid_config_is_refused_and_the_old_one_keeps_serving() {
 
     gateway.rewrite_config(&fixed);
     wait_reloads(&gateway, "success", 1.0, POLL_SEEN).await;
-    assert_eq!(gateway.get_json("/a/x").await.0, 200);
-    assert_eq!(gateway.get_json("/b/x").await.0, 200);
+    assert_eq!(gateway.status_of("/a/x").await, 200);
+    assert_eq!(gateway.status_of("/b/x").await, 200);
     assert_eq!(echo2.request_count(), 2, "the fixed config serves");
     assert_eq!(echo1.request_count(), 2);
     assert_eq!(reload_count(&gateway, "failure").await, 2.0);
@@ -450,15 +453,10 @@ async fn an_invalid_config_is_refused_and_the_old_one_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_server_change_is_logged_for_a_restart_and_the_rest_applies() {
-    let idp = start_oauth2(OAuth2Settings::default()).await;
-    let echo = start_echo().await;
-    let provider = oauth2("idp", &idp.token_url(), "");
-    let one = routes_to(&provider, &[("a", &echo)]);
-    let two = routes_to(&provider, &[("a", &echo), ("b", &echo)]);
+    let (_idp, _echo, [one, two]) = growing_configs().await;
     assert!(two.contains("threads: 1\n"));
     let two = two.replace("threads: 1\n", "threads: 2\n");
-    let gateway = Gateway::start(&one).await;
-    gateway.wait_ready().await;
+    let gateway = Gateway::start_ready(&one).await;
     assert!(
         gateway
             .logs()
@@ -479,7 +477,7 @@ async fn a_server_change_is_logged_for_a_restart_and_the_rest_applies() {
     let warning: Value = serde_json::from_str(&warnings[0]).expect("a JSON log line");
     assert_eq!(warning["level"], "WARN", "{warning}");
     assert_eq!(
-        gateway.get_json("/b/x").await.0,
+        gateway.status_of("/b/x").await,
         200,
         "the routes were not applied"
     );

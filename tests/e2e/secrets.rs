@@ -38,13 +38,12 @@ async fn never_leak(extra_env: &[(&str, &str)], reflect: bool) {
         ..OAuth2Settings::default()
     })
     .await;
-    let bigid = BigIdStandIn::start(BigIdSettings {
+    let bigid: BigIdStandIn = start_standin(BigIdSettings {
         users: vec![("e2e-admin".into(), BIGID_PASSWORD.to_owned())],
         user_tokens: vec![BIGID_USER_TOKEN.to_owned()],
         token_ttl: Duration::from_secs(300),
     })
-    .await
-    .unwrap();
+    .await;
     let echo = start_echo().await;
     echo.set_reflect(reflect);
 
@@ -151,8 +150,7 @@ async fn never_leak(extra_env: &[(&str, &str)], reflect: bool) {
         emitted.push(reply.text().await.unwrap());
     }
     echo.respond_next_with(401, 1);
-    let (status, _, _) = gateway.get_json("/bigid-token/retry").await;
-    assert_eq!(status, 200);
+    assert_eq!(gateway.status_of("/bigid-token/retry").await, 200);
 
     // Refreshes (with refresh tokens) happen every second on `idp`: once one went through,
     // it goes down, its refreshes fail and its token runs out.
@@ -162,11 +160,9 @@ async fn never_leak(extra_env: &[(&str, &str)], reflect: bool) {
     .await;
     assert!(refreshed, "no refresh with the refresh token");
     idp.set_available(false);
-    let expired = eventually(Duration::from_secs(5), || async {
-        gateway.provider_status("idp").await["state"] == "unavailable"
-    })
-    .await;
-    assert!(expired, "{}", gateway.provider_status("idp").await);
+    gateway
+        .wait_for_state("idp", "unavailable", Duration::from_secs(5))
+        .await;
     let reply = gateway.get("/idp/a").await;
     assert_eq!(reply.status(), 503);
     emitted.push(format!("{:?}", reply.headers()));

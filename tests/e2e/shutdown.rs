@@ -158,9 +158,7 @@ async fn the_drain_time_bounds_the_wait_for_a_slow_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn requests_cut_at_the_end_of_the_drain_time_are_logged_and_sessions_still_end() {
-    let dsm = FortanixStandIn::start(FortanixSettings::default())
-        .await
-        .unwrap();
+    let dsm: FortanixStandIn = start_standin(FortanixSettings::default()).await;
     let echo = start_echo().await;
     let provider = format!(
         "  dsm:\n    type: fortanix\n    base_url: {}\n    basic: {{ username: \"{DEMO_APP_ID}\", password: demo-app-secret }}\n    terminate_on_shutdown: true\n",

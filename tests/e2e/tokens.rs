@@ -166,11 +166,9 @@ async fn provider_down_with_a_valid_token_keeps_serving_it() {
 
     // Back up: the next attempt gets a new token and requests carry it.
     idp.set_available(true);
-    let recovered = eventually(Duration::from_secs(3), || async {
-        gateway.provider_status("idp").await["state"] == "valid"
-    })
-    .await;
-    assert!(recovered, "{}", gateway.provider_status("idp").await);
+    gateway
+        .wait_for_state("idp", "valid", Duration::from_secs(3))
+        .await;
     let now = gateway.bearer_upstream("/reports/x").await;
     assert_ne!(now, token);
     assert!(idp.is_valid_token(&now));
@@ -241,8 +239,7 @@ async fn provider_comes_back_after_failures() {
     let echo = start_echo().await;
     let yaml = reports_config(&idp.token_url(), "", &echo.url());
     let gateway = Gateway::start(&yaml).await;
-    let (status, _, _) = gateway.get_json("/reports/x").await;
-    assert_eq!(status, 503);
+    assert_eq!(gateway.status_of("/reports/x").await, 503);
     idp.set_available(true);
     // max_backoff is 1 s: the background retry logs in within about a second.
     gateway.wait_ready().await;
@@ -254,73 +251,54 @@ async fn provider_comes_back_after_failures() {
     assert_eq!(status["consecutive_failures"], 0);
 }
 
-/// (seconds_to_expiry right after ready, logins) for a stand-in configured by `settings`
-/// and a provider with `extra` keys.
-async fn lifetime_seen(settings: OAuth2Settings, extra: &str) -> u64 {
+/// `seconds_to_expiry` right after the first login, from a stand-in with the default
+/// settings as `configure` changes them and a provider with `default_ttl: 120s`.
+async fn lifetime_seen(configure: impl FnOnce(&mut OAuth2Settings)) -> u64 {
+    let mut settings = OAuth2Settings::default();
+    configure(&mut settings);
     let idp = start_oauth2(settings).await;
     let echo = start_echo().await;
-    let yaml = reports_config(&idp.token_url(), extra, &echo.url());
+    let yaml = reports_config(
+        &idp.token_url(),
+        "refresh: { default_ttl: 120s }",
+        &echo.url(),
+    );
     let gateway = Gateway::start_ready(&yaml).await;
     let status = gateway.provider_status("idp").await;
     assert_eq!(status["state"], "valid", "{status}");
-    status["seconds_to_expiry"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no seconds_to_expiry: {status}"))
+    gateway.seconds_to_expiry("idp").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lifetime_from_expires_in() {
-    let seconds = lifetime_seen(
-        OAuth2Settings {
-            token_ttl: Duration::from_secs(900),
-            ..OAuth2Settings::default()
-        },
-        "refresh: { default_ttl: 120s }",
-    )
-    .await;
+    let seconds = lifetime_seen(|idp| idp.token_ttl = Duration::from_secs(900)).await;
     assert!((895..=900).contains(&seconds), "{seconds}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lifetime_from_the_jwt_exp_without_expires_in() {
-    let seconds = lifetime_seen(
-        OAuth2Settings {
-            token_ttl: Duration::from_secs(600),
-            include_expires_in: false,
-            ..OAuth2Settings::default()
-        },
-        "refresh: { default_ttl: 120s }",
-    )
+    let seconds = lifetime_seen(|idp| {
+        idp.token_ttl = Duration::from_secs(600);
+        idp.include_expires_in = false;
+    })
     .await;
     assert!((594..=600).contains(&seconds), "{seconds}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lifetime_from_default_ttl_for_opaque_tokens() {
-    let seconds = lifetime_seen(
-        OAuth2Settings {
-            token_ttl: Duration::from_secs(600),
-            include_expires_in: false,
-            jwt_access_tokens: false,
-            ..OAuth2Settings::default()
-        },
-        "refresh: { default_ttl: 120s }",
-    )
+    let seconds = lifetime_seen(|idp| {
+        idp.token_ttl = Duration::from_secs(600);
+        idp.include_expires_in = false;
+        idp.jwt_access_tokens = false;
+    })
     .await;
     assert!((115..=120).contains(&seconds), "{seconds}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn refresh_token_is_used_when_the_provider_issues_one() {
-    let idp = start_oauth2(OAuth2Settings {
-        token_ttl: Duration::from_secs(2),
-        issue_refresh_tokens: true,
-        ..OAuth2Settings::default()
-    })
-    .await;
-    let echo = start_echo().await;
-    let yaml = reports_config(&idp.token_url(), SHORT_REFRESH, &echo.url());
-    let gateway = Gateway::start_ready(&yaml).await;
+    let (idp, _echo, gateway) = short_lived_reports(oauth2_with_refresh_tokens()).await;
     let started = Instant::now();
     let mut tokens = BTreeSet::new();
     // Refreshes are due every second: after about 2.5 s, two have happened.

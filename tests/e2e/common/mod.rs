@@ -22,6 +22,7 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 use tollgate_standins::echo::EchoUpstream;
 use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
+use tollgate_standins::{Provider, StandIn};
 
 pub use config::*;
 pub use metrics::*;
@@ -78,9 +79,51 @@ pub fn client() -> reqwest::Client {
 /// An OAuth2 stand-in with `settings` (the default client is `demo-client` /
 /// `demo-secret`, see [`oauth2`]).
 pub async fn start_oauth2(settings: OAuth2Settings) -> OAuth2StandIn {
-    OAuth2StandIn::start(settings)
+    start_standin(settings).await
+}
+
+/// A provider stand-in started with `settings`; the binding names which one:
+/// `let dsm: FortanixStandIn = start_standin(FortanixSettings::default()).await;`.
+pub async fn start_standin<P: Provider>(settings: P::Settings) -> StandIn<P> {
+    StandIn::<P>::start(settings)
         .await
-        .expect("start the OAuth2 stand-in")
+        .expect("start the stand-in")
+}
+
+/// The lifetime of the tokens of [`start_short_lived`] stand-ins.
+pub const SHORT_TTL: Duration = Duration::from_secs(2);
+
+/// As [`start_standin`], the stand-in issuing tokens that live [`SHORT_TTL`] (2 s): for the
+/// tests of renewals, with [`SHORT_REFRESH`].
+pub async fn start_short_lived<P: Provider>(settings: P::Settings) -> StandIn<P> {
+    let stand_in = start_standin(settings).await;
+    stand_in.set_token_ttl(SHORT_TTL);
+    stand_in
+}
+
+/// An OAuth2 stand-in with `settings` issuing 2 s tokens ([`start_short_lived`]), the echo
+/// upstream, and a ready gateway on [`reports_config`] renewing them 1 s ahead
+/// ([`SHORT_REFRESH`]).
+pub async fn short_lived_reports(
+    settings: OAuth2Settings,
+) -> (OAuth2StandIn, EchoUpstream, Gateway) {
+    let idp: OAuth2StandIn = start_short_lived(settings).await;
+    let echo = start_echo().await;
+    let gateway = Gateway::start_ready(&reports_config(
+        &idp.token_url(),
+        SHORT_REFRESH,
+        &echo.url(),
+    ))
+    .await;
+    (idp, echo, gateway)
+}
+
+/// The OAuth2 stand-in's default settings, issuing a refresh token with each access token.
+pub fn oauth2_with_refresh_tokens() -> OAuth2Settings {
+    OAuth2Settings {
+        issue_refresh_tokens: true,
+        ..OAuth2Settings::default()
+    }
 }
 
 /// An echo upstream: answers every request with what it received, as JSON, and records it.
@@ -297,6 +340,21 @@ impl Gateway {
             .unwrap_or_else(|e| panic!("GET {path} through the gateway failed: {e:?}"))
     }
 
+    /// The status of `GET path` on the proxy (the body is read and dropped).
+    pub async fn status_of(&self, path: &str) -> u16 {
+        self.get_with(path, &[]).await.status
+    }
+
+    /// `POST path` on the proxy with `body`.
+    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .post(self.proxy_url(path))
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path} through the gateway failed: {e:?}"))
+    }
+
     /// `GET` on the proxy: status, headers and the body parsed as JSON (`Null` if it is
     /// not JSON).
     pub async fn get_json(&self, path: &str) -> (u16, HeaderMap, Value) {
@@ -395,14 +453,18 @@ impl Gateway {
         format!("{}{}", read("stdout.log"), read("stderr.log"))
     }
 
-    /// `GET /status` as JSON.
-    pub async fn status(&self) -> Value {
-        let reply = self
-            .client
-            .get(self.admin_url("/status"))
+    /// `GET path` on the admin listener.
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.admin_url(path))
             .send()
             .await
-            .expect("GET /status");
+            .unwrap_or_else(|e| panic!("GET {path} on the admin listener failed: {e:?}"))
+    }
+
+    /// `GET /status` as JSON.
+    pub async fn status(&self) -> Value {
+        let reply = self.admin_get("/status").await;
         assert_eq!(reply.status(), 200, "GET /status");
         reply.json().await.expect("/status is JSON")
     }
@@ -417,6 +479,28 @@ impl Gateway {
             .find(|p| p["provider"] == provider)
             .cloned()
             .unwrap_or_else(|| panic!("/status has no provider {provider}: {status}"))
+    }
+
+    /// `seconds_to_expiry` of `provider` in `/status` (panics when it holds no token).
+    pub async fn seconds_to_expiry(&self, provider: &str) -> u64 {
+        let status = self.provider_status(provider).await;
+        status["seconds_to_expiry"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no seconds_to_expiry: {status}"))
+    }
+
+    /// Waits up to `within` until `/status` shows `provider` in `state` (`valid`,
+    /// `unavailable`...); panics with its entry if it does not.
+    pub async fn wait_for_state(&self, provider: &str, state: &str, within: Duration) {
+        let reached = eventually(within, || async {
+            self.provider_status(provider).await["state"] == state
+        })
+        .await;
+        assert!(
+            reached,
+            "{provider} not {state} within {within:?}: {}",
+            self.provider_status(provider).await
+        );
     }
 
     /// Waits (up to 5 s) until `/status` reports a failed attempt of `provider`; returns its
@@ -436,12 +520,7 @@ impl Gateway {
 
     /// `GET /readyz`: status code and body.
     pub async fn readyz(&self) -> (u16, String) {
-        let reply = self
-            .client
-            .get(self.admin_url("/readyz"))
-            .send()
-            .await
-            .expect("GET /readyz");
+        let reply = self.admin_get("/readyz").await;
         let status = reply.status().as_u16();
         (status, reply.text().await.unwrap_or_default())
     }
@@ -466,12 +545,7 @@ impl Gateway {
 
     /// `GET /metrics` text.
     pub async fn metrics(&self) -> String {
-        let reply = self
-            .client
-            .get(self.admin_url("/metrics"))
-            .send()
-            .await
-            .expect("GET /metrics");
+        let reply = self.admin_get("/metrics").await;
         assert_eq!(reply.status(), 200, "GET /metrics");
         reply.text().await.unwrap()
     }
@@ -576,6 +650,15 @@ impl Reply {
     /// The `detail` of an error body the gateway made itself ("" when there is none).
     pub fn detail(&self) -> &str {
         self.body["detail"].as_str().unwrap_or_default()
+    }
+
+    /// Asserts that the error `detail` says `words`.
+    pub fn assert_detail(&self, words: &str) {
+        assert!(
+            self.detail().contains(words),
+            "the detail does not say `{words}`: {}",
+            self.text
+        );
     }
 }
 

@@ -25,6 +25,17 @@ impl RawResponse {
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
     }
+
+    /// Asserts that this is the gateway's JSON error answer `status` with `error`.
+    pub fn assert_error(&self, status: u16, error: &str) {
+        assert_eq!(
+            self.status,
+            status,
+            "{:?}",
+            String::from_utf8_lossy(&self.body)
+        );
+        super::assert_error_body(&self.json(), error);
+    }
 }
 
 /// What came back on a raw connection.
@@ -90,25 +101,34 @@ impl RawConnection {
         })
     }
 
+    /// One read of at most `max` bytes into the buffer, waiting up to `wait`: `Some(true)`
+    /// when bytes arrived, `Some(false)` when the connection ended, `None` when nothing
+    /// happened in time.
+    async fn read_some(&mut self, max: usize, wait: Duration) -> Option<bool> {
+        let mut chunk = vec![0u8; max];
+        match tokio::time::timeout(wait, self.reader.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                self.eof = true;
+                Some(false)
+            }
+            Ok(Ok(n)) => {
+                self.buffer.extend_from_slice(&chunk[..n]);
+                Some(true)
+            }
+            Err(_) => None,
+        }
+    }
+
     async fn fill(&mut self, wait: Duration) -> bool {
         if self.eof {
             return false;
         }
-        let mut chunk = [0u8; 16 * 1024];
-        match tokio::time::timeout(wait, self.reader.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                self.eof = true;
-                false
-            }
-            Ok(Ok(n)) => {
-                self.buffer.extend_from_slice(&chunk[..n]);
-                true
-            }
-            Err(_) => panic!(
+        self.read_some(16 * 1024, wait).await.unwrap_or_else(|| {
+            panic!(
                 "no response and no close within {wait:?}; read so far: {:?}",
                 String::from_utf8_lossy(&self.buffer)
-            ),
-        }
+            )
+        })
     }
 
     /// The next response, or `Closed` when the connection ends first. Panics when nothing
@@ -189,18 +209,8 @@ impl RawConnection {
         if self.eof {
             return self.buffer.is_empty();
         }
-        let mut chunk = [0u8; 1024];
-        match tokio::time::timeout(wait, self.reader.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                self.eof = true;
-                true
-            }
-            Ok(Ok(n)) => {
-                self.buffer.extend_from_slice(&chunk[..n]);
-                false
-            }
-            Err(_) => false,
-        }
+        // Closed: the read ended the connection; bytes or silence: still open.
+        self.read_some(1024, wait).await == Some(false)
     }
 }
 

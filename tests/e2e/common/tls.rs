@@ -157,10 +157,19 @@ pub fn yaml_path(path: &std::path::Path) -> String {
     path.to_str().expect("utf-8 path").to_owned()
 }
 
-/// The gateway's warnings that certificate verification is off (one per provider or route
-/// with `insecure_skip_verify`).
-pub fn verification_off_warnings(gateway: &Gateway) -> Vec<Value> {
-    gateway
+/// The TLS checks' routes `/with-ca/` (the test CA as `tls.ca_file`) and `/unverified/`
+/// (`insecure_skip_verify`) answer 200 through the [`TlsRelay`].
+pub async fn assert_ca_file_trusted_and_skip_verify_skips(gateway: &Gateway) {
+    let (status, _, body) = gateway.get_json("/with-ca/x").await;
+    assert_eq!(status, 200, "the configured CA was not trusted: {body}");
+    let (status, _, body) = gateway.get_json("/unverified/x").await;
+    assert_eq!(status, 200, "insecure_skip_verify did not skip: {body}");
+}
+
+/// The gateway warned once that certificate verification is off, for the `unverified`
+/// one: `field` is `provider` or `route`.
+pub fn assert_one_verification_off_warning(gateway: &Gateway, field: &str) {
+    let warnings: Vec<Value> = gateway
         .log_lines()
         .into_iter()
         .filter(|line| {
@@ -169,5 +178,12 @@ pub fn verification_off_warnings(gateway: &Gateway) -> Vec<Value> {
                     .as_str()
                     .is_some_and(|m| m.to_ascii_lowercase().contains("verification is off"))
         })
-        .collect()
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one warning, for the unverified {field} only:\n{}",
+        gateway.stdout()
+    );
+    assert_eq!(warnings[0][field], "unverified", "{}", warnings[0]);
 }
