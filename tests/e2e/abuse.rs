@@ -280,7 +280,7 @@ async fn invalid_header_bytes_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn absolute_form_targets_and_foreign_hosts_never_choose_the_upstream() {
-    let trap = Trap::start().await;
+    let trap = CountedUpstream::holding().await;
     let echo = start_echo().await;
     let other = start_echo().await;
     let any_host = start_echo().await;
@@ -350,7 +350,7 @@ async fn absolute_form_targets_and_foreign_hosts_never_choose_the_upstream() {
         Some(any_host.addr().to_string().as_str())
     );
     assert_eq!(
-        trap.accepted(),
+        trap.connections(),
         0,
         "the gateway connected to the request's target"
     );
@@ -404,7 +404,7 @@ async fn absolute_form_targets_and_foreign_hosts_never_choose_the_upstream() {
             }
         }
         assert_eq!(
-            trap.accepted(),
+            trap.connections(),
             0,
             "{first_line}: the gateway connected to the request's target"
         );
@@ -431,7 +431,7 @@ async fn absolute_form_targets_and_foreign_hosts_never_choose_the_upstream() {
             "no Host at all: {response:?}"
         ),
     }
-    assert_eq!(trap.accepted(), 0);
+    assert_eq!(trap.connections(), 0);
 }
 
 /// `tollgate check` refuses `yaml` and names `path` on a line of its own.

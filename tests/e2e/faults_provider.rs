@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::common::tls::*;
 use crate::common::*;
 use serde_json::{json, Value};
+use tollgate_standins::echo::EchoUpstream;
 use tollgate_standins::jwt;
 use tollgate_standins::oauth2::OAuth2Settings;
 use tollgate_standins::scripted::{Reply, ScriptedProvider};
@@ -328,14 +329,24 @@ async fn a_refused_refresh_token_costs_exactly_one_new_login() {
     assert!(gateway.token_requests("idp", "refresh", "success").await >= 1.0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_flapping_provider_never_fails_a_request_while_a_token_is_valid() {
-    let ttl = Duration::from_secs(2);
+/// A scripted provider issuing tokens that live `ttl`, an echo upstream that keeps no record
+/// (these tests send thousands of requests), and a ready gateway on [`reports_config`]
+/// with the `refresh` keys.
+async fn scripted_under_load(
+    ttl: Duration,
+    refresh: &str,
+) -> (ScriptedProvider, EchoUpstream, Gateway) {
     let provider = ScriptedProvider::start(Reply::token(ttl)).await.unwrap();
     let echo = start_echo().await;
     echo.set_recording(false);
-    let yaml = reports_config(&provider.token_url(), FAST_REFRESH, &echo.url());
-    let gateway = Gateway::start_ready(&yaml).await;
+    let yaml = reports_config(&provider.token_url(), refresh, &echo.url());
+    (provider, echo, Gateway::start_ready(&yaml).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flapping_provider_never_fails_a_request_while_a_token_is_valid() {
+    let ttl = Duration::from_secs(2);
+    let (provider, _echo, gateway) = scripted_under_load(ttl, FAST_REFRESH).await;
     let login = provider.call_times()[0];
 
     // Down and up for 400 ms each; the first down phase starts just before the refresh
@@ -393,18 +404,11 @@ async fn a_flapping_provider_never_fails_a_request_while_a_token_is_valid() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tokens_expiring_under_200_concurrent_clients_fail_nothing() {
     let ttl = Duration::from_secs(2);
-    let provider = ScriptedProvider::start(Reply::token(ttl)).await.unwrap();
-    let echo = start_echo().await;
-    echo.set_recording(false);
-    echo.set_reflect(false);
     // Renewed 200 ms before expiry, which is also when the token stops being used: the
     // renewal and the expiry meet under load.
-    let yaml = reports_config(
-        &provider.token_url(),
-        "refresh: { before_expiry: 200ms, min_backoff: 200ms, max_backoff: 1s }",
-        &echo.url(),
-    );
-    let gateway = Gateway::start_ready(&yaml).await;
+    let refresh = "refresh: { before_expiry: 200ms, min_backoff: 200ms, max_backoff: 1s }";
+    let (provider, echo, gateway) = scripted_under_load(ttl, refresh).await;
+    echo.set_reflect(false);
 
     let window = Duration::from_secs(6); // three lifetimes
     let client = client();

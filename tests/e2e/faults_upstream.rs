@@ -23,6 +23,13 @@ fn failover_config(echo: &EchoUpstream) -> String {
     )])
 }
 
+/// An echo upstream (to be slowed down) behind the route `/{name}/` with `timeouts`.
+async fn slow_upstream(name: &str, timeouts: &str) -> (EchoUpstream, Gateway) {
+    let echo = start_echo().await;
+    let gateway = Gateway::start(&keyed_config(&[keyed_route(name, &echo.url(), timeouts)])).await;
+    (echo, gateway)
+}
+
 /// `GET path` must be the gateway's JSON `504 upstream_timeout`; how long it took, and the
 /// body.
 async fn timed_out(gateway: &Gateway, path: &str) -> (Duration, serde_json::Value) {
@@ -167,13 +174,7 @@ async fn every_backend_refused_is_a_json_502_and_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_upstream_is_a_json_504_after_the_route_read_timeout() {
-    let echo = start_echo().await;
-    let yaml = keyed_config(&[keyed_route(
-        "slow",
-        &echo.url(),
-        "timeouts: { read: 300ms }",
-    )]);
-    let gateway = Gateway::start(&yaml).await;
+    let (echo, gateway) = slow_upstream("slow", "timeouts: { read: 300ms }").await;
     echo.set_delay(Duration::from_secs(1));
     let (elapsed, body) = timed_out(&gateway, "/slow/x").await;
     assert_eq!(body["route"], "slow");
@@ -194,13 +195,8 @@ async fn a_slow_upstream_is_a_json_504_after_the_route_read_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_total_timeout_caps_the_whole_exchange() {
-    let echo = start_echo().await;
-    let yaml = keyed_config(&[keyed_route(
-        "capped",
-        &echo.url(),
-        "timeouts: { read: 10s, total: 400ms }",
-    )]);
-    let gateway = Gateway::start(&yaml).await;
+    let timeouts = "timeouts: { read: 10s, total: 400ms }";
+    let (echo, gateway) = slow_upstream("capped", timeouts).await;
     echo.set_delay(Duration::from_secs(2));
     let (elapsed, _) = timed_out(&gateway, "/capped/x").await;
     assert!(

@@ -174,14 +174,7 @@ async fn fortanix_expires_in_drives_the_refresh() {
     let issued = dsm.issued_tokens();
     assert!(seen.iter().all(|t| issued.contains(t)));
     let metrics = gateway.metrics().await;
-    assert_eq!(
-        sample_sum(
-            &metrics,
-            "tollgate_token_requests_total",
-            &[("provider", "dsm"), ("outcome", "failure")]
-        ),
-        0.0
-    );
+    assert_eq!(token_request_failures(&metrics, "dsm"), 0.0);
     assert_eq!(
         sample_sum(
             &metrics,

@@ -87,14 +87,7 @@ async fn static_value_and_basic_replace_the_client_copy() {
             fetches <= 1.0,
             "{name}: the fixed value is fetched once, not per request\n{metrics}"
         );
-        assert_eq!(
-            sample_sum(
-                &metrics,
-                "tollgate_token_requests_total",
-                &[("provider", name), ("outcome", "failure")]
-            ),
-            0.0
-        );
+        assert_eq!(token_request_failures(&metrics, name), 0.0);
     }
     let status = gateway.provider_status("weather-key").await;
     assert_eq!(status["state"], "valid", "{status}");
@@ -110,16 +103,14 @@ fn oauth2_basic_header() -> String {
 async fn http_declared_bigid_password_login() {
     let bigid: BigIdStandIn = start_standin(BigIdSettings::default()).await;
     let echo = start_echo().await;
-    let yaml = config(
-        &[provider(
-            "bigid-declared",
-            "http",
-            &format!(
-                "login:\n  method: POST\n  url: {}/api/v1/sessions\n  headers: {{ Accept: application/json }}\n  json: {{ username: bigid-admin, password: bigid-password }}\ntoken_pointer: /auth_token",
-                bigid.url()
-            ),
-        )],
-        &[route("bigid", "/bigid/", &echo.url(), "bigid-declared", "")],
+    let keys = format!(
+        "login:\n  method: POST\n  url: {}/api/v1/sessions\n  headers: {{ Accept: application/json }}\n  json: {{ username: bigid-admin, password: bigid-password }}\ntoken_pointer: /auth_token",
+        bigid.url()
+    );
+    let yaml = single_route(
+        provider("bigid-declared", "http", &keys),
+        "/bigid/",
+        &echo.url(),
     );
     assert!(!yaml.contains("type: bigid\n"), "no bigid provider");
     let gateway = Gateway::start_ready(&yaml).await;
@@ -142,18 +133,12 @@ async fn http_expiry_pointer_drives_the_refresh() {
     })
     .await;
     let echo = start_echo().await;
-    let yaml = config(
-        &[provider(
-            "vendor",
-            "http",
-            &format!(
-                "login:\n  url: {}\n  headers: {{ Authorization: \"{}\" }}\n  form: {{ grant_type: client_credentials }}\ntoken_pointer: /access_token\nexpiry: {{ pointer: /expires_in, format: seconds }}\nrefresh: {{ before_expiry: 1s, default_ttl: 300s, min_backoff: 200ms, max_backoff: 1s }}",
-                idp.token_url(),
-                oauth2_basic_header()
-            ),
-        )],
-        &[route("vendor", "/vendor/", &echo.url(), "vendor", "")],
+    let keys = format!(
+        "login:\n  url: {}\n  headers: {{ Authorization: \"{}\" }}\n  form: {{ grant_type: client_credentials }}\ntoken_pointer: /access_token\nexpiry: {{ pointer: /expires_in, format: seconds }}\nrefresh: {{ before_expiry: 1s, default_ttl: 300s, min_backoff: 200ms, max_backoff: 1s }}",
+        idp.token_url(),
+        oauth2_basic_header()
     );
+    let yaml = single_route(provider("vendor", "http", &keys), "/vendor/", &echo.url());
     let gateway = Gateway::start_ready(&yaml).await;
     let first = gateway.bearer_upstream("/vendor/x").await;
     assert!(idp.is_valid_token(&first));
@@ -183,17 +168,11 @@ async fn http_refresh_request_uses_the_refresh_value() {
     let idp: OAuth2StandIn = start_short_lived(oauth2_with_refresh_tokens()).await;
     let echo = start_echo().await;
     let basic = oauth2_basic_header();
-    let yaml = config(
-        &[provider(
-            "vendor",
-            "http",
-            &format!(
-                "login:\n  url: {url}\n  headers: {{ Authorization: \"{basic}\" }}\n  form: {{ grant_type: client_credentials }}\ntoken_pointer: /access_token\nexpiry: {{ pointer: /expires_in, format: seconds }}\nrefresh_request:\n  url: {url}\n  headers: {{ Authorization: \"{basic}\" }}\n  form: {{ grant_type: refresh_token, refresh_token: \"{{refresh_token}}\" }}\nrefresh_token_pointer: /refresh_token\n{SHORT_REFRESH}",
-                url = idp.token_url(),
-            ),
-        )],
-        &[route("vendor", "/vendor/", &echo.url(), "vendor", "")],
+    let keys = format!(
+        "login:\n  url: {url}\n  headers: {{ Authorization: \"{basic}\" }}\n  form: {{ grant_type: client_credentials }}\ntoken_pointer: /access_token\nexpiry: {{ pointer: /expires_in, format: seconds }}\nrefresh_request:\n  url: {url}\n  headers: {{ Authorization: \"{basic}\" }}\n  form: {{ grant_type: refresh_token, refresh_token: \"{{refresh_token}}\" }}\nrefresh_token_pointer: /refresh_token\n{SHORT_REFRESH}",
+        url = idp.token_url(),
     );
+    let yaml = single_route(provider("vendor", "http", &keys), "/vendor/", &echo.url());
     let gateway = Gateway::start_ready(&yaml).await;
     let first = gateway.bearer_upstream("/vendor/x").await;
     let refreshed = eventually(Duration::from_millis(2500), || async {
@@ -232,16 +211,14 @@ async fn http_refresh_request_uses_the_refresh_value() {
 async fn http_wrong_token_pointer_names_the_pointer() {
     let bigid: BigIdStandIn = start_standin(BigIdSettings::default()).await;
     let echo = start_echo().await;
-    let yaml = config(
-        &[provider(
-            "bigid-declared",
-            "http",
-            &format!(
-                "login:\n  url: {}/api/v1/sessions\n  json: {{ username: bigid-admin, password: bigid-password }}\ntoken_pointer: /data/session_token",
-                bigid.url()
-            ),
-        )],
-        &[route("bigid", "/bigid/", &echo.url(), "bigid-declared", "")],
+    let keys = format!(
+        "login:\n  url: {}/api/v1/sessions\n  json: {{ username: bigid-admin, password: bigid-password }}\ntoken_pointer: /data/session_token",
+        bigid.url()
+    );
+    let yaml = single_route(
+        provider("bigid-declared", "http", &keys),
+        "/bigid/",
+        &echo.url(),
     );
     let gateway = Gateway::start(&yaml).await;
     let status = gateway.wait_failed("bigid-declared").await;

@@ -61,6 +61,24 @@ async fn wait_reloads(gateway: &Gateway, outcome: &str, count: f64, within: Dura
     );
 }
 
+/// Writes `yaml` and waits for its reload to be refused, the `nth` refusal so far, with an
+/// error (logged) that names `key`.
+async fn refused_naming(gateway: &Gateway, yaml: &str, nth: usize, key: &str) {
+    gateway.rewrite_config(yaml);
+    wait_reloads(gateway, "failure", nth as f64, POLL_SEEN).await;
+    let errors: Vec<String> = gateway
+        .log_events("config reload refused; the previous config keeps serving")
+        .iter()
+        .map(|e| e["error"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(errors.len(), nth, "{errors:?}");
+    assert!(
+        errors[nth - 1].contains(key),
+        "the error does not name the key: {}",
+        errors[nth - 1]
+    );
+}
+
 /// The token fingerprint `/status` shows for `provider`.
 async fn fingerprint(gateway: &Gateway, provider: &str) -> String {
     let entry = gateway.provider_status(provider).await;
@@ -399,38 +417,20 @@ async fn an_invalid_config_is_refused_and_the_old_one_keeps_serving() {
         ],
     );
     let fixed = routes_to(&provider, &[("a", &echo2), ("b", &echo2)]);
-    let gateway = Gateway::start(&good).await;
-    gateway.wait_ready().await;
-    let refused = |gateway: &Gateway| {
-        gateway
-            .log_events("config reload refused; the previous config keeps serving")
-            .iter()
-            .map(|e| e["error"].as_str().unwrap_or_default().to_owned())
-            .collect::<Vec<_>>()
-    };
+    let gateway = Gateway::start_ready(&good).await;
 
-    gateway.rewrite_config(&unknown_key);
-    wait_reloads(&gateway, "failure", 1.0, POLL_SEEN).await;
-    let errors = refused(&gateway);
-    assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(
-        errors[0].contains("routes[0].upstrem_timeout"),
-        "the error does not name the key: {}",
-        errors[0]
-    );
+    refused_naming(&gateway, &unknown_key, 1, "routes[0].upstrem_timeout").await;
     assert_eq!(gateway.status_of("/a/x").await, 200);
     assert_eq!(echo1.request_count(), 1, "the old route a serves");
     assert_eq!(echo2.request_count(), 0);
 
-    gateway.rewrite_config(&missing_provider);
-    wait_reloads(&gateway, "failure", 2.0, POLL_SEEN).await;
-    let errors = refused(&gateway);
-    assert_eq!(errors.len(), 2, "{errors:?}");
-    assert!(
-        errors[1].contains("routes[1].credential.provider"),
-        "the error does not name the key: {}",
-        errors[1]
-    );
+    refused_naming(
+        &gateway,
+        &missing_provider,
+        2,
+        "routes[1].credential.provider",
+    )
+    .await;
     assert_eq!(gateway.status_of("/a/x").await, 200);
     assert_eq!(echo1.request_count(), 2, "the old route a serves");
     assert_eq!(

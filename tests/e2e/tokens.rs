@@ -67,11 +67,8 @@ async fn expiring_tokens_are_refreshed_ahead_with_no_failed_request() {
     let ttl = Duration::from_secs(2);
     let before_expiry = Duration::from_millis(500);
     let window = Duration::from_secs(6); // three lifetimes
-    let idp = start_oauth2(OAuth2Settings {
-        token_ttl: ttl,
-        ..OAuth2Settings::default()
-    })
-    .await;
+    let idp = start_oauth2(OAuth2Settings::default()).await;
+    idp.set_token_ttl(ttl);
     let echo = start_echo().await;
     let yaml = reports_config(
         &idp.token_url(),
@@ -129,11 +126,8 @@ async fn provider_down_with_a_valid_token_keeps_serving_it() {
     // Lifetime 6 s, refresh due at half of it: the refresh fails from 3 s on, while the
     // token is good until 5.4 s. The requests wait for the failed refresh, not a clock,
     // and take a fraction of the 2.4 s left.
-    let idp = start_oauth2(OAuth2Settings {
-        token_ttl: Duration::from_secs(6),
-        ..OAuth2Settings::default()
-    })
-    .await;
+    let idp = start_oauth2(OAuth2Settings::default()).await;
+    idp.set_token_ttl(Duration::from_secs(6));
     let echo = start_echo().await;
     let yaml = reports_config(
         &idp.token_url(),

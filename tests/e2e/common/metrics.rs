@@ -77,6 +77,15 @@ pub fn token_requests_query(provider: &str, kind: &str, outcome: &str) -> String
     )
 }
 
+/// Failed `tollgate_token_requests_total` of `provider`, logins and refreshes together.
+pub fn token_request_failures(text: &str, provider: &str) -> f64 {
+    sample_sum(
+        text,
+        "tollgate_token_requests_total",
+        &[("provider", provider), ("outcome", "failure")],
+    )
+}
+
 /// The sum of every sample of `name` whose labels include all of `labels`.
 pub fn sample_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     samples(text)

@@ -333,11 +333,16 @@ impl Gateway {
 
     /// `GET` on the proxy.
     pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.fetch(self.proxy_url(path)).await
+    }
+
+    /// `GET url` with the gateway's client (panics when there is no answer).
+    async fn fetch(&self, url: String) -> reqwest::Response {
         self.client
-            .get(self.proxy_url(path))
+            .get(&url)
             .send()
             .await
-            .unwrap_or_else(|e| panic!("GET {path} through the gateway failed: {e:?}"))
+            .unwrap_or_else(|e| panic!("GET {url} failed: {e:?}"))
     }
 
     /// The status of `GET path` on the proxy (the body is read and dropped).
@@ -455,11 +460,7 @@ impl Gateway {
 
     /// `GET path` on the admin listener.
     pub async fn admin_get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(self.admin_url(path))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path} on the admin listener failed: {e:?}"))
+        self.fetch(self.admin_url(path)).await
     }
 
     /// `GET /status` as JSON.

@@ -228,10 +228,31 @@ pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-// Upstreams that misbehave or record raw bytes.
+// Upstreams that misbehave, record raw bytes or only count connections.
+
+/// Binds a loopback port and hands each connection it accepts to `handle`, on a task of
+/// its own; the accepting task stops when the returned handle is aborted.
+pub(super) async fn serve_raw<F, Fut>(handle: F) -> (SocketAddr, JoinHandle<()>)
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(handle(stream));
+        }
+    });
+    (addr, task)
+}
 
 /// A raw upstream that counts the connections it accepts and hands each one to its
-/// handler: [`canned`](Self::canned) or [`keep_alive`](Self::keep_alive).
+/// handler: [`canned`](Self::canned), [`keep_alive`](Self::keep_alive) or
+/// [`holding`](Self::holding).
 pub struct CountedUpstream {
     addr: SocketAddr,
     connections: Arc<Mutex<usize>>,
@@ -241,27 +262,31 @@ pub struct CountedUpstream {
 impl CountedUpstream {
     async fn start<F, Fut>(handle: F) -> CountedUpstream
     where
-        F: Fn(TcpStream) -> Fut + Send + 'static,
+        F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let connections = Arc::new(Mutex::new(0));
         let count = Arc::clone(&connections);
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                *count.lock().unwrap() += 1;
-                tokio::spawn(handle(stream));
-            }
-        });
+        let (addr, task) = serve_raw(move |stream| {
+            *count.lock().unwrap() += 1;
+            handle(stream)
+        })
+        .await;
         CountedUpstream {
             addr,
             connections,
             task,
         }
+    }
+
+    /// Accepts connections and holds them open, answering nothing: a place a request must
+    /// never reach (the test asserts it saw no connection).
+    pub async fn holding() -> CountedUpstream {
+        Self::start(|stream| async move {
+            let _held = stream;
+            std::future::pending::<()>().await
+        })
+        .await
     }
 
     /// Reads each connection's request head and answers with fixed bytes, then closes
@@ -309,6 +334,10 @@ impl CountedUpstream {
         .await
     }
 
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -336,20 +365,12 @@ pub struct RecordingUpstream {
 
 impl RecordingUpstream {
     pub async fn start() -> RecordingUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let complete = Arc::new(Mutex::new(0));
         let (r, c) = (Arc::clone(&received), Arc::clone(&complete));
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (r, c) = (Arc::clone(&r), Arc::clone(&c));
-                tokio::spawn(async move { record_connection(stream, r, c).await });
-            }
-        });
+        let (addr, task) =
+            serve_raw(move |stream| record_connection(stream, Arc::clone(&r), Arc::clone(&c)))
+                .await;
         RecordingUpstream {
             addr,
             received,
@@ -424,47 +445,4 @@ fn request_is_complete(data: &[u8]) -> bool {
         .and_then(|v| v.trim().parse::<usize>().ok())
         .unwrap_or(0);
     body.len() >= length
-}
-
-/// A loopback listener that only counts the connections it accepts: a place a request
-/// must never reach.
-pub struct Trap {
-    addr: SocketAddr,
-    accepted: Arc<Mutex<usize>>,
-    task: JoinHandle<()>,
-}
-
-impl Trap {
-    pub async fn start() -> Trap {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(Mutex::new(0));
-        let count = Arc::clone(&accepted);
-        let task = tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((stream, _)) = listener.accept().await {
-                *count.lock().unwrap() += 1;
-                held.push(stream);
-            }
-        });
-        Trap {
-            addr,
-            accepted,
-            task,
-        }
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    pub fn accepted(&self) -> usize {
-        *self.accepted.lock().unwrap()
-    }
-}
-
-impl Drop for Trap {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
