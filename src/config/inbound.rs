@@ -23,6 +23,7 @@ use super::error::{join, Errors};
 use super::model::TlsSettings;
 use super::providers::{http_url, tls_settings};
 use super::raw::{DurationText, RawTls};
+use crate::keys::PublicKey;
 use crate::secret::Secret;
 
 /// JWKS cached this long unless `jwks_refresh` says otherwise.
@@ -201,10 +202,10 @@ pub struct JwtSettings {
 pub enum JwtKeySettings {
     /// HMAC secret for HS256/384/512.
     Secret(Secret),
-    /// A PEM public key (SPKI, PKCS#1 RSA or a certificate), read at load time.
+    /// A PEM public key (SPKI, PKCS#1 RSA or a certificate), read and parsed at load time.
     PublicKeyPem {
         path: PathBuf,
-        pem: Vec<u8>,
+        key: PublicKey,
     },
     Jwks(JwksSettings),
 }
@@ -595,7 +596,7 @@ fn jwt_key(
                 return None;
             }
         };
-        let key = match crate::inbound::jwt::parse_public_key_pem(&pem) {
+        let key = match PublicKey::from_pem(&pem) {
             Ok(key) => key,
             Err(message) => {
                 errors.push(at, format!("{file}: {message}"));
@@ -622,7 +623,7 @@ fn jwt_key(
         }
         return Some(JwtKeySettings::PublicKeyPem {
             path: PathBuf::from(file),
-            pem,
+            key,
         });
     }
     let url_text = raw.jwks_url.as_deref().unwrap_or_default();
