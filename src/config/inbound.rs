@@ -1,7 +1,7 @@
 //! A route's `inbound:` section: who may pass before tollgate forwards (JWT verification,
 //! a remote decision by the Auth Engine, API keys), and the identity headers set for the
-//! upstream. Raw serde types (every struct rejects unknown keys), their validation, and the
-//! validated model that [`crate::inbound::Inbound::build`] runs from.
+//! upstream. The validation of the raw types (`raw/inbound.rs`), and the validated model
+//! that the inbound checks are built from.
 //!
 //! When several checks are configured, **all** must pass (API keys first, then the JWT,
 //! then the remote decision). Identity headers are read from the `/me` reply when
@@ -15,14 +15,13 @@ use std::time::Duration;
 
 use http::{HeaderName, Method};
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::error::{join, Errors};
 use super::model::TlsSettings;
 use super::providers::{http_url, tls_settings};
-use super::raw::{DurationText, RawTls};
+use super::raw::{RawApiKeys, RawAuthorize, RawInbound, RawJwt, RawOneOrMany, RawTokenSource};
 use crate::keys::PublicKey;
 use crate::secret::Secret;
 
@@ -57,91 +56,6 @@ const RESERVED_HEADERS: [&str; 10] = [
     "upgrade",
     "cookie",
 ];
-
-// ---------------------------------------------------------------------------------------
-// Raw: the YAML as written.
-// ---------------------------------------------------------------------------------------
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawInbound {
-    pub jwt: Option<RawJwt>,
-    pub authorize: Option<RawAuthorize>,
-    pub api_keys: Option<RawApiKeys>,
-    pub identity_headers: Option<BTreeMap<String, String>>,
-    pub forward_caller_credential: Option<bool>,
-}
-
-/// Where the caller's credential is read: `{ header: Authorization, scheme: Bearer }`,
-/// `{ header: X-Auth }` or `{ cookie: session }`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawTokenSource {
-    pub header: Option<String>,
-    pub scheme: Option<String>,
-    pub cookie: Option<String>,
-}
-
-/// One string or a list of strings.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum RawOneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl RawOneOrMany {
-    fn into_vec(self) -> Vec<String> {
-        match self {
-            RawOneOrMany::One(one) => vec![one],
-            RawOneOrMany::Many(many) => many,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawJwt {
-    pub from: Option<RawTokenSource>,
-    pub algorithms: Option<Vec<String>>,
-    pub secret: Option<Secret>,
-    pub public_key_file: Option<String>,
-    pub jwks_url: Option<String>,
-    pub jwks_refresh: Option<DurationText>,
-    pub jwks_min_refetch: Option<DurationText>,
-    pub jwks_timeout: Option<DurationText>,
-    pub jwks_tls: Option<RawTls>,
-    pub issuer: Option<RawOneOrMany>,
-    pub audience: Option<RawOneOrMany>,
-    pub leeway: Option<DurationText>,
-    pub required_claims: Option<BTreeMap<String, serde_json::Value>>,
-    pub required_scopes: Option<Vec<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawAuthorize {
-    pub url: String,
-    pub from: Option<RawTokenSource>,
-    pub action: Option<String>,
-    pub action_by_method: Option<BTreeMap<String, String>>,
-    pub resource: String,
-    pub scope: String,
-    #[serde(rename = "org_id")]
-    pub org_id: Option<i64>,
-    pub cache_ttl: Option<DurationText>,
-    pub fail_open: Option<bool>,
-    pub identity_from_me: Option<bool>,
-    pub timeout: Option<DurationText>,
-    pub tls: Option<RawTls>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawApiKeys {
-    pub header: Option<String>,
-    pub keys: Vec<Secret>,
-}
 
 // ---------------------------------------------------------------------------------------
 // Model: validated settings.
