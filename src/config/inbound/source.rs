@@ -1,0 +1,80 @@
+//! Where a check reads the caller's credential, and the HTTP names the checks are
+//! configured with.
+
+use http::HeaderName;
+
+use crate::config::error::{join, Errors};
+use crate::config::model::TokenSource;
+use crate::config::raw::RawTokenSource;
+
+/// The `from:` of a check; `default` when it is not written.
+pub(super) fn validate(
+    raw: Option<RawTokenSource>,
+    default: TokenSource,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<TokenSource> {
+    let Some(raw) = raw else {
+        return Some(default);
+    };
+    match (raw.header, raw.cookie) {
+        (Some(header), None) => {
+            let name = header_name(&header, &join(path, "header"), errors);
+            let scheme = match raw.scheme {
+                Some(scheme) if !is_token(&scheme) => {
+                    errors.push(
+                        join(path, "scheme"),
+                        format!("`{scheme}` is not an auth scheme like Bearer"),
+                    );
+                    return None;
+                }
+                other => other,
+            };
+            Some(TokenSource::Header {
+                name: name?,
+                scheme,
+            })
+        }
+        (None, Some(cookie)) => {
+            if raw.scheme.is_some() {
+                errors.push(join(path, "scheme"), "only a header has a scheme");
+                return None;
+            }
+            if !is_token(&cookie) {
+                errors.push(
+                    join(path, "cookie"),
+                    format!("`{cookie}` is not a valid cookie name"),
+                );
+                return None;
+            }
+            Some(TokenSource::Cookie { name: cookie })
+        }
+        (Some(_), Some(_)) => {
+            errors.push(path, "give header or cookie, not both");
+            None
+        }
+        (None, None) => {
+            errors.push(path, "give header (with an optional scheme) or cookie");
+            None
+        }
+    }
+}
+
+/// A header name, or an error at `path` quoting `text`.
+pub(crate) fn header_name(text: &str, path: &str, errors: &mut Errors) -> Option<HeaderName> {
+    match HeaderName::from_bytes(text.as_bytes()) {
+        Ok(name) => Some(name),
+        Err(_) => {
+            errors.push(path, format!("`{text}` is not a valid header name"));
+            None
+        }
+    }
+}
+
+/// An RFC 9110 token (header names, auth schemes, cookie names, methods).
+pub(super) fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
