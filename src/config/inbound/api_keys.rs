@@ -2,10 +2,10 @@
 
 use sha2::{Digest, Sha256};
 
-use super::source::header_name;
 use crate::config::error::{join, Errors};
 use crate::config::model::ApiKeySettings;
 use crate::config::raw::RawApiKeys;
+use crate::config::values::header_name;
 
 const MIN_API_KEY_CHARS: usize = 16;
 

@@ -10,8 +10,8 @@ use super::source::{self, is_token};
 use super::{DEFAULT_DECISION_TTL, DEFAULT_INBOUND_TIMEOUT};
 use crate::config::error::{join, Errors};
 use crate::config::model::{AuthorizeAction, AuthorizeSettings, TokenSource};
-use crate::config::providers::{http_url, tls_settings};
 use crate::config::raw::RawAuthorize;
+use crate::config::values::{http_url, tls_settings};
 
 const MAX_DECISION_TTL: Duration = Duration::from_secs(3600);
 

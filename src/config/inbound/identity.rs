@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use super::source::header_name;
 use crate::config::error::{join, Errors};
 use crate::config::model::IdentityHeaderSetting;
+use crate::config::values::header_name;
 
 /// Headers that frame the message or the connection; an identity header must not be one.
 const RESERVED_HEADERS: [&str; 10] = [

@@ -1,11 +1,10 @@
-//! Where a check reads the caller's credential, and the HTTP names the checks are
-//! configured with.
-
-use http::HeaderName;
+//! Where a check reads the caller's credential, and RFC 9110 tokens (auth schemes, cookie
+//! names, methods).
 
 use crate::config::error::{join, Errors};
 use crate::config::model::TokenSource;
 use crate::config::raw::RawTokenSource;
+use crate::config::values::header_name;
 
 /// The `from:` of a check; `default` when it is not written.
 pub(super) fn validate(
@@ -55,17 +54,6 @@ pub(super) fn validate(
         }
         (None, None) => {
             errors.push(path, "give header (with an optional scheme) or cookie");
-            None
-        }
-    }
-}
-
-/// A header name, or an error at `path` quoting `text`.
-pub(crate) fn header_name(text: &str, path: &str, errors: &mut Errors) -> Option<HeaderName> {
-    match HeaderName::from_bytes(text.as_bytes()) {
-        Ok(name) => Some(name),
-        Err(_) => {
-            errors.push(path, format!("`{text}` is not a valid header name"));
             None
         }
     }

@@ -11,8 +11,8 @@ use crate::config::inbound::{
     DEFAULT_INBOUND_TIMEOUT, DEFAULT_JWKS_MIN_REFETCH, DEFAULT_JWKS_REFRESH,
 };
 use crate::config::model::{JwksSettings, JwtKeySettings};
-use crate::config::providers::{http_url, tls_settings};
 use crate::config::raw::RawJwt;
+use crate::config::values::{http_url, tls_settings};
 use crate::keys::PublicKey;
 use crate::secret::Secret;
 
