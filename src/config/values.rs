@@ -76,3 +76,33 @@ pub(crate) fn header_name(text: &str, path: &str, errors: &mut Errors) -> Option
         }
     }
 }
+
+/// One of two keys that exclude each other.
+pub(crate) enum OneOf<A, B> {
+    First(A),
+    Second(B),
+}
+
+/// Exactly one of two keys that exclude each other; with `neither` or `both` given, that
+/// message is the error at `path`.
+pub(crate) fn one_of<A, B>(
+    first: Option<A>,
+    second: Option<B>,
+    path: &str,
+    neither: &str,
+    both: &str,
+    errors: &mut Errors,
+) -> Option<OneOf<A, B>> {
+    match (first, second) {
+        (Some(first), None) => Some(OneOf::First(first)),
+        (None, Some(second)) => Some(OneOf::Second(second)),
+        (None, None) => {
+            errors.push(path, neither);
+            None
+        }
+        (Some(_), Some(_)) => {
+            errors.push(path, both);
+            None
+        }
+    }
+}

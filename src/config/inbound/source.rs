@@ -4,7 +4,7 @@
 use crate::config::error::{join, Errors};
 use crate::config::model::TokenSource;
 use crate::config::raw::RawTokenSource;
-use crate::config::values::header_name;
+use crate::config::values::{header_name, one_of, OneOf};
 
 /// The `from:` of a check; `default` when it is not written.
 pub(super) fn validate(
@@ -16,8 +16,16 @@ pub(super) fn validate(
     let Some(raw) = raw else {
         return Some(default);
     };
-    match (raw.header, raw.cookie) {
-        (Some(header), None) => {
+    let given = one_of(
+        raw.header,
+        raw.cookie,
+        path,
+        "give header (with an optional scheme) or cookie",
+        "give header or cookie, not both",
+        errors,
+    );
+    match given? {
+        OneOf::First(header) => {
             let name = header_name(&header, &join(path, "header"), errors);
             let scheme = match raw.scheme {
                 Some(scheme) if !is_token(&scheme) => {
@@ -34,7 +42,7 @@ pub(super) fn validate(
                 scheme,
             })
         }
-        (None, Some(cookie)) => {
+        OneOf::Second(cookie) => {
             if raw.scheme.is_some() {
                 errors.push(join(path, "scheme"), "only a header has a scheme");
                 return None;
@@ -47,14 +55,6 @@ pub(super) fn validate(
                 return None;
             }
             Some(TokenSource::Cookie { name: cookie })
-        }
-        (Some(_), Some(_)) => {
-            errors.push(path, "give header or cookie, not both");
-            None
-        }
-        (None, None) => {
-            errors.push(path, "give header (with an optional scheme) or cookie");
-            None
         }
     }
 }
