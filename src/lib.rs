@@ -6,6 +6,7 @@ pub mod canonical;
 pub mod config;
 pub mod generation;
 pub mod inbound;
+pub mod keys;
 pub mod logging;
 pub mod metrics;
 pub mod outbound;

@@ -12,6 +12,7 @@ mod providers;
 mod raw;
 mod references;
 mod routes;
+mod values;
 
 use std::path::Path;
 

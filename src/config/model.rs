@@ -1,6 +1,8 @@
 //! The validated internal model: everything the gateway runs from. Built only by
 //! [`super::parse`], so every value here has already been checked.
 
+mod inbound;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,6 +12,7 @@ use url::Url;
 
 pub use crate::canonical::{EscapedSlashes, PathPolicy};
 use crate::secret::Secret;
+pub use inbound::*;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -330,7 +333,7 @@ pub struct Route {
     /// Larger request bodies are refused with 413.
     pub max_request_body: u64,
     /// Checks of the caller before anything is forwarded (ingress mode).
-    pub inbound: Option<super::inbound::InboundSettings>,
+    pub inbound: Option<InboundSettings>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

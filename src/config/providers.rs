@@ -1,10 +1,8 @@
 //! Validation of the `providers` section: common keys first, then the type's own keys.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_yaml_ng::{Mapping, Value};
-use url::Url;
 
 use super::error::{join, Errors};
 use super::kinds;
@@ -12,7 +10,7 @@ use super::model::*;
 use super::raw::*;
 use super::references::{key_name, Expanded};
 use super::typed;
-use crate::secret::Secret;
+use super::values::tls_settings;
 
 const DEFAULT_PROVIDER_TIMEOUT: Duration = Duration::from_secs(5);
 const PROVIDER_TYPES: &str = "oauth2, bigid, fortanix, bigbucks, bagid, static, http";
@@ -165,59 +163,4 @@ fn refresh_policy(raw: RawRefresh, path: &str, errors: &mut Errors) -> RefreshPo
         );
     }
     policy
-}
-
-pub(crate) fn tls_settings(raw: RawTls, path: &str, errors: &mut Errors) -> TlsSettings {
-    let ca_file = raw.ca_file.map(PathBuf::from);
-    if let Some(file) = &ca_file {
-        if let Err(message) = crate::tls::read_ca_file(file) {
-            errors.push(join(path, "ca_file"), message);
-        }
-    }
-    TlsSettings {
-        ca_file,
-        insecure_skip_verify: raw.insecure_skip_verify.unwrap_or(false),
-    }
-}
-
-pub(crate) fn http_url(text: &str, path: &str, errors: &mut Errors) -> Option<Url> {
-    match Url::parse(text) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
-            if !url.username().is_empty() || url.password().is_some() {
-                errors.push(path, "must not carry credentials; use the provider's keys");
-                return None;
-            }
-            Some(url)
-        }
-        Ok(_) => {
-            errors.push(
-                path,
-                format!("`{text}` is not an http:// or https:// URL with a host"),
-            );
-            None
-        }
-        Err(error) => {
-            errors.push(path, format!("`{text}` is not a valid URL: {error}"));
-            None
-        }
-    }
-}
-
-pub(crate) fn require_secret(
-    secret: Option<Secret>,
-    path: &str,
-    what: &str,
-    errors: &mut Errors,
-) -> Option<Secret> {
-    match secret {
-        Some(secret) if !secret.is_empty() => Some(secret),
-        Some(_) => {
-            errors.push(path, "is empty");
-            None
-        }
-        None => {
-            errors.push(path, format!("missing ({what})"));
-            None
-        }
-    }
 }

@@ -1,8 +1,12 @@
 //! The YAML as written, before validation. Every struct rejects unknown keys.
 
+mod inbound;
+
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+
+pub use inbound::*;
 
 use crate::secret::Secret;
 
@@ -181,7 +185,7 @@ pub struct RawRoute {
     pub preserve_host: Option<bool>,
     pub timeouts: Option<RawTimeouts>,
     pub max_request_body: Option<SizeText>,
-    pub inbound: Option<super::inbound::RawInbound>,
+    pub inbound: Option<RawInbound>,
 }
 
 #[derive(Debug, Deserialize, Default)]

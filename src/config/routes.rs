@@ -2,14 +2,13 @@
 
 use std::collections::HashSet;
 
-use http::HeaderName;
 use serde_yaml_ng::Value;
 
 use super::error::{join, Errors};
 use super::model::*;
-use super::providers::{http_url, tls_settings};
 use super::raw::*;
 use super::typed;
+use super::values::{header_name, http_url, tls_settings};
 
 const TOKEN_PLACEHOLDER: &str = "{token}";
 const DEFAULT_MAX_REQUEST_BODY: u64 = 10 << 20;
@@ -230,16 +229,7 @@ fn credential(
         );
     }
     let header_text = raw.header.unwrap_or_else(|| "Authorization".to_owned());
-    let header = match HeaderName::from_bytes(header_text.as_bytes()) {
-        Ok(header) => Some(header),
-        Err(_) => {
-            errors.push(
-                join(path, "header"),
-                format!("`{header_text}` is not a valid header name"),
-            );
-            None
-        }
-    };
+    let header = header_name(&header_text, &join(path, "header"), errors);
     let format_text = raw.format.unwrap_or_else(|| "Bearer {token}".to_owned());
     let format = token_format(&format_text, &join(path, "format"), errors);
     Some(Credential {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{http_url, require_secret};
+use super::{http_url, one_of, require_secret, OneOf};
 use crate::config::error::{join, Errors};
 use crate::config::model::*;
 use crate::config::raw::*;
@@ -122,11 +122,19 @@ pub(crate) fn validate(raw: RawBagId, path: &str, errors: &mut Errors) -> Option
 
 fn attestor_settings(raw: RawAttestor, path: &str, errors: &mut Errors) -> Option<Attestor> {
     let timeout = raw.timeout.map_or(DEFAULT_ATTESTOR_TIMEOUT, |t| t.0);
-    match (raw.url, raw.command) {
-        (Some(url), None) => {
+    let given = one_of(
+        raw.url,
+        raw.command,
+        path,
+        "give url (an HTTP attestor) or command (a program handed the nonce)",
+        "give url or command, not both",
+        errors,
+    );
+    match given? {
+        OneOf::First(url) => {
             http_url(&url, &join(path, "url"), errors).map(|url| Attestor::Http { url, timeout })
         }
-        (None, Some(mut command)) => {
+        OneOf::Second(mut command) => {
             if command.is_empty() || command[0].trim().is_empty() {
                 errors.push(join(path, "command"), "needs at least the program to run");
                 return None;
@@ -137,17 +145,6 @@ fn attestor_settings(raw: RawAttestor, path: &str, errors: &mut Errors) -> Optio
                 args: command,
                 timeout,
             })
-        }
-        (None, None) => {
-            errors.push(
-                path,
-                "give url (an HTTP attestor) or command (a program handed the nonce)",
-            );
-            None
-        }
-        (Some(_), Some(_)) => {
-            errors.push(path, "give url or command, not both");
-            None
         }
     }
 }
