@@ -13,8 +13,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::generation::Live;
-use crate::inbound::api_key::constant_time_eq;
 use crate::metrics::Metrics;
+use crate::secret::constant_time_eq;
 use crate::tokens::TokenManager;
 
 #[derive(Clone)]
