@@ -20,6 +20,8 @@ pub struct Metrics {
     pub credential_unavailable: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub inbound_auth: IntCounterVec,
+    /// Upstream answers that rejected the token sent (a status in `on_upstream_status`).
+    pub token_rejections: IntCounterVec,
     /// Caller headers removed before routing (`reason="underscore"`).
     pub underscore_headers_dropped: IntCounter,
 }
@@ -116,6 +118,13 @@ impl Metrics {
             ),
             &["route", "outcome"],
         )?;
+        let token_rejections = IntCounterVec::new(
+            Opts::new(
+                "token_rejections_total",
+                "Upstream answers that rejected the token sent (a status in the route's on_upstream_status), by provider and route",
+            ),
+            &["provider", "route"],
+        )?;
         let request_headers_dropped = IntCounterVec::new(
             Opts::new(
                 "request_headers_dropped_total",
@@ -139,6 +148,7 @@ impl Metrics {
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(inbound_auth.clone()))?;
         registry.register(Box::new(request_headers_dropped.clone()))?;
+        registry.register(Box::new(token_rejections.clone()))?;
         for outcome in ["success", "failure"] {
             config_reloads.with_label_values(&[outcome]);
         }
@@ -159,6 +169,7 @@ impl Metrics {
             credential_unavailable,
             config_reloads,
             inbound_auth,
+            token_rejections,
             underscore_headers_dropped: request_headers_dropped.with_label_values(&["underscore"]),
         })
     }
@@ -168,6 +179,10 @@ impl Metrics {
         for route in &config.routes {
             self.credential_unavailable
                 .with_label_values(&[&route.name]);
+            if let Some(credential) = &route.credential {
+                self.token_rejections
+                    .with_label_values(&[&credential.provider, &route.name]);
+            }
         }
         for provider in &config.providers {
             for kind in ["login", "refresh"] {

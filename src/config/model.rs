@@ -128,7 +128,10 @@ pub struct OAuth2Settings {
     pub client_secret: Option<Secret>,
     pub client_auth: ClientAuth,
     pub scopes: Vec<String>,
+    /// A non-standard parameter some servers (Auth0, say) read for the audience.
     pub audience: Option<String>,
+    /// RFC 8707 resource indicators, sent as `resource` parameters, one each.
+    pub resources: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

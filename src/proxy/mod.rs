@@ -173,9 +173,11 @@ impl ProxyHttp for Gateway {
         let Some(exchange) = ctx.exchange.as_mut() else {
             return Ok(());
         };
-        if !exchange.route.retry_statuses.contains(&status)
-            || !credential::rejected(exchange, replayable(session)).await
-        {
+        if !exchange.route.retry_statuses.contains(&status) {
+            credential::accepted(exchange);
+            return Ok(());
+        }
+        if !credential::rejected(exchange, replayable(session), &self.metrics).await {
             return Ok(());
         }
         self.metrics

@@ -7,6 +7,7 @@
 //! that goes away cannot abandon a login half way.
 
 mod backoff;
+mod rejection;
 #[cfg(test)]
 mod tests;
 mod token;
@@ -29,6 +30,7 @@ use crate::metrics::{CacheLookupCounters, Metrics};
 use crate::providers::{BuildError, Grant, Provider, ProviderError};
 use crate::secret::Secret;
 
+use rejection::{RejectionGuard, Verdict};
 pub use token::{fingerprint, jwt_claims, jwt_expiry, LifetimeSource, Token};
 
 /// Index of a provider in the manager, resolved once at startup so the hot path does not
@@ -86,6 +88,9 @@ struct Slot {
     policy: RefreshPolicy,
     fetch_lock: tokio::sync::Mutex<()>,
     state: Mutex<SlotState>,
+    /// Set while the rejection guard has something an accepted request would reset, so
+    /// that the request path takes no lock otherwise.
+    guard_engaged: AtomicBool,
     /// Wakes the background refresher when its token was purged.
     wake: Notify,
     lookups: CacheLookupCounters,
@@ -99,6 +104,17 @@ struct SlotState {
     last_error: Option<ProviderError>,
     last_success: Option<SystemTime>,
     refresh_token: Option<(Secret, Option<Instant>)>,
+    rejections: RejectionGuard,
+}
+
+/// What an upstream's rejection of a token led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// The token is (or already was) replaced: a retry gets a fresh one.
+    Renewing,
+    /// Renewals on rejection are paused (fresh tokens were rejected too): the caller gets
+    /// the upstream's answer.
+    Paused,
 }
 
 /// Per-provider view for `/status` and `/readyz`; it holds a fingerprint, never a token.
@@ -110,6 +126,10 @@ pub struct ProviderStatus {
     pub last_refresh_unix: Option<u64>,
     pub consecutive_failures: u32,
     pub last_error: Option<String>,
+    /// Rounds in a row in which the upstream rejected a token fresh from a renewal.
+    pub upstream_rejections: u32,
+    /// How long renewals on rejection stay paused, when they are.
+    pub rejection_pause_seconds: Option<u64>,
     pub retry_in_seconds: Option<u64>,
     pub token_fingerprint: Option<String>,
 }
@@ -255,9 +275,31 @@ impl TokenManager {
         self.shared.fetch(slot, None).await
     }
 
-    /// The upstream refused `token_id`: drop it, unless a newer token already replaced it.
-    pub async fn reject(&self, id: ProviderId, token_id: u64) {
+    /// The upstream refused `token_id`: drop it, unless a newer token already replaced it,
+    /// or the rejection guard says renewing does not help (see `rejection.rs`).
+    pub async fn reject(&self, id: ProviderId, token_id: u64) -> Rejection {
         let slot = &self.slots[id.0];
+        let verdict = {
+            let mut state = lock(&slot.state);
+            let verdict = state
+                .rejections
+                .on_rejection(token_id, Instant::now(), &slot.policy);
+            slot.guard_engaged
+                .store(state.rejections.is_engaged(), Ordering::Relaxed);
+            verdict
+        };
+        match verdict {
+            Verdict::Keep => return Rejection::Paused,
+            Verdict::Pause(pause) => {
+                tracing::warn!(
+                    provider = %slot.name,
+                    paused_seconds = pause.as_secs_f64(),
+                    "the upstream rejected a token fresh from a renewal too: renewals on rejection are paused, callers get the upstream's answer"
+                );
+                return Rejection::Paused;
+            }
+            Verdict::Purge => {}
+        }
         let result = self
             .shared
             .cache
@@ -271,9 +313,22 @@ impl TokenManager {
             })
             .await;
         if matches!(result, moka::ops::compute::CompResult::Removed(_)) {
+            lock(&slot.state).rejections.purged();
             tracing::info!(provider = %slot.name, "upstream rejected the token; it was purged");
             slot.wake.notify_one();
         }
+        Rejection::Renewing
+    }
+
+    /// The upstream accepted a request with the provider's token: renewing on rejection
+    /// works (again). Free on the request path unless the rejection guard is engaged.
+    pub fn accepted(&self, id: ProviderId) {
+        let slot = &self.slots[id.0];
+        if !slot.guard_engaged.load(Ordering::Relaxed) {
+            return;
+        }
+        lock(&slot.state).rejections.accepted();
+        slot.guard_engaged.store(false, Ordering::Relaxed);
     }
 
     /// Ends the current session of every provider configured to (on shutdown).
@@ -341,6 +396,11 @@ impl TokenManager {
                 .map(|d| d.as_secs()),
             consecutive_failures: state.consecutive_failures,
             last_error: state.last_error.as_ref().map(ToString::to_string),
+            upstream_rejections: state.rejections.consecutive(),
+            rejection_pause_seconds: state
+                .rejections
+                .pause_left(now)
+                .map(|left| left.as_secs().max(1)),
             retry_in_seconds: retry_in,
             token_fingerprint: token.map(|t| t.fingerprint.clone()),
         }
@@ -486,6 +546,9 @@ impl Shared {
         state.retry_at = None;
         state.last_error = None;
         state.last_success = Some(SystemTime::now());
+        state.rejections.token_obtained(id);
+        slot.guard_engaged
+            .store(state.rejections.is_engaged(), Ordering::Relaxed);
         Ok(Arc::new(token))
     }
 
@@ -558,6 +621,7 @@ fn new_slot(spec: &ProviderSpec, provider: Arc<dyn Provider>, shared: &Shared) -
         policy: spec.refresh,
         fetch_lock: tokio::sync::Mutex::new(()),
         state: Mutex::new(SlotState::default()),
+        guard_engaged: AtomicBool::new(false),
         wake: Notify::new(),
         lookups: metrics.cache_lookups(&spec.name),
         expiry: metrics.expiry_gauge(&spec.name),
