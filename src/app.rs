@@ -10,11 +10,12 @@ use tokio::runtime::Runtime;
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
-use crate::generation::{self, Generation, Live};
+use crate::generation::{self, Context, Generation, Live};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::reload::Reloader;
 use crate::shutdown::{Drainer, InFlight, Signals};
+use crate::store::{Fleet, RedisStore};
 
 /// After the drain time, pingora gives its runtimes this long to stop.
 const RUNTIME_SHUTDOWN_SECONDS: u64 = 1;
@@ -41,7 +42,8 @@ pub struct App {
     config: Config,
     control: Runtime,
     live: Arc<Live>,
-    metrics: Arc<Metrics>,
+    /// What every generation is built with.
+    context: Context,
     /// The file to reload from on SIGHUP or when it changes.
     config_path: Option<PathBuf>,
 }
@@ -55,12 +57,25 @@ impl App {
             .build()
             .map_err(StartError::Runtime)?;
         let metrics = Arc::new(Metrics::new()?);
-        let generation = Generation::build(&config, None, control.handle(), &metrics)?;
+        let fleet = match &config.server.store {
+            None => None,
+            Some(settings) => Some(Arc::new(Fleet::new(
+                settings,
+                Arc::new(RedisStore::new(settings)),
+                metrics.store()?,
+            ))),
+        };
+        let context = Context {
+            control: control.handle().clone(),
+            metrics,
+            fleet,
+        };
+        let generation = Generation::build(&config, None, &context)?;
         Ok(App {
             config,
             control,
             live: Arc::new(Live::from_pointee(generation)),
-            metrics,
+            context,
             config_path: None,
         })
     }
@@ -88,7 +103,7 @@ impl App {
         }
         let state = AdminState {
             live: Arc::clone(&self.live),
-            metrics: Arc::clone(&self.metrics),
+            metrics: Arc::clone(&self.context.metrics),
             status_access: admin::StatusAccess::for_server(&self.config.server),
         };
         let proxy_addrs = self.config.server.listen.clone();
@@ -104,12 +119,15 @@ impl App {
         self.live.load().tokens.start_refreshers();
         self.control
             .spawn(generation::dns::run(Arc::clone(&self.live)));
+        if let Some(fleet) = &self.context.fleet {
+            self.control.spawn(Arc::clone(fleet).watch());
+        }
         if let Some(path) = &self.config_path {
             let reloader = Reloader::new(
                 path.clone(),
                 &self.config,
                 Arc::clone(&self.live),
-                Arc::clone(&self.metrics),
+                self.context.clone(),
             );
             self.control.spawn(reloader.run());
         }
@@ -132,7 +150,7 @@ impl App {
         let gateway = Gateway::new(
             Arc::clone(&self.live),
             &self.config.server,
-            Arc::clone(&self.metrics),
+            Arc::clone(&self.context.metrics),
             Arc::clone(&in_flight),
         );
         let mut service = pingora::proxy::http_proxy_service(&server.configuration, gateway);

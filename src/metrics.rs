@@ -3,8 +3,8 @@
 
 use crate::config::Config;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -24,6 +24,15 @@ pub struct Metrics {
     pub token_rejections: IntCounterVec,
     /// Caller headers removed before routing (`reason="underscore"`).
     pub underscore_headers_dropped: IntCounter,
+}
+
+/// The metrics of fleet mode, registered only when a store is configured (a gauge at 0
+/// would read as a store that is down).
+#[derive(Clone)]
+pub struct StoreMetrics {
+    pub up: IntGauge,
+    pub operations: IntCounterVec,
+    pub leases: IntCounterVec,
 }
 
 /// Pre-resolved counters for one provider's cache lookups, so the hot path does no label
@@ -207,6 +216,36 @@ impl Metrics {
 
     pub fn expiry_gauge(&self, provider: &str) -> Gauge {
         self.token_expiry.with_label_values(&[provider])
+    }
+
+    /// Registers and returns the store's metrics (call once, when fleet mode is on).
+    pub fn store(&self) -> Result<StoreMetrics, prometheus::Error> {
+        let up = IntGauge::new(
+            "store_up",
+            "1 while the token store answers, 0 while every replica logs in by itself",
+        )?;
+        let operations = IntCounterVec::new(
+            Opts::new(
+                "store_operations_total",
+                "Operations on the token store, by operation (get, lease, publish, release, purge, ping) and outcome (ok, error)",
+            ),
+            &["operation", "outcome"],
+        )?;
+        let leases = IntCounterVec::new(
+            Opts::new(
+                "store_leases_total",
+                "Token fetches through the store, by provider and outcome: acquired (this replica called the provider), shared (another replica's token was taken), fallback (the lease holder published nothing in time)",
+            ),
+            &["provider", "outcome"],
+        )?;
+        self.registry.register(Box::new(up.clone()))?;
+        self.registry.register(Box::new(operations.clone()))?;
+        self.registry.register(Box::new(leases.clone()))?;
+        Ok(StoreMetrics {
+            up,
+            operations,
+            leases,
+        })
     }
 
     /// The registry in Prometheus text format.

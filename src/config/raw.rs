@@ -99,6 +99,19 @@ pub struct RawServer {
     pub paths: Option<RawPaths>,
     pub headers_with_underscores: Option<RawUnderscoreHeaders>,
     pub admin_token: Option<Secret>,
+    pub store: Option<RawStore>,
+}
+
+/// `server.store`: fleet mode.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// May hold a password, so it is a secret.
+    pub url: Secret,
+    pub key_prefix: Option<String>,
+    pub encryption_key: Secret,
+    pub lease: Option<DurationText>,
+    pub timeout: Option<DurationText>,
 }
 
 #[derive(Debug, Deserialize, Default)]

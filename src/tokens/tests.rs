@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, Semaphore};
 
 use super::*;
+use crate::providers::Grant;
 
 /// Only ever reached when the code under test hangs.
 const GUARD: Duration = Duration::from_secs(30);
@@ -240,7 +241,7 @@ fn manager(providers: &[(&ProviderSpec, &Arc<Fake>)]) -> Arc<TokenManager> {
         .map(|(spec, fake)| (*spec, fake.provider()))
         .collect();
     let metrics = Arc::new(Metrics::new().expect("metrics"));
-    TokenManager::new(providers, Handle::current(), metrics)
+    TokenManager::new(providers, Handle::current(), metrics, None)
 }
 
 fn id(manager: &TokenManager, name: &str) -> ProviderId {
@@ -380,8 +381,8 @@ async fn a_replacing_fetch_calls_the_provider_while_requests_keep_the_old_token(
     let replacing = {
         let manager = Arc::clone(&manager);
         let slot = slot(&manager, "api");
-        let old_id = old.id;
-        tokio::spawn(async move { manager.shared.fetch(&slot, Some(old_id)).await })
+        let old = Arc::clone(&old);
+        tokio::spawn(async move { manager.shared.fetch(&slot, Some(old)).await })
     };
     assert_eq!(fake.next_call().await.call, Call::Login);
     // While that call is held open, requests take the old token and make no call.
@@ -886,7 +887,7 @@ async fn status_reports_each_state_and_fingerprints_never_the_token() {
     let slot = slot(&manager, "up");
     manager
         .shared
-        .fetch(&slot, Some(token.id))
+        .fetch(&slot, Some(Arc::clone(&token)))
         .await
         .unwrap_err();
     let up_status = status_of(&manager, "up").await;
