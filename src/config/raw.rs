@@ -1,12 +1,14 @@
 //! The YAML as written, before validation. Every struct rejects unknown keys.
 
 mod inbound;
+mod mcp;
 
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
 pub use inbound::*;
+pub use mcp::*;
 
 use crate::secret::Secret;
 
@@ -99,6 +101,7 @@ pub struct RawServer {
     pub paths: Option<RawPaths>,
     pub headers_with_underscores: Option<RawUnderscoreHeaders>,
     pub admin_token: Option<Secret>,
+    pub mcp: Option<RawMcpServer>,
 }
 
 #[derive(Debug, Deserialize, Default)]
