@@ -569,3 +569,90 @@ mcp:
         assert!(stderr.contains(expected), "missing `{expected}` in:\n{stderr}");
     }
 }
+
+/// `tollgate demo` on its fixed ports (as tests/demo.rs runs it): the MCP listener with its
+/// tools, and the curl lines it prints to try them.
+#[cfg(feature = "demo")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_serves_tools_and_prints_how_to_try_them() {
+    use std::io::Read;
+    struct Demo(std::process::Child);
+    impl Drop for Demo {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut demo = Demo(
+        std::process::Command::new(BIN)
+            .arg("demo")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tollgate demo starts"),
+    );
+    let client = client();
+    let ready = eventually(Duration::from_secs(20), || async {
+        client
+            .get("http://127.0.0.1:9901/readyz")
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(ready, "the demo is not ready within 20 s");
+    // The printed curl line, sent as printed: a stateless tools/list.
+    let listed: Value = client
+        .post("http://127.0.0.1:9090/mcp")
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+        .send()
+        .await
+        .expect("the MCP listener answers")
+        .json()
+        .await
+        .expect("JSON-RPC");
+    let names: Vec<&str> = listed["result"]["tools"]
+        .as_array()
+        .map(|tools| tools.iter().filter_map(|t| t["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        names,
+        ["echo-get", "echo-post", "bigid-create-session"],
+        "{listed}"
+    );
+
+    let out = mcp_client(json!({
+        "url": "http://127.0.0.1:9090/mcp",
+        "mode": "legacy",
+        "steps": [
+            {"call": "echo-get", "args": {"item": "42"}},
+            {"call": "bigid-create-session", "args": {"body": {"username": "bigid-admin", "password": "bigid-password"}}},
+        ],
+    }))
+    .await;
+    assert_eq!(out[1]["isError"], false, "{}", out[1]);
+    assert_eq!(out[1]["structuredContent"]["path"], "/items/42");
+    assert_eq!(
+        out[1]["structuredContent"]["headers"]["authorization"],
+        "Bearer ***"
+    );
+    assert!(
+        out[2]["structuredContent"]["auth_token"].is_string(),
+        "{}",
+        out[2]
+    );
+
+    let _ = demo.0.kill();
+    let _ = demo.0.wait();
+    let mut printed = String::new();
+    if let Some(mut stdout) = demo.0.stdout.take() {
+        let _ = stdout.read_to_string(&mut printed);
+    }
+    assert!(
+        printed.contains("MCP endpoint for agents: http://127.0.0.1:9090/mcp"),
+        "{printed}"
+    );
+    assert!(printed.contains(r#""method":"tools/list""#), "{printed}");
+}
