@@ -656,3 +656,66 @@ async fn the_demo_serves_tools_and_prints_how_to_try_them() {
     );
     assert!(printed.contains(r#""method":"tools/list""#), "{printed}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_routes_own_check_applies_to_the_mcp_caller_and_a_static_secret_never_shows() {
+    let echo = EchoUpstream::start().await.unwrap();
+    let (server_mcp, url) = mcp_server();
+    let yaml = format!(
+        r#"server:
+  listen: ["{{listen}}"]
+  admin: "{{admin}}"
+  threads: 1
+{server_mcp}providers:
+  key: {{ type: static, value: static-upstream-key-9f3k }}
+routes:
+  - name: checked
+    match: {{ path_prefix: /checked/ }}
+    strip_prefix: true
+    upstream: {{ url: "{echo}" }}
+    inbound: {{ api_keys: {{ header: X-Caller-Key, keys: [caller-key-0001-abcdef] }} }}
+    credential: {{ provider: key, header: X-Upstream-Key, format: "{{token}}" }}
+mcp:
+  tools:
+    - {{ name: look, route: checked, path: /look }}
+"#,
+        echo = echo.url()
+    );
+    let _gateway = Gateway::start(&yaml).await;
+    let without = mcp_client(json!({
+        "url": url, "mode": "legacy",
+        "steps": [{"call": "look", "args": {}}],
+    }))
+    .await;
+    assert_eq!(without[1]["isError"], true, "{}", without[1]);
+    assert!(
+        text_of(&without[1]).starts_with("HTTP 401"),
+        "{}",
+        without[1]
+    );
+    assert!(
+        echo.requests().is_empty(),
+        "refused by the route's check, never forwarded"
+    );
+
+    let with = mcp_client(json!({
+        "url": url, "mode": "legacy",
+        "headers": {"X-Caller-Key": "caller-key-0001-abcdef"},
+        "steps": [{"call": "look", "args": {}}],
+    }))
+    .await;
+    assert_eq!(with[1]["isError"], false, "{}", with[1]);
+    let request = echo.last_request().expect("forwarded");
+    assert_eq!(
+        request.header("x-upstream-key"),
+        Some("static-upstream-key-9f3k")
+    );
+    assert_eq!(
+        request.header("x-caller-key"),
+        None,
+        "the route removed the caller's key"
+    );
+    let text = text_of(&with[1]);
+    assert!(!text.contains("static-upstream-key-9f3k"), "{text}");
+    assert!(text.contains("***"), "{text}");
+}

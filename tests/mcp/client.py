@@ -1,7 +1,8 @@
 """Drives tollgate's MCP endpoint with the official MCP Python SDK (`mcp` on PyPI), for
 tests/mcp.rs.
 
-Usage: client.py SCRIPT_JSON. The script is {"url", "mode", "token"?, "steps": [...]}, with
+Usage: client.py SCRIPT_JSON. The script is {"url", "mode", "token"?, "headers"?, "steps":
+[...]}, with
 `mode` "legacy" (the initialize handshake, 2025-11-25) or a stateless revision such as
 "2026-07-28". Steps: {"list": true}, {"call": NAME, "args": {...}}, {"unauthenticated":
 true} (an initialize without a token: the 401 and the protected resource metadata it points
@@ -56,7 +57,7 @@ async def unauthenticated(url):
 async def main():
     script = json.loads(sys.argv[1])
     url = script["url"]
-    headers = {}
+    headers = dict(script.get("headers") or {})
     if script.get("token"):
         headers["Authorization"] = f"Bearer {script['token']}"
     results = []
