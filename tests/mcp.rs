@@ -365,6 +365,31 @@ async fn the_2025_06_18_revision_is_negotiated() {
         Some(3),
         "{listed}"
     );
+
+    // A loopback listener answers loopback names only: a page that rebinds its own name to
+    // 127.0.0.1 still sends its own Host.
+    let rebound = gateway
+        .client()
+        .post(&url)
+        .header("host", "attacker.example")
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(rebound.status().is_client_error(), "{}", rebound.status());
+    // An unknown tool is a JSON-RPC error, not a result (and not a metric label).
+    let unknown: Value = post(
+        json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "nope", "arguments": {}}}),
+        Some("2025-06-18"),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert!(unknown["error"]["code"].is_i64(), "{unknown}");
+    assert!(!gateway.metrics().await.contains("tool=\"nope\""));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
