@@ -544,11 +544,56 @@ fn through_route(
     Some((request, caller_headers))
 }
 
-/// The secrets of a route's provider that a tool result must never show.
+/// The secrets of a route's provider that a tool result must never show: whatever its
+/// `${env:...}`/`${file:...}` references expanded to, and its secret settings written
+/// inline (the `http` type's templates are covered by their references only).
 fn provider_secrets(spec: &ProviderSpec) -> Vec<Secret> {
     let mut secrets = spec.reference_values.clone();
-    if let ProviderSettings::Static(settings) = &spec.settings {
-        secrets.push(settings.value.clone());
+    let mut add = |secret: &Secret| secrets.push(secret.clone());
+    match &spec.settings {
+        ProviderSettings::OAuth2(settings) => {
+            settings.client_secret.iter().for_each(&mut add);
+            match &settings.grant {
+                OAuth2Grant::Password { password, .. } => add(password),
+                OAuth2Grant::RefreshToken { refresh_token } => add(refresh_token),
+                OAuth2Grant::ClientCredentials => {}
+            }
+        }
+        ProviderSettings::BigId(settings) => match &settings.login {
+            BigIdLogin::UserToken(token) => add(token),
+            BigIdLogin::Password { password, .. } => add(password),
+        },
+        ProviderSettings::Fortanix(settings) => match &settings.login {
+            FortanixLogin::Basic { password, .. }
+            | FortanixLogin::Password { password, .. }
+            | FortanixLogin::AppName { password, .. }
+            | FortanixLogin::Ldap { password, .. } => add(password),
+        },
+        ProviderSettings::BigBucks(settings) => {
+            add(&settings.password);
+            settings.recaptcha.iter().for_each(&mut add);
+        }
+        ProviderSettings::BagId(settings) => match &settings.flow {
+            BagIdFlow::Federated { app_key, token } => {
+                add(app_key);
+                if let FederatedToken::Value(token) = token {
+                    add(token);
+                }
+            }
+            BagIdFlow::B2bSecret {
+                app_key,
+                b2b_secret,
+                password,
+                ..
+            } => {
+                add(app_key);
+                add(b2b_secret);
+                add(password);
+            }
+            BagIdFlow::Attestation { .. } | BagIdFlow::Guest { .. } => {}
+        },
+        ProviderSettings::Static(settings) => add(&settings.value),
+        ProviderSettings::Http(_) => {}
     }
     secrets.retain(|secret| secret.expose().len() >= 4);
     secrets

@@ -262,6 +262,12 @@ mcp:
 "#,
     );
     assert_eq!(config.providers.len(), 1, "no static provider is made");
+    for tool in &config.mcp.tools {
+        assert!(
+            tool.secrets.iter().any(|s| s.expose() == "a-user-token"),
+            "an inline secret of the route's provider is blanked from results"
+        );
+    }
     for route in &config.routes {
         assert_eq!(
             route.credential.as_ref().map(|c| c.provider.as_str()),
