@@ -744,3 +744,50 @@ mcp:
     assert!(!text.contains("static-upstream-key-9f3k"), "{text}");
     assert!(text.contains("***"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tools_reload_with_the_config() {
+    let (idp, echo) = idp_and_echo().await;
+    let (yaml, url) = echo_tools_config(&idp, &echo, "");
+    let gateway = Gateway::start(&yaml).await;
+    let file = gateway.dir().join("tollgate.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let added = text.replace(
+        "    - name: get-thing\n",
+        "    - name: added-later\n      route: echo\n      path: /api/later\n    - name: get-thing\n",
+    );
+    assert_ne!(added, text);
+    std::fs::write(&file, added).unwrap();
+    let client = gateway.client().clone();
+    let listed = eventually(Duration::from_secs(15), || {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let reply = client
+                .post(&url)
+                .header("accept", "application/json, text/event-stream")
+                .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+                .send()
+                .await;
+            match reply {
+                Ok(reply) => reply
+                    .json::<Value>()
+                    .await
+                    .is_ok_and(|body| body.to_string().contains("added-later")),
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+    assert!(listed, "the reloaded config's tool is not listed");
+    let out = mcp_client(json!({
+        "url": url, "mode": "legacy",
+        "steps": [{"call": "added-later", "args": {}}],
+    }))
+    .await;
+    assert_eq!(out[1]["isError"], false, "{}", out[1]);
+    assert_eq!(
+        echo.last_request().map(|r| r.path),
+        Some("/api/later".to_owned())
+    );
+}

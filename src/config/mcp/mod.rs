@@ -416,6 +416,16 @@ fn tool(
             ok = false;
         }
     }
+    if raw.body.is_some() && matches!(method, Some(Method::GET | Method::HEAD)) {
+        errors.push(
+            join(path, "body"),
+            format!(
+                "a {} request sends no body; use POST, PUT or PATCH",
+                method_text.to_ascii_uppercase()
+            ),
+        );
+        ok = false;
+    }
     let hints = raw.hints.unwrap_or_default();
     let Some(route) = routes.iter().find(|route| route.name == raw.route) else {
         errors.push(

@@ -123,6 +123,7 @@ fn every_tool_error_is_named_by_its_key_path() {
     - { name: c, route: stripped, method: BREW, path: /api/v1/x, query: [q], input_schema: { type: object, properties: {} } }
     - { name: d, route: stripped, path: "/api/v1/{x}", query: [x], input_schema: { type: object, properties: { x: {} }, required: [x] } }
     - { name: e, route: stripped, path: "/api/v1/{x", input_schema: [] }
+    - { name: f, route: stripped, path: /api/v1/x, body: b }
 "#,
     ));
     for expected in [
@@ -134,6 +135,7 @@ fn every_tool_error_is_named_by_its_key_path() {
         "mcp.tools[4].query[0]: argument `x` is used twice",
         "mcp.tools[5].path: has a `{` without its `}`",
         "mcp.tools[5].input_schema: must be a JSON Schema object",
+        "mcp.tools[6].body: a GET request sends no body",
     ] {
         assert!(
             errors.contains(expected),
