@@ -237,7 +237,9 @@ async fn no_argument_leaves_the_tools_route() {
     // not sent with the wrong route's checks and credential.
     steps.push(json!({"call": "get-thing", "args": {"kind": "admin"}}));
     steps.push(json!({"call": "get-user", "args": {"id": "x", "extra": 1}}));
-    let out = mcp_client(json!({"url": url, "mode": "legacy", "steps": steps})).await;
+    // The SDK's default mode: it discovers the server and picks the newest revision.
+    let out = mcp_client(json!({"url": url, "mode": "auto", "steps": steps})).await;
+    assert_eq!(out[0]["protocol_version"], "2026-07-28", "{:?}", out[0]);
     for (index, attempt) in attempts.iter().enumerate() {
         let result = &out[index + 1];
         if *attempt == "%2e%2e" {
