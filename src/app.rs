@@ -31,6 +31,8 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Generation(#[from] generation::BuildError),
+    #[error("cannot set up the MCP endpoint's client: {0}")]
+    McpClient(reqwest::Error),
     #[error("cannot listen on {addr}: {error}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -107,6 +109,28 @@ impl App {
             status_access: admin::StatusAccess::for_server(&self.config.server),
         };
         let proxy_addrs = self.config.server.listen.clone();
+        if let Some(settings) = self.config.server.mcp.clone() {
+            let mcp_listener = bind(settings.listen)?;
+            // Tool calls go through a proxy listener, on loopback.
+            let proxy = loopback(self.config.server.listen[0]);
+            let caller = crate::mcp::call::Caller::new(
+                Arc::clone(&self.live),
+                Arc::clone(&self.context.metrics),
+                proxy,
+                self.config.server.paths,
+            )
+            .map_err(StartError::McpClient)?;
+            let proxy_addrs = proxy_addrs.clone();
+            self.control.spawn(async move {
+                wait_until_accepting(&proxy_addrs).await;
+                match tokio::net::TcpListener::from_std(mcp_listener) {
+                    Ok(listener) => {
+                        crate::mcp::endpoint::serve(listener, settings, Arc::new(caller)).await
+                    }
+                    Err(error) => tracing::error!(%error, "MCP listener failed"),
+                }
+            });
+        }
         self.control.spawn(async move {
             // /healthz must not answer before the proxy accepts, so the admin listener
             // (bound already, its backlog holding early probes) serves only from then on.
@@ -178,9 +202,17 @@ impl App {
         {
             tracing::warn!(admin = %admin_addr, "the admin listener is reachable beyond loopback and server.admin_token is not set: /status answers loopback callers only (metrics and health stay open)");
         }
+        let mcp = self
+            .config
+            .server
+            .mcp
+            .as_ref()
+            .map(|mcp| format!("http://{}{}", mcp.listen, mcp.path));
         tracing::info!(
             listen = %listen.join(","),
             admin = %admin_addr,
+            mcp = mcp.as_deref().unwrap_or("off"),
+            tools = self.config.mcp.tools.len(),
             providers = self.config.providers.len(),
             routes = self.config.routes.len(),
             threads = self.config.server.threads,
@@ -196,16 +228,21 @@ impl App {
     }
 }
 
+/// The address to reach a listener on from this host: an unspecified IP becomes loopback.
+fn loopback(mut addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr
+}
+
 /// Returns once every proxy listener accepts connections (pingora binds them itself).
 async fn wait_until_accepting(addrs: &[std::net::SocketAddr]) {
     for addr in addrs {
-        let mut probe = *addr;
-        if probe.ip().is_unspecified() {
-            probe.set_ip(match probe {
-                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
+        let probe = loopback(*addr);
         while tokio::net::TcpStream::connect(probe).await.is_err() {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }

@@ -24,6 +24,9 @@ pub struct Metrics {
     pub token_rejections: IntCounterVec,
     /// Caller headers removed before routing (`reason="underscore"`).
     pub underscore_headers_dropped: IntCounter,
+    /// MCP tool calls, by tool and outcome (see [`crate::mcp::Outcome`]).
+    pub mcp_tool_calls: IntCounterVec,
+    pub mcp_tool_call_duration: HistogramVec,
 }
 
 /// The metrics of fleet mode, registered only when a store is configured (a gauge at 0
@@ -141,6 +144,23 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let mcp_tool_calls = IntCounterVec::new(
+            Opts::new(
+                "mcp_tool_calls_total",
+                "MCP tool calls, by tool and outcome (success, http_error, invalid_arguments, failure)",
+            ),
+            &["tool", "outcome"],
+        )?;
+        let mcp_tool_call_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "mcp_tool_call_duration_seconds",
+                "Time from an MCP tool call's arrival to its result, by tool",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["tool"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("build_info", "Build of this tollgate"),
             &["version"],
@@ -158,6 +178,8 @@ impl Metrics {
         registry.register(Box::new(inbound_auth.clone()))?;
         registry.register(Box::new(request_headers_dropped.clone()))?;
         registry.register(Box::new(token_rejections.clone()))?;
+        registry.register(Box::new(mcp_tool_calls.clone()))?;
+        registry.register(Box::new(mcp_tool_call_duration.clone()))?;
         for outcome in ["success", "failure"] {
             config_reloads.with_label_values(&[outcome]);
         }
@@ -180,6 +202,8 @@ impl Metrics {
             inbound_auth,
             token_rejections,
             underscore_headers_dropped: request_headers_dropped.with_label_values(&["underscore"]),
+            mcp_tool_calls,
+            mcp_tool_call_duration,
         })
     }
 
@@ -191,6 +215,12 @@ impl Metrics {
             if let Some(credential) = &route.credential {
                 self.token_rejections
                     .with_label_values(&[&credential.provider, &route.name]);
+            }
+        }
+        for tool in &config.mcp.tools {
+            for outcome in crate::mcp::Outcome::ALL {
+                self.mcp_tool_calls
+                    .with_label_values(&[&tool.name, outcome.label()]);
             }
         }
         for provider in &config.providers {

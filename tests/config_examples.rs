@@ -37,7 +37,15 @@ fn every_example_config_passes_check() {
         let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
         command.arg("check").arg("--config").arg(&file);
         for name in env_references(&text) {
-            let value = format!("placeholder-value-for-{name}");
+            // A URL-valued variable (a Naftiko capability's base URI) needs a URL.
+            let value = if name.ends_with("_URL") {
+                format!(
+                    "https://placeholder-for-{}.example",
+                    name.to_ascii_lowercase()
+                )
+            } else {
+                format!("placeholder-value-for-{name}")
+            };
             command.env(name, value);
         }
         let output = command.output().expect("tollgate runs");
