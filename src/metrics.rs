@@ -24,6 +24,8 @@ pub struct Metrics {
     pub token_rejections: IntCounterVec,
     /// Caller headers removed before routing (`reason="underscore"`).
     pub underscore_headers_dropped: IntCounter,
+    /// What per-caller providers did for callers (`minted`, `refreshed`, `refused`, `failed`).
+    pub caller_tokens: IntCounterVec,
 }
 
 /// The metrics of fleet mode, registered only when a store is configured (a gauge at 0
@@ -34,6 +36,9 @@ pub struct StoreMetrics {
     pub operations: IntCounterVec,
     pub leases: IntCounterVec,
 }
+
+/// The `outcome` values of `tollgate_caller_tokens_total`.
+pub const CALLER_TOKEN_OUTCOMES: [&str; 4] = ["minted", "refreshed", "refused", "failed"];
 
 /// Pre-resolved counters for one provider's cache lookups, so the hot path does no label
 /// hashing.
@@ -141,6 +146,13 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let caller_tokens = IntCounterVec::new(
+            Opts::new(
+                "caller_tokens_total",
+                "Tokens a per-caller provider minted or refreshed for a caller, and exchanges it refused or that failed, by provider and outcome",
+            ),
+            &["provider", "outcome"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("build_info", "Build of this tollgate"),
             &["version"],
@@ -158,6 +170,7 @@ impl Metrics {
         registry.register(Box::new(inbound_auth.clone()))?;
         registry.register(Box::new(request_headers_dropped.clone()))?;
         registry.register(Box::new(token_rejections.clone()))?;
+        registry.register(Box::new(caller_tokens.clone()))?;
         for outcome in ["success", "failure"] {
             config_reloads.with_label_values(&[outcome]);
         }
@@ -180,6 +193,7 @@ impl Metrics {
             inbound_auth,
             token_rejections,
             underscore_headers_dropped: request_headers_dropped.with_label_values(&["underscore"]),
+            caller_tokens,
         })
     }
 
@@ -194,6 +208,12 @@ impl Metrics {
             }
         }
         for provider in &config.providers {
+            if provider.per_caller.is_some() {
+                for outcome in CALLER_TOKEN_OUTCOMES {
+                    self.caller_tokens
+                        .with_label_values(&[&provider.name, outcome]);
+                }
+            }
             for kind in ["login", "refresh"] {
                 for outcome in ["success", "failure"] {
                     self.token_requests
