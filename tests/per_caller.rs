@@ -726,3 +726,95 @@ async fn caller_tokens_and_minted_tokens_never_leak_at_debug_level() {
         }
     }
 }
+
+/// `tollgate demo`, killed when dropped.
+#[cfg(feature = "demo")]
+struct Demo(std::process::Child);
+
+#[cfg(feature = "demo")]
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The demo's per-caller routes as a user tries them from its printed lines. (The demo
+/// listens on fixed ports: cargo runs test binaries one after another, and no other test
+/// of this file runs it.)
+#[cfg(feature = "demo")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_shows_two_callers_getting_two_tokens() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::sync::{Arc, Mutex};
+
+    let mut demo = Demo(
+        Command::new(BIN)
+            .arg("demo")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tollgate demo starts"),
+    );
+    let printed = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stdout = demo.0.stdout.take().expect("piped stdout");
+    let lines = Arc::clone(&printed);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            lines.lock().unwrap().push(line);
+        }
+    });
+    let client = client();
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            let ready = client.get("http://127.0.0.1:9901/readyz").send().await;
+            ready.is_ok_and(|reply| reply.status() == 200)
+        })
+        .await,
+        "the demo did not get ready"
+    );
+    // The instructions are printed before the gateway serves.
+    let printed = printed.lock().unwrap().clone();
+    let token = |name: &str| {
+        printed
+            .iter()
+            .find_map(|line| line.trim().strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("the demo printed no {name}=: {printed:?}"))
+            .to_owned()
+    };
+    let (alice, bob) = (token("ALICE"), token("BOB"));
+    assert!(printed
+        .iter()
+        .any(|line| line.contains("localhost:8080/per-caller/anything")));
+    let upstream_token = |route: &'static str, caller: String| {
+        let client = client.clone();
+        async move {
+            let reply: Value = client
+                .get(format!("http://127.0.0.1:8080/{route}/anything"))
+                .bearer_auth(&caller)
+                .send()
+                .await
+                .expect("the demo answers")
+                .json()
+                .await
+                .expect("echo JSON");
+            let token = minted(&reply);
+            assert_ne!(
+                token, caller,
+                "{route}: the caller's own token went upstream"
+            );
+            jwt::verify(&token).expect("a demo JWT").sub
+        }
+    };
+    assert_eq!(upstream_token("per-caller", alice.clone()).await, "alice");
+    assert_eq!(upstream_token("per-caller", bob.clone()).await, "bob");
+    assert_eq!(upstream_token("bagid-user", alice).await, "alice");
+    assert_eq!(upstream_token("bagid-user", bob).await, "bob");
+    let refused = client
+        .get("http://127.0.0.1:8080/per-caller/anything")
+        .send()
+        .await
+        .expect("the demo answers");
+    assert_eq!(refused.status(), 401);
+}
