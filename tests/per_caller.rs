@@ -441,6 +441,23 @@ async fn a_refused_caller_gets_403_and_only_that_caller() {
     assert_eq!(counts["refused_callers"], 1);
     assert_eq!(counts["exchanges"]["refused"], 1);
     assert_eq!(gateway.readyz().await.0, 200);
+    // A refused caller is no failure of the provider (no provider alert fires for it), and
+    // a per-caller provider has no token expiry of its own to export.
+    let metrics = gateway.metrics().await;
+    let sts = |query: &str| sample(&metrics, query);
+    assert_eq!(
+        sts("tollgate_caller_tokens_total{provider=\"sts\",outcome=\"refused\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sts("tollgate_token_requests_total{provider=\"sts\",kind=\"login\",outcome=\"failure\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        sts("tollgate_token_requests_total{provider=\"sts\",kind=\"login\",outcome=\"success\"}"),
+        Some(1.0)
+    );
+    assert!(!metrics.contains("tollgate_token_expiry_timestamp_seconds{provider=\"sts\"}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -375,6 +375,9 @@ impl PerCaller {
         provider: Arc<dyn Provider>,
         metrics: &Arc<Metrics>,
     ) -> PerCaller {
+        // No token of its own, so no expiry: a series stuck at 0 would read as expired
+        // (and page through the TollgateTokenExpiringSoon alert).
+        let _ = metrics.token_expiry.remove_label_values(&[&spec.name]);
         let census = Arc::new(Census::default());
         let listener = Arc::clone(&census);
         PerCaller {
@@ -558,7 +561,8 @@ impl PerCaller {
                 error,
                 detail,
             }) => {
-                self.count_call(kind, "failure");
+                // An answer about the caller, not a failure of the provider: counted in
+                // caller_tokens_total only, so that refused callers page nobody.
                 self.counts.refused.fetch_add(1, Ordering::Relaxed);
                 self.count_outcome("refused");
                 tracing::info!(
