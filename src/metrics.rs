@@ -27,6 +27,8 @@ pub struct Metrics {
     /// MCP tool calls, by tool and outcome (see [`crate::mcp::Outcome`]).
     pub mcp_tool_calls: IntCounterVec,
     pub mcp_tool_call_duration: HistogramVec,
+    /// What per-caller providers did for callers (`minted`, `refreshed`, `refused`, `failed`).
+    pub caller_tokens: IntCounterVec,
 }
 
 /// The metrics of fleet mode, registered only when a store is configured (a gauge at 0
@@ -37,6 +39,9 @@ pub struct StoreMetrics {
     pub operations: IntCounterVec,
     pub leases: IntCounterVec,
 }
+
+/// The `outcome` values of `tollgate_caller_tokens_total`.
+pub const CALLER_TOKEN_OUTCOMES: [&str; 4] = ["minted", "refreshed", "refused", "failed"];
 
 /// Pre-resolved counters for one provider's cache lookups, so the hot path does no label
 /// hashing.
@@ -161,6 +166,13 @@ impl Metrics {
             ]),
             &["tool"],
         )?;
+        let caller_tokens = IntCounterVec::new(
+            Opts::new(
+                "caller_tokens_total",
+                "Tokens a per-caller provider minted or refreshed for a caller, and exchanges it refused or that failed, by provider and outcome",
+            ),
+            &["provider", "outcome"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("build_info", "Build of this tollgate"),
             &["version"],
@@ -180,6 +192,7 @@ impl Metrics {
         registry.register(Box::new(token_rejections.clone()))?;
         registry.register(Box::new(mcp_tool_calls.clone()))?;
         registry.register(Box::new(mcp_tool_call_duration.clone()))?;
+        registry.register(Box::new(caller_tokens.clone()))?;
         for outcome in ["success", "failure"] {
             config_reloads.with_label_values(&[outcome]);
         }
@@ -204,6 +217,7 @@ impl Metrics {
             underscore_headers_dropped: request_headers_dropped.with_label_values(&["underscore"]),
             mcp_tool_calls,
             mcp_tool_call_duration,
+            caller_tokens,
         })
     }
 
@@ -224,6 +238,12 @@ impl Metrics {
             }
         }
         for provider in &config.providers {
+            if provider.per_caller.is_some() {
+                for outcome in CALLER_TOKEN_OUTCOMES {
+                    self.caller_tokens
+                        .with_label_values(&[&provider.name, outcome]);
+                }
+            }
             for kind in ["login", "refresh"] {
                 for outcome in ["success", "failure"] {
                     self.token_requests

@@ -118,7 +118,16 @@ fn validate_tree(
     let providers =
         providers::validate_all(providers_value, imported.providers, &mut errors, expanded);
     let provider_names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
-    let routes = routes::validate_all(routes_value, imported.routes, &provider_names, &mut errors);
+    let per_caller: Vec<&str> = providers
+        .iter()
+        .filter(|p| p.per_caller.is_some())
+        .map(|p| p.name.as_str())
+        .collect();
+    let known = routes::KnownProviders {
+        all: &provider_names,
+        per_caller: &per_caller,
+    };
+    let routes = routes::validate_all(routes_value, imported.routes, &known, &mut errors);
     let mcp = mcp::validate(raw_mcp, imported.tools, &routes, &providers, &mut errors);
 
     errors.into_result(Config {
@@ -237,5 +246,7 @@ fn socket_addr(text: &str, path: &str, errors: &mut Errors) -> Option<std::net::
     }
 }
 
+#[cfg(test)]
+mod per_caller_tests;
 #[cfg(test)]
 mod tests;
