@@ -13,8 +13,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::generation::Live;
-use crate::inbound::api_key::constant_time_eq;
 use crate::metrics::Metrics;
+use crate::secret::constant_time_eq;
 use crate::tokens::TokenManager;
 
 #[derive(Clone)]
@@ -132,7 +132,8 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     let statuses = state.tokens().status().await;
     let waiting: Vec<String> = statuses
         .iter()
-        .filter(|status| status.seconds_to_expiry.is_none())
+        // A provider that mints a token per caller has none of its own to wait for.
+        .filter(|status| status.per_caller.is_none() && status.seconds_to_expiry.is_none())
         .map(|status| match &status.last_error {
             Some(error) => format!("provider {} has no valid token: {error}", status.provider),
             None => format!("provider {} has no token yet", status.provider),
@@ -157,9 +158,11 @@ async fn status(
     if let Some(refusal) = state.status_access.refusal(peer, &headers) {
         return refusal;
     }
+    let tokens = state.tokens();
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "providers": state.tokens().status().await,
+        "store": tokens.store_state(),
+        "providers": tokens.status().await,
     }))
     .into_response()
 }

@@ -10,11 +10,12 @@ use tokio::runtime::Runtime;
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
-use crate::generation::{self, Generation, Live};
+use crate::generation::{self, Context, Generation, Live};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::reload::Reloader;
 use crate::shutdown::{Drainer, InFlight, Signals};
+use crate::store::{Fleet, RedisStore};
 
 /// After the drain time, pingora gives its runtimes this long to stop.
 const RUNTIME_SHUTDOWN_SECONDS: u64 = 1;
@@ -30,6 +31,8 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Generation(#[from] generation::BuildError),
+    #[error("cannot set up the MCP endpoint's client: {0}")]
+    McpClient(reqwest::Error),
     #[error("cannot listen on {addr}: {error}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -41,7 +44,8 @@ pub struct App {
     config: Config,
     control: Runtime,
     live: Arc<Live>,
-    metrics: Arc<Metrics>,
+    /// What every generation is built with.
+    context: Context,
     /// The file to reload from on SIGHUP or when it changes.
     config_path: Option<PathBuf>,
 }
@@ -55,12 +59,25 @@ impl App {
             .build()
             .map_err(StartError::Runtime)?;
         let metrics = Arc::new(Metrics::new()?);
-        let generation = Generation::build(&config, None, control.handle(), &metrics)?;
+        let fleet = match &config.server.store {
+            None => None,
+            Some(settings) => Some(Arc::new(Fleet::new(
+                settings,
+                Arc::new(RedisStore::new(settings)),
+                metrics.store()?,
+            ))),
+        };
+        let context = Context {
+            control: control.handle().clone(),
+            metrics,
+            fleet,
+        };
+        let generation = Generation::build(&config, None, &context)?;
         Ok(App {
             config,
             control,
             live: Arc::new(Live::from_pointee(generation)),
-            metrics,
+            context,
             config_path: None,
         })
     }
@@ -88,10 +105,32 @@ impl App {
         }
         let state = AdminState {
             live: Arc::clone(&self.live),
-            metrics: Arc::clone(&self.metrics),
+            metrics: Arc::clone(&self.context.metrics),
             status_access: admin::StatusAccess::for_server(&self.config.server),
         };
         let proxy_addrs = self.config.server.listen.clone();
+        if let Some(settings) = self.config.server.mcp.clone() {
+            let mcp_listener = bind(settings.listen)?;
+            // Tool calls go through a proxy listener, on loopback.
+            let proxy = loopback(self.config.server.listen[0]);
+            let caller = crate::mcp::call::Caller::new(
+                Arc::clone(&self.live),
+                Arc::clone(&self.context.metrics),
+                proxy,
+                self.config.server.paths,
+            )
+            .map_err(StartError::McpClient)?;
+            let proxy_addrs = proxy_addrs.clone();
+            self.control.spawn(async move {
+                wait_until_accepting(&proxy_addrs).await;
+                match tokio::net::TcpListener::from_std(mcp_listener) {
+                    Ok(listener) => {
+                        crate::mcp::endpoint::serve(listener, settings, Arc::new(caller)).await
+                    }
+                    Err(error) => tracing::error!(%error, "MCP listener failed"),
+                }
+            });
+        }
         self.control.spawn(async move {
             // /healthz must not answer before the proxy accepts, so the admin listener
             // (bound already, its backlog holding early probes) serves only from then on.
@@ -104,12 +143,15 @@ impl App {
         self.live.load().tokens.start_refreshers();
         self.control
             .spawn(generation::dns::run(Arc::clone(&self.live)));
+        if let Some(fleet) = &self.context.fleet {
+            self.control.spawn(Arc::clone(fleet).watch());
+        }
         if let Some(path) = &self.config_path {
             let reloader = Reloader::new(
                 path.clone(),
                 &self.config,
                 Arc::clone(&self.live),
-                Arc::clone(&self.metrics),
+                self.context.clone(),
             );
             self.control.spawn(reloader.run());
         }
@@ -132,7 +174,7 @@ impl App {
         let gateway = Gateway::new(
             Arc::clone(&self.live),
             &self.config.server,
-            Arc::clone(&self.metrics),
+            Arc::clone(&self.context.metrics),
             Arc::clone(&in_flight),
         );
         let mut service = pingora::proxy::http_proxy_service(&server.configuration, gateway);
@@ -160,9 +202,17 @@ impl App {
         {
             tracing::warn!(admin = %admin_addr, "the admin listener is reachable beyond loopback and server.admin_token is not set: /status answers loopback callers only (metrics and health stay open)");
         }
+        let mcp = self
+            .config
+            .server
+            .mcp
+            .as_ref()
+            .map(|mcp| format!("http://{}{}", mcp.listen, mcp.path));
         tracing::info!(
             listen = %listen.join(","),
             admin = %admin_addr,
+            mcp = mcp.as_deref().unwrap_or("off"),
+            tools = self.config.mcp.tools.len(),
             providers = self.config.providers.len(),
             routes = self.config.routes.len(),
             threads = self.config.server.threads,
@@ -178,16 +228,21 @@ impl App {
     }
 }
 
+/// The address to reach a listener on from this host: an unspecified IP becomes loopback.
+fn loopback(mut addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr
+}
+
 /// Returns once every proxy listener accepts connections (pingora binds them itself).
 async fn wait_until_accepting(addrs: &[std::net::SocketAddr]) {
     for addr in addrs {
-        let mut probe = *addr;
-        if probe.ip().is_unspecified() {
-            probe.set_ip(match probe {
-                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
+        let probe = loopback(*addr);
         while tokio::net::TcpStream::connect(probe).await.is_err() {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }

@@ -3,8 +3,8 @@
 
 use crate::config::Config;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -20,9 +20,28 @@ pub struct Metrics {
     pub credential_unavailable: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub inbound_auth: IntCounterVec,
+    /// Upstream answers that rejected the token sent (a status in `on_upstream_status`).
+    pub token_rejections: IntCounterVec,
     /// Caller headers removed before routing (`reason="underscore"`).
     pub underscore_headers_dropped: IntCounter,
+    /// MCP tool calls, by tool and outcome (see [`crate::mcp::Outcome`]).
+    pub mcp_tool_calls: IntCounterVec,
+    pub mcp_tool_call_duration: HistogramVec,
+    /// What per-caller providers did for callers (`minted`, `refreshed`, `refused`, `failed`).
+    pub caller_tokens: IntCounterVec,
 }
+
+/// The metrics of fleet mode, registered only when a store is configured (a gauge at 0
+/// would read as a store that is down).
+#[derive(Clone)]
+pub struct StoreMetrics {
+    pub up: IntGauge,
+    pub operations: IntCounterVec,
+    pub leases: IntCounterVec,
+}
+
+/// The `outcome` values of `tollgate_caller_tokens_total`.
+pub const CALLER_TOKEN_OUTCOMES: [&str; 4] = ["minted", "refreshed", "refused", "failed"];
 
 /// Pre-resolved counters for one provider's cache lookups, so the hot path does no label
 /// hashing.
@@ -116,12 +135,43 @@ impl Metrics {
             ),
             &["route", "outcome"],
         )?;
+        let token_rejections = IntCounterVec::new(
+            Opts::new(
+                "token_rejections_total",
+                "Upstream answers that rejected the token sent (a status in the route's on_upstream_status), by provider and route",
+            ),
+            &["provider", "route"],
+        )?;
         let request_headers_dropped = IntCounterVec::new(
             Opts::new(
                 "request_headers_dropped_total",
                 "Caller request headers removed before routing, by reason (underscore: a name with `_`)",
             ),
             &["reason"],
+        )?;
+        let mcp_tool_calls = IntCounterVec::new(
+            Opts::new(
+                "mcp_tool_calls_total",
+                "MCP tool calls, by tool and outcome (success, http_error, invalid_arguments, failure)",
+            ),
+            &["tool", "outcome"],
+        )?;
+        let mcp_tool_call_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "mcp_tool_call_duration_seconds",
+                "Time from an MCP tool call's arrival to its result, by tool",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["tool"],
+        )?;
+        let caller_tokens = IntCounterVec::new(
+            Opts::new(
+                "caller_tokens_total",
+                "Tokens a per-caller provider minted or refreshed for a caller, and exchanges it refused or that failed, by provider and outcome",
+            ),
+            &["provider", "outcome"],
         )?;
         let build_info = IntGaugeVec::new(
             Opts::new("build_info", "Build of this tollgate"),
@@ -139,6 +189,10 @@ impl Metrics {
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(inbound_auth.clone()))?;
         registry.register(Box::new(request_headers_dropped.clone()))?;
+        registry.register(Box::new(token_rejections.clone()))?;
+        registry.register(Box::new(mcp_tool_calls.clone()))?;
+        registry.register(Box::new(mcp_tool_call_duration.clone()))?;
+        registry.register(Box::new(caller_tokens.clone()))?;
         for outcome in ["success", "failure"] {
             config_reloads.with_label_values(&[outcome]);
         }
@@ -159,7 +213,11 @@ impl Metrics {
             credential_unavailable,
             config_reloads,
             inbound_auth,
+            token_rejections,
             underscore_headers_dropped: request_headers_dropped.with_label_values(&["underscore"]),
+            mcp_tool_calls,
+            mcp_tool_call_duration,
+            caller_tokens,
         })
     }
 
@@ -168,8 +226,24 @@ impl Metrics {
         for route in &config.routes {
             self.credential_unavailable
                 .with_label_values(&[&route.name]);
+            if let Some(credential) = &route.credential {
+                self.token_rejections
+                    .with_label_values(&[&credential.provider, &route.name]);
+            }
+        }
+        for tool in &config.mcp.tools {
+            for outcome in crate::mcp::Outcome::ALL {
+                self.mcp_tool_calls
+                    .with_label_values(&[&tool.name, outcome.label()]);
+            }
         }
         for provider in &config.providers {
+            if provider.per_caller.is_some() {
+                for outcome in CALLER_TOKEN_OUTCOMES {
+                    self.caller_tokens
+                        .with_label_values(&[&provider.name, outcome]);
+                }
+            }
             for kind in ["login", "refresh"] {
                 for outcome in ["success", "failure"] {
                     self.token_requests
@@ -192,6 +266,36 @@ impl Metrics {
 
     pub fn expiry_gauge(&self, provider: &str) -> Gauge {
         self.token_expiry.with_label_values(&[provider])
+    }
+
+    /// Registers and returns the store's metrics (call once, when fleet mode is on).
+    pub fn store(&self) -> Result<StoreMetrics, prometheus::Error> {
+        let up = IntGauge::new(
+            "store_up",
+            "1 while the token store answers, 0 while every replica logs in by itself",
+        )?;
+        let operations = IntCounterVec::new(
+            Opts::new(
+                "store_operations_total",
+                "Operations on the token store, by operation (get, lease, publish, release, purge, ping) and outcome (ok, error)",
+            ),
+            &["operation", "outcome"],
+        )?;
+        let leases = IntCounterVec::new(
+            Opts::new(
+                "store_leases_total",
+                "Token fetches through the store, by provider and outcome: acquired (this replica called the provider), shared (another replica's token was taken), fallback (the lease holder published nothing in time)",
+            ),
+            &["provider", "outcome"],
+        )?;
+        self.registry.register(Box::new(up.clone()))?;
+        self.registry.register(Box::new(operations.clone()))?;
+        self.registry.register(Box::new(leases.clone()))?;
+        Ok(StoreMetrics {
+            up,
+            operations,
+            leases,
+        })
     }
 
     /// The registry in Prometheus text format.

@@ -49,6 +49,16 @@ impl From<&str> for Secret {
     }
 }
 
+/// Whether two digests are equal, in time independent of where they differ: for
+/// comparing a presented credential's hash with a stored one.
+pub fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let mut difference = 0u8;
+    for (x, y) in a.iter().zip(b.iter()) {
+        difference |= x ^ y;
+    }
+    std::hint::black_box(difference) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,11 +7,14 @@
 mod error;
 pub mod inbound;
 mod kinds;
+pub(crate) mod mcp;
 mod model;
 mod providers;
 mod raw;
 mod references;
 mod routes;
+mod store;
+mod values;
 
 use std::path::Path;
 
@@ -45,26 +48,34 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             format!("cannot read config file {}: {error}", path.display()),
         )])
     })?;
-    parse(&text)
+    parse_in(&text, path.parent().unwrap_or_else(|| Path::new(".")))
 }
 
 /// Validates config text; every problem found is reported, each with its key path. Where
 /// a message would quote a value that came from a `${env:...}` or `${file:...}`
 /// reference, it shows the reference instead.
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    parse_in(text, Path::new("."))
+}
+
+/// [`parse`], with the files that `mcp.import` names found relative to `base_dir` (the
+/// config file's folder).
+pub fn parse_in(text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
     let mut tree: Value = serde_yaml_ng::from_str(text).map_err(|error| {
         ConfigErrors(vec![ConfigError::new("", format!("invalid YAML: {error}"))])
     })?;
     let mut errors = Errors::default();
     let mut expanded = references::Expanded::default();
     references::expand_tree(&mut tree, "", &mut errors, &mut expanded);
-    validate_tree(tree, errors, &expanded).map_err(|errors| expanded.redact(errors))
+    let result = validate_tree(tree, errors, &mut expanded, base_dir);
+    result.map_err(|errors| expanded.redact(errors))
 }
 
 fn validate_tree(
     tree: Value,
     mut errors: Errors,
-    expanded: &references::Expanded,
+    expanded: &mut references::Expanded,
+    base_dir: &Path,
 ) -> Result<Config, ConfigErrors> {
     let mut top = match tree {
         Value::Mapping(map) => map,
@@ -80,25 +91,50 @@ fn validate_tree(
     let server_value = top.remove("server");
     let providers_value = top.remove("providers");
     let routes_value = top.remove("routes");
+    let mcp_value = top.remove("mcp");
     for (key, _) in top {
         errors.push(
             references::key_name(&key),
-            "unknown key (expected server, providers, routes)",
+            "unknown key (expected server, providers, routes, mcp)",
         );
     }
 
-    let server = server_value
+    let mut server = server_value
         .and_then(|value| typed::<RawServer>(value, "server", &mut errors))
         .unwrap_or_default();
-    let server = validate_server(server, &mut errors);
-    let providers = providers::validate_all(providers_value, &mut errors, expanded);
+    let raw_mcp_server = server.mcp.take();
+    let mut server = validate_server(server, &mut errors);
+    let mut raw_mcp = mcp::raw_section(mcp_value, &mut errors);
+    let imported = mcp::run_imports(&mut raw_mcp, base_dir, &mut errors, expanded);
+    let wants_mcp = raw_mcp
+        .tools
+        .as_ref()
+        .is_some_and(|tools| !tools.is_empty())
+        || !imported.tools.is_empty()
+        || raw_mcp.inbound.is_some();
+    let mut taken = server.listen.clone();
+    taken.push(server.admin);
+    server.mcp = mcp::listener(raw_mcp_server, wants_mcp, &taken, &mut errors);
+    let providers =
+        providers::validate_all(providers_value, imported.providers, &mut errors, expanded);
     let provider_names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
-    let routes = routes::validate_all(routes_value, &provider_names, &mut errors);
+    let per_caller: Vec<&str> = providers
+        .iter()
+        .filter(|p| p.per_caller.is_some())
+        .map(|p| p.name.as_str())
+        .collect();
+    let known = routes::KnownProviders {
+        all: &provider_names,
+        per_caller: &per_caller,
+    };
+    let routes = routes::validate_all(routes_value, imported.routes, &known, &mut errors);
+    let mcp = mcp::validate(raw_mcp, imported.tools, &routes, &providers, &mut errors);
 
     errors.into_result(Config {
         server,
         providers,
         routes,
+        mcp,
     })
 }
 
@@ -192,6 +228,8 @@ fn validate_server(raw: RawServer, errors: &mut Errors) -> Server {
         paths,
         headers_with_underscores,
         admin_token: raw.admin_token,
+        store: store::validate(raw.store, errors),
+        mcp: None,
     }
 }
 
@@ -208,5 +246,7 @@ fn socket_addr(text: &str, path: &str, errors: &mut Errors) -> Option<std::net::
     }
 }
 
+#[cfg(test)]
+mod per_caller_tests;
 #[cfg(test)]
 mod tests;

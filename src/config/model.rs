@@ -1,6 +1,9 @@
 //! The validated internal model: everything the gateway runs from. Built only by
 //! [`super::parse`], so every value here has already been checked.
 
+mod inbound;
+mod mcp;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,12 +13,16 @@ use url::Url;
 
 pub use crate::canonical::{EscapedSlashes, PathPolicy};
 use crate::secret::Secret;
+pub use inbound::*;
+pub use mcp::*;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub server: Server,
     pub providers: Vec<ProviderSpec>,
     pub routes: Vec<Route>,
+    /// Tools on the MCP listener (`server.mcp`), declared and imported.
+    pub mcp: McpSettings,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +39,45 @@ pub struct Server {
     pub headers_with_underscores: UnderscoreHeaders,
     /// When set, `/status` answers only a bearer of this token.
     pub admin_token: Option<Secret>,
+    /// Fleet mode: the store every replica shares tokens through.
+    pub store: Option<StoreSettings>,
+    /// The MCP endpoint; none when no tools are configured and `server.mcp` is absent.
+    pub mcp: Option<McpListener>,
+}
+
+/// `server.store`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreSettings {
+    pub endpoint: StoreEndpoint,
+    pub key_prefix: String,
+    /// 32 bytes: the ChaCha20-Poly1305 key of stored values, and the HMAC key of store
+    /// keys and fingerprints.
+    pub encryption_key: Secret,
+    /// How long one replica may hold a login lease.
+    pub lease: Duration,
+    /// Longest wait for one store operation; past it the replica logs in by itself.
+    pub timeout: Duration,
+}
+
+/// Where the store is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreEndpoint {
+    /// `redis://`, `rediss://` (TLS), `valkey://`, `valkeys://`: the URL as written (it may
+    /// hold a password).
+    Direct(Secret),
+    /// `redis+sentinel://` or `rediss+sentinel://`: the master a set of Sentinels names.
+    Sentinel(SentinelEndpoint),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SentinelEndpoint {
+    pub sentinels: Vec<(String, u16)>,
+    pub service: String,
+    pub db: i64,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// TLS to the master (`rediss+sentinel://`).
+    pub tls: bool,
 }
 
 impl Server {
@@ -55,6 +101,10 @@ pub enum UnderscoreHeaders {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProviderSpec {
     pub name: String,
+    /// A digest of its type and settings, secrets included: the same identity means the
+    /// same credentials, so replicas may share its token (fleet mode), and a rotated secret
+    /// never reuses an old one.
+    pub identity: [u8; 32],
     pub settings: ProviderSettings,
     pub refresh: RefreshPolicy,
     /// Whole-request deadline for one call to the provider.
@@ -63,6 +113,24 @@ pub struct ProviderSpec {
     /// What `${env:...}` and `${file:...}` references in its settings expanded to, in any
     /// key: never echoed in error text.
     pub reference_values: Vec<Secret>,
+    /// Set for a provider that mints a token per caller (see
+    /// [`ProviderSettings::is_per_caller`]): the bound of its cache.
+    pub per_caller: Option<PerCallerSettings>,
+}
+
+/// The cache of a provider that mints a token per caller, from the caller's verified token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PerCallerSettings {
+    /// Callers whose minted token is kept, at most.
+    pub max_entries: u64,
+}
+
+impl Default for PerCallerSettings {
+    fn default() -> Self {
+        PerCallerSettings {
+            max_entries: 100_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -74,9 +142,26 @@ pub enum ProviderSettings {
     BagId(BagIdSettings),
     Static(StaticSettings),
     Http(HttpLoginSettings),
+    TokenExchange(TokenExchangeSettings),
 }
 
 impl ProviderSettings {
+    /// Whether the provider mints a token per caller, from the token the route's inbound
+    /// check verified, rather than holding one token for every request.
+    pub fn is_per_caller(&self) -> bool {
+        match self {
+            ProviderSettings::TokenExchange(_) => true,
+            ProviderSettings::BagId(settings) => matches!(
+                settings.flow,
+                BagIdFlow::Federated {
+                    token: FederatedToken::FromCaller,
+                    ..
+                }
+            ),
+            _ => false,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             ProviderSettings::OAuth2(_) => "oauth2",
@@ -86,6 +171,7 @@ impl ProviderSettings {
             ProviderSettings::BagId(_) => "bagid",
             ProviderSettings::Static(_) => "static",
             ProviderSettings::Http(_) => "http",
+            ProviderSettings::TokenExchange(_) => "token_exchange",
         }
     }
 }
@@ -125,7 +211,10 @@ pub struct OAuth2Settings {
     pub client_secret: Option<Secret>,
     pub client_auth: ClientAuth,
     pub scopes: Vec<String>,
+    /// A non-standard parameter some servers (Auth0, say) read for the audience.
     pub audience: Option<String>,
+    /// RFC 8707 resource indicators, sent as `resource` parameters, one each.
+    pub resources: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -134,6 +223,36 @@ pub enum OAuth2Grant {
     Password { username: String, password: Secret },
     RefreshToken { refresh_token: Secret },
 }
+
+/// `type: token_exchange`: RFC 8693 token exchange at an OAuth 2.0 token endpoint. The
+/// subject token is the caller's, as the route's inbound check verified it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenExchangeSettings {
+    pub token_url: Url,
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    pub client_auth: ClientAuth,
+    /// The type of the caller's token (RFC 8693 section 3), sent as `subject_token_type`.
+    pub subject_token_type: String,
+    pub requested_token_type: Option<String>,
+    /// Logical names of the target services, each sent as an `audience` parameter.
+    pub audiences: Vec<String>,
+    /// RFC 8707 resource indicators, each sent as a `resource` parameter.
+    pub resources: Vec<String>,
+    pub scopes: Vec<String>,
+    /// The gateway's own token, for delegation (RFC 8693 section 1.1): `actor_token` and
+    /// its `actor_token_type`.
+    pub actor: Option<ActorToken>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActorToken {
+    pub token: Secret,
+    pub token_type: String,
+}
+
+/// RFC 8693 section 3: the token type of an access token issued by the server.
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 /// RFC 6749 §2.3.1: client credentials in a Basic header, or in the form body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,6 +360,9 @@ pub enum FederatedToken {
     Value(Secret),
     /// Read at every login, so a rotated (projected) token is picked up.
     File(PathBuf),
+    /// `federated_token: from_caller`: the token the route's inbound check verified, one
+    /// BagID session per caller.
+    FromCaller,
 }
 
 /// Produces the `attestationObject` for a BagID nonce.
@@ -330,7 +452,7 @@ pub struct Route {
     /// Larger request bodies are refused with 413.
     pub max_request_body: u64,
     /// Checks of the caller before anything is forwarded (ingress mode).
-    pub inbound: Option<super::inbound::InboundSettings>,
+    pub inbound: Option<InboundSettings>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,36 +1,41 @@
 //! Validation of the `providers` section: common keys first, then the type's own keys.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_yaml_ng::{Mapping, Value};
-use url::Url;
+use sha2::{Digest, Sha256};
 
 use super::error::{join, Errors};
 use super::kinds;
+use super::mcp::ImportedProvider;
 use super::model::*;
 use super::raw::*;
 use super::references::{key_name, Expanded};
 use super::typed;
-use crate::secret::Secret;
+use super::values::tls_settings;
 
 const DEFAULT_PROVIDER_TIMEOUT: Duration = Duration::from_secs(5);
-const PROVIDER_TYPES: &str = "oauth2, bigid, fortanix, bigbucks, bagid, static, http";
+const PROVIDER_TYPES: &str =
+    "oauth2, bigid, fortanix, bigbucks, bagid, static, http, token_exchange";
+/// A bound beyond this is a typo more likely than a plan (each entry holds a token).
+const MAX_PER_CALLER_ENTRIES: u64 = 100_000_000;
 
+/// Validates the `providers` section, then the providers imports add.
 pub(crate) fn validate_all(
     value: Option<Value>,
+    imported: Vec<ImportedProvider>,
     errors: &mut Errors,
     expanded: &Expanded,
 ) -> Vec<ProviderSpec> {
     let map = match value {
-        None | Some(Value::Null) => return Vec::new(),
+        None | Some(Value::Null) => Mapping::new(),
         Some(Value::Mapping(map)) => map,
         Some(_) => {
             errors.push(
                 "providers",
                 "must be a mapping of provider name to settings",
             );
-            return Vec::new();
+            Mapping::new()
         }
     };
     let mut specs = Vec::new();
@@ -45,6 +50,23 @@ pub(crate) fn validate_all(
         }
         if let Some(mut spec) = validate_one(name, value, &path, errors) {
             spec.reference_values = expanded.values_under(&path);
+            specs.push(spec);
+        }
+    }
+    for provider in imported {
+        if specs.iter().any(|spec| spec.name == provider.name) {
+            errors.push(
+                &provider.path,
+                format!(
+                    "becomes provider `{}`, which is already configured; name it in the import's `providers` to use that one",
+                    provider.name
+                ),
+            );
+            continue;
+        }
+        if let Some(mut spec) = validate_one(provider.name, provider.value, &provider.path, errors)
+        {
+            spec.reference_values = provider.secrets;
             specs.push(spec);
         }
     }
@@ -87,6 +109,7 @@ fn validate_one(
     };
     let common = take_common(&mut map, path, errors);
     let rest = Value::Mapping(map);
+    let identity = identity(&kind, &rest);
     let settings = match kind.as_str() {
         "oauth2" => typed::<RawOAuth2>(rest, path, errors)
             .and_then(|raw| kinds::oauth2::validate(raw, path, errors))
@@ -109,6 +132,9 @@ fn validate_one(
         "http" => typed::<RawHttpLogin>(rest, path, errors)
             .and_then(|raw| kinds::http::validate(raw, path, errors))
             .map(ProviderSettings::Http),
+        "token_exchange" => typed::<RawTokenExchange>(rest, path, errors)
+            .and_then(|raw| kinds::token_exchange::validate(raw, path, errors))
+            .map(ProviderSettings::TokenExchange),
         other => {
             errors.push(
                 join(path, "type"),
@@ -123,14 +149,62 @@ fn validate_one(
     if timeout.is_zero() {
         errors.push(join(path, "timeout"), "must be longer than 0s");
     }
+    let settings = settings?;
+    let per_caller = per_caller(common.per_caller, &settings, path, errors);
     Some(ProviderSpec {
         name,
-        settings: settings?,
+        identity,
+        settings,
         refresh,
         timeout,
         tls,
         reference_values: Vec::new(),
+        per_caller,
     })
+}
+
+/// A digest of the provider's type and own settings (secrets included, references
+/// expanded), not of the keys every provider shares (`refresh`, `timeout`, `tls`): those
+/// change how a token is fetched and kept, not which credentials it stands for.
+fn identity(kind: &str, settings: &Value) -> [u8; 32] {
+    let text = serde_yaml_ng::to_string(settings).unwrap_or_default();
+    Sha256::new()
+        .chain_update(kind.as_bytes())
+        .chain_update([0])
+        .chain_update(text.as_bytes())
+        .finalize()
+        .into()
+}
+
+/// The `per_caller` key: the cache bound of a provider that mints a token per caller, and
+/// an error on any other provider.
+fn per_caller(
+    raw: Option<RawPerCaller>,
+    settings: &ProviderSettings,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<PerCallerSettings> {
+    let at = join(path, "per_caller");
+    if !settings.is_per_caller() {
+        if raw.is_some() {
+            errors.push(
+                at,
+                "only a provider that mints a token per caller takes it (type token_exchange, or bagid with federated_token: from_caller)",
+            );
+        }
+        return None;
+    }
+    let defaults = PerCallerSettings::default();
+    let max_entries = raw
+        .and_then(|raw| raw.max_entries)
+        .unwrap_or(defaults.max_entries);
+    if max_entries == 0 || max_entries > MAX_PER_CALLER_ENTRIES {
+        errors.push(
+            join(&at, "max_entries"),
+            format!("must be between 1 and {MAX_PER_CALLER_ENTRIES}"),
+        );
+    }
+    Some(PerCallerSettings { max_entries })
 }
 
 fn take_common(map: &mut Mapping, path: &str, errors: &mut Errors) -> RawProviderCommon {
@@ -165,59 +239,4 @@ fn refresh_policy(raw: RawRefresh, path: &str, errors: &mut Errors) -> RefreshPo
         );
     }
     policy
-}
-
-pub(crate) fn tls_settings(raw: RawTls, path: &str, errors: &mut Errors) -> TlsSettings {
-    let ca_file = raw.ca_file.map(PathBuf::from);
-    if let Some(file) = &ca_file {
-        if let Err(message) = crate::tls::read_ca_file(file) {
-            errors.push(join(path, "ca_file"), message);
-        }
-    }
-    TlsSettings {
-        ca_file,
-        insecure_skip_verify: raw.insecure_skip_verify.unwrap_or(false),
-    }
-}
-
-pub(crate) fn http_url(text: &str, path: &str, errors: &mut Errors) -> Option<Url> {
-    match Url::parse(text) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
-            if !url.username().is_empty() || url.password().is_some() {
-                errors.push(path, "must not carry credentials; use the provider's keys");
-                return None;
-            }
-            Some(url)
-        }
-        Ok(_) => {
-            errors.push(
-                path,
-                format!("`{text}` is not an http:// or https:// URL with a host"),
-            );
-            None
-        }
-        Err(error) => {
-            errors.push(path, format!("`{text}` is not a valid URL: {error}"));
-            None
-        }
-    }
-}
-
-pub(crate) fn require_secret(
-    secret: Option<Secret>,
-    path: &str,
-    what: &str,
-    errors: &mut Errors,
-) -> Option<Secret> {
-    match secret {
-        Some(secret) if !secret.is_empty() => Some(secret),
-        Some(_) => {
-            errors.push(path, "is empty");
-            None
-        }
-        None => {
-            errors.push(path, format!("missing ({what})"));
-            None
-        }
-    }
 }

@@ -1,8 +1,14 @@
 //! The YAML as written, before validation. Every struct rejects unknown keys.
 
+mod inbound;
+mod mcp;
+
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+
+pub use inbound::*;
+pub use mcp::*;
 
 use crate::secret::Secret;
 
@@ -67,6 +73,23 @@ fn parse_size(text: &str) -> Option<u64> {
     number.checked_mul(factor)
 }
 
+/// A value written either alone or as a list (`resource: https://a` or `resource: [..]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
@@ -78,6 +101,20 @@ pub struct RawServer {
     pub paths: Option<RawPaths>,
     pub headers_with_underscores: Option<RawUnderscoreHeaders>,
     pub admin_token: Option<Secret>,
+    pub store: Option<RawStore>,
+    pub mcp: Option<RawMcpServer>,
+}
+
+/// `server.store`: fleet mode.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// May hold a password, so it is a secret.
+    pub url: Secret,
+    pub key_prefix: Option<String>,
+    pub encryption_key: Secret,
+    pub lease: Option<DurationText>,
+    pub timeout: Option<DurationText>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -109,9 +146,17 @@ pub struct RawProviderCommon {
     pub refresh: Option<RawRefresh>,
     pub timeout: Option<DurationText>,
     pub tls: Option<RawTls>,
+    pub per_caller: Option<RawPerCaller>,
 }
 
-pub const PROVIDER_COMMON_KEYS: [&str; 3] = ["refresh", "timeout", "tls"];
+pub const PROVIDER_COMMON_KEYS: [&str; 4] = ["refresh", "timeout", "tls", "per_caller"];
+
+/// The cache of a provider that mints a token per caller.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawPerCaller {
+    pub max_entries: Option<u64>,
+}
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -154,9 +199,27 @@ pub struct RawOAuth2 {
     pub client_auth: Option<RawClientAuth>,
     pub scopes: Option<Vec<String>>,
     pub audience: Option<String>,
+    pub resource: Option<OneOrMany>,
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub refresh_token: Option<Secret>,
+}
+
+/// `type: token_exchange`: RFC 8693 at an OAuth 2.0 token endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokenExchange {
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    pub client_auth: Option<RawClientAuth>,
+    pub subject_token_type: Option<String>,
+    pub requested_token_type: Option<String>,
+    pub audience: Option<OneOrMany>,
+    pub resource: Option<OneOrMany>,
+    pub scopes: Option<Vec<String>>,
+    pub actor_token: Option<Secret>,
+    pub actor_token_type: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,7 +244,7 @@ pub struct RawRoute {
     pub preserve_host: Option<bool>,
     pub timeouts: Option<RawTimeouts>,
     pub max_request_body: Option<SizeText>,
-    pub inbound: Option<super::inbound::RawInbound>,
+    pub inbound: Option<RawInbound>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -2,22 +2,31 @@
 
 use std::collections::HashSet;
 
-use http::HeaderName;
 use serde_yaml_ng::Value;
 
 use super::error::{join, Errors};
 use super::model::*;
-use super::providers::{http_url, tls_settings};
 use super::raw::*;
 use super::typed;
+use super::values::{header_name, http_url, tls_settings};
 
 const TOKEN_PLACEHOLDER: &str = "{token}";
 const DEFAULT_MAX_REQUEST_BODY: u64 = 10 << 20;
 const TOKEN_TYPE_PLACEHOLDER: &str = "{token_type}";
 
+/// The providers a route may name.
+pub(crate) struct KnownProviders<'a> {
+    pub all: &'a [&'a str],
+    /// Those that mint a token per caller, from the token the route's inbound check verified.
+    pub per_caller: &'a [&'a str],
+}
+
+/// Validates the `routes` section, then the routes an import adds (each with the key path
+/// to report its errors under).
 pub(crate) fn validate_all(
     value: Option<Value>,
-    providers: &[&str],
+    imported: Vec<(String, Value)>,
+    providers: &KnownProviders<'_>,
     errors: &mut Errors,
 ) -> Vec<Route> {
     let items = match value {
@@ -28,14 +37,18 @@ pub(crate) fn validate_all(
             return Vec::new();
         }
     };
-    if items.is_empty() {
+    if items.is_empty() && imported.is_empty() {
         errors.push("routes", "at least one route is needed");
     }
     let mut names = HashSet::new();
     let mut matches = HashSet::new();
     let mut routes = Vec::new();
-    for (index, item) in items.into_iter().enumerate() {
-        let path = format!("routes[{index}]");
+    let items = items
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| (format!("routes[{index}]"), item))
+        .chain(imported);
+    for (path, item) in items {
         let Some(raw) = typed::<RawRoute>(item, &path, errors) else {
             continue;
         };
@@ -61,7 +74,7 @@ pub(crate) fn validate_all(
 fn validate_one(
     raw: RawRoute,
     path: &str,
-    providers: &[&str],
+    providers: &KnownProviders<'_>,
     errors: &mut Errors,
 ) -> Option<Route> {
     if raw.name.is_empty() || raw.name.chars().any(|c| c.is_control() || c == ' ') {
@@ -110,7 +123,7 @@ fn validate_one(
     let backends = backends(raw.upstream, &join(path, "upstream"), errors);
     let credential = raw
         .credential
-        .and_then(|raw| credential(raw, &join(path, "credential"), providers, errors));
+        .and_then(|raw| credential(raw, &join(path, "credential"), providers.all, errors));
     let on_upstream_status = raw.on_upstream_status.unwrap_or_else(|| vec![401]);
     for (index, status) in on_upstream_status.iter().enumerate() {
         if !(100..=599).contains(status) {
@@ -120,9 +133,21 @@ fn validate_one(
             );
         }
     }
+    let inbound_given = raw.inbound.is_some();
     let inbound = raw
         .inbound
         .and_then(|raw| super::inbound::validate(raw, &join(path, "inbound"), errors));
+    if let Some(credential) = &credential {
+        if providers.per_caller.contains(&credential.provider.as_str()) {
+            per_caller_route(
+                &credential.provider,
+                inbound.as_ref(),
+                inbound_given,
+                path,
+                errors,
+            );
+        }
+    }
     let defaults = UpstreamTimeouts::default();
     let raw_timeouts = raw.timeouts.unwrap_or_default();
     let timeouts = UpstreamTimeouts {
@@ -157,6 +182,59 @@ fn validate_one(
             .map_or(DEFAULT_MAX_REQUEST_BODY, |size| size.0),
         inbound,
     })
+}
+
+/// A route whose provider mints a token per caller exchanges the token its inbound check
+/// verified: it needs a check that verifies a token (jwt, or authorize without fail_open),
+/// and the upstream must never see the caller's own token.
+fn per_caller_route(
+    provider: &str,
+    inbound: Option<&InboundSettings>,
+    inbound_given: bool,
+    path: &str,
+    errors: &mut Errors,
+) {
+    let inbound_path = join(path, "inbound");
+    let Some(inbound) = inbound else {
+        if !inbound_given {
+            errors.push(
+                join(&join(path, "credential"), "provider"),
+                format!(
+                    "provider `{provider}` mints a token per caller from the caller's verified token: the route needs an inbound check (jwt, or authorize)"
+                ),
+            );
+        }
+        return;
+    };
+    if inbound.jwt.is_none() && inbound.authorize.is_none() {
+        errors.push(
+            &inbound_path,
+            format!(
+                "provider `{provider}` exchanges the caller's verified token, and an API key is none: configure jwt or authorize"
+            ),
+        );
+    }
+    if inbound.jwt.is_none()
+        && inbound
+            .authorize
+            .as_ref()
+            .is_some_and(|authorize| authorize.fail_open)
+    {
+        errors.push(
+            join(&join(&inbound_path, "authorize"), "fail_open"),
+            format!(
+                "a fail-open pass has not verified the caller's token, which provider `{provider}` exchanges: remove fail_open or add a jwt check"
+            ),
+        );
+    }
+    if inbound.forward_caller_credential {
+        errors.push(
+            join(&inbound_path, "forward_caller_credential"),
+            format!(
+                "must not be true on a route whose provider `{provider}` mints a token per caller: the upstream gets the minted token, never the caller's own"
+            ),
+        );
+    }
 }
 
 fn backends(raw: RawUpstream, path: &str, errors: &mut Errors) -> Option<Vec<Backend>> {
@@ -230,16 +308,7 @@ fn credential(
         );
     }
     let header_text = raw.header.unwrap_or_else(|| "Authorization".to_owned());
-    let header = match HeaderName::from_bytes(header_text.as_bytes()) {
-        Ok(header) => Some(header),
-        Err(_) => {
-            errors.push(
-                join(path, "header"),
-                format!("`{header_text}` is not a valid header name"),
-            );
-            None
-        }
-    };
+    let header = header_name(&header_text, &join(path, "header"), errors);
     let format_text = raw.format.unwrap_or_else(|| "Bearer {token}".to_owned());
     let format = token_format(&format_text, &join(path, "format"), errors);
     Some(Credential {

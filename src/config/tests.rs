@@ -380,3 +380,60 @@ mod properties {
         }
     }
 }
+
+/// Keys where exactly one of two may be given name the pair, at the parent key.
+#[test]
+fn keys_that_exclude_each_other_name_the_pair() {
+    let route =
+        "routes: [{ name: r, match: { path_prefix: / }, upstream: { url: 'http://127.0.0.1:9000' }";
+    let cases = [
+        (
+            "{ type: fortanix, base_url: 'https://dsm.example' }",
+            "providers.p: needs `basic` (user or app credentials) or `body` (a DSM login method)",
+        ),
+        (
+            "{ type: fortanix, base_url: 'https://dsm.example', basic: { username: u, password: pw }, body: { method: password, email: e, password: pw } }",
+            "providers.p: give either `basic` or `body`, not both",
+        ),
+        (
+            "{ type: static }",
+            "providers.p: needs `value` (e.g. an API key) or `basic` (username, password)",
+        ),
+        (
+            "{ type: static, value: v, basic: { username: u, password: pw } }",
+            "providers.p: give either `value` or `basic`, not both",
+        ),
+        (
+            "{ type: bagid, base_url: 'https://bagid.example', flow: guest, attestor: {} }",
+            "providers.p.attestor: give url (an HTTP attestor) or command (a program handed the nonce)",
+        ),
+        (
+            "{ type: bagid, base_url: 'https://bagid.example', flow: guest, attestor: { url: 'http://attestor', command: [attest] } }",
+            "providers.p.attestor: give url or command, not both",
+        ),
+    ];
+    for (provider, expected) in cases {
+        let errors = errors_of(&format!("providers: {{ p: {provider} }}\n{route} }}]\n"));
+        assert!(
+            errors.iter().any(|e| e == expected),
+            "{expected}: {errors:?}"
+        );
+    }
+    let inbound = [
+        (
+            "{ jwt: { from: {}, algorithms: [RS256], jwks_url: 'https://idp/jwks' } }",
+            "routes[0].inbound.jwt.from: give header (with an optional scheme) or cookie",
+        ),
+        (
+            "{ api_keys: { keys: ['0123456789abcdef'] }, authorize: { url: 'http://engine', resource: r, scope: s, from: { header: X, cookie: c } } }",
+            "routes[0].inbound.authorize.from: give header or cookie, not both",
+        ),
+    ];
+    for (section, expected) in inbound {
+        let errors = errors_of(&format!("{route}, inbound: {section} }}]\n"));
+        assert!(
+            errors.iter().any(|e| e == expected),
+            "{expected}: {errors:?}"
+        );
+    }
+}

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Refusal, REALM};
 use crate::config::inbound::ApiKeySettings;
+use crate::secret::constant_time_eq;
 
 pub(crate) struct ApiKeyCheck {
     header: HeaderName,
@@ -64,15 +65,6 @@ impl ApiKeyCheck {
             www_authenticate: challenge,
         }
     }
-}
-
-/// Equal in time independent of where the inputs differ.
-pub(crate) fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    let mut difference = 0u8;
-    for (x, y) in a.iter().zip(b.iter()) {
-        difference |= x ^ y;
-    }
-    std::hint::black_box(difference) == 0
 }
 
 #[cfg(test)]

@@ -18,8 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use jsonwebtoken::Algorithm;
 use moka::future::Cache;
 use moka::Expiry;
@@ -27,9 +25,10 @@ use serde::Deserialize;
 use tokio::runtime::Handle;
 use url::Url;
 
-use super::jwt::{Curve, PublicKey, VerifyKey};
+use super::jwt::VerifyKey;
 use super::Refusal;
 use crate::config::inbound::JwksSettings;
+use crate::keys::{JwkMembers, PublicKey};
 use crate::outbound::Outbound;
 
 /// A key set that cannot be refreshed stays in use this long past its refresh time.
@@ -378,39 +377,19 @@ fn parse_jwk(
     if raw.use_.as_deref().is_some_and(|u| u != "sig") {
         return Ok(None);
     }
-    let decode = |field: &Option<String>, name: &str| -> Result<Vec<u8>, String> {
-        let text = field
-            .as_deref()
-            .ok_or_else(|| format!("{} key without `{name}`", raw.kty))?;
-        URL_SAFE_NO_PAD
-            .decode(text.trim_end_matches('='))
-            .map_err(|_| format!("`{name}` is not base64url"))
+    let members = JwkMembers {
+        kty: &raw.kty,
+        crv: raw.crv.as_deref(),
+        n: raw.n.as_deref(),
+        e: raw.e.as_deref(),
+        x: raw.x.as_deref(),
+        y: raw.y.as_deref(),
     };
-    let key = match raw.kty.as_str() {
-        "RSA" => PublicKey::rsa(&decode(&raw.n, "n")?, &decode(&raw.e, "e")?)?,
-        "EC" => {
-            let curve = match raw.crv.as_deref() {
-                Some("P-256") => Curve::P256,
-                Some("P-384") => Curve::P384,
-                _ => return Err("EC key on an unsupported curve".to_owned()),
-            };
-            let mut point = vec![4u8];
-            point.extend(decode(&raw.x, "x")?);
-            point.extend(decode(&raw.y, "y")?);
-            PublicKey::ec(curve, &point)?
-        }
-        "OKP" if raw.crv.as_deref() == Some("Ed25519") => {
-            PublicKey::ed25519(&decode(&raw.x, "x")?)?
-        }
-        // Symmetric keys do not belong in a published key set; never use them.
-        "oct" => return Ok(None),
-        other => return Err(format!("unsupported key type `{other}`")),
+    // Symmetric keys do not belong in a published key set; never use them.
+    let Some(key) = PublicKey::from_jwk(&members)? else {
+        return Ok(None);
     };
-    let mut algorithms: Vec<Algorithm> = configured
-        .iter()
-        .copied()
-        .filter(|a| key.algorithms().contains(a))
-        .collect();
+    let mut algorithms = key.usable(configured);
     if let Some(alg) = &raw.alg {
         let Ok(stated) = alg.parse::<Algorithm>() else {
             return Err(format!(
@@ -424,7 +403,7 @@ fn parse_jwk(
     }
     Ok(Some(VerifyKey {
         kid: raw.kid,
-        key: key.decoding_key(),
+        key: key.decoding_key().clone(),
         algorithms,
     }))
 }

@@ -19,216 +19,13 @@ use http::HeaderMap;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde_json::{Map, Value};
-use x509_parser::oid_registry::{
-    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION,
-    OID_SIG_ED25519,
-};
-use x509_parser::prelude::FromDer;
-use x509_parser::public_key::RSAPublicKey;
-use x509_parser::x509::SubjectPublicKeyInfo;
 
 use super::jwks::{Jwks, Selection};
 use super::{credential, field, invalid, unauthenticated, InboundBuildError, Refusal};
 use crate::config::inbound::{JwtKeySettings, JwtSettings, TokenSource};
 
-const MIN_RSA_BITS: usize = 2048;
-/// The largest modulus the RSA verifier accepts.
-const MAX_RSA_BITS: usize = 4096;
 /// A token without `kid` is tried against at most this many keys of a JWKS.
 const MAX_KEYS_WITHOUT_KID: usize = 4;
-
-/// A public key, parsed and checked once.
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) enum PublicKey {
-    Rsa { n: Vec<u8>, e: Vec<u8>, bits: usize },
-    Ec { curve: Curve, point: Vec<u8> },
-    Ed25519 { x: Vec<u8> },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Curve {
-    P256,
-    P384,
-}
-
-impl fmt::Debug for PublicKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.describe())
-    }
-}
-
-impl PublicKey {
-    /// RSA from its big-endian modulus and exponent; sizes are checked.
-    pub(crate) fn rsa(n: &[u8], e: &[u8]) -> Result<PublicKey, String> {
-        let n = strip_zeros(n);
-        let e = strip_zeros(e);
-        let bits = match n.first() {
-            Some(first) => n.len() * 8 - first.leading_zeros() as usize,
-            None => 0,
-        };
-        if bits < MIN_RSA_BITS {
-            return Err(format!(
-                "the RSA key has {bits} bits; at least {MIN_RSA_BITS} are needed"
-            ));
-        }
-        if bits > MAX_RSA_BITS {
-            return Err(format!(
-                "the RSA key has {bits} bits; at most {MAX_RSA_BITS} are supported"
-            ));
-        }
-        let exponent = if e.is_empty() || e.len() > 4 {
-            0
-        } else {
-            e.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
-        };
-        if exponent < 3 || exponent % 2 == 0 {
-            return Err("the RSA key has an unusable public exponent".to_owned());
-        }
-        Ok(PublicKey::Rsa {
-            n: n.to_vec(),
-            e: e.to_vec(),
-            bits,
-        })
-    }
-
-    /// An EC key from its SEC1 uncompressed point; the point is checked to be on the curve.
-    pub(crate) fn ec(curve: Curve, point: &[u8]) -> Result<PublicKey, String> {
-        let coordinate = match curve {
-            Curve::P256 => 32,
-            Curve::P384 => 48,
-        };
-        if point.len() != 1 + 2 * coordinate || point.first() != Some(&4) {
-            return Err(format!(
-                "the {} key is not an uncompressed point of that curve",
-                curve.name()
-            ));
-        }
-        let key = PublicKey::Ec {
-            curve,
-            point: point.to_vec(),
-        };
-        key.self_check()?;
-        Ok(key)
-    }
-
-    pub(crate) fn ed25519(x: &[u8]) -> Result<PublicKey, String> {
-        if x.len() != 32 {
-            return Err("the Ed25519 key is not 32 bytes".to_owned());
-        }
-        let key = PublicKey::Ed25519 { x: x.to_vec() };
-        key.self_check()?;
-        Ok(key)
-    }
-
-    /// The algorithms this key type can verify.
-    pub(crate) fn algorithms(&self) -> &'static [Algorithm] {
-        match self {
-            PublicKey::Rsa { .. } => AlgorithmFamily::Rsa.algorithms(),
-            PublicKey::Ec {
-                curve: Curve::P256, ..
-            } => &[Algorithm::ES256],
-            PublicKey::Ec {
-                curve: Curve::P384, ..
-            } => &[Algorithm::ES384],
-            PublicKey::Ed25519 { .. } => &[Algorithm::EdDSA],
-        }
-    }
-
-    pub(crate) fn describe(&self) -> String {
-        match self {
-            PublicKey::Rsa { bits, .. } => format!("RSA {bits}-bit"),
-            PublicKey::Ec { curve, .. } => format!("EC {}", curve.name()),
-            PublicKey::Ed25519 { .. } => "Ed25519".to_owned(),
-        }
-    }
-
-    pub(crate) fn decoding_key(&self) -> DecodingKey {
-        match self {
-            PublicKey::Rsa { n, e, .. } => DecodingKey::from_rsa_raw_components(n, e),
-            PublicKey::Ec { point, .. } => DecodingKey::from_ec_der(point),
-            PublicKey::Ed25519 { x } => DecodingKey::from_ed_der(x),
-        }
-    }
-
-    /// Builds the verifier once: for EC and Ed25519 that parses the point, so a key that is
-    /// not on its curve fails here rather than on every request.
-    fn self_check(&self) -> Result<(), String> {
-        let algorithm = self.algorithms()[0];
-        jsonwebtoken::crypto::verify("AAAA", b"probe", &self.decoding_key(), algorithm)
-            .map(|_| ())
-            .map_err(|_| format!("the {} key is not a valid point", self.describe()))
-    }
-}
-
-impl Curve {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Curve::P256 => "P-256",
-            Curve::P384 => "P-384",
-        }
-    }
-}
-
-fn strip_zeros(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
-    &bytes[start..]
-}
-
-/// Parses a PEM public key: `PUBLIC KEY` (SPKI: RSA, EC P-256/P-384, Ed25519),
-/// `RSA PUBLIC KEY` (PKCS#1) or a `CERTIFICATE` (its subject key). Private keys are refused.
-pub(crate) fn parse_public_key_pem(pem: &[u8]) -> Result<PublicKey, String> {
-    let (_, parsed) = x509_parser::pem::parse_x509_pem(pem)
-        .map_err(|_| "not a PEM file (expected -----BEGIN PUBLIC KEY-----)".to_owned())?;
-    match parsed.label.as_str() {
-        "PUBLIC KEY" => {
-            let (_, spki) = SubjectPublicKeyInfo::from_der(&parsed.contents)
-                .map_err(|_| "the PUBLIC KEY block does not parse".to_owned())?;
-            from_spki(&spki)
-        }
-        "RSA PUBLIC KEY" => {
-            let (_, rsa) = RSAPublicKey::from_der(&parsed.contents)
-                .map_err(|_| "the RSA PUBLIC KEY block does not parse".to_owned())?;
-            PublicKey::rsa(rsa.modulus, rsa.exponent)
-        }
-        "CERTIFICATE" => {
-            let certificate = parsed
-                .parse_x509()
-                .map_err(|_| "the CERTIFICATE block does not parse".to_owned())?;
-            from_spki(certificate.public_key())
-        }
-        label if label.contains("PRIVATE KEY") => Err(
-            "holds a private key; give the issuer's public key (openssl pkey -pubout)".to_owned(),
-        ),
-        label => Err(format!(
-            "holds a `{label}` block; expected PUBLIC KEY, RSA PUBLIC KEY or CERTIFICATE"
-        )),
-    }
-}
-
-fn from_spki(spki: &SubjectPublicKeyInfo<'_>) -> Result<PublicKey, String> {
-    let algorithm = &spki.algorithm.algorithm;
-    let data: &[u8] = &spki.subject_public_key.data;
-    if *algorithm == OID_PKCS1_RSAENCRYPTION {
-        let (_, rsa) =
-            RSAPublicKey::from_der(data).map_err(|_| "the RSA key does not parse".to_owned())?;
-        PublicKey::rsa(rsa.modulus, rsa.exponent)
-    } else if *algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY {
-        let curve = spki
-            .algorithm
-            .parameters
-            .as_ref()
-            .and_then(|parameters| parameters.as_oid().ok());
-        match curve {
-            Some(oid) if oid == OID_EC_P256 => PublicKey::ec(Curve::P256, data),
-            Some(oid) if oid == OID_NIST_EC_P384 => PublicKey::ec(Curve::P384, data),
-            _ => Err("the EC key is on a curve other than P-256 or P-384".to_owned()),
-        }
-    } else if *algorithm == OID_SIG_ED25519 {
-        PublicKey::ed25519(data)
-    } else {
-        Err(format!("unsupported key type (OID {algorithm})"))
-    }
-}
 
 /// A key ready to verify, with the algorithms it may verify (its type's, intersected with
 /// the configured list and, for a JWK, its `alg`).
@@ -313,15 +110,8 @@ impl JwtCheck {
                     algorithms: settings.algorithms.clone(),
                 })
             }
-            JwtKeySettings::PublicKeyPem { path, pem } => {
-                let key = parse_public_key_pem(pem)
-                    .map_err(|reason| error(format!("{}: {reason}", path.display())))?;
-                let algorithms: Vec<Algorithm> = settings
-                    .algorithms
-                    .iter()
-                    .copied()
-                    .filter(|a| key.algorithms().contains(a))
-                    .collect();
+            JwtKeySettings::PublicKeyPem { path, key } => {
+                let algorithms = key.usable(&settings.algorithms);
                 if algorithms.is_empty() {
                     return Err(error(format!(
                         "the {} key in {} verifies none of the configured algorithms",
@@ -331,7 +121,7 @@ impl JwtCheck {
                 }
                 Keys::Fixed(VerifyKey {
                     kid: None,
-                    key: key.decoding_key(),
+                    key: key.decoding_key().clone(),
                     algorithms,
                 })
             }
@@ -378,6 +168,11 @@ impl JwtCheck {
             required_claims: settings.required_claims.clone(),
             required_scopes: settings.required_scopes.clone(),
         })
+    }
+
+    /// Where the token is read.
+    pub(crate) fn source(&self) -> &TokenSource {
+        &self.from
     }
 
     /// The verified claims, or why not.

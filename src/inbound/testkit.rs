@@ -1,6 +1,6 @@
 //! The inbound unit tests' kit: `tollgate_standins::inbound` (the fixed test keys, token
 //! minting, JWKS documents and server, sign-in on the Auth Engine stand-in), which
-//! `tests/inbound.rs` uses too, plus the settings built from tollgate's own config types,
+//! `tests/e2e/inbound.rs` uses too, plus the settings built from tollgate's own config types,
 //! which the stand-ins crate cannot name.
 
 use std::time::Duration;
@@ -12,6 +12,7 @@ use crate::config::inbound::{
     JwksSettings, JwtKeySettings, JwtSettings, TokenSource, DEFAULT_INBOUND_TIMEOUT,
 };
 use crate::config::TlsSettings;
+use crate::keys::PublicKey;
 
 pub fn bearer_source() -> TokenSource {
     TokenSource::Header {
@@ -37,7 +38,7 @@ pub fn jwt_settings(algorithms: &[Algorithm], key: JwtKeySettings) -> JwtSetting
 pub fn pem_key(pem: &[u8]) -> JwtKeySettings {
     JwtKeySettings::PublicKeyPem {
         path: "testdata/key.pem".into(),
-        pem: pem.to_vec(),
+        key: PublicKey::from_pem(pem).unwrap(),
     }
 }
 

@@ -1,14 +1,108 @@
 //! `tollgate demo` as a user runs it: it prints the curl lines to try, every demo route
 //! shows its injected credential, and Ctrl-C (SIGINT) ends it cleanly. The demo uses fixed
-//! ports (which the harness's `free_port` never draws), so this module holds one test. A
-//! build without the `demo` feature has no demo (see main.rs).
+//! ports (which the harness's `free_port` never draws), so one demo runs at a time: every
+//! test that runs it (here, in `mcp` and in `per_caller`) starts it with [`Demo::start`],
+//! which waits for the one before to end. A build without the `demo` feature has no demo
+//! (see main.rs).
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use crate::common::{client, eventually, BIN};
+
+/// Held by the running demo: its ports are fixed, so a second one would not start.
+static DEMO_PORTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The last line of the demo's instructions.
+const LAST_INSTRUCTION: &str = "Ctrl-C stops it.";
+
+/// A running `tollgate demo`, killed when dropped; it holds the demo ports until then.
+pub struct Demo {
+    child: std::process::Child,
+    printed: Arc<Mutex<Vec<String>>>,
+    _ports: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl Demo {
+    /// Starts `tollgate demo` (once no other test runs it) and waits until it is ready
+    /// (`/readyz` 200) and its instructions are printed to the last line.
+    pub async fn start() -> Demo {
+        let ports = DEMO_PORTS.lock().await;
+        let mut child = Command::new(BIN)
+            .arg("demo")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tollgate demo starts");
+        // Read stdout all along (the log lines follow the instructions), so the pipe never
+        // fills.
+        let printed = Arc::new(Mutex::new(Vec::<String>::new()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let lines = Arc::clone(&printed);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let demo = Demo {
+            child,
+            printed,
+            _ports: ports,
+        };
+        let client = client();
+        let ready = eventually(Duration::from_secs(20), || async {
+            let ready = client.get("http://127.0.0.1:9901/readyz").send().await;
+            ready.is_ok_and(|reply| reply.status() == 200)
+        })
+        .await;
+        assert!(ready, "the demo is not ready within 20 s");
+        // The instructions are printed before the gateway serves; this waits for the
+        // reader thread to have them all.
+        let shown = eventually(Duration::from_secs(10), || async {
+            demo.printed().iter().any(|line| line == LAST_INSTRUCTION)
+        })
+        .await;
+        assert!(
+            shown,
+            "the demo did not print its instructions:\n{:?}",
+            demo.printed()
+        );
+        demo
+    }
+
+    /// The lines the demo printed so far.
+    pub fn printed(&self) -> Vec<String> {
+        self.printed.lock().unwrap().clone()
+    }
+
+    /// Sends SIGINT (Ctrl-C) and waits up to `limit` for the demo to exit.
+    async fn interrupt(&mut self, limit: Duration) -> ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "demo did not exit on SIGINT");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 /// The demo's routes and the header each one injects.
 const ROUTES: [(&str, &str, &str); 9] = [
@@ -36,46 +130,11 @@ async fn echoed(client: &reqwest::Client, path: &str, header: (&str, &str)) -> V
         .expect("echo JSON")
 }
 
-struct Demo(std::process::Child);
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_routes_show_their_credentials_and_ctrl_c_exits_cleanly() {
-    let mut demo = Demo(
-        Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .arg("demo")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tollgate demo starts"),
-    );
-    // Read stdout all along (the log lines follow the instructions), so the pipe never fills.
-    let printed = Arc::new(Mutex::new(Vec::<String>::new()));
-    let stdout = demo.0.stdout.take().expect("piped stdout");
-    let lines = Arc::clone(&printed);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            lines.lock().unwrap().push(line);
-        }
-    });
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let ready = client.get("http://127.0.0.1:9901/readyz").send().await;
-        if ready.is_ok_and(|r| r.status() == 200) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "demo not ready within 20 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // The instructions are printed before the gateway serves: a ready demo has shown them.
-    let printed = printed.lock().unwrap().join("\n");
+    let mut demo = Demo::start().await;
+    let client = client();
+    let printed = demo.printed().join("\n");
     for (route, _, _) in ROUTES {
         let curl = format!("curl -s localhost:8080/{route}/anything");
         assert!(printed.contains(&curl), "the demo did not print `{curl}`");
@@ -125,19 +184,6 @@ async fn demo_routes_show_their_credentials_and_ctrl_c_exits_cleanly() {
         "the caller's key was forwarded"
     );
 
-    let pid = demo.0.id().to_string();
-    let sent = Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .expect("kill runs");
-    assert!(sent.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = demo.0.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "demo did not exit on SIGINT");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = demo.interrupt(Duration::from_secs(10)).await;
     assert!(status.success(), "demo exited with {status}");
 }

@@ -10,6 +10,7 @@ mod common;
 mod admin;
 mod providers;
 mod proxying;
+mod token_lifecycle;
 mod tokens;
 
 // Provider types.
@@ -17,6 +18,13 @@ mod provider_types;
 mod provider_types_bagid;
 mod provider_types_leaks;
 mod provider_types_static_http;
+
+// Credentials minted per caller, and tokens shared by a fleet of gateways.
+mod fleet;
+mod per_caller;
+
+// The MCP endpoint, driven by the official MCP Python SDK (mcp/client.py).
+mod mcp;
 
 // Inbound checks and the attacker's view.
 mod abuse;

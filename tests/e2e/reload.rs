@@ -347,8 +347,9 @@ async fn unchanged_providers_keep_their_token_changed_ones_log_in_removed_ones_g
 
     gateway.rewrite_config(&provider_changed);
     wait_reloads(&gateway, "success", 2.0, POLL_SEEN).await;
+    // Counted by the gateway once the new token is in its cache.
     let logged_in = eventually(Duration::from_secs(3), || async {
-        idp.token_requests() >= 2
+        gateway.token_requests("idp", "login", "success").await >= 2.0
     })
     .await;
     assert!(logged_in, "the changed provider did not log in again");

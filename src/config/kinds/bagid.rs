@@ -3,12 +3,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{http_url, require_secret};
+use super::{http_url, one_of, require_secret, OneOf};
 use crate::config::error::{join, Errors};
 use crate::config::model::*;
 use crate::config::raw::*;
 
 const DEFAULT_ATTESTOR_TIMEOUT: Duration = Duration::from_secs(5);
+/// `federated_token: from_caller`: the caller's verified token is the federated token.
+const FROM_CALLER: &str = "from_caller";
 
 pub(crate) fn validate(raw: RawBagId, path: &str, errors: &mut Errors) -> Option<BagIdSettings> {
     let base_url = http_url(&raw.base_url, &join(path, "base_url"), errors);
@@ -32,6 +34,10 @@ pub(crate) fn validate(raw: RawBagId, path: &str, errors: &mut Errors) -> Option
             unused(raw.attestor.is_some(), "attestor", errors);
             let app_key = require_secret(raw.app_key, &join(path, "app_key"), &needed, errors);
             let token = match (raw.federated_token, raw.federated_token_file) {
+                // Not a token: the caller's verified token, one session per caller.
+                (Some(token), None) if token.expose() == FROM_CALLER => {
+                    Some(FederatedToken::FromCaller)
+                }
                 (Some(token), None) => {
                     require_secret(Some(token), &join(path, "federated_token"), "", errors)
                         .map(FederatedToken::Value)
@@ -122,11 +128,19 @@ pub(crate) fn validate(raw: RawBagId, path: &str, errors: &mut Errors) -> Option
 
 fn attestor_settings(raw: RawAttestor, path: &str, errors: &mut Errors) -> Option<Attestor> {
     let timeout = raw.timeout.map_or(DEFAULT_ATTESTOR_TIMEOUT, |t| t.0);
-    match (raw.url, raw.command) {
-        (Some(url), None) => {
+    let given = one_of(
+        raw.url,
+        raw.command,
+        path,
+        "give url (an HTTP attestor) or command (a program handed the nonce)",
+        "give url or command, not both",
+        errors,
+    );
+    match given? {
+        OneOf::First(url) => {
             http_url(&url, &join(path, "url"), errors).map(|url| Attestor::Http { url, timeout })
         }
-        (None, Some(mut command)) => {
+        OneOf::Second(mut command) => {
             if command.is_empty() || command[0].trim().is_empty() {
                 errors.push(join(path, "command"), "needs at least the program to run");
                 return None;
@@ -137,17 +151,6 @@ fn attestor_settings(raw: RawAttestor, path: &str, errors: &mut Errors) -> Optio
                 args: command,
                 timeout,
             })
-        }
-        (None, None) => {
-            errors.push(
-                path,
-                "give url (an HTTP attestor) or command (a program handed the nonce)",
-            );
-            None
-        }
-        (Some(_), Some(_)) => {
-            errors.push(path, "give url or command, not both");
-            None
         }
     }
 }

@@ -1,6 +1,6 @@
 //! `type: fortanix`: a Fortanix DSM session by HTTP Basic or a body method.
 
-use super::{http_url, require_secret};
+use super::{http_url, one_of, require_secret, OneOf};
 use crate::config::error::{join, Errors};
 use crate::config::model::*;
 use crate::config::raw::*;
@@ -11,8 +11,16 @@ pub(crate) fn validate(
     errors: &mut Errors,
 ) -> Option<FortanixSettings> {
     let base_url = http_url(&raw.base_url, &join(path, "base_url"), errors);
-    let login = match (raw.basic, raw.body) {
-        (Some(basic), None) => {
+    let given = one_of(
+        raw.basic,
+        raw.body,
+        path,
+        "needs `basic` (user or app credentials) or `body` (a DSM login method)",
+        "give either `basic` or `body`, not both",
+        errors,
+    );
+    let login = match given {
+        Some(OneOf::First(basic)) => {
             let basic_path = join(path, "basic");
             non_empty(&basic.username, &join(&basic_path, "username"), errors);
             require_secret(
@@ -26,18 +34,8 @@ pub(crate) fn validate(
                 password,
             })
         }
-        (None, Some(body)) => body_login(body, &join(path, "body"), errors),
-        (None, None) => {
-            errors.push(
-                path,
-                "needs `basic` (user or app credentials) or `body` (a DSM login method)",
-            );
-            None
-        }
-        (Some(_), Some(_)) => {
-            errors.push(path, "give either `basic` or `body`, not both");
-            None
-        }
+        Some(OneOf::Second(body)) => body_login(body, &join(path, "body"), errors),
+        None => None,
     };
     Some(FortanixSettings {
         base_url: base_url?,

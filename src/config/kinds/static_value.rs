@@ -2,16 +2,24 @@
 
 use base64::Engine;
 
-use super::require_secret;
+use super::{one_of, require_secret, OneOf};
 use crate::config::error::{join, Errors};
 use crate::config::model::*;
 use crate::config::raw::*;
 use crate::secret::Secret;
 
 pub(crate) fn validate(raw: RawStatic, path: &str, errors: &mut Errors) -> Option<StaticSettings> {
-    let value = match (raw.value, raw.basic) {
-        (Some(value), None) => require_secret(Some(value), &join(path, "value"), "", errors),
-        (None, Some(basic)) => {
+    let given = one_of(
+        raw.value,
+        raw.basic,
+        path,
+        "needs `value` (e.g. an API key) or `basic` (username, password)",
+        "give either `value` or `basic`, not both",
+        errors,
+    );
+    let value = match given? {
+        OneOf::First(value) => require_secret(Some(value), &join(path, "value"), "", errors),
+        OneOf::Second(basic) => {
             if basic.username.contains(':') {
                 errors.push(
                     join(path, "basic.username"),
@@ -23,17 +31,6 @@ pub(crate) fn validate(raw: RawStatic, path: &str, errors: &mut Errors) -> Optio
             Some(Secret::new(
                 base64::engine::general_purpose::STANDARD.encode(pair),
             ))
-        }
-        (None, None) => {
-            errors.push(
-                path,
-                "needs `value` (e.g. an API key) or `basic` (username, password)",
-            );
-            None
-        }
-        (Some(_), Some(_)) => {
-            errors.push(path, "give either `value` or `basic`, not both");
-            None
         }
     }?;
     if value

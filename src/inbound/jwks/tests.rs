@@ -1,5 +1,7 @@
 use std::time::Duration;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use jsonwebtoken::Algorithm;
 use serde_json::json;
 use tokio::runtime::Handle;

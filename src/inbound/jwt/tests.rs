@@ -552,35 +552,3 @@ async fn required_claims_and_scopes_give_403() {
     });
     assert!(check.check(&bearer(&token)).await.is_ok());
 }
-
-#[test]
-fn public_key_files_are_parsed_and_checked() {
-    let rsa = parse_public_key_pem(RSA1_PUBLIC).unwrap();
-    assert_eq!(rsa.describe(), "RSA 2048-bit");
-    assert_eq!(parse_public_key_pem(RSA1_PUBLIC_PKCS1).unwrap(), rsa);
-    assert_eq!(
-        parse_public_key_pem(EC256_PUBLIC).unwrap().algorithms(),
-        &[Algorithm::ES256]
-    );
-    assert_eq!(
-        parse_public_key_pem(EC384_PUBLIC).unwrap().algorithms(),
-        &[Algorithm::ES384]
-    );
-    assert_eq!(
-        parse_public_key_pem(ED25519_PUBLIC).unwrap().algorithms(),
-        &[Algorithm::EdDSA]
-    );
-    let private = parse_public_key_pem(RSA1_PRIVATE).unwrap_err();
-    assert!(private.contains("private key"), "{private}");
-    let weak = parse_public_key_pem(RSA_WEAK_PUBLIC).unwrap_err();
-    assert!(weak.contains("1024 bits"), "{weak}");
-    assert!(parse_public_key_pem(b"not a pem").is_err());
-    assert!(
-        parse_public_key_pem(b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
-            .is_err()
-    );
-    // A point that is not on the curve is refused up front.
-    let mut point = vec![4u8];
-    point.extend([1u8; 64]);
-    assert!(PublicKey::ec(Curve::P256, &point).is_err());
-}
