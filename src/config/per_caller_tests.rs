@@ -55,7 +55,7 @@ fn a_token_exchange_provider_with_its_defaults() {
         panic!("not token_exchange: {:?}", spec.settings);
     };
     assert_eq!(settings.subject_token_type, ACCESS_TOKEN_TYPE);
-    assert_eq!(settings.client_auth, ClientAuth::Basic);
+    assert_eq!(settings.client.client_auth, ClientAuth::Basic);
     assert!(settings.audiences.is_empty() && settings.resources.is_empty());
     assert!(settings.actor.is_none());
     assert_eq!(spec.settings.kind(), "token_exchange");
