@@ -23,6 +23,7 @@ const LAST_INSTRUCTION: &str = "Ctrl-C stops it.";
 /// A running `tollgate demo`, killed when dropped; it holds the demo ports until then.
 pub struct Demo {
     child: std::process::Child,
+    client: reqwest::Client,
     printed: Arc<Mutex<Vec<String>>>,
     _ports: tokio::sync::MutexGuard<'static, ()>,
 }
@@ -50,12 +51,12 @@ impl Demo {
         });
         let demo = Demo {
             child,
+            client: client(),
             printed,
             _ports: ports,
         };
-        let client = client();
         let ready = eventually(Duration::from_secs(20), || async {
-            let ready = client.get("http://127.0.0.1:9901/readyz").send().await;
+            let ready = demo.client.get("http://127.0.0.1:9901/readyz").send().await;
             ready.is_ok_and(|reply| reply.status() == 200)
         })
         .await;
@@ -72,6 +73,15 @@ impl Demo {
             demo.printed()
         );
         demo
+    }
+
+    /// `GET path` on the demo's proxy port with `headers`.
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut request = self.client.get(format!("http://127.0.0.1:8080{path}"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("the demo answers")
     }
 
     /// The lines the demo printed so far.
@@ -117,14 +127,10 @@ const ROUTES: [(&str, &str, &str); 9] = [
     ("declared", "authorization", "Bearer eyJ"),
 ];
 
-/// `GET path` on the demo's proxy port with `header`: what the echo upstream saw.
-async fn echoed(client: &reqwest::Client, path: &str, header: (&str, &str)) -> Value {
-    client
-        .get(format!("http://127.0.0.1:8080{path}"))
-        .header(header.0, header.1)
-        .send()
+/// `GET path` on the demo with `header`: what the echo upstream saw.
+async fn echoed(demo: &Demo, path: &str, header: (&str, &str)) -> Value {
+    demo.get(path, &[header])
         .await
-        .expect("demo answers")
         .json()
         .await
         .expect("echo JSON")
@@ -133,7 +139,6 @@ async fn echoed(client: &reqwest::Client, path: &str, header: (&str, &str)) -> V
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_routes_show_their_credentials_and_ctrl_c_exits_cleanly() {
     let mut demo = Demo::start().await;
-    let client = client();
     let printed = demo.printed().join("\n");
     for (route, _, _) in ROUTES {
         let curl = format!("curl -s localhost:8080/{route}/anything");
@@ -142,7 +147,7 @@ async fn demo_routes_show_their_credentials_and_ctrl_c_exits_cleanly() {
 
     for (route, header, prefix) in ROUTES {
         let path = format!("/{route}/anything");
-        let reply = echoed(&client, &path, (header, "caller-supplied")).await;
+        let reply = echoed(&demo, &path, (header, "caller-supplied")).await;
         let value = reply["headers"][header].as_str().unwrap_or_default();
         assert!(value.starts_with(prefix), "{route}: {header} is {value:?}");
         assert!(
@@ -160,17 +165,13 @@ async fn demo_routes_show_their_credentials_and_ctrl_c_exits_cleanly() {
         );
     }
 
-    let refused = client
-        .get("http://127.0.0.1:8080/ingress/anything")
-        .send()
-        .await
-        .expect("demo answers");
+    let refused = demo.get("/ingress/anything", &[]).await;
     assert_eq!(refused.status(), 401);
     assert!(refused.headers().contains_key("www-authenticate"));
     let refused: Value = refused.json().await.expect("JSON error");
     assert_eq!(refused["error"], "unauthenticated");
     let passed = echoed(
-        &client,
+        &demo,
         "/ingress/anything",
         ("x-api-key", "demo-caller-key-0001"),
     )

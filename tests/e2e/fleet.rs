@@ -4,13 +4,12 @@
 //! take the stored token, keeps a replica with other credentials apart, stores nothing in
 //! clear, and keeps serving (each replica on its own) while the store is frozen or stopped.
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
 use serde_json::Value;
 use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
+use tollgate_standins::redis::RedisServer;
 use tollgate_standins::resource::ResourceServer;
 
 const RESOURCE: &str = "https://reports.internal/";
@@ -18,86 +17,17 @@ const RESOURCE: &str = "https://reports.internal/";
 const STORE_KEY: &str = "bm90LWEtcmVhbC1rZXktanVzdC1mb3ItdGhlLXRlc3Q=";
 const CLIENT_SECRET: &str = "fleet-client-secret-8c2f";
 
-/// `redis-server` on a free loopback port, with nothing written to disk.
-struct Redis {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl Redis {
-    async fn start() -> Redis {
-        Self::start_on(free_port()).await
-    }
-
-    async fn start_on(port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no", "--protected-mode", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (installed by .ci/deps)");
-        let redis = Redis {
-            child: Some(child),
-            port,
-        };
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let up = eventually(Duration::from_secs(10), || async {
-            tokio::net::TcpStream::connect(addr).await.is_ok()
+/// Every key and value in the store.
+fn dump(redis: &RedisServer) -> Vec<(String, String)> {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut connection).unwrap();
+    keys.into_iter()
+        .map(|key| {
+            let value: String = redis::cmd("GET").arg(&key).query(&mut connection).unwrap();
+            (key, value)
         })
-        .await;
-        assert!(up, "redis-server did not listen on {addr}");
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().expect("running").id().to_string();
-        let sent = Command::new("kill").args([signal, &pid]).status().unwrap();
-        assert!(sent.success());
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Every key and value in the store.
-    fn dump(&self) -> Vec<(String, String)> {
-        let client = redis::Client::open(self.url()).unwrap();
-        let mut connection = client.get_connection().unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut connection).unwrap();
-        keys.into_iter()
-            .map(|key| {
-                let value: String = redis::cmd("GET").arg(&key).query(&mut connection).unwrap();
-                (key, value)
-            })
-            .collect()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        if let Some(child) = &self.child {
-            // A frozen server would not die of SIGKILL's friends; thaw it first.
-            let _ = Command::new("kill")
-                .args(["-CONT", &child.id().to_string()])
-                .status();
-        }
-        self.stop();
-    }
+        .collect()
 }
 
 /// The identity server (knows two secrets of one client, as during a rotation) and the API.
@@ -122,25 +52,47 @@ async fn servers(ttl: Duration) -> (OAuth2StandIn, ResourceServer) {
 fn replica_config(
     idp: &OAuth2StandIn,
     api: &ResourceServer,
-    redis: &Redis,
+    redis: &RedisServer,
     secret: &str,
     refresh: &str,
 ) -> String {
-    config(
-        &[oauth2(
-            "idp",
-            &idp.token_url(),
-            &format!("client_id: gateway\nclient_secret: {secret}\nresource: {RESOURCE}\n{refresh}"),
-        )],
-        &[route("api", "/api/", &api.url(), "idp", "")],
-    )
-    .replace(
-        "  threads: 1\n",
+    let keys =
+        format!("client_id: gateway\nclient_secret: {secret}\nresource: {RESOURCE}\n{refresh}");
+    with_store(
+        &single_route(oauth2("idp", &idp.token_url(), &keys), "/api/", &api.url()),
         &format!(
-            "  threads: 1\n  store: {{ url: \"{}\", encryption_key: \"{STORE_KEY}\", lease: 5s, timeout: 300ms }}\n",
+            "{{ url: \"{}\", encryption_key: \"{STORE_KEY}\", lease: 5s, timeout: 300ms }}",
             redis.url()
         ),
     )
+}
+
+/// `yaml` with `server.store: store`.
+fn with_store(yaml: &str, store: &str) -> String {
+    with_server(yaml, &format!("store: {store}"))
+}
+
+/// A store, the identity server (`ttl` tokens) and the API, and the replicas' config with
+/// `refresh`.
+struct Stack {
+    redis: RedisServer,
+    idp: OAuth2StandIn,
+    api: ResourceServer,
+    yaml: String,
+}
+
+impl Stack {
+    async fn start(ttl: Duration, refresh: &str) -> Stack {
+        let redis = RedisServer::start_on(free_port()).await;
+        let (idp, api) = servers(ttl).await;
+        let yaml = replica_config(&idp, &api, &redis, CLIENT_SECRET, refresh);
+        Stack {
+            redis,
+            idp,
+            api,
+            yaml,
+        }
+    }
 }
 
 async fn replicas(yaml: &str, count: usize) -> Vec<Gateway> {
@@ -190,23 +142,35 @@ fn logins(idp: &OAuth2StandIn) -> usize {
     idp.token_requests()
 }
 
+/// Waits until every replica's `/status` says `store: state` (`up`, `down`), and checks
+/// that `tollgate_store_up` says so too.
+async fn wait_store(fleet: &[Gateway], state: &str, within: Duration, how: &str) {
+    let up = if state == "up" { 1.0 } else { 0.0 };
+    for gateway in fleet {
+        let seen = eventually(within, || async {
+            gateway.status().await["store"] == state
+        })
+        .await;
+        assert!(seen, "{how}: /status never said store: {state}");
+        assert_eq!(gateway.metric("tollgate_store_up").await, up);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_log_in_once_and_a_revoked_token_costs_one_login() {
-    let redis = Redis::start().await;
-    let (idp, api) = servers(Duration::from_secs(300)).await;
-    let yaml = replica_config(&idp, &api, &redis, CLIENT_SECRET, "");
-    let fleet = replicas(&yaml, 3).await;
+    let stack = Stack::start(Duration::from_secs(300), "").await;
+    let fleet = replicas(&stack.yaml, 3).await;
     load(&fleet, 10).await;
     assert_eq!(
-        logins(&idp),
+        logins(&stack.idp),
         1,
         "three replicas started at once made one login"
     );
 
-    idp.revoke_all();
+    stack.idp.revoke_all();
     load(&fleet, 10).await;
     assert_eq!(
-        logins(&idp),
+        logins(&stack.idp),
         2,
         "one new login for the fleet after a revocation"
     );
@@ -224,35 +188,40 @@ async fn three_replicas_log_in_once_and_a_revoked_token_costs_one_login() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_late_replica_takes_the_stored_token_and_other_credentials_do_not() {
-    let redis = Redis::start().await;
-    let (idp, api) = servers(Duration::from_secs(300)).await;
-    let yaml = replica_config(&idp, &api, &redis, CLIENT_SECRET, "");
-    let first = replicas(&yaml, 1).await;
+    let stack = Stack::start(Duration::from_secs(300), "").await;
+    let (idp, yaml) = (&stack.idp, &stack.yaml);
+    let first = replicas(yaml, 1).await;
     load(&first, 1).await;
-    assert_eq!(logins(&idp), 1);
+    assert_eq!(logins(idp), 1);
 
-    let late = replicas(&yaml, 1).await;
+    let late = replicas(yaml, 1).await;
     load(&late, 3).await;
     assert_eq!(
-        logins(&idp),
+        logins(idp),
         1,
         "the late replica logged in instead of taking the stored token"
     );
     assert!(late[0].logs().contains("token taken from the store"));
 
     // The rotated secret names another store key: that replica logs in for itself.
-    let rotated = replica_config(&idp, &api, &redis, "fleet-rotated-secret-1d7e", "");
+    let rotated = replica_config(
+        idp,
+        &stack.api,
+        &stack.redis,
+        "fleet-rotated-secret-1d7e",
+        "",
+    );
     let other = replicas(&rotated, 1).await;
     load(&other, 1).await;
-    assert_eq!(logins(&idp), 2);
+    assert_eq!(logins(idp), 2);
 
     // Nothing in the store in clear: no token, refresh token or secret, in keys or values.
     let mut needles: Vec<String> = idp.issued_tokens();
     needles.push(CLIENT_SECRET.to_owned());
     needles.push("fleet-rotated-secret-1d7e".to_owned());
-    let dump = redis.dump();
-    assert!(!dump.is_empty());
-    for (key, value) in &dump {
+    let stored = dump(&stack.redis);
+    assert!(!stored.is_empty());
+    for (key, value) in &stored {
         for needle in &needles {
             assert!(
                 !key.contains(needle.as_str()) && !value.contains(needle.as_str()),
@@ -264,24 +233,16 @@ async fn a_late_replica_takes_the_stored_token_and_other_credentials_do_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn under_steady_load_the_fleet_renews_once_per_lifetime() {
-    let redis = Redis::start().await;
     // 2 s tokens renewed 1 s ahead: one renewal a second for the whole fleet.
-    let (idp, api) = servers(Duration::from_secs(2)).await;
-    let yaml = replica_config(
-        &idp,
-        &api,
-        &redis,
-        CLIENT_SECRET,
-        "refresh: { before_expiry: 1s, min_backoff: 200ms, max_backoff: 1s }",
-    );
-    let fleet = replicas(&yaml, 3).await;
+    let stack = Stack::start(SHORT_TTL, SHORT_REFRESH).await;
+    let fleet = replicas(&stack.yaml, 3).await;
     let started = Instant::now();
-    let before = logins(&idp);
+    let before = logins(&stack.idp);
     while started.elapsed() < Duration::from_secs(5) {
         load(&fleet, 3).await;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let calls = logins(&idp) - before;
+    let calls = logins(&stack.idp) - before;
     eprintln!("3 replicas, 2 s tokens renewed 1 s ahead: {calls} provider calls in {elapsed:.1} s");
     // One per second for the fleet (three replicas alone would make three).
     assert!(
@@ -293,33 +254,20 @@ async fn under_steady_load_the_fleet_renews_once_per_lifetime() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_frozen_or_stopped_store_leaves_every_replica_serving_and_it_rejoins() {
-    let mut redis = Redis::start().await;
-    let port = redis.port;
-    let (idp, api) = servers(Duration::from_secs(2)).await;
-    let yaml = replica_config(
-        &idp,
-        &api,
-        &redis,
-        CLIENT_SECRET,
-        "refresh: { before_expiry: 1s, min_backoff: 200ms, max_backoff: 1s }",
-    );
-    let fleet = replicas(&yaml, 2).await;
+    let mut stack = Stack::start(SHORT_TTL, SHORT_REFRESH).await;
+    let port = stack.redis.port();
+    let fleet = replicas(&stack.yaml, 2).await;
     load(&fleet, 2).await;
 
     for (how, signal) in [("frozen", Some("-STOP")), ("stopped", None)] {
         match signal {
-            Some(signal) => redis.signal(signal),
-            None => redis.stop(),
+            Some(signal) => stack.redis.signal(signal),
+            None => stack.redis.stop(),
         }
         // Renewals (every second) go on without the store: each replica logs in alone.
-        let before = logins(&idp);
+        let before = logins(&stack.idp);
+        wait_store(&fleet, "down", Duration::from_secs(10), how).await;
         for gateway in &fleet {
-            let down = eventually(Duration::from_secs(10), || async {
-                gateway.status().await["store"] == "down"
-            })
-            .await;
-            assert!(down, "{how}: /status never said store: down");
-            assert_eq!(gateway.metric("tollgate_store_up").await, 0.0);
             assert_eq!(
                 gateway.readyz().await.0,
                 200,
@@ -327,7 +275,7 @@ async fn a_frozen_or_stopped_store_leaves_every_replica_serving_and_it_rejoins()
             );
         }
         let renewed = eventually(Duration::from_secs(10), || async {
-            logins(&idp) >= before + 2
+            logins(&stack.idp) >= before + 2
         })
         .await;
         assert!(renewed, "{how}: the replicas did not renew alone");
@@ -341,17 +289,10 @@ async fn a_frozen_or_stopped_store_leaves_every_replica_serving_and_it_rejoins()
         }
 
         match signal {
-            Some(_) => redis.signal("-CONT"),
-            None => redis = Redis::start_on(port).await,
+            Some(_) => stack.redis.signal("-CONT"),
+            None => stack.redis = RedisServer::start_on(port).await,
         }
-        for gateway in &fleet {
-            let up = eventually(Duration::from_secs(15), || async {
-                gateway.status().await["store"] == "up"
-            })
-            .await;
-            assert!(up, "{how}: the replica did not rejoin the store");
-            assert_eq!(gateway.metric("tollgate_store_up").await, 1.0);
-        }
+        wait_store(&fleet, "up", Duration::from_secs(15), how).await;
         load(&fleet, 5).await;
     }
     // Down is logged once per outage, not per request.
@@ -373,21 +314,16 @@ async fn a_frozen_or_stopped_store_leaves_every_replica_serving_and_it_rejoins()
 
 #[test]
 fn check_validates_the_store_without_connecting() {
-    let base = config(
-        &[oauth2("idp", "http://127.0.0.1:9/token", "")],
-        &[route("api", "/api/", "http://127.0.0.1:9", "idp", "")],
+    let base = single_route(
+        oauth2("idp", "http://127.0.0.1:9/token", ""),
+        "/api/",
+        "http://127.0.0.1:9",
     );
-    let with = |store: &str| {
-        base.replace(
-            "  threads: 1\n",
-            &format!("  threads: 1\n  store: {store}\n"),
-        )
-    };
+    let with = |store: &str| with_store(&base, store);
     // Nothing listens on port 1: check never connects.
-    let (code, stdout, stderr) = run_check(&with(&format!(
+    check_accepts(&with(&format!(
         "{{ url: \"redis://127.0.0.1:1/0\", encryption_key: \"{STORE_KEY}\" }}"
     )));
-    assert_eq!(code, Some(0), "{stdout}{stderr}");
     for (store, path) in [
         (
             format!("{{ url: \"http://x\", encryption_key: \"{STORE_KEY}\" }}"),
@@ -406,13 +342,12 @@ fn check_validates_the_store_without_connecting() {
             "server.store.url",
         ),
     ] {
-        let (code, _, stderr) = run_check(&with(&store));
-        assert_ne!(code, Some(0), "{store}");
-        assert!(stderr.contains(path), "{store}: {stderr}");
+        check_refuses(&with(&store), &[path]);
     }
-    let (_, _, stderr) = run_check(&with(
-        "{ url: \"redis://:hunter2secret@x:6379\", encryption_key: \"short\" }",
-    ));
+    let stderr = check_refuses(
+        &with("{ url: \"redis://:hunter2secret@x:6379\", encryption_key: \"short\" }"),
+        &[],
+    );
     assert!(!stderr.contains("hunter2secret"), "{stderr}");
 }
 
@@ -423,19 +358,13 @@ fn check_validates_the_store_without_connecting() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "a measurement (about 30 s); the behaviour is covered by the tests above"]
 async fn calls_per_lifetime_for_1_3_and_5_replicas() {
-    let redis = Redis::start().await;
+    let redis = RedisServer::start_on(free_port()).await;
     let window = Duration::from_secs(5);
     let mut rows = Vec::new();
     for count in [1, 3, 5] {
         for with_store in [false, true] {
-            let (idp, api) = servers(Duration::from_secs(2)).await;
-            let mut yaml = replica_config(
-                &idp,
-                &api,
-                &redis,
-                CLIENT_SECRET,
-                "refresh: { before_expiry: 1s, min_backoff: 200ms, max_backoff: 1s }",
-            );
+            let (idp, api) = servers(SHORT_TTL).await;
+            let mut yaml = replica_config(&idp, &api, &redis, CLIENT_SECRET, SHORT_REFRESH);
             if !with_store {
                 let start = yaml.find("  store:").unwrap();
                 let end = start + yaml[start..].find('\n').unwrap() + 1;

@@ -52,13 +52,39 @@ async fn mcp_client(script: Value) -> Vec<Value> {
         .collect()
 }
 
-/// `server.mcp` on a free loopback port; returns the YAML and the endpoint URL.
-fn mcp_server() -> (String, String) {
+/// One call of `tool` in a `legacy` session: the client's lines (the session's, then the
+/// call's result).
+async fn call_tool(url: &str, tool: &str, args: Value) -> Vec<Value> {
+    let steps = json!([{"call": tool, "args": args}]);
+    mcp_client(json!({"url": url, "mode": "legacy", "steps": steps})).await
+}
+
+/// A config whose server section has `server.mcp` on a free loopback port, then `rest`
+/// (providers, routes, `mcp`); returns the YAML and the endpoint URL.
+fn mcp_config(rest: &str) -> (String, String) {
     let port = free_port();
-    (
-        format!("  mcp: {{ listen: \"127.0.0.1:{port}\", path: /mcp }}\n"),
-        format!("http://127.0.0.1:{port}/mcp"),
-    )
+    let yaml = format!(
+        "server:\n  listen: [\"{{listen}}\"]\n  admin: \"{{admin}}\"\n  threads: 1\n  mcp: {{ listen: \"127.0.0.1:{port}\", path: /mcp }}\n{rest}"
+    );
+    (yaml, format!("http://127.0.0.1:{port}/mcp"))
+}
+
+/// A JSON-RPC `body` POSTed to the MCP endpoint at `url`, with `mcp-protocol-version` when
+/// `version` is given.
+async fn mcp_post(
+    client: &reqwest::Client,
+    url: &str,
+    body: &Value,
+    version: Option<&str>,
+) -> reqwest::Result<reqwest::Response> {
+    let mut request = client
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .json(body);
+    if let Some(version) = version {
+        request = request.header("mcp-protocol-version", version);
+    }
+    request.send().await
 }
 
 /// A config with the `idp` OAuth2 provider, the `echo` route (upstream base path `/api`)
@@ -68,13 +94,8 @@ fn echo_tools_config(
     echo: &EchoUpstream,
     mcp_extra: &str,
 ) -> (String, String) {
-    let (server_mcp, url) = mcp_server();
-    let yaml = format!(
-        r#"server:
-  listen: ["{{listen}}"]
-  admin: "{{admin}}"
-  threads: 1
-{server_mcp}providers:
+    mcp_config(&format!(
+        r#"providers:
 {provider}routes:
   - name: echo
     match: {{ path_prefix: /echo/ }}
@@ -115,8 +136,7 @@ mcp:
 "#,
         provider = oauth2("idp", &idp.token_url(), "grant: client_credentials"),
         echo = echo.url(),
-    );
-    (yaml, url)
+    ))
 }
 
 async fn idp_and_echo() -> (OAuth2StandIn, EchoUpstream) {
@@ -299,12 +319,7 @@ async fn a_rejected_token_is_replaced_by_one_retry_and_a_404_is_an_error_result(
     );
 
     echo.respond_next_with(404, 1);
-    let out = mcp_client(json!({
-        "url": url,
-        "mode": "legacy",
-        "steps": [{"call": "get-user", "args": {"id": "nobody"}}],
-    }))
-    .await;
+    let out = call_tool(&url, "get-user", json!({"id": "nobody"})).await;
     let missing = &out[1];
     assert_eq!(missing["isError"], true, "{missing}");
     assert!(
@@ -326,15 +341,12 @@ async fn the_2025_06_18_revision_is_negotiated() {
     let (yaml, url) = echo_tools_config(&idp, &echo, "");
     let gateway = Gateway::start(&yaml).await;
     let post = |body: Value, version: Option<&'static str>| {
-        let mut request = gateway
-            .client()
-            .post(&url)
-            .header("accept", "application/json, text/event-stream")
-            .json(&body);
-        if let Some(version) = version {
-            request = request.header("mcp-protocol-version", version);
-        }
-        request.send()
+        let (client, url) = (gateway.client(), url.as_str());
+        async move { mcp_post(client, url, &body, version).await.unwrap() }
+    };
+    let rpc = |body: Value| async {
+        let reply = post(body, Some("2025-06-18")).await;
+        reply.json::<Value>().await.expect("JSON-RPC")
     };
     let init = post(
         json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
@@ -342,8 +354,7 @@ async fn the_2025_06_18_revision_is_negotiated() {
             "clientInfo": {"name": "raw", "version": "0"}}}),
         None,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(init.status(), 200);
     assert!(
         init.headers().get("mcp-session-id").is_none(),
@@ -351,15 +362,7 @@ async fn the_2025_06_18_revision_is_negotiated() {
     );
     let init: Value = init.json().await.unwrap();
     assert_eq!(init["result"]["protocolVersion"], "2025-06-18", "{init}");
-    let listed: Value = post(
-        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
-        Some("2025-06-18"),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let listed = rpc(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})).await;
     assert_eq!(
         listed["result"]["tools"].as_array().map(Vec::len),
         Some(3),
@@ -379,15 +382,7 @@ async fn the_2025_06_18_revision_is_negotiated() {
         .unwrap();
     assert!(rebound.status().is_client_error(), "{}", rebound.status());
     // An unknown tool is a JSON-RPC error, not a result (and not a metric label).
-    let unknown: Value = post(
-        json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "nope", "arguments": {}}}),
-        Some("2025-06-18"),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let unknown = rpc(json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "nope", "arguments": {}}})).await;
     assert!(unknown["error"]["code"].is_i64(), "{unknown}");
     assert!(!gateway.metrics().await.contains("tool=\"nope\""));
 }
@@ -479,11 +474,10 @@ async fn seed_000_capability_serves_its_rest_and_its_mcp_adapter_unchanged() {
         "config/capabilities holds seed 000's YAML as published"
     );
 
-    let (server_mcp, url) = mcp_server();
-    let yaml = format!(
-        "server:\n  listen: [\"{{listen}}\"]\n  admin: \"{{admin}}\"\n  threads: 1\n{server_mcp}mcp:\n  import:\n    - naftiko: {}\n",
+    let (yaml, url) = mcp_config(&format!(
+        "mcp:\n  import:\n    - naftiko: {}\n",
         capability.display()
-    );
+    ));
     let gateway = Gateway::start_with_env(
         &yaml,
         &[
@@ -492,25 +486,23 @@ async fn seed_000_capability_serves_its_rest_and_its_mcp_adapter_unchanged() {
         ],
     )
     .await;
-    // The REST adapter, on the proxy listener.
-    let reply = gateway
-        .client()
-        .post(gateway.proxy_url("/v1/sessions"))
-        .json(&json!({"username": "bigid-admin", "password": "bigid-password"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reply.status(), 200);
-    let session: Value = reply.json().await.unwrap();
+    // The REST adapter, on the proxy listener: each call answers 200 with JSON.
+    let rest = |path: &'static str, body: Option<Value>| {
+        let gateway = &gateway;
+        async move {
+            let mut request = gateway.client().post(gateway.proxy_url(path));
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            let reply = request.send().await.unwrap();
+            assert_eq!(reply.status(), 200, "{path}");
+            reply.json::<Value>().await.unwrap()
+        }
+    };
+    let login = json!({"username": "bigid-admin", "password": "bigid-password"});
+    let session = rest("/v1/sessions", Some(login)).await;
     assert!(session["auth_token"].is_string(), "{session}");
-    let reply = gateway
-        .client()
-        .post(gateway.proxy_url("/v1/refresh-access-token"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reply.status(), 200);
-    let refreshed: Value = reply.json().await.unwrap();
+    let refreshed = rest("/v1/refresh-access-token", None).await;
     assert!(refreshed["systemToken"].is_string(), "{refreshed}");
 
     // The MCP adapter, on the MCP listener.
@@ -582,17 +574,16 @@ mcp:
       route: api
       path: /v1/../x
 "#;
-    let (code, _stdout, stderr) = run_check(yaml);
-    assert_ne!(code, Some(0));
-    for expected in [
-        "mcp.tools[0].route: no route named `nowhere` is configured",
-        "mcp.tools[1].path: argument `id` is not in input_schema.properties",
-        "mcp.tools[2].name: duplicate tool name `two`",
-        "mcp.tools[2].path: is the path the upstream receives, so it starts with the route's upstream base path `/v1`",
-        "mcp.tools[3].path: is not a canonical path",
-    ] {
-        assert!(stderr.contains(expected), "missing `{expected}` in:\n{stderr}");
-    }
+    check_refuses(
+        yaml,
+        &[
+            "mcp.tools[0].route: no route named `nowhere` is configured",
+            "mcp.tools[1].path: argument `id` is not in input_schema.properties",
+            "mcp.tools[2].name: duplicate tool name `two`",
+            "mcp.tools[2].path: is the path the upstream receives, so it starts with the route's upstream base path `/v1`",
+            "mcp.tools[3].path: is not a canonical path",
+        ],
+    );
 }
 
 /// `tollgate demo` on its fixed ports (one at a time: see `demo`): the MCP listener with its
@@ -656,13 +647,8 @@ async fn the_demo_serves_tools_and_prints_how_to_try_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_routes_own_check_applies_to_the_mcp_caller_and_a_static_secret_never_shows() {
     let echo = EchoUpstream::start().await.unwrap();
-    let (server_mcp, url) = mcp_server();
-    let yaml = format!(
-        r#"server:
-  listen: ["{{listen}}"]
-  admin: "{{admin}}"
-  threads: 1
-{server_mcp}providers:
+    let (yaml, url) = mcp_config(&format!(
+        r#"providers:
   key: {{ type: static, value: static-upstream-key-9f3k }}
 routes:
   - name: checked
@@ -676,13 +662,9 @@ mcp:
     - {{ name: look, route: checked, path: /look }}
 "#,
         echo = echo.url()
-    );
+    ));
     let _gateway = Gateway::start(&yaml).await;
-    let without = mcp_client(json!({
-        "url": url, "mode": "legacy",
-        "steps": [{"call": "look", "args": {}}],
-    }))
-    .await;
+    let without = call_tool(&url, "look", json!({})).await;
     assert_eq!(without[1]["isError"], true, "{}", without[1]);
     assert!(
         text_of(&without[1]).starts_with("HTTP 401"),
@@ -727,33 +709,19 @@ async fn tools_reload_with_the_config() {
     );
     assert_ne!(added, yaml);
     gateway.rewrite_config(&added);
-    let client = gateway.client().clone();
-    let listed = eventually(Duration::from_secs(15), || {
-        let client = client.clone();
-        let url = url.clone();
-        async move {
-            let reply = client
-                .post(&url)
-                .header("accept", "application/json, text/event-stream")
-                .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
-                .send()
-                .await;
-            match reply {
-                Ok(reply) => reply
-                    .json::<Value>()
-                    .await
-                    .is_ok_and(|body| body.to_string().contains("added-later")),
-                Err(_) => false,
-            }
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+    let listed = eventually(Duration::from_secs(15), || async {
+        match mcp_post(gateway.client(), &url, &list, None).await {
+            Ok(reply) => reply
+                .json::<Value>()
+                .await
+                .is_ok_and(|body| body.to_string().contains("added-later")),
+            Err(_) => false,
         }
     })
     .await;
     assert!(listed, "the reloaded config's tool is not listed");
-    let out = mcp_client(json!({
-        "url": url, "mode": "legacy",
-        "steps": [{"call": "added-later", "args": {}}],
-    }))
-    .await;
+    let out = call_tool(&url, "added-later", json!({})).await;
     assert_eq!(out[1]["isError"], false, "{}", out[1]);
     assert_eq!(
         echo.last_request().map(|r| r.path),

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::common::*;
 use serde_json::Value;
+use tokio::task::JoinHandle;
 use tollgate_standins::bagid::{BagIdSettings, BagIdStandIn};
 use tollgate_standins::echo::EchoUpstream;
 use tollgate_standins::jwt;
@@ -45,38 +46,37 @@ const INBOUND: &str = "inbound:
     leeway: 30s
   identity_headers: { X-Caller: sub }";
 
+/// A `token_exchange` provider at `token_url` with the STS client and `extra` keys.
 fn sts_provider(name: &str, token_url: &str, extra: &str) -> String {
-    let mut block = format!(
-        "  {name}:\n    type: token_exchange\n    token_url: {token_url}\n    client_id: demo-client\n    client_secret: {STS_SECRET}\n"
-    );
-    let extra = if extra.contains("refresh:") {
-        extra.to_owned()
-    } else {
-        format!("{extra}\n{FAST_REFRESH}")
-    };
-    for line in extra.lines().filter(|l| !l.trim().is_empty()) {
-        block.push_str("    ");
-        block.push_str(line);
-        block.push('\n');
-    }
-    block
+    provider(
+        name,
+        "token_exchange",
+        &format!(
+            "token_url: {token_url}\nclient_id: demo-client\nclient_secret: {STS_SECRET}\n{extra}"
+        ),
+    )
 }
 
-fn bagid_provider(name: &str, base_url: &str, extra: &str) -> String {
-    format!(
-        "  {name}:\n    type: bagid\n    flow: federated\n    base_url: {base_url}\n    app_key: {BAGID_APP_KEY}\n    federated_token: from_caller\n    {FAST_REFRESH}\n{extra}"
+/// A `bagid` provider logging in per caller (federated, the caller's token).
+fn bagid_provider(name: &str, base_url: &str) -> String {
+    provider(
+        name,
+        "bagid",
+        &format!(
+            "flow: federated\nbase_url: {base_url}\napp_key: {BAGID_APP_KEY}\nfederated_token: from_caller"
+        ),
     )
 }
 
 /// A route with the inbound check and `format` for the provider's token.
 fn per_caller_route(name: &str, upstream: &str, provider: &str, format: &str) -> String {
-    format!(
-        "  - name: {name}\n    match: {{ path_prefix: /{name}/ }}\n    strip_prefix: true\n    upstream: {{ url: {upstream} }}\n    credential: {{ provider: {provider}, header: Authorization, format: \"{format}\" }}\n{}",
-        INBOUND
-            .lines()
-            .map(|line| format!("    {line}\n"))
-            .collect::<String>()
-    )
+    let prefix = format!("/{name}/");
+    let route = route_injecting(name, &prefix, upstream, provider, "Authorization", format);
+    let inbound: String = INBOUND
+        .lines()
+        .map(|line| format!("    {line}\n"))
+        .collect();
+    route + &inbound
 }
 
 fn sts_settings() -> OAuth2Settings {
@@ -119,7 +119,7 @@ impl Stack {
                     &sts.token_url(),
                     &format!("audience: {AUDIENCE}\n{sts_extra}"),
                 ),
-                bagid_provider("bagid-user", &bagid.url(), ""),
+                bagid_provider("bagid-user", &bagid.url()),
             ],
             &[
                 per_caller_route("sts", &echo.url(), "sts", "Bearer {token}"),
@@ -135,6 +135,11 @@ impl Stack {
         }
     }
 
+    /// The usual stand-ins, with provider backoffs of `refresh`.
+    async fn backing_off(refresh: &str) -> Stack {
+        Stack::start(refresh, bagid_settings(), &[]).await
+    }
+
     fn exchanges(&self) -> usize {
         self.sts.grant_requests(TOKEN_EXCHANGE_GRANT)
     }
@@ -147,20 +152,33 @@ async fn call(
     token: &str,
 ) -> (u16, reqwest::header::HeaderMap, Value) {
     let reply = gateway
-        .client()
-        .get(gateway.proxy_url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {path} failed: {e:?}"));
-    let status = reply.status().as_u16();
-    let headers = reply.headers().clone();
-    let text = reply.text().await.unwrap_or_default();
-    (
-        status,
-        headers,
-        serde_json::from_str(&text).unwrap_or(Value::Null),
-    )
+        .get_with(path, &[("authorization", &format!("Bearer {token}"))])
+        .await;
+    (reply.status, reply.headers, reply.body)
+}
+
+/// [`call`] on a task of its own, for requests at once: status and JSON body.
+fn spawn_call(gateway: &Gateway, path: &str, token: &str) -> JoinHandle<(u16, Value)> {
+    let url = gateway.proxy_url(path);
+    let (client, token) = (gateway.client().clone(), token.to_owned());
+    tokio::spawn(async move {
+        let reply = client.get(url).bearer_auth(token).send().await.unwrap();
+        let status = reply.status().as_u16();
+        (status, reply.json::<Value>().await.unwrap_or(Value::Null))
+    })
+}
+
+/// A gateway with one `token_exchange` provider and its route, both `name`, at a new
+/// STS; `extra` are the provider's keys beyond the client.
+async fn sts_alone(name: &str, extra: &str) -> (OAuth2StandIn, EchoUpstream, Gateway) {
+    let sts = OAuth2StandIn::start(sts_settings()).await.unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = config(
+        &[sts_provider(name, &sts.token_url(), extra)],
+        &[per_caller_route(name, &echo.url(), name, "Bearer {token}")],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    (sts, echo, gateway)
 }
 
 /// The token the upstream received, from the echo's reply (`Bearer <token>`).
@@ -290,16 +308,9 @@ async fn a_hundred_concurrent_requests_of_one_caller_make_one_exchange() {
     // A slow endpoint, so that the requests pile up behind the first exchange.
     stack.sts.set_delay(Duration::from_secs(2));
     let token = caller("alice");
-    let mut requests = Vec::new();
-    for _ in 0..100 {
-        let url = stack.gateway.proxy_url("/sts/x");
-        let (client, token) = (stack.gateway.client().clone(), token.clone());
-        requests.push(tokio::spawn(async move {
-            let reply = client.get(url).bearer_auth(token).send().await.unwrap();
-            let status = reply.status().as_u16();
-            (status, reply.json::<Value>().await.unwrap_or(Value::Null))
-        }));
-    }
+    let requests: Vec<_> = (0..100)
+        .map(|_| spawn_call(&stack.gateway, "/sts/x", &token))
+        .collect();
     let mut tokens = Vec::new();
     for request in requests {
         let (status, body) = request.await.unwrap();
@@ -398,12 +409,7 @@ async fn a_caller_token_that_expires_stops_being_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_refused_caller_gets_403_and_only_that_caller() {
-    let stack = Stack::start(
-        "refresh: { min_backoff: 10s, max_backoff: 20s }",
-        bagid_settings(),
-        &[],
-    )
-    .await;
+    let stack = Stack::backing_off("refresh: { min_backoff: 10s, max_backoff: 20s }").await;
     let gateway = &stack.gateway;
     let mallory = caller("mallory");
     for path in ["/sts/x", "/bagid/x"] {
@@ -460,22 +466,7 @@ async fn a_refused_caller_gets_403_and_only_that_caller() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_audience_the_endpoint_refuses_is_403_invalid_target() {
-    let sts = OAuth2StandIn::start(sts_settings()).await.unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
-    let yaml = config(
-        &[sts_provider(
-            "payroll",
-            &sts.token_url(),
-            "audience: https://payroll.example",
-        )],
-        &[per_caller_route(
-            "payroll",
-            &echo.url(),
-            "payroll",
-            "Bearer {token}",
-        )],
-    );
-    let gateway = Gateway::start(&yaml).await;
+    let (_sts, echo, gateway) = sts_alone("payroll", "audience: https://payroll.example").await;
     let (status, _, body) = call(&gateway, "/payroll/x", &caller("alice")).await;
     assert_eq!(status, 403, "{body}");
     assert_error_body(&body, "forbidden");
@@ -489,12 +480,7 @@ async fn an_audience_the_endpoint_refuses_is_403_invalid_target() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_outage_is_503_with_retry_after_and_one_bad_caller_cannot_lock_out_the_others() {
     // Backoffs long enough that a slow machine still makes its next requests within them.
-    let stack = Stack::start(
-        "refresh: { min_backoff: 5s, max_backoff: 10s }",
-        bagid_settings(),
-        &[],
-    )
-    .await;
+    let stack = Stack::backing_off("refresh: { min_backoff: 5s, max_backoff: 10s }").await;
     let gateway = &stack.gateway;
     // The endpoint fails for one caller only.
     let trouble = caller("trouble");
@@ -570,41 +556,16 @@ async fn an_upstream_401_renews_only_that_callers_token_and_retries_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_cache_stays_within_its_bound_under_ten_times_more_callers() {
-    let sts = OAuth2StandIn::start(sts_settings()).await.unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
-    let yaml = config(
-        &[sts_provider(
-            "sts",
-            &sts.token_url(),
-            &format!("audience: {AUDIENCE}\nper_caller: {{ max_entries: 20 }}"),
-        )],
-        &[per_caller_route(
-            "sts",
-            &echo.url(),
-            "sts",
-            "Bearer {token}",
-        )],
-    );
-    let gateway = Gateway::start(&yaml).await;
+    let extra = format!("audience: {AUDIENCE}\nper_caller: {{ max_entries: 20 }}");
+    let (sts, _echo, gateway) = sts_alone("sts", &extra).await;
     let tokens: Vec<String> = (0..200).map(|n| caller(&format!("user-{n}"))).collect();
     for batch in tokens.chunks(20) {
-        let mut requests = Vec::new();
-        for token in batch {
-            let url = gateway.proxy_url("/sts/x");
-            let (client, token) = (gateway.client().clone(), token.clone());
-            requests.push(tokio::spawn(async move {
-                client
-                    .get(url)
-                    .bearer_auth(token)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16()
-            }));
-        }
+        let requests: Vec<_> = batch
+            .iter()
+            .map(|token| spawn_call(&gateway, "/sts/x", token))
+            .collect();
         for request in requests {
-            assert_eq!(request.await.unwrap(), 200);
+            assert_eq!(request.await.unwrap().0, 200);
         }
     }
     assert_eq!(sts.grant_requests(TOKEN_EXCHANGE_GRANT), 200);
@@ -625,16 +586,13 @@ fn check_refuses_a_per_caller_provider_on_a_route_without_a_check_or_forwarding_
             &[]
         )
     );
-    let (code, _, stderr) = run_check(&yaml);
-    assert_eq!(code, Some(1), "{stderr}");
-    assert!(stderr.contains("2 error(s)"), "{stderr}");
-    assert!(
-        stderr.contains("routes[0].credential.provider: provider `sts` mints a token per caller"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("routes[1].inbound.forward_caller_credential: must not be true"),
-        "{stderr}"
+    check_refuses(
+        &yaml,
+        &[
+            "2 error(s)",
+            "routes[0].credential.provider: provider `sts` mints a token per caller",
+            "routes[1].inbound.forward_caller_credential: must not be true",
+        ],
     );
     let good = config(
         &[sts_provider("sts", "http://127.0.0.1:9/oauth/token", "")],
@@ -645,8 +603,7 @@ fn check_refuses_a_per_caller_provider_on_a_route_without_a_check_or_forwarding_
             "Bearer {token}",
         )],
     );
-    let (code, stdout, stderr) = run_check(&good);
-    assert_eq!(code, Some(0), "{stderr}");
+    let stdout = check_accepts(&good);
     assert!(
         stdout.contains("sts (token_exchange, a token per caller, at most 100000 cached)"),
         "{stdout}"
@@ -749,7 +706,6 @@ async fn caller_tokens_and_minted_tokens_never_leak_at_debug_level() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_shows_two_callers_getting_two_tokens() {
     let demo = crate::demo::Demo::start().await;
-    let client = client();
     let printed = demo.printed();
     let token = |name: &str| {
         printed
@@ -763,14 +719,14 @@ async fn the_demo_shows_two_callers_getting_two_tokens() {
         .iter()
         .any(|line| line.contains("localhost:8080/per-caller/anything")));
     let upstream_token = |route: &'static str, caller: String| {
-        let client = client.clone();
+        let demo = &demo;
         async move {
-            let reply: Value = client
-                .get(format!("http://127.0.0.1:8080/{route}/anything"))
-                .bearer_auth(&caller)
-                .send()
+            let reply: Value = demo
+                .get(
+                    &format!("/{route}/anything"),
+                    &[("authorization", &format!("Bearer {caller}"))],
+                )
                 .await
-                .expect("the demo answers")
                 .json()
                 .await
                 .expect("echo JSON");
@@ -786,10 +742,6 @@ async fn the_demo_shows_two_callers_getting_two_tokens() {
     assert_eq!(upstream_token("per-caller", bob.clone()).await, "bob");
     assert_eq!(upstream_token("bagid-user", alice).await, "alice");
     assert_eq!(upstream_token("bagid-user", bob).await, "bob");
-    let refused = client
-        .get("http://127.0.0.1:8080/per-caller/anything")
-        .send()
-        .await
-        .expect("the demo answers");
+    let refused = demo.get("/per-caller/anything", &[]).await;
     assert_eq!(refused.status(), 401);
 }

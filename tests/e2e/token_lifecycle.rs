@@ -25,13 +25,13 @@ async fn servers() -> (OAuth2StandIn, ResourceServer) {
 
 /// A gateway with route `/api/` to the resource server through provider `idp` with `extra`.
 async fn gateway(idp: &OAuth2StandIn, api: &ResourceServer, extra: &str) -> Gateway {
-    let yaml = config(
-        &[oauth2("idp", &idp.token_url(), extra)],
-        &[route("api", "/api/", &api.url(), "idp", "")],
-    );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
-    gateway
+    let yaml = api_config(&idp.token_url(), extra, &api.url());
+    Gateway::start_ready(&yaml).await
+}
+
+/// Provider `idp` at `token_url` with `extra` keys, and route `/api/` to `upstream`.
+fn api_config(token_url: &str, extra: &str, upstream: &str) -> String {
+    single_route(oauth2("idp", token_url, extra), "/api/", upstream)
 }
 
 fn logins(idp: &OAuth2StandIn) -> usize {
@@ -148,31 +148,15 @@ async fn a_genuine_revocation_is_recovered_with_one_new_token_and_a_retry() {
 
 #[test]
 fn check_refuses_resources_that_are_not_absolute_uris() {
+    let with = |keys: &str| api_config("http://127.0.0.1:9/token", keys, "http://127.0.0.1:9");
     for (resource, path) in [
         ("reports", "providers.idp.resource"),
         ("https://reports.internal/#x", "providers.idp.resource"),
         ("[https://a.example/, b]", "providers.idp.resource[1]"),
     ] {
-        let yaml = config(
-            &[oauth2(
-                "idp",
-                "http://127.0.0.1:9/token",
-                &format!("resource: {resource}"),
-            )],
-            &[route("api", "/api/", "http://127.0.0.1:9", "idp", "")],
-        );
-        let (code, _, stderr) = run_check(&yaml);
-        assert_ne!(code, Some(0), "{resource}");
-        assert!(stderr.contains(path), "{resource}: {stderr}");
+        check_refuses(&with(&format!("resource: {resource}")), &[path]);
     }
-    let yaml = config(
-        &[oauth2(
-            "idp",
-            "http://127.0.0.1:9/token",
-            "resource: [https://a.example/, https://b.example/]\naudience: https://c.example/",
-        )],
-        &[route("api", "/api/", "http://127.0.0.1:9", "idp", "")],
-    );
-    let (code, _, stderr) = run_check(&yaml);
-    assert_eq!(code, Some(0), "{stderr}");
+    check_accepts(&with(
+        "resource: [https://a.example/, https://b.example/]\naudience: https://c.example/",
+    ));
 }

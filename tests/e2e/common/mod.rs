@@ -769,6 +769,27 @@ pub fn run_check(yaml: &str) -> (Option<i32>, String, String) {
     (exit.code, exit.stdout, exit.stderr)
 }
 
+/// `tollgate check` accepts `yaml`; returns the summary it printed.
+pub fn check_accepts(yaml: &str) -> String {
+    let (code, stdout, stderr) = run_check(yaml);
+    assert_eq!(code, Some(0), "check refused:\n{yaml}\n{stdout}{stderr}");
+    stdout
+}
+
+/// `tollgate check` refuses `yaml` (exit code 1) with errors that say each of `expected`;
+/// returns them.
+pub fn check_refuses(yaml: &str, expected: &[&str]) -> String {
+    let (code, _, stderr) = run_check(yaml);
+    assert_eq!(code, Some(1), "check did not refuse:\n{yaml}\n{stderr}");
+    for words in expected {
+        assert!(
+            stderr.contains(words),
+            "check does not say `{words}` about:\n{yaml}\n{stderr}"
+        );
+    }
+    stderr
+}
+
 // ---------------------------------------------------------------------------------------
 // Small helpers.
 // ---------------------------------------------------------------------------------------
