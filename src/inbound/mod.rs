@@ -272,10 +272,7 @@ impl Inbound {
             })
         });
         if let Some(exp) = expires_at_unix {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            if now >= exp {
+            if crate::clock::unix_now() >= exp {
                 return Err(self.expired());
             }
         }

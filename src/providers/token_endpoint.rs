@@ -28,10 +28,10 @@ pub struct TokenEndpoint {
 /// RFC 6749 section 5.1: what a successful reply holds besides a grant type's own fields.
 #[derive(Deserialize)]
 pub struct TokenReply {
-    pub access_token: Secret,
-    pub token_type: Option<String>,
-    pub expires_in: Option<u64>,
-    pub refresh_token: Option<Secret>,
+    access_token: Secret,
+    token_type: Option<String>,
+    expires_in: Option<u64>,
+    refresh_token: Option<Secret>,
 }
 
 /// RFC 6749 section 5.2.
@@ -130,6 +130,21 @@ impl TokenEndpoint {
 }
 
 impl TokenReply {
+    /// A reply read by a grant type that parses its own fields too.
+    pub fn new(
+        access_token: Secret,
+        token_type: Option<String>,
+        expires_in: Option<u64>,
+        refresh_token: Option<Secret>,
+    ) -> Self {
+        TokenReply {
+            access_token,
+            token_type,
+            expires_in,
+            refresh_token,
+        }
+    }
+
     /// Parses a 2xx reply body; `what` names the reply in errors. An empty `access_token`
     /// is a bad reply.
     pub fn parse(body: &[u8], what: &str) -> Result<TokenReply, ProviderError> {

@@ -115,15 +115,11 @@ impl TokenExchange {
             expires_in,
             refresh_token,
         } = parse_json(&reply.body, what)?;
-        let reply = TokenReply {
-            access_token,
-            // `N_A`: the issued token is not an access token; the route's format says how
-            // it is sent, and `{token_type}` falls back to Bearer.
-            token_type: token_type.filter(|t| !t.eq_ignore_ascii_case(NOT_APPLICABLE)),
-            expires_in,
-            refresh_token,
-        }
-        .checked(what)?;
+        // `N_A`: the issued token is not an access token; the route's format says how it is
+        // sent, and `{token_type}` falls back to Bearer.
+        let token_type = token_type.filter(|t| !t.eq_ignore_ascii_case(NOT_APPLICABLE));
+        let reply =
+            TokenReply::new(access_token, token_type, expires_in, refresh_token).checked(what)?;
         if matches!(call, Call::Exchange { .. })
             && issued_token_type.as_deref().is_none_or(str::is_empty)
         {
