@@ -69,13 +69,9 @@ async fn expiring_tokens_are_refreshed_ahead_with_no_failed_request() {
     let window = Duration::from_secs(6); // three lifetimes
     let idp = start_oauth2(OAuth2Settings::default()).await;
     idp.set_token_ttl(ttl);
-    let echo = start_echo().await;
-    let yaml = reports_config(
-        &idp.token_url(),
-        "refresh: { before_expiry: 500ms, min_backoff: 200ms, max_backoff: 1s }",
-        &echo.url(),
-    );
-    let gateway = Gateway::start_ready(&yaml).await;
+    let refresh = "refresh: { before_expiry: 500ms, min_backoff: 200ms, max_backoff: 1s }";
+    let (echo, gateway) = reports_gateway(&idp, refresh).await;
+    gateway.wait_ready().await;
     assert_eq!(idp.token_requests(), 1);
 
     let started = Instant::now();
@@ -128,13 +124,9 @@ async fn provider_down_with_a_valid_token_keeps_serving_it() {
     // and take a fraction of the 2.4 s left.
     let idp = start_oauth2(OAuth2Settings::default()).await;
     idp.set_token_ttl(Duration::from_secs(6));
-    let echo = start_echo().await;
-    let yaml = reports_config(
-        &idp.token_url(),
-        "refresh: { before_expiry: 3s, min_backoff: 200ms, max_backoff: 400ms }",
-        &echo.url(),
-    );
-    let gateway = Gateway::start_ready(&yaml).await;
+    let refresh = "refresh: { before_expiry: 3s, min_backoff: 200ms, max_backoff: 400ms }";
+    let (echo, gateway) = reports_gateway(&idp, refresh).await;
+    gateway.wait_ready().await;
     idp.set_available(false);
     let token = idp.issued_tokens()[0].clone();
     let failed = eventually(Duration::from_secs(8), || async {
@@ -172,13 +164,8 @@ async fn provider_down_with_a_valid_token_keeps_serving_it() {
 async fn provider_down_and_no_token_is_503_and_never_forwarded() {
     let idp = start_oauth2(OAuth2Settings::default()).await;
     idp.set_available(false);
-    let echo = start_echo().await;
-    let yaml = reports_config(
-        &idp.token_url(),
-        "refresh: { min_backoff: 1s, max_backoff: 4s }",
-        &echo.url(),
-    );
-    let gateway = Gateway::start(&yaml).await;
+    let (echo, gateway) =
+        reports_gateway(&idp, "refresh: { min_backoff: 1s, max_backoff: 4s }").await;
     let started = Instant::now();
     for i in 0..20 {
         let request_started = Instant::now();
@@ -230,9 +217,7 @@ async fn provider_down_and_no_token_is_503_and_never_forwarded() {
 async fn provider_comes_back_after_failures() {
     let idp = start_oauth2(OAuth2Settings::default()).await;
     idp.set_available(false);
-    let echo = start_echo().await;
-    let yaml = reports_config(&idp.token_url(), "", &echo.url());
-    let gateway = Gateway::start(&yaml).await;
+    let (echo, gateway) = reports_gateway(&idp, "").await;
     assert_eq!(gateway.status_of("/reports/x").await, 503);
     idp.set_available(true);
     // max_backoff is 1 s: the background retry logs in within about a second.
@@ -251,13 +236,8 @@ async fn lifetime_seen(configure: impl FnOnce(&mut OAuth2Settings)) -> u64 {
     let mut settings = OAuth2Settings::default();
     configure(&mut settings);
     let idp = start_oauth2(settings).await;
-    let echo = start_echo().await;
-    let yaml = reports_config(
-        &idp.token_url(),
-        "refresh: { default_ttl: 120s }",
-        &echo.url(),
-    );
-    let gateway = Gateway::start_ready(&yaml).await;
+    let (_echo, gateway) = reports_gateway(&idp, "refresh: { default_ttl: 120s }").await;
+    gateway.wait_ready().await;
     let status = gateway.provider_status("idp").await;
     assert_eq!(status["state"], "valid", "{status}");
     gateway.seconds_to_expiry("idp").await

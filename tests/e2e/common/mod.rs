@@ -108,14 +108,17 @@ pub async fn short_lived_reports(
     settings: OAuth2Settings,
 ) -> (OAuth2StandIn, EchoUpstream, Gateway) {
     let idp: OAuth2StandIn = start_short_lived(settings).await;
-    let echo = start_echo().await;
-    let gateway = Gateway::start_ready(&reports_config(
-        &idp.token_url(),
-        SHORT_REFRESH,
-        &echo.url(),
-    ))
-    .await;
+    let (echo, gateway) = reports_gateway(&idp, SHORT_REFRESH).await;
+    gateway.wait_ready().await;
     (idp, echo, gateway)
+}
+
+/// The echo upstream and a gateway on [`reports_config`] in front of `idp`, with `extra`
+/// provider keys: started (`/healthz` answers), not waited ready.
+pub async fn reports_gateway(idp: &OAuth2StandIn, extra: &str) -> (EchoUpstream, Gateway) {
+    let echo = start_echo().await;
+    let gateway = Gateway::start(&reports_config(&idp.token_url(), extra, &echo.url())).await;
+    (echo, gateway)
 }
 
 /// The OAuth2 stand-in's default settings, issuing a refresh token with each access token.
