@@ -125,6 +125,18 @@ impl Refusal {
         }
     }
 
+    /// The detail and `Retry-After` of a 503; panics on another refusal.
+    #[cfg(test)]
+    pub(crate) fn expect_unavailable(&self) -> (&str, Duration) {
+        match self {
+            Refusal::Unavailable {
+                detail,
+                retry_after,
+            } => (detail, *retry_after),
+            other => panic!("not a 503: {other:?}"),
+        }
+    }
+
     fn forbidden(detail: impl Into<String>) -> Refusal {
         Refusal::Forbidden {
             detail: detail.into(),
