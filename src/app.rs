@@ -35,6 +35,16 @@ pub enum StartError {
         addr: std::net::SocketAddr,
         error: std::io::Error,
     },
+    #[error("listener {addr}: {error}")]
+    Tls {
+        addr: std::net::SocketAddr,
+        error: crate::tls::TlsLoadError,
+    },
+    #[error("listener {addr}: {error}")]
+    Pingora {
+        addr: std::net::SocketAddr,
+        error: Box<pingora::Error>,
+    },
 }
 
 pub struct App {
@@ -82,25 +92,36 @@ impl App {
     pub fn run(self) -> Result<(), StartError> {
         let admin_addr = self.config.server.admin;
         let admin_listener = bind(admin_addr)?;
-        for addr in &self.config.server.listen {
+        for listener in &self.config.server.listen {
             // pingora binds later and cannot report a failure well; try first.
-            drop(bind(*addr)?);
+            drop(bind(listener.address)?);
         }
+        let tls_listeners = load_tls(&self.config.server.listen)?;
         let state = AdminState {
             live: Arc::clone(&self.live),
             metrics: Arc::clone(&self.metrics),
             status_access: admin::StatusAccess::for_server(&self.config.server),
         };
-        let proxy_addrs = self.config.server.listen.clone();
+        let proxy_listeners = self.config.server.listen.clone();
         self.control.spawn(async move {
             // /healthz must not answer before the proxy accepts, so the admin listener
             // (bound already, its backlog holding early probes) serves only from then on.
-            wait_until_accepting(&proxy_addrs).await;
+            wait_until_accepting(&proxy_listeners).await;
             match tokio::net::TcpListener::from_std(admin_listener) {
                 Ok(listener) => admin::serve(listener, state).await,
                 Err(error) => tracing::error!(%error, "admin listener failed"),
             }
         });
+        for (_, tls) in &tls_listeners {
+            self.metrics.prepare_listener(&tls.label);
+        }
+        self.control.spawn(crate::tls::watch::run(
+            tls_listeners
+                .iter()
+                .map(|(_, tls)| Arc::clone(tls))
+                .collect(),
+            Arc::clone(&self.metrics),
+        ));
         self.live.load().tokens.start_refreshers();
         self.control
             .spawn(generation::dns::run(Arc::clone(&self.live)));
@@ -129,17 +150,55 @@ impl App {
         let mut server = Server::new_with_opt_and_conf(None, conf);
         server.bootstrap();
         let in_flight = Arc::new(InFlight::default());
-        let gateway = Gateway::new(
-            Arc::clone(&self.live),
-            &self.config.server,
-            Arc::clone(&self.metrics),
-            Arc::clone(&in_flight),
-        );
-        let mut service = pingora::proxy::http_proxy_service(&server.configuration, gateway);
-        for addr in &self.config.server.listen {
-            service.add_tcp(&addr.to_string());
+        let gateway = || {
+            Gateway::new(
+                Arc::clone(&self.live),
+                &self.config.server,
+                Arc::clone(&self.metrics),
+                Arc::clone(&in_flight),
+            )
+        };
+        // h2c is a setting of a pingora service, not of a listener: plain listeners with
+        // http2 get a service of their own.
+        let mut service = pingora::proxy::http_proxy_service(&server.configuration, gateway());
+        let mut h2c_service = None;
+        for listener in &self.config.server.listen {
+            let addr = listener.address.to_string();
+            if let Some((_, tls)) = tls_listeners
+                .iter()
+                .find(|(address, _)| *address == listener.address)
+            {
+                let settings =
+                    tls.settings(listener.http2)
+                        .map_err(|error| StartError::Pingora {
+                            addr: listener.address,
+                            error,
+                        })?;
+                service.add_tls_with_settings(&addr, None, settings);
+            } else if listener.http2 {
+                h2c_service
+                    .get_or_insert_with(|| {
+                        let mut h2c = pingora::proxy::http_proxy_service_with_name(
+                            &server.configuration,
+                            gateway(),
+                            "Pingora HTTP Proxy Service (h2c)",
+                        );
+                        let mut options = pingora::apps::HttpServerOptions::default();
+                        options.h2c = true;
+                        if let Some(proxy) = h2c.app_logic_mut() {
+                            proxy.server_options = Some(options);
+                        }
+                        h2c
+                    })
+                    .add_tcp(&addr);
+            } else {
+                service.add_tcp(&addr);
+            }
         }
         server.add_service(service);
+        if let Some(h2c) = h2c_service {
+            server.add_service(h2c);
+        }
         server.add_service(pingora::services::background::background_service(
             "drainer",
             Drainer {
@@ -178,17 +237,45 @@ impl App {
     }
 }
 
+/// The TLS listeners' certificates and client CAs, read and checked.
+fn load_tls(
+    listeners: &[crate::config::Listener],
+) -> Result<Vec<(std::net::SocketAddr, Arc<crate::tls::TlsListener>)>, StartError> {
+    let mut loaded = Vec::new();
+    for listener in listeners {
+        let tls = crate::tls::TlsListener::load(listener).map_err(|error| StartError::Tls {
+            addr: listener.address,
+            error,
+        })?;
+        if let Some(tls) = tls {
+            loaded.push((listener.address, Arc::new(tls)));
+        }
+    }
+    Ok(loaded)
+}
+
 /// Returns once every proxy listener accepts connections (pingora binds them itself).
-async fn wait_until_accepting(addrs: &[std::net::SocketAddr]) {
-    for addr in addrs {
-        let mut probe = *addr;
+/// A plain listener is probed with a connection; a TLS listener by trying to bind its
+/// address, which fails once pingora holds it: a connection that never starts a handshake
+/// would be logged and counted as a failed one.
+async fn wait_until_accepting(listeners: &[crate::config::Listener]) {
+    for listener in listeners {
+        let mut probe = listener.address;
         if probe.ip().is_unspecified() {
             probe.set_ip(match probe {
                 std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
                 std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
             });
         }
-        while tokio::net::TcpStream::connect(probe).await.is_err() {
+        loop {
+            let listening = if listener.tls.is_some() {
+                std::net::TcpListener::bind(listener.address).is_err()
+            } else {
+                tokio::net::TcpStream::connect(probe).await.is_ok()
+            };
+            if listening {
+                break;
+            }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }

@@ -685,13 +685,18 @@ fn every_configmap_config_parses_and_listens_where_the_manifests_expect() {
             SocketAddr::from(([0, 0, 0, 0], port(DEFAULT_ADMIN))),
             "{mode}: the admin listener must be on the pod IP for the probes and Prometheus"
         );
-        let listen_ports: Vec<u16> = config.server.listen.iter().map(SocketAddr::port).collect();
+        let listen_ports: Vec<u16> = config
+            .server
+            .listen
+            .iter()
+            .map(|listener| listener.address.port())
+            .collect();
         assert_eq!(listen_ports, [port(DEFAULT_LISTEN)], "{mode}");
         let loopback = config
             .server
             .listen
             .iter()
-            .all(|addr| addr.ip().is_loopback());
+            .all(|listener| listener.address.ip().is_loopback());
         match mode {
             "sidecar" => assert!(loopback, "the sidecar listens on loopback only"),
             _ => assert!(!loopback, "the ingress listens on the pod IP"),

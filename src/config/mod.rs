@@ -7,6 +7,7 @@
 mod error;
 pub mod inbound;
 mod kinds;
+mod listeners;
 mod model;
 mod providers;
 mod raw;
@@ -125,17 +126,11 @@ pub(crate) fn typed<T: DeserializeOwned>(
 }
 
 fn validate_server(raw: RawServer, errors: &mut Errors) -> Server {
-    let listen_texts = raw
-        .listen
-        .unwrap_or_else(|| vec![DEFAULT_LISTEN.to_owned()]);
-    if listen_texts.is_empty() {
-        errors.push("server.listen", "at least one listen address is needed");
-    }
-    let listen = listen_texts
-        .iter()
-        .enumerate()
-        .filter_map(|(index, text)| socket_addr(text, &format!("server.listen[{index}]"), errors))
-        .collect();
+    let listen = listeners::validate_all(
+        raw.listen
+            .unwrap_or_else(|| vec![Value::String(DEFAULT_LISTEN.to_owned())]),
+        errors,
+    );
     let admin_text = raw.admin.unwrap_or_else(|| DEFAULT_ADMIN.to_owned());
     let admin = socket_addr(&admin_text, "server.admin", errors)
         .unwrap_or_else(|| ([127, 0, 0, 1], 9901).into());
@@ -196,7 +191,11 @@ fn validate_server(raw: RawServer, errors: &mut Errors) -> Server {
     }
 }
 
-fn socket_addr(text: &str, path: &str, errors: &mut Errors) -> Option<std::net::SocketAddr> {
+pub(crate) fn socket_addr(
+    text: &str,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<std::net::SocketAddr> {
     match text.parse() {
         Ok(addr) => Some(addr),
         Err(_) => {

@@ -74,7 +74,8 @@ fn parse_size(text: &str) -> Option<u64> {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
-    pub listen: Option<Vec<String>>,
+    /// Each entry an address, or a [`RawListener`] mapping: typed one by one.
+    pub listen: Option<Vec<serde_yaml_ng::Value>>,
     pub admin: Option<String>,
     pub threads: Option<usize>,
     pub drain_timeout: Option<DurationText>,
@@ -82,6 +83,23 @@ pub struct RawServer {
     pub paths: Option<RawPaths>,
     pub headers_with_underscores: Option<RawUnderscoreHeaders>,
     pub admin_token: Option<Secret>,
+}
+
+/// A listener written as a mapping.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub address: String,
+    pub tls: Option<RawListenerTls>,
+    pub http2: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTls {
+    pub cert_file: String,
+    pub key_file: String,
+    pub client_ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -211,6 +229,7 @@ pub struct RawUpstream {
     pub url: Option<String>,
     pub urls: Option<Vec<String>>,
     pub tls: Option<RawTls>,
+    pub http2: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

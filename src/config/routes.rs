@@ -160,6 +160,7 @@ fn validate_one(
 
 fn backends(raw: RawUpstream, path: &str, errors: &mut Errors) -> Option<Vec<Backend>> {
     let tls_settings = tls_settings(raw.tls.unwrap_or_default(), &join(path, "tls"), errors);
+    let http2 = raw.http2.unwrap_or(false);
     let urls: Vec<(String, String)> = match (raw.url, raw.urls) {
         (Some(url), None) => vec![(join(path, "url"), url)],
         (None, Some(urls)) if !urls.is_empty() => urls
@@ -211,6 +212,7 @@ fn backends(raw: RawUpstream, path: &str, errors: &mut Errors) -> Option<Vec<Bac
             authority,
             base_path: url.path().trim_end_matches('/').to_owned(),
             tls_settings: tls_settings.clone(),
+            http2,
         });
     }
     (!backends.is_empty()).then_some(backends)

@@ -156,11 +156,16 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestContext,
     ) -> pingora::Result<()> {
         let exchange = ctx.exchange.as_ref().ok_or_else(no_exchange)?;
-        let client = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        rewrite::upstream_request(exchange, client, &ctx.request_id, upstream_request)
+        let connection = rewrite::Connection {
+            client: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+            tls: session
+                .digest()
+                .is_some_and(|digest| digest.ssl_digest.is_some()),
+        };
+        rewrite::upstream_request(exchange, connection, &ctx.request_id, upstream_request)
     }
 
     async fn upstream_response_filter(
