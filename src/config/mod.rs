@@ -95,7 +95,7 @@ fn validate_tree(
     let server = validate_server(server, &mut errors);
     let providers = providers::validate_all(providers_value, &mut errors, expanded);
     let provider_names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
-    let routes = routes::validate_all(routes_value, &provider_names, &mut errors);
+    let routes = routes::validate_all(routes_value, &provider_names, &server.listen, &mut errors);
 
     errors.into_result(Config {
         server,

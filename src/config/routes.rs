@@ -17,6 +17,7 @@ const TOKEN_TYPE_PLACEHOLDER: &str = "{token_type}";
 pub(crate) fn validate_all(
     value: Option<Value>,
     providers: &[&str],
+    listeners: &[Listener],
     errors: &mut Errors,
 ) -> Vec<Route> {
     let items = match value {
@@ -44,7 +45,7 @@ pub(crate) fn validate_all(
                 format!("duplicate route name `{}`", raw.name),
             );
         }
-        if let Some(route) = validate_one(raw, &path, providers, errors) {
+        if let Some(route) = validate_one(raw, &path, providers, listeners, errors) {
             if !matches.insert((route.host.clone(), route.path_prefix.clone())) {
                 errors.push(
                     join(&path, "match"),
@@ -61,6 +62,7 @@ fn validate_one(
     raw: RawRoute,
     path: &str,
     providers: &[&str],
+    listeners: &[Listener],
     errors: &mut Errors,
 ) -> Option<Route> {
     if raw.name.is_empty() || raw.name.chars().any(|c| c.is_control() || c == ' ') {
@@ -122,6 +124,14 @@ fn validate_one(
     let inbound = raw
         .inbound
         .and_then(|raw| super::inbound::validate(raw, &join(path, "inbound"), errors));
+    if inbound.as_ref().is_some_and(|inbound| inbound.client_cert)
+        && !listeners.iter().any(Listener::mtls)
+    {
+        errors.push(
+            join(path, "inbound.client_cert"),
+            "no listener asks for client certificates: give one a tls.client_ca_file",
+        );
+    }
     let defaults = UpstreamTimeouts::default();
     let raw_timeouts = raw.timeouts.unwrap_or_default();
     let timeouts = UpstreamTimeouts {

@@ -105,7 +105,8 @@ impl ProxyHttp for Gateway {
         };
         let exchange = Exchange::new(Arc::clone(route), Arc::clone(&generation.tokens));
         let exchange = ctx.exchange.insert(exchange);
-        admission::admit(exchange, request, &self.metrics)
+        let client_cert = crate::tls::client_cert_of(session.digest());
+        admission::admit(exchange, request, client_cert, &self.metrics)
             .await
             .map_err(|refusal| refuse(&mut ctx.refusal, refusal))?;
         Ok(false)

@@ -117,6 +117,15 @@ fn every_listener_problem_names_its_key() {
 }
 
 #[test]
+fn a_client_cert_check_needs_an_mtls_listener() {
+    let text = "server:\n  listen: [\"127.0.0.1:1\"]\nproviders: {}\nroutes:\n  - name: api\n    match: { path_prefix: / }\n    upstream: { url: \"http://127.0.0.1:9\" }\n    inbound: { client_cert: {}, identity_headers: { X-Client-Subject: client_cert.subject } }\n";
+    assert_error(
+        text,
+        "routes[0].inbound.client_cert: no listener asks for client certificates",
+    );
+}
+
+#[test]
 fn an_upstream_may_speak_http2() {
     let text = "providers: {}\nroutes:\n  - { name: api, match: { path_prefix: / }, upstream: { url: \"http://127.0.0.1:9\", http2: true } }\n  - { name: web, match: { path_prefix: /w/ }, upstream: { url: \"https://127.0.0.1:9\" } }\n";
     let config = parse(text).unwrap();
