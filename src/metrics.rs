@@ -42,6 +42,9 @@ pub struct Metrics {
     /// The serving certificate of each TLS listener: when it expires, and its reloads.
     tls_certificate_expiry: GaugeVec,
     tls_certificate_reloads: IntCounterVec,
+    /// Upgrades (WebSocket) the upstream accepted, and those still open, by route.
+    pub websocket_upgrades: IntCounterVec,
+    pub websocket_connections: IntGaugeVec,
 }
 
 /// Pre-resolved counters for one provider's cache lookups, so the hot path does no label
@@ -157,6 +160,20 @@ impl Metrics {
             ),
             &["listener", "outcome"],
         )?;
+        let websocket_upgrades = IntCounterVec::new(
+            Opts::new(
+                "websocket_upgrades_total",
+                "Connection upgrades (WebSocket) the upstream accepted, by route",
+            ),
+            &["route"],
+        )?;
+        let websocket_connections = IntGaugeVec::new(
+            Opts::new(
+                "websocket_connections",
+                "Upgraded connections (WebSocket) open now, by route",
+            ),
+            &["route"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("build_info", "Build of this tollgate"),
             &["version"],
@@ -176,6 +193,8 @@ impl Metrics {
         registry.register(Box::new(tls_certificate_expiry.clone()))?;
         registry.register(Box::new(tls_certificate_reloads.clone()))?;
         registry.register(Box::new(TLS_HANDSHAKE_FAILURES.clone()))?;
+        registry.register(Box::new(websocket_upgrades.clone()))?;
+        registry.register(Box::new(websocket_connections.clone()))?;
         for outcome in ["success", "failure"] {
             config_reloads.with_label_values(&[outcome]);
         }
@@ -199,6 +218,8 @@ impl Metrics {
             underscore_headers_dropped: request_headers_dropped.with_label_values(&["underscore"]),
             tls_certificate_expiry,
             tls_certificate_reloads,
+            websocket_upgrades,
+            websocket_connections,
         })
     }
 

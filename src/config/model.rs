@@ -406,6 +406,23 @@ pub struct UpstreamTimeouts {
     /// Deadline for the whole exchange with the upstream, from the request's arrival to
     /// the last byte of the response, retries included.
     pub total: Duration,
+    /// For an upgrade request (WebSocket), in place of `read`: how long the upgraded
+    /// connection may be silent, in either direction, before it is closed.
+    pub upgraded_idle: Duration,
+    /// For an upgrade request (WebSocket), in place of `total`: how long the upgraded
+    /// connection may live.
+    pub upgraded_total: Duration,
+}
+
+impl UpstreamTimeouts {
+    /// `(read, total)` for a request: the upgraded ones for an upgrade request.
+    pub fn read_and_total(&self, upgrade: bool) -> (Duration, Duration) {
+        if upgrade {
+            (self.upgraded_idle, self.upgraded_total)
+        } else {
+            (self.read, self.total)
+        }
+    }
 }
 
 impl Default for UpstreamTimeouts {
@@ -416,6 +433,8 @@ impl Default for UpstreamTimeouts {
             write: Duration::from_secs(60),
             idle: Duration::from_secs(60),
             total: Duration::from_secs(300),
+            upgraded_idle: Duration::from_secs(600),
+            upgraded_total: Duration::from_secs(24 * 3600),
         }
     }
 }

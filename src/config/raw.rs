@@ -214,6 +214,8 @@ pub struct RawTimeouts {
     pub write: Option<DurationText>,
     pub idle: Option<DurationText>,
     pub total: Option<DurationText>,
+    pub upgraded_idle: Option<DurationText>,
+    pub upgraded_total: Option<DurationText>,
 }
 
 #[derive(Debug, Deserialize)]

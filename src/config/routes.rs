@@ -140,12 +140,20 @@ fn validate_one(
         write: raw_timeouts.write.map_or(defaults.write, |d| d.0),
         idle: raw_timeouts.idle.map_or(defaults.idle, |d| d.0),
         total: raw_timeouts.total.map_or(defaults.total, |d| d.0),
+        upgraded_idle: raw_timeouts
+            .upgraded_idle
+            .map_or(defaults.upgraded_idle, |d| d.0),
+        upgraded_total: raw_timeouts
+            .upgraded_total
+            .map_or(defaults.upgraded_total, |d| d.0),
     };
     for (key, value) in [
         ("connect", timeouts.connect),
         ("read", timeouts.read),
         ("write", timeouts.write),
         ("total", timeouts.total),
+        ("upgraded_idle", timeouts.upgraded_idle),
+        ("upgraded_total", timeouts.upgraded_total),
     ] {
         if value.is_zero() {
             errors.push(join(&join(path, "timeouts"), key), "must be longer than 0s");

@@ -103,12 +103,17 @@ impl ProxyHttp for Gateway {
         else {
             return Err(refuse(&mut ctx.refusal, Refusal::NoRoute));
         };
-        let exchange = Exchange::new(Arc::clone(route), Arc::clone(&generation.tokens));
+        let mut exchange = Exchange::new(Arc::clone(route), Arc::clone(&generation.tokens));
+        exchange.upgrade = session.is_upgrade_req();
         let exchange = ctx.exchange.insert(exchange);
         let client_cert = crate::tls::client_cert_of(session.digest());
         admission::admit(exchange, request, client_cert, &self.metrics)
             .await
             .map_err(|refusal| refuse(&mut ctx.refusal, refusal))?;
+        if exchange.upgrade {
+            // The caller's side of an upgraded connection may be as quiet as the route allows.
+            session.set_read_timeout(Some(exchange.route.timeouts.upgraded_idle));
+        }
         Ok(false)
     }
 
@@ -179,6 +184,9 @@ impl ProxyHttp for Gateway {
         let Some(exchange) = ctx.exchange.as_mut() else {
             return Ok(());
         };
+        if status == 101 && exchange.upgrade {
+            access::upgraded(&self.metrics, exchange);
+        }
         if !exchange.route.retry_statuses.contains(&status)
             || !credential::rejected(exchange, replayable(session)).await
         {
@@ -214,7 +222,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestContext,
     ) -> pingora::Result<Option<std::time::Duration>> {
         match &ctx.exchange {
-            Some(e) if ctx.started.elapsed() > e.route.timeouts.total => Err(total_timeout()),
+            Some(e) if ctx.started.elapsed() > e.total_timeout() => Err(total_timeout()),
             _ => Ok(None),
         }
     }
