@@ -241,7 +241,23 @@ pub async fn http1_get<S>(stream: &mut S, path: &str) -> std::io::Result<(u16, S
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\n");
+    http1_get_with(stream, path, &[]).await
+}
+
+/// [`http1_get`] with more request headers.
+pub async fn http1_get_with<S>(
+    stream: &mut S,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n{extra}\r\n");
     stream.write_all(request.as_bytes()).await?;
     stream.flush().await?;
     let mut reader = BufReader::new(stream);
