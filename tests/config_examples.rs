@@ -1,5 +1,6 @@
 //! Every example in config/ passes `tollgate check`, with each `${env:NAME}` it names set
-//! to a placeholder, the way a deployment would provide it.
+//! to a placeholder, the way a deployment would provide it, and the TLS files it names
+//! under `/etc/tls/` (a Kubernetes TLS Secret's mount) made for the check.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,6 +19,26 @@ fn examples() -> Vec<PathBuf> {
     files
 }
 
+/// Where the examples mount a TLS Secret (`tls.crt`, `tls.key`, `ca.crt`).
+const TLS_MOUNT: &str = "/etc/tls/";
+
+/// `text` with the TLS mount replaced by a directory holding a certificate, its key and
+/// its CA (the certificate itself), made now.
+fn with_tls_files(text: &str, dir: &Path) -> String {
+    if !text.contains(TLS_MOUNT) {
+        return text.to_owned();
+    }
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["gateway.example".to_owned()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("certificate");
+    std::fs::write(dir.join("tls.crt"), cert.pem()).expect("tls.crt");
+    std::fs::write(dir.join("tls.key"), key.serialize_pem()).expect("tls.key");
+    std::fs::write(dir.join("ca.crt"), cert.pem()).expect("ca.crt");
+    text.replace(TLS_MOUNT, &format!("{}/", dir.display()))
+}
+
 fn env_references(text: &str) -> Vec<String> {
     text.split("${env:")
         .skip(1)
@@ -34,8 +55,11 @@ fn every_example_config_passes_check() {
     );
     for file in files {
         let text = std::fs::read_to_string(&file).expect("readable example");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let checked = dir.path().join("tollgate.yaml");
+        std::fs::write(&checked, with_tls_files(&text, dir.path())).expect("write config");
         let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-        command.arg("check").arg("--config").arg(&file);
+        command.arg("check").arg("--config").arg(&checked);
         for name in env_references(&text) {
             let value = format!("placeholder-value-for-{name}");
             command.env(name, value);
