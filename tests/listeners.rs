@@ -802,3 +802,51 @@ async fn tollgate_check_names_the_listener_keys_it_cannot_use() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_websocket_where_only_the_server_talks_is_not_idle() {
+    let idp = idp().await;
+    // A server that pushes a message every 200 ms and never reads.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut socket) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                while socket.send(Message::text("tick")).await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            });
+        }
+    });
+    let yaml = config_with_listeners(
+        "",
+        &[idp_provider(&idp)],
+        &[route(
+            "ws",
+            "/ws/",
+            &format!("http://{upstream}"),
+            "idp",
+            "timeouts: { upgraded_idle: 1s }",
+        )],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    gateway.wait_ready().await;
+    let url = format!("ws://{}/ws/feed", gateway.proxy_addr());
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    // The client stays silent for three times upgraded_idle; the pushes keep coming.
+    let listening = Instant::now();
+    let mut ticks = 0;
+    while listening.elapsed() < Duration::from_secs(3) {
+        match tokio::time::timeout(Duration::from_secs(1), socket.next()).await {
+            Ok(Some(Ok(message))) if message.is_text() => ticks += 1,
+            other => panic!(
+                "after {:?} and {ticks} pushes: {other:?}",
+                listening.elapsed()
+            ),
+        }
+    }
+    assert!(ticks >= 10, "{ticks} pushes in 3 s");
+}
