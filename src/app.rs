@@ -158,43 +158,12 @@ impl App {
                 Arc::clone(&in_flight),
             )
         };
-        // h2c is a setting of a pingora service, not of a listener: plain listeners with
-        // http2 get a service of their own.
-        let mut service = pingora::proxy::http_proxy_service(&server.configuration, gateway());
-        let mut h2c_service = None;
-        for listener in &self.config.server.listen {
-            let addr = listener.address.to_string();
-            if let Some((_, tls)) = tls_listeners
-                .iter()
-                .find(|(address, _)| *address == listener.address)
-            {
-                let settings =
-                    tls.settings(listener.http2)
-                        .map_err(|error| StartError::Pingora {
-                            addr: listener.address,
-                            error,
-                        })?;
-                service.add_tls_with_settings(&addr, None, settings);
-            } else if listener.http2 {
-                h2c_service
-                    .get_or_insert_with(|| {
-                        let mut h2c = pingora::proxy::http_proxy_service_with_name(
-                            &server.configuration,
-                            gateway(),
-                            "Pingora HTTP Proxy Service (h2c)",
-                        );
-                        let mut options = pingora::apps::HttpServerOptions::default();
-                        options.h2c = true;
-                        if let Some(proxy) = h2c.app_logic_mut() {
-                            proxy.server_options = Some(options);
-                        }
-                        h2c
-                    })
-                    .add_tcp(&addr);
-            } else {
-                service.add_tcp(&addr);
-            }
-        }
+        let (service, h2c_service) = proxy_services(
+            &server.configuration,
+            &self.config.server.listen,
+            &tls_listeners,
+            gateway,
+        )?;
         server.add_service(service);
         if let Some(h2c) = h2c_service {
             server.add_service(h2c);
@@ -235,6 +204,55 @@ impl App {
             .shutdown_timeout(std::time::Duration::from_secs(1));
         Ok(())
     }
+}
+
+type ProxyService = pingora::services::listening::Service<pingora::proxy::HttpProxy<Gateway>>;
+
+/// pingora's proxy service with every listener: plain ones with `add_tcp`, TLS ones with
+/// their `TlsListener`'s settings. h2c is a setting of a pingora service, not of a
+/// listener, so plain listeners with `http2` go to a second service with it on.
+fn proxy_services(
+    conf: &Arc<ServerConf>,
+    listeners: &[crate::config::Listener],
+    tls_listeners: &[(std::net::SocketAddr, Arc<crate::tls::TlsListener>)],
+    gateway: impl Fn() -> Gateway,
+) -> Result<(ProxyService, Option<ProxyService>), StartError> {
+    let mut service = pingora::proxy::http_proxy_service(conf, gateway());
+    let mut h2c_service: Option<ProxyService> = None;
+    for listener in listeners {
+        let addr = listener.address.to_string();
+        let tls = tls_listeners
+            .iter()
+            .find(|(address, _)| *address == listener.address);
+        if let Some((_, tls)) = tls {
+            let settings = tls
+                .settings(listener.http2)
+                .map_err(|error| StartError::Pingora {
+                    addr: listener.address,
+                    error,
+                })?;
+            service.add_tls_with_settings(&addr, None, settings);
+        } else if listener.http2 {
+            h2c_service
+                .get_or_insert_with(|| {
+                    let mut h2c = pingora::proxy::http_proxy_service_with_name(
+                        conf,
+                        gateway(),
+                        "Pingora HTTP Proxy Service (h2c)",
+                    );
+                    let mut options = pingora::apps::HttpServerOptions::default();
+                    options.h2c = true;
+                    if let Some(proxy) = h2c.app_logic_mut() {
+                        proxy.server_options = Some(options);
+                    }
+                    h2c
+                })
+                .add_tcp(&addr);
+        } else {
+            service.add_tcp(&addr);
+        }
+    }
+    Ok((service, h2c_service))
 }
 
 /// The TLS listeners' certificates and client CAs, read and checked.
