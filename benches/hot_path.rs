@@ -60,6 +60,7 @@ fn bench(c: &mut Criterion) {
         vec![(&config.providers[0], provider)],
         runtime.handle().clone(),
         Arc::clone(&metrics),
+        None,
     );
     let routes: Vec<Arc<CompiledRoute>> = config
         .routes

@@ -157,9 +157,11 @@ async fn status(
     if let Some(refusal) = state.status_access.refusal(peer, &headers) {
         return refusal;
     }
+    let tokens = state.tokens();
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "providers": state.tokens().status().await,
+        "store": tokens.store_state(),
+        "providers": tokens.status().await,
     }))
     .into_response()
 }

@@ -10,11 +10,12 @@ use tokio::runtime::Runtime;
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
-use crate::generation::{self, Generation, Live};
+use crate::generation::{self, Context, Generation, Live};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::reload::Reloader;
 use crate::shutdown::{Drainer, InFlight, Signals};
+use crate::store::{Fleet, RedisStore};
 
 /// After the drain time, pingora gives its runtimes this long to stop.
 const RUNTIME_SHUTDOWN_SECONDS: u64 = 1;
@@ -51,7 +52,8 @@ pub struct App {
     config: Config,
     control: Runtime,
     live: Arc<Live>,
-    metrics: Arc<Metrics>,
+    /// What every generation is built with.
+    context: Context,
     /// The file to reload from on SIGHUP or when it changes.
     config_path: Option<PathBuf>,
 }
@@ -65,12 +67,25 @@ impl App {
             .build()
             .map_err(StartError::Runtime)?;
         let metrics = Arc::new(Metrics::new()?);
-        let generation = Generation::build(&config, None, control.handle(), &metrics)?;
+        let fleet = match &config.server.store {
+            None => None,
+            Some(settings) => Some(Arc::new(Fleet::new(
+                settings,
+                Arc::new(RedisStore::new(settings)),
+                metrics.store()?,
+            ))),
+        };
+        let context = Context {
+            control: control.handle().clone(),
+            metrics,
+            fleet,
+        };
+        let generation = Generation::build(&config, None, &context)?;
         Ok(App {
             config,
             control,
             live: Arc::new(Live::from_pointee(generation)),
-            metrics,
+            context,
             config_path: None,
         })
     }
@@ -99,7 +114,7 @@ impl App {
         let tls_listeners = load_tls(&self.config.server.listen)?;
         let state = AdminState {
             live: Arc::clone(&self.live),
-            metrics: Arc::clone(&self.metrics),
+            metrics: Arc::clone(&self.context.metrics),
             status_access: admin::StatusAccess::for_server(&self.config.server),
         };
         let proxy_listeners = self.config.server.listen.clone();
@@ -113,24 +128,27 @@ impl App {
             }
         });
         for (_, tls) in &tls_listeners {
-            self.metrics.prepare_listener(&tls.label);
+            self.context.metrics.prepare_listener(&tls.label);
         }
         self.control.spawn(crate::tls::watch::run(
             tls_listeners
                 .iter()
                 .map(|(_, tls)| Arc::clone(tls))
                 .collect(),
-            Arc::clone(&self.metrics),
+            Arc::clone(&self.context.metrics),
         ));
         self.live.load().tokens.start_refreshers();
         self.control
             .spawn(generation::dns::run(Arc::clone(&self.live)));
+        if let Some(fleet) = &self.context.fleet {
+            self.control.spawn(Arc::clone(fleet).watch());
+        }
         if let Some(path) = &self.config_path {
             let reloader = Reloader::new(
                 path.clone(),
                 &self.config,
                 Arc::clone(&self.live),
-                Arc::clone(&self.metrics),
+                self.context.clone(),
             );
             self.control.spawn(reloader.run());
         }
@@ -154,7 +172,7 @@ impl App {
             Gateway::new(
                 Arc::clone(&self.live),
                 &self.config.server,
-                Arc::clone(&self.metrics),
+                Arc::clone(&self.context.metrics),
                 Arc::clone(&in_flight),
             )
         };

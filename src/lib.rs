@@ -17,5 +17,6 @@ pub mod reload;
 pub mod routing;
 pub mod secret;
 pub mod shutdown;
+pub mod store;
 pub mod tls;
 pub mod tokens;

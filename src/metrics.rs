@@ -5,8 +5,8 @@ use std::sync::LazyLock;
 
 use crate::config::Config;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// `tollgate_tls_handshake_failures_total{reason}`: a process-wide counter, because the
@@ -37,6 +37,8 @@ pub struct Metrics {
     pub credential_unavailable: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub inbound_auth: IntCounterVec,
+    /// Upstream answers that rejected the token sent (a status in `on_upstream_status`).
+    pub token_rejections: IntCounterVec,
     /// Caller headers removed before routing (`reason="underscore"`).
     pub underscore_headers_dropped: IntCounter,
     /// The serving certificate of each TLS listener: when it expires, and its reloads.
@@ -45,6 +47,15 @@ pub struct Metrics {
     /// Upgrades (WebSocket) the upstream accepted, and those still open, by route.
     pub websocket_upgrades: IntCounterVec,
     pub websocket_connections: IntGaugeVec,
+}
+
+/// The metrics of fleet mode, registered only when a store is configured (a gauge at 0
+/// would read as a store that is down).
+#[derive(Clone)]
+pub struct StoreMetrics {
+    pub up: IntGauge,
+    pub operations: IntCounterVec,
+    pub leases: IntCounterVec,
 }
 
 /// Pre-resolved counters for one provider's cache lookups, so the hot path does no label
@@ -139,6 +150,13 @@ impl Metrics {
             ),
             &["route", "outcome"],
         )?;
+        let token_rejections = IntCounterVec::new(
+            Opts::new(
+                "token_rejections_total",
+                "Upstream answers that rejected the token sent (a status in the route's on_upstream_status), by provider and route",
+            ),
+            &["provider", "route"],
+        )?;
         let request_headers_dropped = IntCounterVec::new(
             Opts::new(
                 "request_headers_dropped_total",
@@ -190,6 +208,7 @@ impl Metrics {
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(inbound_auth.clone()))?;
         registry.register(Box::new(request_headers_dropped.clone()))?;
+        registry.register(Box::new(token_rejections.clone()))?;
         registry.register(Box::new(tls_certificate_expiry.clone()))?;
         registry.register(Box::new(tls_certificate_reloads.clone()))?;
         registry.register(Box::new(TLS_HANDSHAKE_FAILURES.clone()))?;
@@ -215,6 +234,7 @@ impl Metrics {
             credential_unavailable,
             config_reloads,
             inbound_auth,
+            token_rejections,
             underscore_headers_dropped: request_headers_dropped.with_label_values(&["underscore"]),
             tls_certificate_expiry,
             tls_certificate_reloads,
@@ -228,6 +248,10 @@ impl Metrics {
         for route in &config.routes {
             self.credential_unavailable
                 .with_label_values(&[&route.name]);
+            if let Some(credential) = &route.credential {
+                self.token_rejections
+                    .with_label_values(&[&credential.provider, &route.name]);
+            }
         }
         for provider in &config.providers {
             for kind in ["login", "refresh"] {
@@ -273,6 +297,36 @@ impl Metrics {
 
     pub fn expiry_gauge(&self, provider: &str) -> Gauge {
         self.token_expiry.with_label_values(&[provider])
+    }
+
+    /// Registers and returns the store's metrics (call once, when fleet mode is on).
+    pub fn store(&self) -> Result<StoreMetrics, prometheus::Error> {
+        let up = IntGauge::new(
+            "store_up",
+            "1 while the token store answers, 0 while every replica logs in by itself",
+        )?;
+        let operations = IntCounterVec::new(
+            Opts::new(
+                "store_operations_total",
+                "Operations on the token store, by operation (get, lease, publish, release, purge, ping) and outcome (ok, error)",
+            ),
+            &["operation", "outcome"],
+        )?;
+        let leases = IntCounterVec::new(
+            Opts::new(
+                "store_leases_total",
+                "Token fetches through the store, by provider and outcome: acquired (this replica called the provider), shared (another replica's token was taken), fallback (the lease holder published nothing in time)",
+            ),
+            &["provider", "outcome"],
+        )?;
+        self.registry.register(Box::new(up.clone()))?;
+        self.registry.register(Box::new(operations.clone()))?;
+        self.registry.register(Box::new(leases.clone()))?;
+        Ok(StoreMetrics {
+            up,
+            operations,
+            leases,
+        })
     }
 
     /// The registry in Prometheus text format.

@@ -12,8 +12,7 @@ use sha2::{Digest, Sha256};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{self, Config, Server};
-use crate::generation::{self, Generation, Live};
-use crate::metrics::Metrics;
+use crate::generation::{self, Context, Generation, Live};
 
 /// How often the config file is read to see whether it changed.
 const WATCH_INTERVAL: Duration = Duration::from_secs(2);
@@ -23,7 +22,7 @@ pub struct Reloader {
     /// The `server` section in force; changing it needs a restart.
     server: Server,
     live: Arc<Live>,
-    metrics: Arc<Metrics>,
+    context: Context,
     last_digest: Mutex<Option<[u8; 32]>>,
 }
 
@@ -38,13 +37,13 @@ enum ReloadError {
 }
 
 impl Reloader {
-    pub fn new(path: PathBuf, config: &Config, live: Arc<Live>, metrics: Arc<Metrics>) -> Reloader {
+    pub fn new(path: PathBuf, config: &Config, live: Arc<Live>, context: Context) -> Reloader {
         let last_digest = Mutex::new(digest_of(&path));
         Reloader {
             path,
             server: config.server.clone(),
             live,
-            metrics,
+            context,
             last_digest,
         }
     }
@@ -87,14 +86,16 @@ impl Reloader {
     async fn reload(&self, trigger: &str) {
         match self.try_reload().await {
             Ok(summary) => {
-                self.metrics
+                self.context
+                    .metrics
                     .config_reloads
                     .with_label_values(&["success"])
                     .inc();
                 tracing::info!(trigger, %summary, "config reloaded");
             }
             Err(error) => {
-                self.metrics
+                self.context
+                    .metrics
                     .config_reloads
                     .with_label_values(&["failure"])
                     .inc();
@@ -120,12 +121,7 @@ impl Reloader {
             tracing::warn!("the server section changed; listeners, threads and drain time apply after a restart");
         }
         let current = self.live.load_full();
-        let next = Generation::build(
-            &config,
-            Some(&current),
-            &tokio::runtime::Handle::current(),
-            &self.metrics,
-        )?;
+        let next = Generation::build(&config, Some(&current), &self.context)?;
         let successor = Arc::clone(&next.tokens);
         let provider_names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
         successor.start_refreshers();

@@ -299,7 +299,10 @@ async fn oauth2_scopes_and_audience_are_sent() {
     assert_eq!(last.param("scope"), Some("reports.read reports.write"));
     assert_eq!(last.param("audience"), Some("https://api.example"));
     let claims = tollgate_standins::jwt::verify(&token).unwrap();
-    assert_eq!(claims.aud.as_deref(), Some("https://api.example"));
+    assert_eq!(
+        claims.aud.as_ref().and_then(|a| a.as_one()),
+        Some("https://api.example")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -13,6 +13,7 @@ mod providers;
 mod raw;
 mod references;
 mod routes;
+mod store;
 mod values;
 
 use std::path::Path;
@@ -188,6 +189,7 @@ fn validate_server(raw: RawServer, errors: &mut Errors) -> Server {
         paths,
         headers_with_underscores,
         admin_token: raw.admin_token,
+        store: store::validate(raw.store, errors),
     }
 }
 

@@ -35,6 +35,43 @@ pub struct Server {
     pub headers_with_underscores: UnderscoreHeaders,
     /// When set, `/status` answers only a bearer of this token.
     pub admin_token: Option<Secret>,
+    /// Fleet mode: the store every replica shares tokens through.
+    pub store: Option<StoreSettings>,
+}
+
+/// `server.store`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreSettings {
+    pub endpoint: StoreEndpoint,
+    pub key_prefix: String,
+    /// 32 bytes: the ChaCha20-Poly1305 key of stored values, and the HMAC key of store
+    /// keys and fingerprints.
+    pub encryption_key: Secret,
+    /// How long one replica may hold a login lease.
+    pub lease: Duration,
+    /// Longest wait for one store operation; past it the replica logs in by itself.
+    pub timeout: Duration,
+}
+
+/// Where the store is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreEndpoint {
+    /// `redis://`, `rediss://` (TLS), `valkey://`, `valkeys://`: the URL as written (it may
+    /// hold a password).
+    Direct(Secret),
+    /// `redis+sentinel://` or `rediss+sentinel://`: the master a set of Sentinels names.
+    Sentinel(SentinelEndpoint),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SentinelEndpoint {
+    pub sentinels: Vec<(String, u16)>,
+    pub service: String,
+    pub db: i64,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// TLS to the master (`rediss+sentinel://`).
+    pub tls: bool,
 }
 
 impl Server {
@@ -116,6 +153,10 @@ pub enum UnderscoreHeaders {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProviderSpec {
     pub name: String,
+    /// A digest of its type and settings, secrets included: the same identity means the
+    /// same credentials, so replicas may share its token (fleet mode), and a rotated secret
+    /// never reuses an old one.
+    pub identity: [u8; 32],
     pub settings: ProviderSettings,
     pub refresh: RefreshPolicy,
     /// Whole-request deadline for one call to the provider.
@@ -186,7 +227,10 @@ pub struct OAuth2Settings {
     pub client_secret: Option<Secret>,
     pub client_auth: ClientAuth,
     pub scopes: Vec<String>,
+    /// A non-standard parameter some servers (Auth0, say) read for the audience.
     pub audience: Option<String>,
+    /// RFC 8707 resource indicators, sent as `resource` parameters, one each.
+    pub resources: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use serde_yaml_ng::{Mapping, Value};
+use sha2::{Digest, Sha256};
 
 use super::error::{join, Errors};
 use super::kinds;
@@ -85,6 +86,7 @@ fn validate_one(
     };
     let common = take_common(&mut map, path, errors);
     let rest = Value::Mapping(map);
+    let identity = identity(&kind, &rest);
     let settings = match kind.as_str() {
         "oauth2" => typed::<RawOAuth2>(rest, path, errors)
             .and_then(|raw| kinds::oauth2::validate(raw, path, errors))
@@ -123,12 +125,26 @@ fn validate_one(
     }
     Some(ProviderSpec {
         name,
+        identity,
         settings: settings?,
         refresh,
         timeout,
         tls,
         reference_values: Vec::new(),
     })
+}
+
+/// A digest of the provider's type and own settings (secrets included, references
+/// expanded), not of the keys every provider shares (`refresh`, `timeout`, `tls`): those
+/// change how a token is fetched and kept, not which credentials it stands for.
+fn identity(kind: &str, settings: &Value) -> [u8; 32] {
+    let text = serde_yaml_ng::to_string(settings).unwrap_or_default();
+    Sha256::new()
+        .chain_update(kind.as_bytes())
+        .chain_update([0])
+        .chain_update(text.as_bytes())
+        .finalize()
+        .into()
 }
 
 fn take_common(map: &mut Mapping, path: &str, errors: &mut Errors) -> RawProviderCommon {

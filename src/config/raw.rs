@@ -71,6 +71,23 @@ fn parse_size(text: &str) -> Option<u64> {
     number.checked_mul(factor)
 }
 
+/// A value written either alone or as a list (`resource: https://a` or `resource: [..]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
@@ -83,6 +100,19 @@ pub struct RawServer {
     pub paths: Option<RawPaths>,
     pub headers_with_underscores: Option<RawUnderscoreHeaders>,
     pub admin_token: Option<Secret>,
+    pub store: Option<RawStore>,
+}
+
+/// `server.store`: fleet mode.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// May hold a password, so it is a secret.
+    pub url: Secret,
+    pub key_prefix: Option<String>,
+    pub encryption_key: Secret,
+    pub lease: Option<DurationText>,
+    pub timeout: Option<DurationText>,
 }
 
 /// A listener written as a mapping.
@@ -176,6 +206,7 @@ pub struct RawOAuth2 {
     pub client_auth: Option<RawClientAuth>,
     pub scopes: Option<Vec<String>>,
     pub audience: Option<String>,
+    pub resource: Option<OneOrMany>,
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub refresh_token: Option<Secret>,

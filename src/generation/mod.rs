@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::providers;
 use crate::routing::{CompiledRoute, RouteBuildError, Router};
+use crate::store::Fleet;
 use crate::tokens::TokenManager;
 
 pub struct Generation {
@@ -24,6 +25,16 @@ pub struct Generation {
 /// The generation in force, shared by the proxy, the admin listener, the DNS refresh, the
 /// drainer and the reloader.
 pub type Live = ArcSwap<Generation>;
+
+/// What every generation is built with, for the life of the process.
+#[derive(Clone)]
+pub struct Context {
+    /// Runs provider calls, refreshers and the inbound checks' calls.
+    pub control: Handle,
+    pub metrics: Arc<Metrics>,
+    /// Fleet mode: the store the replicas share tokens through.
+    pub fleet: Option<Arc<Fleet>>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -38,14 +49,17 @@ impl Generation {
     /// change keep their token, refresher and backoff state (see
     /// [`TokenManager::successor`]); the caller starts the new refreshers
     /// ([`TokenManager::start_refreshers`]) once it serves this generation, and retires the
-    /// previous one's replaced providers. `control` runs provider calls and the inbound
-    /// checks' calls.
+    /// previous one's replaced providers.
     pub fn build(
         config: &Config,
         previous: Option<&Generation>,
-        control: &Handle,
-        metrics: &Arc<Metrics>,
+        context: &Context,
     ) -> Result<Generation, BuildError> {
+        let Context {
+            control,
+            metrics,
+            fleet,
+        } = context;
         warn_about_unverified_tls(config);
         metrics.prepare(config);
         let tokens = match previous {
@@ -57,7 +71,7 @@ impl Generation {
                 for spec in &config.providers {
                     clients.push((spec, providers::build(spec)?));
                 }
-                TokenManager::new(clients, control.clone(), Arc::clone(metrics))
+                TokenManager::new(clients, control.clone(), Arc::clone(metrics), fleet.clone())
             }
         };
         let routes = config

@@ -20,6 +20,7 @@ pub struct OAuth2 {
     client_auth: ClientAuth,
     scope: Option<String>,
     audience: Option<String>,
+    resources: Vec<String>,
     http: ProviderHttp,
 }
 
@@ -49,6 +50,7 @@ impl OAuth2 {
             client_auth: settings.client_auth,
             scope: (!settings.scopes.is_empty()).then(|| settings.scopes.join(" ")),
             audience: settings.audience.clone(),
+            resources: settings.resources.clone(),
             http,
         }
     }
@@ -64,6 +66,10 @@ impl OAuth2 {
         }
         if let Some(audience) = &self.audience {
             form.push(("audience", audience));
+        }
+        // RFC 8707: one `resource` parameter per resource, on a refresh too.
+        for resource in &self.resources {
+            form.push(("resource", resource));
         }
         let mut request = self
             .http
@@ -138,7 +144,11 @@ impl OAuth2 {
             }
             (
                 400 | 401,
-                "invalid_client" | "invalid_grant" | "unauthorized_client" | "invalid_scope",
+                "invalid_client"
+                | "invalid_grant"
+                | "unauthorized_client"
+                | "invalid_scope"
+                | "invalid_target",
             )
             | (401 | 403, _) => ProviderError::Rejected { status, detail },
             _ => ProviderError::Failed { status, detail },

@@ -187,9 +187,11 @@ impl ProxyHttp for Gateway {
         if status == 101 && exchange.upgrade {
             access::upgraded(&self.metrics, exchange);
         }
-        if !exchange.route.retry_statuses.contains(&status)
-            || !credential::rejected(exchange, replayable(session)).await
-        {
+        if !exchange.route.retry_statuses.contains(&status) {
+            credential::accepted(exchange);
+            return Ok(());
+        }
+        if !credential::rejected(exchange, replayable(session), &self.metrics).await {
             return Ok(());
         }
         self.metrics

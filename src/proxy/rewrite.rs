@@ -195,6 +195,7 @@ mod tests {
             vec![],
             tokio::runtime::Handle::current(),
             Arc::new(crate::metrics::Metrics::new().unwrap()),
+            None,
         );
         let mut exchange = Exchange::new(route, tokens);
         exchange.next_peer(std::time::Instant::now()).unwrap();

@@ -266,6 +266,6 @@ pub fn route_for_tests(yaml: &str) -> Arc<CompiledRoute> {
         .iter()
         .map(|spec| (spec, crate::providers::build(spec).expect("test provider")))
         .collect();
-    let tokens = TokenManager::new(providers, control.clone(), metrics);
+    let tokens = TokenManager::new(providers, control.clone(), metrics, None);
     CompiledRoute::build(&config.routes[0], &tokens, &control).expect("test route")
 }

@@ -7,6 +7,8 @@
 //! that goes away cannot abandon a login half way.
 
 mod backoff;
+mod fetch;
+mod rejection;
 #[cfg(test)]
 mod tests;
 mod token;
@@ -26,9 +28,11 @@ use tokio::sync::Notify;
 
 use crate::config::{ProviderSpec, RefreshPolicy};
 use crate::metrics::{CacheLookupCounters, Metrics};
-use crate::providers::{BuildError, Grant, Provider, ProviderError};
+use crate::providers::{BuildError, Provider, ProviderError};
 use crate::secret::Secret;
+use crate::store::{Fleet, SlotKeys};
 
+use rejection::{RejectionGuard, Verdict};
 pub use token::{fingerprint, jwt_claims, jwt_expiry, LifetimeSource, Token};
 
 /// Index of a provider in the manager, resolved once at startup so the hot path does not
@@ -65,6 +69,8 @@ struct Shared {
     control: Handle,
     counters: Counters,
     metrics: Arc<Metrics>,
+    /// Fleet mode: tokens shared with the other replicas through the store.
+    fleet: Option<Arc<Fleet>>,
 }
 
 /// Process-wide sequence numbers, shared across reloads so ids never repeat.
@@ -86,8 +92,13 @@ struct Slot {
     policy: RefreshPolicy,
     fetch_lock: tokio::sync::Mutex<()>,
     state: Mutex<SlotState>,
+    /// Set while the rejection guard has something an accepted request would reset, so
+    /// that the request path takes no lock otherwise.
+    guard_engaged: AtomicBool,
     /// Wakes the background refresher when its token was purged.
     wake: Notify,
+    /// Where its token lives in the store (fleet mode).
+    store_keys: Option<SlotKeys>,
     lookups: CacheLookupCounters,
     expiry: Gauge,
 }
@@ -99,6 +110,20 @@ struct SlotState {
     last_error: Option<ProviderError>,
     last_success: Option<SystemTime>,
     refresh_token: Option<(Secret, Option<Instant>)>,
+    rejections: RejectionGuard,
+    /// The fingerprint of a token an upstream rejected here, to delete from the store
+    /// before the next fetch (the request path does no store I/O).
+    store_purge: Option<String>,
+}
+
+/// What an upstream's rejection of a token led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// The token is (or already was) replaced: a retry gets a fresh one.
+    Renewing,
+    /// Renewals on rejection are paused (fresh tokens were rejected too): the caller gets
+    /// the upstream's answer.
+    Paused,
 }
 
 /// Per-provider view for `/status` and `/readyz`; it holds a fingerprint, never a token.
@@ -110,6 +135,10 @@ pub struct ProviderStatus {
     pub last_refresh_unix: Option<u64>,
     pub consecutive_failures: u32,
     pub last_error: Option<String>,
+    /// Rounds in a row in which the upstream rejected a token fresh from a renewal.
+    pub upstream_rejections: u32,
+    /// How long renewals on rejection stay paused, when they are.
+    pub rejection_pause_seconds: Option<u64>,
     pub retry_in_seconds: Option<u64>,
     pub token_fingerprint: Option<String>,
 }
@@ -145,6 +174,7 @@ impl TokenManager {
         providers: Vec<(&ProviderSpec, Arc<dyn Provider>)>,
         control: Handle,
         metrics: Arc<Metrics>,
+        fleet: Option<Arc<Fleet>>,
     ) -> Arc<TokenManager> {
         // Room for reloads that replace every provider while old tokens still expire.
         let cache = Cache::builder()
@@ -156,6 +186,7 @@ impl TokenManager {
             control,
             counters: Counters::default(),
             metrics,
+            fleet,
         });
         let slots: Vec<Arc<Slot>> = providers
             .into_iter()
@@ -255,9 +286,31 @@ impl TokenManager {
         self.shared.fetch(slot, None).await
     }
 
-    /// The upstream refused `token_id`: drop it, unless a newer token already replaced it.
-    pub async fn reject(&self, id: ProviderId, token_id: u64) {
+    /// The upstream refused `token_id`: drop it, unless a newer token already replaced it,
+    /// or the rejection guard says renewing does not help (see `rejection.rs`).
+    pub async fn reject(&self, id: ProviderId, token_id: u64) -> Rejection {
         let slot = &self.slots[id.0];
+        let verdict = {
+            let mut state = lock(&slot.state);
+            let verdict = state
+                .rejections
+                .on_rejection(token_id, Instant::now(), &slot.policy);
+            slot.guard_engaged
+                .store(state.rejections.is_engaged(), Ordering::Relaxed);
+            verdict
+        };
+        match verdict {
+            Verdict::Keep => return Rejection::Paused,
+            Verdict::Pause(pause) => {
+                tracing::warn!(
+                    provider = %slot.name,
+                    paused_seconds = pause.as_secs_f64(),
+                    "the upstream rejected a token fresh from a renewal too: renewals on rejection are paused, callers get the upstream's answer"
+                );
+                return Rejection::Paused;
+            }
+            Verdict::Purge => {}
+        }
         let result = self
             .shared
             .cache
@@ -270,10 +323,28 @@ impl TokenManager {
                 std::future::ready(op)
             })
             .await;
-        if matches!(result, moka::ops::compute::CompResult::Removed(_)) {
+        if let moka::ops::compute::CompResult::Removed(entry) = result {
+            let mut state = lock(&slot.state);
+            state.rejections.purged();
+            if let Some(fleet) = &self.shared.fleet {
+                state.store_purge = Some(fleet.fingerprint(&entry.value().value));
+            }
+            drop(state);
             tracing::info!(provider = %slot.name, "upstream rejected the token; it was purged");
             slot.wake.notify_one();
         }
+        Rejection::Renewing
+    }
+
+    /// The upstream accepted a request with the provider's token: renewing on rejection
+    /// works (again). Free on the request path unless the rejection guard is engaged.
+    pub fn accepted(&self, id: ProviderId) {
+        let slot = &self.slots[id.0];
+        if !slot.guard_engaged.load(Ordering::Relaxed) {
+            return;
+        }
+        lock(&slot.state).rejections.accepted();
+        slot.guard_engaged.store(false, Ordering::Relaxed);
     }
 
     /// Ends the current session of every provider configured to (on shutdown).
@@ -301,6 +372,15 @@ impl TokenManager {
                     tracing::warn!(provider = %slot.name, "ending the session was interrupted")
                 }
             }
+        }
+    }
+
+    /// The token store in fleet mode: `up` or `down`; `off` without one.
+    pub fn store_state(&self) -> &'static str {
+        match &self.shared.fleet {
+            None => "off",
+            Some(fleet) if fleet.is_up() => "up",
+            Some(_) => "down",
         }
     }
 
@@ -341,184 +421,13 @@ impl TokenManager {
                 .map(|d| d.as_secs()),
             consecutive_failures: state.consecutive_failures,
             last_error: state.last_error.as_ref().map(ToString::to_string),
+            upstream_rejections: state.rejections.consecutive(),
+            rejection_pause_seconds: state
+                .rejections
+                .pause_left(now)
+                .map(|left| left.as_secs().max(1)),
             retry_in_seconds: retry_in,
             token_fingerprint: token.map(|t| t.fingerprint.clone()),
-        }
-    }
-}
-
-impl Shared {
-    /// Runs (or joins) a provider call on the control runtime and waits for its outcome.
-    async fn fetch(
-        self: &Arc<Self>,
-        slot: &Arc<Slot>,
-        replacing: Option<u64>,
-    ) -> Result<Arc<Token>, CredentialUnavailable> {
-        if let Some(unavailable) = self.backing_off(slot) {
-            return Err(unavailable);
-        }
-        let shared = Arc::clone(self);
-        let job_slot = Arc::clone(slot);
-        let job = async move { shared.run_fetch(&job_slot, replacing).await };
-        match self.control.spawn(job).await {
-            Ok(result) => result,
-            Err(_) => Err(CredentialUnavailable {
-                provider: slot.name.clone(),
-                reason: "token fetch was interrupted (shutting down)".to_owned(),
-                retry_after: Duration::from_secs(1),
-            }),
-        }
-    }
-
-    /// One provider call under the fetch lock. Callers that queued behind a successful call
-    /// take its token; callers that queued behind a failed one take its backoff.
-    async fn run_fetch(
-        &self,
-        slot: &Slot,
-        replacing: Option<u64>,
-    ) -> Result<Arc<Token>, CredentialUnavailable> {
-        let _guard = slot.fetch_lock.lock().await;
-        let now = Instant::now();
-        if let Some(token) = self.cache.get(&slot.key).await.filter(|t| t.is_usable(now)) {
-            if replacing != Some(token.id) {
-                return Ok(token);
-            }
-        }
-        if let Some(unavailable) = self.backing_off(slot) {
-            return Err(unavailable);
-        }
-        let started = Instant::now();
-        let (kind, result) = self.call_provider(slot).await;
-        self.metrics
-            .token_request_duration
-            .with_label_values(&[&slot.name])
-            .observe(started.elapsed().as_secs_f64());
-        let result = result.and_then(|grant| self.accept(slot, kind, grant));
-        // Counted once the outcome is in force (a new token in the cache), so whoever
-        // watches the counter sees the token in use.
-        let count = |outcome: &str| {
-            self.metrics
-                .token_requests
-                .with_label_values(&[&slot.name, kind, outcome])
-                .inc();
-        };
-        match result {
-            Ok(token) => {
-                self.cache.insert(slot.key, Arc::clone(&token)).await;
-                slot.expiry.set(token.expires_at_unix);
-                count("success");
-                tracing::info!(
-                    provider = %slot.name,
-                    kind,
-                    fingerprint = %token.fingerprint,
-                    expires_in_seconds = token.expires_at.saturating_duration_since(Instant::now()).as_secs(),
-                    lifetime_from = ?token.lifetime_source,
-                    "token obtained"
-                );
-                Ok(token)
-            }
-            Err(error) => {
-                let mut state = lock(&slot.state);
-                state.consecutive_failures = state.consecutive_failures.saturating_add(1);
-                let delay = if error.is_permanent() {
-                    slot.policy.max_backoff
-                } else {
-                    backoff::delay(&slot.policy, state.consecutive_failures)
-                };
-                state.retry_at = Some(Instant::now() + delay);
-                tracing::warn!(
-                    provider = %slot.name,
-                    kind,
-                    error = %error,
-                    consecutive_failures = state.consecutive_failures,
-                    retry_in_ms = delay.as_millis() as u64,
-                    "token request failed"
-                );
-                state.last_error = Some(error);
-                let unavailable = unavailable(slot, &state, delay);
-                drop(state);
-                count("failure");
-                Err(unavailable)
-            }
-        }
-    }
-
-    /// Uses the refresh token when one is held and fresh; a rejected refresh token is
-    /// dropped and replaced by one full login, never retried in a loop.
-    async fn call_provider(&self, slot: &Slot) -> (&'static str, Result<Grant, ProviderError>) {
-        let refresh_token = {
-            let state = lock(&slot.state);
-            state
-                .refresh_token
-                .as_ref()
-                .filter(|(_, expires)| expires.is_none_or(|at| at > Instant::now()))
-                .map(|(token, _)| token.clone())
-        };
-        if let Some(refresh_token) = refresh_token {
-            match slot.provider.refresh(&refresh_token).await {
-                Err(error) if error.needs_login() => {
-                    tracing::warn!(provider = %slot.name, error = %error, "refresh token refused; logging in again");
-                    self.metrics
-                        .token_requests
-                        .with_label_values(&[&slot.name, "refresh", "failure"])
-                        .inc();
-                    lock(&slot.state).refresh_token = None;
-                }
-                other => return ("refresh", other),
-            }
-        }
-        ("login", slot.provider.login().await)
-    }
-
-    fn accept(&self, slot: &Slot, kind: &str, grant: Grant) -> Result<Arc<Token>, ProviderError> {
-        let id = self.counters.next_token_id.fetch_add(1, Ordering::Relaxed);
-        let token = Token::from_grant(id, &grant, &slot.policy)?;
-        let mut state = lock(&slot.state);
-        match grant.refresh_token {
-            Some(refresh_token) => {
-                let expires = grant.refresh_expires_in.map(|d| Instant::now() + d);
-                state.refresh_token = Some((refresh_token, expires));
-            }
-            None if kind == "login" => state.refresh_token = None,
-            None => {}
-        }
-        state.consecutive_failures = 0;
-        state.retry_at = None;
-        state.last_error = None;
-        state.last_success = Some(SystemTime::now());
-        Ok(Arc::new(token))
-    }
-
-    fn backing_off(&self, slot: &Slot) -> Option<CredentialUnavailable> {
-        let state = lock(&slot.state);
-        let retry_at = state.retry_at?;
-        let wait = retry_at.checked_duration_since(Instant::now())?;
-        Some(unavailable(slot, &state, wait))
-    }
-
-    async fn refresh_loop(self: Arc<Self>, slot: Arc<Slot>) {
-        while !slot.retired.load(Ordering::Acquire) {
-            let now = Instant::now();
-            let current = self.cache.get(&slot.key).await.filter(|t| t.is_usable(now));
-            let due = current.as_ref().map_or(now, |token| token.refresh_at);
-            let retry_at = lock(&slot.state).retry_at.unwrap_or(now);
-            let due = due.max(retry_at);
-            if due > now {
-                tracing::debug!(
-                    provider = %slot.name,
-                    in_seconds = due.duration_since(now).as_secs(),
-                    "next token renewal scheduled"
-                );
-                tokio::select! {
-                    _ = tokio::time::sleep_until(due.into()) => {}
-                    _ = slot.wake.notified() => {}
-                }
-                continue;
-            }
-            let replacing = current.map(|token| token.id);
-            if let Err(error) = self.fetch(&slot, replacing).await {
-                tracing::warn!(provider = %slot.name, reason = %error.reason, retry_in_seconds = error.retry_after.as_secs(), "token refresh failed");
-            }
         }
     }
 }
@@ -558,7 +467,12 @@ fn new_slot(spec: &ProviderSpec, provider: Arc<dyn Provider>, shared: &Shared) -
         policy: spec.refresh,
         fetch_lock: tokio::sync::Mutex::new(()),
         state: Mutex::new(SlotState::default()),
+        guard_engaged: AtomicBool::new(false),
         wake: Notify::new(),
+        store_keys: shared
+            .fleet
+            .as_ref()
+            .map(|fleet| fleet.keys(&spec.name, &spec.identity)),
         lookups: metrics.cache_lookups(&spec.name),
         expiry: metrics.expiry_gauge(&spec.name),
     })

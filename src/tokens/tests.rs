@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, Semaphore};
 
 use super::*;
+use crate::providers::Grant;
 
 /// Only ever reached when the code under test hangs.
 const GUARD: Duration = Duration::from_secs(30);
@@ -240,7 +241,7 @@ fn manager(providers: &[(&ProviderSpec, &Arc<Fake>)]) -> Arc<TokenManager> {
         .map(|(spec, fake)| (*spec, fake.provider()))
         .collect();
     let metrics = Arc::new(Metrics::new().expect("metrics"));
-    TokenManager::new(providers, Handle::current(), metrics)
+    TokenManager::new(providers, Handle::current(), metrics, None)
 }
 
 fn id(manager: &TokenManager, name: &str) -> ProviderId {
@@ -380,8 +381,8 @@ async fn a_replacing_fetch_calls_the_provider_while_requests_keep_the_old_token(
     let replacing = {
         let manager = Arc::clone(&manager);
         let slot = slot(&manager, "api");
-        let old_id = old.id;
-        tokio::spawn(async move { manager.shared.fetch(&slot, Some(old_id)).await })
+        let old = Arc::clone(&old);
+        tokio::spawn(async move { manager.shared.fetch(&slot, Some(old)).await })
     };
     assert_eq!(fake.next_call().await.call, Call::Login);
     // While that call is held open, requests take the old token and make no call.
@@ -575,6 +576,9 @@ async fn a_held_refresh_token_is_used_and_replaced_by_the_one_the_refresh_return
     manager.reject(api, first.id).await;
     let second = manager.credential(api).await.unwrap();
     assert_eq!(fake.next_call().await.call, Call::Refresh("r1".to_owned()));
+    // The upstream took the second token for a while before it rejected it too (a second
+    // revocation, not an upstream that refuses every token).
+    manager.accepted(api);
     manager.reject(api, second.id).await;
     let third = manager.credential(api).await.unwrap();
     assert_eq!(fake.next_call().await.call, Call::Refresh("r2".to_owned()));
@@ -643,6 +647,7 @@ async fn a_refused_refresh_token_costs_exactly_one_login() {
     assert_eq!((status.state, status.consecutive_failures), ("valid", 0));
 
     // The refused refresh token is gone: the next renewal logs in, it does not retry it.
+    manager.accepted(api);
     manager.reject(api, second.id).await;
     manager.credential(api).await.unwrap();
     assert_eq!(fake.next_call().await.call, Call::Login);
@@ -882,7 +887,7 @@ async fn status_reports_each_state_and_fingerprints_never_the_token() {
     let slot = slot(&manager, "up");
     manager
         .shared
-        .fetch(&slot, Some(token.id))
+        .fetch(&slot, Some(Arc::clone(&token)))
         .await
         .unwrap_err();
     let up_status = status_of(&manager, "up").await;
@@ -1074,6 +1079,49 @@ async fn a_replaced_manager_is_freed_while_a_kept_provider_refreshes_on() {
     // The kept provider still has its refresher and its token in the new manager.
     assert!(new.keeps_provider(&new, "kept"));
     assert!(cached(&new, "kept").await.is_some());
+}
+
+/// An upstream that refuses every token: one renewal, then its replacement rejected too
+/// pauses renewals on rejection; a thousand more rejections make no provider call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_rejecting_every_token_costs_one_renewal_then_a_pause() {
+    let fake = Fake::open("api");
+    let spec = spec("api");
+    let manager = manager(&[(&spec, &fake)]);
+    let api = id(&manager, "api");
+    let first = manager.credential(api).await.unwrap();
+    assert_eq!(manager.reject(api, first.id).await, Rejection::Renewing);
+    let second = manager.credential(api).await.unwrap();
+    assert_ne!(second.id, first.id);
+    assert_eq!(manager.reject(api, second.id).await, Rejection::Paused);
+    for _ in 0..1000 {
+        assert_eq!(manager.reject(api, second.id).await, Rejection::Paused);
+        let token = manager.credential(api).await.unwrap();
+        assert_eq!(token.id, second.id, "the paused token is kept in use");
+    }
+    assert_eq!(fake.logins(), 2);
+    let status = &manager.status().await[0];
+    assert_eq!(status.upstream_rejections, 1);
+    assert!(status.rejection_pause_seconds.is_some(), "{status:?}");
+}
+
+/// A genuine revocation after the upstream took the token is renewed at once, paused or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accepted_token_ends_the_pause() {
+    let fake = Fake::open("api");
+    let spec = spec("api");
+    let manager = manager(&[(&spec, &fake)]);
+    let api = id(&manager, "api");
+    let first = manager.credential(api).await.unwrap();
+    manager.reject(api, first.id).await;
+    let second = manager.credential(api).await.unwrap();
+    assert_eq!(manager.reject(api, second.id).await, Rejection::Paused);
+    manager.accepted(api);
+    assert_eq!(manager.status().await[0].rejection_pause_seconds, None);
+    assert_eq!(manager.reject(api, second.id).await, Rejection::Renewing);
+    let third = manager.credential(api).await.unwrap();
+    assert_ne!(third.id, second.id);
+    assert_eq!(fake.logins(), 3);
 }
 
 // ---------------------------------------------------------------------------------------

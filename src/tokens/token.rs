@@ -24,6 +24,8 @@ pub struct Token {
     /// When the background refresher renews it, ahead of expiry.
     pub refresh_at: Instant,
     pub lifetime_source: LifetimeSource,
+    /// The whole lifetime it was issued with.
+    pub lifetime: Duration,
     pub fingerprint: String,
     /// The scheme for `{token_type}` in header formats: the provider's, else `Bearer`.
     pub token_type: String,
@@ -34,6 +36,8 @@ pub enum LifetimeSource {
     ExpiresIn,
     JwtExp,
     DefaultTtl,
+    /// Another replica obtained it and shared it through the store (fleet mode).
+    Store,
 }
 
 impl Token {
@@ -44,31 +48,108 @@ impl Token {
         grant: &Grant,
         policy: &RefreshPolicy,
     ) -> Result<Token, ProviderError> {
-        let now = Instant::now();
-        let wall_now = SystemTime::now();
-        let (lifetime, source) = lifetime(grant, policy, wall_now)?;
+        let (lifetime, source) = lifetime(grant, policy, SystemTime::now())?;
         // A provider may state any number; beyond this it only risks overflowing clocks.
         let lifetime = lifetime.min(MAX_LIFETIME);
-        let usable = lifetime.saturating_sub(EXPIRY_MARGIN.min(lifetime / 10));
-        let lead = policy.before_expiry.min(lifetime / 2);
-        let expires_at_unix = wall_now
-            .checked_add(lifetime)
+        let token_type = token_type(grant.token_type.as_deref())?;
+        Ok(Token::timed(
+            id,
+            grant.access_token.clone(),
+            token_type,
+            Timing::new(lifetime, lifetime, policy),
+            source,
+        ))
+    }
+
+    /// A token another replica shared: `expires_at_unix_ms` and `lifetime` as its provider
+    /// gave them, so every replica renews it at the same point. `None` when it is already
+    /// expired, or past that point (not worth taking).
+    pub fn from_shared(
+        id: u64,
+        value: Secret,
+        stated_type: Option<&str>,
+        expires_at_unix_ms: u64,
+        lifetime: Duration,
+        policy: &RefreshPolicy,
+    ) -> Option<Token> {
+        let timing = Timing::shared(expires_at_unix_ms, lifetime, policy)?;
+        let token_type = token_type(stated_type).ok()?;
+        Some(Token::timed(
+            id,
+            value,
+            token_type,
+            timing,
+            LifetimeSource::Store,
+        ))
+    }
+
+    fn timed(
+        id: u64,
+        value: Secret,
+        token_type: String,
+        timing: Timing,
+        source: LifetimeSource,
+    ) -> Token {
+        let now = Instant::now();
+        let expires_at_unix = SystemTime::now()
+            .checked_add(timing.remaining)
             .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
             .map_or(0.0, |d| d.as_secs_f64());
-        Ok(Token {
+        Token {
             id,
-            value: grant.access_token.clone(),
-            expires_at: now + usable,
+            fingerprint: fingerprint(&value),
+            value,
+            expires_at: now + timing.usable,
             expires_at_unix,
-            refresh_at: now + lifetime.saturating_sub(lead),
+            refresh_at: now + timing.until_refresh,
             lifetime_source: source,
-            fingerprint: fingerprint(&grant.access_token),
-            token_type: token_type(grant.token_type.as_deref())?,
-        })
+            lifetime: timing.lifetime,
+            token_type,
+        }
     }
 
     pub fn is_usable(&self, now: Instant) -> bool {
         now < self.expires_at
+    }
+}
+
+/// When, from now, a token stops being usable and is renewed.
+struct Timing {
+    lifetime: Duration,
+    remaining: Duration,
+    usable: Duration,
+    until_refresh: Duration,
+}
+
+impl Timing {
+    /// `remaining` of a `lifetime`: usable until the margin before expiry (1 s, at most a
+    /// tenth of the lifetime), renewed `min(before_expiry, lifetime/2)` before expiry.
+    fn new(lifetime: Duration, remaining: Duration, policy: &RefreshPolicy) -> Timing {
+        let margin = EXPIRY_MARGIN.min(lifetime / 10);
+        let lead = policy.before_expiry.min(lifetime / 2);
+        Timing {
+            lifetime,
+            remaining,
+            usable: remaining.saturating_sub(margin),
+            until_refresh: remaining.saturating_sub(lead),
+        }
+    }
+
+    fn shared(
+        expires_at_unix_ms: u64,
+        lifetime: Duration,
+        policy: &RefreshPolicy,
+    ) -> Option<Timing> {
+        let now_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let remaining = Duration::from_millis(expires_at_unix_ms.checked_sub(now_ms)?);
+        let timing = Timing::new(
+            lifetime.min(MAX_LIFETIME),
+            remaining.min(MAX_LIFETIME),
+            policy,
+        );
+        (!timing.until_refresh.is_zero() && !timing.usable.is_zero()).then_some(timing)
     }
 }
 

@@ -48,6 +48,11 @@ impl<S> StandIn<S> {
     pub(crate) fn state(&self) -> &S {
         &self.state
     }
+
+    /// The state itself, for another stand-in that consults this one.
+    pub(crate) fn shared_state(&self) -> Arc<S> {
+        Arc::clone(&self.state)
+    }
 }
 
 impl<S: Send + Sync + 'static> StandIn<S> {

@@ -27,7 +27,41 @@ pub struct Claims {
     /// Random, so two tokens minted in the same second differ.
     pub jti: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<Audience>,
+}
+
+/// The `aud` claim: one audience, or several (RFC 7519 section 4.1.3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    /// `None` for no audiences, one as a string, several as a list.
+    pub fn of(audiences: &[String]) -> Option<Audience> {
+        match audiences {
+            [] => None,
+            [one] => Some(Audience::One(one.clone())),
+            many => Some(Audience::Many(many.to_vec())),
+        }
+    }
+
+    pub fn contains(&self, audience: &str) -> bool {
+        match self {
+            Audience::One(one) => one == audience,
+            Audience::Many(many) => many.iter().any(|a| a == audience),
+        }
+    }
+
+    /// The audience when there is exactly one.
+    pub fn as_one(&self) -> Option<&str> {
+        match self {
+            Audience::One(one) => Some(one),
+            Audience::Many(_) => None,
+        }
+    }
 }
 
 /// An HS256 JWT for `subject` from `issuer`, valid for `ttl`.
@@ -42,6 +76,17 @@ pub fn mint_with_audience(
     audience: Option<&str>,
     ttl: Duration,
 ) -> String {
+    let audiences: Vec<String> = audience.into_iter().map(str::to_owned).collect();
+    mint_for_audiences(subject, issuer, &audiences, ttl)
+}
+
+/// [`mint`] with `aud` naming `audiences` (none, one, or several).
+pub fn mint_for_audiences(
+    subject: &str,
+    issuer: &str,
+    audiences: &[String],
+    ttl: Duration,
+) -> String {
     let now = SystemTime::now();
     let iat = unix_seconds(now);
     let exp = unix_seconds(now + ttl);
@@ -51,7 +96,7 @@ pub fn mint_with_audience(
         iat,
         exp,
         jti: random_url_safe(16),
-        aud: audience.map(str::to_owned),
+        aud: Audience::of(audiences),
     };
     // HS256 over a struct of strings and integers: serialization and HMAC cannot fail.
     jsonwebtoken::encode(
@@ -125,7 +170,11 @@ mod tests {
     #[test]
     fn audience_is_put_in_aud() {
         let token = mint_with_audience("c", "i", Some("https://api"), Duration::from_secs(60));
-        assert_eq!(verify(&token).unwrap().aud.as_deref(), Some("https://api"));
+        let claims = verify(&token).unwrap();
+        assert_eq!(
+            claims.aud.as_ref().and_then(Audience::as_one),
+            Some("https://api")
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod handle;
 pub mod inbound;
 pub mod jwt;
 pub mod oauth2;
+pub mod resource;
 pub mod scripted;
 mod server;
 pub mod stack;

@@ -46,6 +46,8 @@ pub struct OAuth2Settings {
     /// Issue a refresh token with every successful grant (including `client_credentials`,
     /// which RFC 6749 §4.4.3 discourages but lets a test exercise the refresh path).
     pub issue_refresh_tokens: bool,
+    /// The resources (RFC 8707) tokens may be asked for; empty: any absolute URI.
+    pub resources: Vec<String>,
 }
 
 impl Default for OAuth2Settings {
@@ -57,6 +59,7 @@ impl Default for OAuth2Settings {
             include_expires_in: true,
             jwt_access_tokens: true,
             issue_refresh_tokens: false,
+            resources: Vec::new(),
         }
     }
 }
@@ -89,6 +92,8 @@ pub struct Grant {
     subject: String,
     scope: Option<String>,
     audience: Option<String>,
+    /// RFC 8707 resources; they become the token's audience.
+    resources: Vec<String>,
 }
 
 /// The OAuth 2.0 token endpoint stand-in.
@@ -102,6 +107,7 @@ pub struct OAuth2 {
     include_expires_in: bool,
     jwt_access_tokens: bool,
     issue_refresh_tokens: bool,
+    resources: Vec<String>,
     switches: Switches,
     refresh_ttl: Lifetime,
     token_requests: AtomicUsize,
@@ -129,6 +135,7 @@ impl Provider for OAuth2 {
             include_expires_in: settings.include_expires_in,
             jwt_access_tokens: settings.jwt_access_tokens,
             issue_refresh_tokens: settings.issue_refresh_tokens,
+            resources: settings.resources,
             switches: Switches::default(),
             refresh_ttl: Lifetime::new(DEFAULT_REFRESH_TTL),
             token_requests: AtomicUsize::new(0),
@@ -292,10 +299,28 @@ fn token_request(
         ));
     }
 
+    // RFC 8707 §2: `resource` may be given more than once, each an absolute URI without
+    // a fragment, each one this server knows.
+    let resources: Vec<String> = form
+        .iter()
+        .filter(|(name, value)| name == "resource" && !value.is_empty())
+        .map(|(_, value)| value.clone())
+        .collect();
+    for resource in &resources {
+        let absolute = url::Url::parse(resource).is_ok_and(|url| url.fragment().is_none());
+        if !absolute || !(shared.resources.is_empty() || shared.resources.contains(resource)) {
+            return Err(OAuthError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_target",
+                format!("the resource {resource} is not one this server issues tokens for"),
+            ));
+        }
+    }
+
     // §3.2: no parameter more than once; a parameter without a value counts as omitted.
     let mut params: HashMap<&str, &str> = HashMap::new();
     for (name, value) in &form {
-        if value.is_empty() {
+        if value.is_empty() || name == "resource" {
             continue;
         }
         if params.insert(name.as_str(), value.as_str()).is_some() {
@@ -316,6 +341,7 @@ fn token_request(
         client_id,
         scope,
         audience,
+        resources,
     };
     let grant = match grant_type {
         "client_credentials" => asked,
@@ -479,9 +505,16 @@ fn use_refresh_token(
             Ok(())
         },
     )?;
+    // RFC 8707 §2.2: a refresh may narrow the resources; without any, the original ones.
+    let resources = if asked.resources.is_empty() {
+        granted.resources.clone()
+    } else {
+        asked.resources
+    };
     Ok(Grant {
         scope: asked.scope.or(granted.scope),
         audience: asked.audience.or(granted.audience),
+        resources,
         ..granted
     })
 }
@@ -494,12 +527,14 @@ fn issue(shared: &OAuth2, grant: Grant) -> Response {
     let pair = shared.tokens.issue_pair(
         |ttl| {
             if shared.jwt_access_tokens {
-                jwt::mint_with_audience(
-                    &grant.subject,
-                    &shared.issuer,
-                    grant.audience.as_deref(),
-                    ttl,
-                )
+                // The resources asked for are the audience (RFC 8707 §2); the older,
+                // non-standard `audience` parameter only when none was.
+                let audiences: Vec<String> = if grant.resources.is_empty() {
+                    grant.audience.iter().cloned().collect()
+                } else {
+                    grant.resources.clone()
+                };
+                jwt::mint_for_audiences(&grant.subject, &shared.issuer, &audiences, ttl)
             } else {
                 jwt::opaque_token()
             }
@@ -819,7 +854,10 @@ mod tests {
         assert_eq!(status, 200);
         assert_eq!(body["scope"], "reports.read reports.write");
         let claims = jwt::verify(body["access_token"].as_str().unwrap()).unwrap();
-        assert_eq!(claims.aud.as_deref(), Some("https://api.example"));
+        assert_eq!(
+            claims.aud.as_ref().and_then(jwt::Audience::as_one),
+            Some("https://api.example")
+        );
         let last = idp.last_request().unwrap();
         assert_eq!(last.param("audience"), Some("https://api.example"));
         assert_eq!(last.param("scope"), Some("reports.read reports.write"));

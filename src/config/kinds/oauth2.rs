@@ -51,6 +51,21 @@ pub(crate) fn validate(raw: RawOAuth2, path: &str, errors: &mut Errors) -> Optio
             );
         }
     }
+    let resources = raw.resource.map(OneOrMany::into_vec).unwrap_or_default();
+    for (index, resource) in resources.iter().enumerate() {
+        let at = match resources.len() {
+            1 => join(path, "resource"),
+            _ => join(path, &format!("resource[{index}]")),
+        };
+        match url::Url::parse(resource) {
+            Ok(url) if url.fragment().is_none() => {}
+            Ok(_) => errors.push(at, "a resource indicator has no fragment (RFC 8707)"),
+            Err(_) => errors.push(
+                at,
+                format!("`{resource}` is not an absolute URI (RFC 8707 resource indicator)"),
+            ),
+        }
+    }
     Some(OAuth2Settings {
         token_url: token_url?,
         grant: grant?,
@@ -59,5 +74,6 @@ pub(crate) fn validate(raw: RawOAuth2, path: &str, errors: &mut Errors) -> Optio
         client_auth,
         scopes,
         audience: raw.audience,
+        resources,
     })
 }

@@ -1,0 +1,419 @@
+//! End to end, fleet mode: several gateway processes share one real `redis-server`
+//! (installed by `.ci/deps`, started here on a free loopback port). The fleet logs in once,
+//! renews once per lifetime, recovers a revoked token with one login, lets a late replica
+//! take the stored token, keeps a replica with other credentials apart, stores nothing in
+//! clear, and keeps serving (each replica on its own) while the store is frozen or stopped.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
+use tollgate_standins::resource::ResourceServer;
+
+const RESOURCE: &str = "https://reports.internal/";
+/// 32 bytes, base64: the store's encryption key in these tests.
+const STORE_KEY: &str = "bm90LWEtcmVhbC1rZXktanVzdC1mb3ItdGhlLXRlc3Q=";
+const CLIENT_SECRET: &str = "fleet-client-secret-8c2f";
+
+/// `redis-server` on a free loopback port, with nothing written to disk.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Redis {
+    async fn start() -> Redis {
+        Self::start_on(free_port()).await
+    }
+
+    async fn start_on(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no", "--protected-mode", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (installed by .ci/deps)");
+        let redis = Redis {
+            child: Some(child),
+            port,
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let up = eventually(Duration::from_secs(10), || async {
+            tokio::net::TcpStream::connect(addr).await.is_ok()
+        })
+        .await;
+        assert!(up, "redis-server did not listen on {addr}");
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let sent = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(sent.success());
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Every key and value in the store.
+    fn dump(&self) -> Vec<(String, String)> {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut connection = client.get_connection().unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut connection).unwrap();
+        keys.into_iter()
+            .map(|key| {
+                let value: String = redis::cmd("GET").arg(&key).query(&mut connection).unwrap();
+                (key, value)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            // A frozen server would not die of SIGKILL's friends; thaw it first.
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+        }
+        self.stop();
+    }
+}
+
+/// The identity server (knows two secrets of one client, as during a rotation) and the API.
+async fn servers(ttl: Duration) -> (OAuth2StandIn, ResourceServer) {
+    let idp = OAuth2StandIn::start(OAuth2Settings {
+        clients: vec![
+            ("gateway".into(), CLIENT_SECRET.into()),
+            ("gateway".into(), "fleet-rotated-secret-1d7e".into()),
+        ],
+        resources: vec![RESOURCE.to_owned()],
+        token_ttl: ttl,
+        issue_refresh_tokens: true,
+        ..OAuth2Settings::default()
+    })
+    .await
+    .unwrap();
+    let api = ResourceServer::start(&idp, RESOURCE).await.unwrap();
+    (idp, api)
+}
+
+/// A replica's config: provider `idp` (with `secret`), route `/api/`, and the store.
+fn replica_config(
+    idp: &OAuth2StandIn,
+    api: &ResourceServer,
+    redis: &Redis,
+    secret: &str,
+    refresh: &str,
+) -> String {
+    config(
+        &[oauth2(
+            "idp",
+            &idp.token_url(),
+            &format!("client_id: gateway\nclient_secret: {secret}\nresource: {RESOURCE}\n{refresh}"),
+        )],
+        &[route("api", "/api/", &api.url(), "idp", "")],
+    )
+    .replace(
+        "  threads: 1\n",
+        &format!(
+            "  threads: 1\n  store: {{ url: \"{}\", encryption_key: \"{STORE_KEY}\", lease: 5s, timeout: 300ms }}\n",
+            redis.url()
+        ),
+    )
+}
+
+async fn replicas(yaml: &str, count: usize) -> Vec<Gateway> {
+    let started = futures_join(yaml, count).await;
+    for gateway in &started {
+        gateway.wait_ready().await;
+    }
+    started
+}
+
+async fn futures_join(yaml: &str, count: usize) -> Vec<Gateway> {
+    let mut tasks = Vec::new();
+    for _ in 0..count {
+        let yaml = yaml.to_owned();
+        tasks.push(tokio::spawn(async move { Gateway::start(&yaml).await }));
+    }
+    let mut gateways = Vec::new();
+    for task in tasks {
+        gateways.push(task.await.unwrap());
+    }
+    gateways
+}
+
+/// `count` requests to each replica at once; every answer must be 200.
+async fn load(replicas: &[Gateway], count: usize) {
+    let mut tasks = Vec::new();
+    for (r, gateway) in replicas.iter().enumerate() {
+        for n in 0..count {
+            let client = gateway.client().clone();
+            let url = gateway.proxy_url(&format!("/api/{r}/{n}"));
+            tasks.push(tokio::spawn(async move {
+                let reply = client.get(&url).send().await.unwrap();
+                (
+                    reply.status().as_u16(),
+                    reply.text().await.unwrap_or_default(),
+                )
+            }));
+        }
+    }
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+fn logins(idp: &OAuth2StandIn) -> usize {
+    idp.token_requests()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_log_in_once_and_a_revoked_token_costs_one_login() {
+    let redis = Redis::start().await;
+    let (idp, api) = servers(Duration::from_secs(300)).await;
+    let yaml = replica_config(&idp, &api, &redis, CLIENT_SECRET, "");
+    let fleet = replicas(&yaml, 3).await;
+    load(&fleet, 10).await;
+    assert_eq!(
+        logins(&idp),
+        1,
+        "three replicas started at once made one login"
+    );
+
+    idp.revoke_all();
+    load(&fleet, 10).await;
+    assert_eq!(
+        logins(&idp),
+        2,
+        "one new login for the fleet after a revocation"
+    );
+    for gateway in &fleet {
+        let status = gateway.status().await;
+        assert_eq!(status["store"], "up", "{status}");
+    }
+    let leases = sample_sum(
+        &fleet[0].metrics().await,
+        "tollgate_store_leases_total",
+        &[],
+    );
+    assert!(leases >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_replica_takes_the_stored_token_and_other_credentials_do_not() {
+    let redis = Redis::start().await;
+    let (idp, api) = servers(Duration::from_secs(300)).await;
+    let yaml = replica_config(&idp, &api, &redis, CLIENT_SECRET, "");
+    let first = replicas(&yaml, 1).await;
+    load(&first, 1).await;
+    assert_eq!(logins(&idp), 1);
+
+    let late = replicas(&yaml, 1).await;
+    load(&late, 3).await;
+    assert_eq!(
+        logins(&idp),
+        1,
+        "the late replica logged in instead of taking the stored token"
+    );
+    assert!(late[0].logs().contains("token taken from the store"));
+
+    // The rotated secret names another store key: that replica logs in for itself.
+    let rotated = replica_config(&idp, &api, &redis, "fleet-rotated-secret-1d7e", "");
+    let other = replicas(&rotated, 1).await;
+    load(&other, 1).await;
+    assert_eq!(logins(&idp), 2);
+
+    // Nothing in the store in clear: no token, refresh token or secret, in keys or values.
+    let mut needles: Vec<String> = idp.issued_tokens();
+    needles.push(CLIENT_SECRET.to_owned());
+    needles.push("fleet-rotated-secret-1d7e".to_owned());
+    let dump = redis.dump();
+    assert!(!dump.is_empty());
+    for (key, value) in &dump {
+        for needle in &needles {
+            assert!(
+                !key.contains(needle.as_str()) && !value.contains(needle.as_str()),
+                "{key} = {value}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_steady_load_the_fleet_renews_once_per_lifetime() {
+    let redis = Redis::start().await;
+    // 2 s tokens renewed 1 s ahead: one renewal a second for the whole fleet.
+    let (idp, api) = servers(Duration::from_secs(2)).await;
+    let yaml = replica_config(
+        &idp,
+        &api,
+        &redis,
+        CLIENT_SECRET,
+        "refresh: { before_expiry: 1s, min_backoff: 200ms, max_backoff: 1s }",
+    );
+    let fleet = replicas(&yaml, 3).await;
+    let started = Instant::now();
+    let before = logins(&idp);
+    while started.elapsed() < Duration::from_secs(5) {
+        load(&fleet, 3).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let calls = logins(&idp) - before;
+    eprintln!("3 replicas, 2 s tokens renewed 1 s ahead: {calls} provider calls in {elapsed:.1} s");
+    // One per second for the fleet (three replicas alone would make three).
+    assert!(
+        (calls as f64) <= elapsed + 2.0,
+        "{calls} provider calls in {elapsed:.1} s: the replicas renewed on their own"
+    );
+    assert!(calls >= 3, "{calls} calls: tokens were not renewed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_frozen_or_stopped_store_leaves_every_replica_serving_and_it_rejoins() {
+    let mut redis = Redis::start().await;
+    let port = redis.port;
+    let (idp, api) = servers(Duration::from_secs(2)).await;
+    let yaml = replica_config(
+        &idp,
+        &api,
+        &redis,
+        CLIENT_SECRET,
+        "refresh: { before_expiry: 1s, min_backoff: 200ms, max_backoff: 1s }",
+    );
+    let fleet = replicas(&yaml, 2).await;
+    load(&fleet, 2).await;
+
+    for (how, signal) in [("frozen", Some("-STOP")), ("stopped", None)] {
+        match signal {
+            Some(signal) => redis.signal(signal),
+            None => redis.stop(),
+        }
+        // Renewals (every second) go on without the store: each replica logs in alone.
+        let before = logins(&idp);
+        for gateway in &fleet {
+            let down = eventually(Duration::from_secs(10), || async {
+                gateway.status().await["store"] == "down"
+            })
+            .await;
+            assert!(down, "{how}: /status never said store: down");
+            assert_eq!(gateway.metric("tollgate_store_up").await, 0.0);
+            assert_eq!(
+                gateway.readyz().await.0,
+                200,
+                "{how}: not ready without the store"
+            );
+        }
+        let renewed = eventually(Duration::from_secs(10), || async {
+            logins(&idp) >= before + 2
+        })
+        .await;
+        assert!(renewed, "{how}: the replicas did not renew alone");
+        load(&fleet, 5).await;
+        for gateway in &fleet {
+            let logs = gateway.logs();
+            assert!(
+                logs.contains("the token store is unreachable"),
+                "{how}: {logs}"
+            );
+        }
+
+        match signal {
+            Some(_) => redis.signal("-CONT"),
+            None => redis = Redis::start_on(port).await,
+        }
+        for gateway in &fleet {
+            let up = eventually(Duration::from_secs(15), || async {
+                gateway.status().await["store"] == "up"
+            })
+            .await;
+            assert!(up, "{how}: the replica did not rejoin the store");
+            assert_eq!(gateway.metric("tollgate_store_up").await, 1.0);
+        }
+        load(&fleet, 5).await;
+    }
+    // Down is logged once per outage, not per request.
+    for gateway in &fleet {
+        let lines = gateway
+            .log_lines()
+            .iter()
+            .filter(|line| {
+                line["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("the token store is unreachable"))
+            })
+            .count();
+        assert_eq!(lines, 2, "one line per outage:\n{}", gateway.logs());
+        let status: Value = gateway.status().await;
+        assert_eq!(status["store"], "up");
+    }
+}
+
+#[test]
+fn check_validates_the_store_without_connecting() {
+    let base = config(
+        &[oauth2("idp", "http://127.0.0.1:9/token", "")],
+        &[route("api", "/api/", "http://127.0.0.1:9", "idp", "")],
+    );
+    let with = |store: &str| {
+        base.replace(
+            "  threads: 1\n",
+            &format!("  threads: 1\n  store: {store}\n"),
+        )
+    };
+    // Nothing listens on port 1: check never connects.
+    let (code, stdout, stderr) = run_check(&with(&format!(
+        "{{ url: \"redis://127.0.0.1:1/0\", encryption_key: \"{STORE_KEY}\" }}"
+    )));
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    for (store, path) in [
+        (
+            format!("{{ url: \"http://x\", encryption_key: \"{STORE_KEY}\" }}"),
+            "server.store.url",
+        ),
+        (
+            "{ url: \"redis://x\", encryption_key: \"short\" }".to_owned(),
+            "server.store.encryption_key",
+        ),
+        (
+            format!("{{ url: \"redis://x\", encryption_key: \"{STORE_KEY}\", lease: 0s }}"),
+            "server.store.lease",
+        ),
+        (
+            format!("{{ url: \"redis+sentinel://s1:x/m\", encryption_key: \"{STORE_KEY}\" }}"),
+            "server.store.url",
+        ),
+    ] {
+        let (code, _, stderr) = run_check(&with(&store));
+        assert_ne!(code, Some(0), "{store}");
+        assert!(stderr.contains(path), "{store}: {stderr}");
+    }
+    let (_, _, stderr) = run_check(&with(
+        "{ url: \"redis://:hunter2secret@x:6379\", encryption_key: \"short\" }",
+    ));
+    assert!(!stderr.contains("hunter2secret"), "{stderr}");
+}
