@@ -553,10 +553,23 @@ def check_tollgate_accepts(directory: Path, objects: list[dict]) -> None:
     if not TOLLGATE_BIN.exists():
         raise CheckError(f"{TOLLGATE_BIN} not found (cargo build --bin tollgate)")
     problems = []
+    # Each ${env:NAME} gets what the example Secret (*.example.yaml) shows for the key the
+    # container reads NAME from: the shape the deployer is told to give it.
+    examples = {
+        o["metadata"]["name"]: o.get("stringData") or {}
+        for p in directory.glob("*.example.yaml") for o in load_docs(p) if o["kind"] == "Secret"
+    }
+    shown: dict[str, str] = {}
+    for _, pod in pods(objects):
+        for container in pod["spec"]["containers"]:
+            for entry in container.get("env") or []:
+                ref = (entry.get("valueFrom") or {}).get("secretKeyRef")
+                if ref and ref["key"] in examples.get(ref["name"], {}):
+                    shown[entry["name"]] = examples[ref["name"]][ref["key"]]
     for (configmap_name, text), mounts in configs:
         env = dict(os.environ)
         for name in ENV_REF.findall(text):
-            env[name] = "placeholder-value"
+            env[name] = shown.get(name, "placeholder-value")
         with tempfile.TemporaryDirectory() as temp:
             for index, mount in enumerate(mounts):
                 files = Path(temp) / str(index)

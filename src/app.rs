@@ -31,6 +31,10 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Generation(#[from] generation::BuildError),
+    #[error("cannot set up the MCP endpoint's client: {0}")]
+    McpClient(reqwest::Error),
+    #[error("server.mcp: tool calls go through a plain (not TLS) proxy listener, and server.listen has none")]
+    McpNoPlainListener,
     #[error("cannot listen on {addr}: {error}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -118,10 +122,46 @@ impl App {
             status_access: admin::StatusAccess::for_server(&self.config.server),
         };
         let proxy_listeners = self.config.server.listen.clone();
+        let mcp = match self.config.server.mcp.clone() {
+            None => None,
+            Some(settings) => {
+                let mcp_listener = bind(settings.listen)?;
+                // Tool calls go through a plain proxy listener, on loopback (`tollgate
+                // check` asks for one when MCP is on).
+                let proxy = proxy_listeners
+                    .iter()
+                    .find(|listener| listener.tls.is_none())
+                    .map(|listener| loopback(listener.address))
+                    .ok_or(StartError::McpNoPlainListener)?;
+                let caller = crate::mcp::call::Caller::new(
+                    Arc::clone(&self.live),
+                    Arc::clone(&self.context.metrics),
+                    proxy,
+                    self.config.server.paths,
+                )
+                .map_err(StartError::McpClient)?;
+                Some((mcp_listener, settings, caller))
+            }
+        };
         self.control.spawn(async move {
             // /healthz must not answer before the proxy accepts, so the admin listener
             // (bound already, its backlog holding early probes) serves only from then on.
+            // So does the MCP endpoint, whose tool calls go through a proxy listener. One
+            // wait for both: a TLS listener is probed by binding its address, and a second
+            // prober would make a clash with pingora's own bind likelier.
             wait_until_accepting(&proxy_listeners).await;
+            if let Some((mcp_listener, settings, caller)) = mcp {
+                match tokio::net::TcpListener::from_std(mcp_listener) {
+                    Ok(listener) => {
+                        tokio::spawn(crate::mcp::endpoint::serve(
+                            listener,
+                            settings,
+                            Arc::new(caller),
+                        ));
+                    }
+                    Err(error) => tracing::error!(%error, "MCP listener failed"),
+                }
+            }
             match tokio::net::TcpListener::from_std(admin_listener) {
                 Ok(listener) => admin::serve(listener, state).await,
                 Err(error) => tracing::error!(%error, "admin listener failed"),
@@ -206,9 +246,17 @@ impl App {
         {
             tracing::warn!(admin = %admin_addr, "the admin listener is reachable beyond loopback and server.admin_token is not set: /status answers loopback callers only (metrics and health stay open)");
         }
+        let mcp = self
+            .config
+            .server
+            .mcp
+            .as_ref()
+            .map(|mcp| format!("http://{}{}", mcp.listen, mcp.path));
         tracing::info!(
             listen = %listen.join(","),
             admin = %admin_addr,
+            mcp = mcp.as_deref().unwrap_or("off"),
+            tools = self.config.mcp.tools.len(),
             providers = self.config.providers.len(),
             routes = self.config.routes.len(),
             threads = self.config.server.threads,
@@ -290,19 +338,24 @@ fn load_tls(
     Ok(loaded)
 }
 
+/// The address to reach a listener on from this host: an unspecified IP becomes loopback.
+fn loopback(mut addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr
+}
+
 /// Returns once every proxy listener accepts connections (pingora binds them itself).
 /// A plain listener is probed with a connection; a TLS listener by trying to bind its
 /// address, which fails once pingora holds it: a connection that never starts a handshake
 /// would be logged and counted as a failed one.
 async fn wait_until_accepting(listeners: &[crate::config::Listener]) {
     for listener in listeners {
-        let mut probe = listener.address;
-        if probe.ip().is_unspecified() {
-            probe.set_ip(match probe {
-                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
+        let probe = loopback(listener.address);
         loop {
             let listening = if listener.tls.is_some() {
                 std::net::TcpListener::bind(listener.address).is_err()

@@ -8,6 +8,7 @@ pub mod generation;
 pub mod inbound;
 pub mod keys;
 pub mod logging;
+pub mod mcp;
 pub mod metrics;
 pub mod outbound;
 pub mod providers;

@@ -50,13 +50,21 @@ pub fn init(format: LogFormat) {
     }
 }
 
-/// tollgate's own targets log at any level; every other target at most at `info`.
+/// tollgate's own targets log at any level; every other target at most at `info`, and the
+/// MCP SDK at `warn` (its `info` lines are three per stateless request, none of them news).
 fn within_ceiling(metadata: &Metadata<'_>) -> bool {
-    is_own_target(metadata.target()) || *metadata.level() <= LIBRARY_CEILING
+    let target = metadata.target();
+    if target == "rmcp" || target.starts_with("rmcp::") {
+        return *metadata.level() <= Level::WARN;
+    }
+    is_own_target(target) || *metadata.level() <= LIBRARY_CEILING
 }
 
 fn is_own_target(target: &str) -> bool {
-    target == "access" || target == "tollgate" || target.starts_with("tollgate::")
+    target == "access"
+        || target == "mcp"
+        || target == "tollgate"
+        || target.starts_with("tollgate::")
 }
 
 #[cfg(test)]

@@ -138,6 +138,16 @@ fn check(path: &Path) -> ExitCode {
                     upstreams.join(", ")
                 );
             }
+            if let Some(mcp) = &config.server.mcp {
+                println!("  mcp on http://{}{}", mcp.listen, mcp.path);
+                println!("  {} tool(s):", config.mcp.tools.len());
+                for tool in &config.mcp.tools {
+                    println!(
+                        "    {}: {} {} via route {} ({})",
+                        tool.name, tool.method, tool.upstream_path, tool.route, tool.source
+                    );
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {

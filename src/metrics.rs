@@ -47,6 +47,9 @@ pub struct Metrics {
     /// Upgrades (WebSocket) the upstream accepted, and those still open, by route.
     pub websocket_upgrades: IntCounterVec,
     pub websocket_connections: IntGaugeVec,
+    /// MCP tool calls, by tool and outcome (see [`crate::mcp::Outcome`]).
+    pub mcp_tool_calls: IntCounterVec,
+    pub mcp_tool_call_duration: HistogramVec,
 }
 
 /// The metrics of fleet mode, registered only when a store is configured (a gauge at 0
@@ -192,6 +195,23 @@ impl Metrics {
             ),
             &["route"],
         )?;
+        let mcp_tool_calls = IntCounterVec::new(
+            Opts::new(
+                "mcp_tool_calls_total",
+                "MCP tool calls, by tool and outcome (success, http_error, invalid_arguments, failure)",
+            ),
+            &["tool", "outcome"],
+        )?;
+        let mcp_tool_call_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "mcp_tool_call_duration_seconds",
+                "Time from an MCP tool call's arrival to its result, by tool",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["tool"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("build_info", "Build of this tollgate"),
             &["version"],
@@ -214,6 +234,8 @@ impl Metrics {
         registry.register(Box::new(TLS_HANDSHAKE_FAILURES.clone()))?;
         registry.register(Box::new(websocket_upgrades.clone()))?;
         registry.register(Box::new(websocket_connections.clone()))?;
+        registry.register(Box::new(mcp_tool_calls.clone()))?;
+        registry.register(Box::new(mcp_tool_call_duration.clone()))?;
         for outcome in ["success", "failure"] {
             config_reloads.with_label_values(&[outcome]);
         }
@@ -240,6 +262,8 @@ impl Metrics {
             tls_certificate_reloads,
             websocket_upgrades,
             websocket_connections,
+            mcp_tool_calls,
+            mcp_tool_call_duration,
         })
     }
 
@@ -251,6 +275,12 @@ impl Metrics {
             if let Some(credential) = &route.credential {
                 self.token_rejections
                     .with_label_values(&[&credential.provider, &route.name]);
+            }
+        }
+        for tool in &config.mcp.tools {
+            for outcome in crate::mcp::Outcome::ALL {
+                self.mcp_tool_calls
+                    .with_label_values(&[&tool.name, outcome.label()]);
             }
         }
         for provider in &config.providers {

@@ -21,6 +21,22 @@ const DECODING_DEPTH: u8 = 2;
 /// `text` with every form of every secret blanked, control characters removed, at most
 /// `max_chars` characters long; `(empty body)` when nothing printable is left.
 pub fn clean(text: &[u8], secrets: &[&Secret], max_chars: usize) -> String {
+    let cleaned = blank(text, secrets);
+    let shortened: String = cleaned
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(max_chars)
+        .collect();
+    if shortened.trim().is_empty() {
+        "(empty body)".to_owned()
+    } else {
+        shortened
+    }
+}
+
+/// `text` with every form of every secret blanked, and nothing else changed (line breaks
+/// kept, nothing cut): for a whole answer shown as it came, such as an MCP tool result.
+pub fn blank(text: &[u8], secrets: &[&Secret]) -> String {
     let mut cleaned = String::from_utf8_lossy(text).into_owned();
     let secrets: Vec<&str> = secrets
         .iter()
@@ -46,16 +62,7 @@ pub fn clean(text: &[u8], secrets: &[&Secret], max_chars: usize) -> String {
                     .any(|decoded| reveals(&decoded, &plain_forms, DECODING_DEPTH - 1))
         });
     }
-    let shortened: String = cleaned
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(max_chars)
-        .collect();
-    if shortened.trim().is_empty() {
-        "(empty body)".to_owned()
-    } else {
-        shortened
-    }
+    cleaned
 }
 
 /// The secret as text may carry it: as is, JSON-escaped three ways, percent- and

@@ -116,7 +116,11 @@ impl Reloader {
             path: self.path.display().to_string(),
             error: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"),
         })?;
-        let config = config::parse(&text)?;
+        let base_dir = self
+            .path
+            .parent()
+            .unwrap_or_else(|| std::path::Path::new("."));
+        let config = config::parse_in(&text, base_dir)?;
         if config.server != self.server {
             tracing::warn!("the server section changed; listeners, threads and drain time apply after a restart");
         }

@@ -61,7 +61,20 @@ fn every_example_config_passes_check() {
         let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
         command.arg("check").arg("--config").arg(&checked);
         for name in env_references(&text) {
-            let value = format!("placeholder-value-for-{name}");
+            // Each variable gets a value of the shape its key wants: a store URL, a store
+            // key (32 bytes, base64), another URL (a Naftiko capability's base URI).
+            let value = if name.ends_with("_STORE_URL") {
+                "redis://127.0.0.1:6379/0".to_owned()
+            } else if name.ends_with("_STORE_KEY") {
+                "UkVQTEFDRS1XSVRILTMyLVJBTkRPTS1CWVRFUyEhISE=".to_owned()
+            } else if name.ends_with("_URL") {
+                format!(
+                    "https://placeholder-for-{}.example",
+                    name.to_ascii_lowercase()
+                )
+            } else {
+                format!("placeholder-value-for-{name}")
+            };
             command.env(name, value);
         }
         let output = command.output().expect("tollgate runs");

@@ -646,6 +646,45 @@ fn container_ports_probes_and_the_service_match_the_dockerfile_and_the_binary() 
     assert_eq!(annotations["prometheus.io/path"], "/metrics");
 }
 
+/// The value each env of `container` would get from the example Secrets of `mode`
+/// (`*.example.yaml`), by env name: the shape the deployer is told to give it.
+fn example_secret_values(
+    mode: &str,
+    container: &Value,
+) -> std::collections::BTreeMap<String, String> {
+    let dir = root().join("deploy/kubernetes").join(mode);
+    let mut secrets = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().ends_with(".example.yaml") {
+            secrets.extend(
+                documents(&read(&path))
+                    .into_iter()
+                    .filter(|o| o["kind"] == "Secret"),
+            );
+        }
+    }
+    let mut values = std::collections::BTreeMap::new();
+    for env in container["env"].as_sequence().into_iter().flatten() {
+        let reference = &env["valueFrom"]["secretKeyRef"];
+        let (Some(name), Some(secret), Some(key)) = (
+            env["name"].as_str(),
+            reference["name"].as_str(),
+            reference["key"].as_str(),
+        ) else {
+            continue;
+        };
+        let value = secrets
+            .iter()
+            .find(|s| s["metadata"]["name"] == secret)
+            .and_then(|s| s["stringData"][key].as_str());
+        if let Some(value) = value {
+            values.insert(name.to_owned(), value.to_owned());
+        }
+    }
+    values
+}
+
 /// Every `${env:NAME}` a config names.
 fn env_references(text: &str) -> Vec<String> {
     text.split("${env:")
@@ -715,12 +754,16 @@ fn every_configmap_config_parses_and_listens_where_the_manifests_expect() {
         let configmaps = of_kind(&objects, "ConfigMap");
         assert_eq!(configmaps.len(), 1, "{mode}: one ConfigMap");
         let text = configmaps[0]["data"]["tollgate.yaml"].as_str().unwrap();
+        let examples = example_secret_values(mode, container);
         for name in env_references(text) {
             assert!(
                 set_from_secrets.contains(name.as_str()),
                 "{mode}: the config names ${{env:{name}}}; the container should set it from a Secret"
             );
-            std::env::set_var(&name, "placeholder-value");
+            let value = examples
+                .get(&name)
+                .map_or("placeholder-value", String::as_str);
+            std::env::set_var(&name, value);
         }
         // The TLS files the config names are in a Secret mount; tollgate reads them.
         let mounts = secret_mounts(pod, container, mode);

@@ -417,3 +417,61 @@ fn check_validates_the_store_without_connecting() {
     ));
     assert!(!stderr.contains("hunter2secret"), "{stderr}");
 }
+
+/// The figures of the README and the closing note: provider calls per token lifetime for
+/// 1, 3 and 5 replicas, with and without the store, under steady load (2 s tokens renewed
+/// 1 s ahead, 5 s of load). About 30 s: run it with
+/// `cargo test --test fleet calls_per_lifetime -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement (about 30 s); the behaviour is covered by the tests above"]
+async fn calls_per_lifetime_for_1_3_and_5_replicas() {
+    let redis = Redis::start().await;
+    let window = Duration::from_secs(5);
+    let mut rows = Vec::new();
+    for count in [1, 3, 5] {
+        for with_store in [false, true] {
+            let (idp, api) = servers(Duration::from_secs(2)).await;
+            let mut yaml = replica_config(
+                &idp,
+                &api,
+                &redis,
+                CLIENT_SECRET,
+                "refresh: { before_expiry: 1s, min_backoff: 200ms, max_backoff: 1s }",
+            );
+            if !with_store {
+                let start = yaml.find("  store:").unwrap();
+                let end = start + yaml[start..].find('\n').unwrap() + 1;
+                yaml.replace_range(start..end, "");
+            } else {
+                // Each row its own keys.
+                yaml = yaml.replace(
+                    "lease: 5s",
+                    &format!("lease: 5s, key_prefix: \"r{count}/\""),
+                );
+            }
+            let fleet = replicas(&yaml, count).await;
+            let before = logins(&idp);
+            let started = Instant::now();
+            while started.elapsed() < window {
+                load(&fleet, 2).await;
+            }
+            let calls = logins(&idp) - before;
+            // Renewed every second: the lifetimes that passed.
+            let lifetimes = started.elapsed().as_secs_f64() / 1.0;
+            rows.push((count, with_store, calls, calls as f64 / lifetimes));
+            if with_store {
+                assert!(
+                    (calls as f64) <= lifetimes + 2.0,
+                    "{count} replicas with the store: {calls} calls in {lifetimes:.1} renewal periods"
+                );
+            }
+        }
+    }
+    eprintln!("replicas  store  provider calls  per renewal period");
+    for (count, with_store, calls, per) in rows {
+        eprintln!(
+            "{count:>8}  {:>5}  {calls:>14}  {per:>18.2}",
+            if with_store { "yes" } else { "no" }
+        );
+    }
+}

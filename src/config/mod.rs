@@ -8,6 +8,7 @@ mod error;
 pub mod inbound;
 mod kinds;
 mod listeners;
+pub(crate) mod mcp;
 mod model;
 mod providers;
 mod raw;
@@ -48,26 +49,34 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             format!("cannot read config file {}: {error}", path.display()),
         )])
     })?;
-    parse(&text)
+    parse_in(&text, path.parent().unwrap_or_else(|| Path::new(".")))
 }
 
 /// Validates config text; every problem found is reported, each with its key path. Where
 /// a message would quote a value that came from a `${env:...}` or `${file:...}`
 /// reference, it shows the reference instead.
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    parse_in(text, Path::new("."))
+}
+
+/// [`parse`], with the files that `mcp.import` names found relative to `base_dir` (the
+/// config file's folder).
+pub fn parse_in(text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
     let mut tree: Value = serde_yaml_ng::from_str(text).map_err(|error| {
         ConfigErrors(vec![ConfigError::new("", format!("invalid YAML: {error}"))])
     })?;
     let mut errors = Errors::default();
     let mut expanded = references::Expanded::default();
     references::expand_tree(&mut tree, "", &mut errors, &mut expanded);
-    validate_tree(tree, errors, &expanded).map_err(|errors| expanded.redact(errors))
+    let result = validate_tree(tree, errors, &mut expanded, base_dir);
+    result.map_err(|errors| expanded.redact(errors))
 }
 
 fn validate_tree(
     tree: Value,
     mut errors: Errors,
-    expanded: &references::Expanded,
+    expanded: &mut references::Expanded,
+    base_dir: &Path,
 ) -> Result<Config, ConfigErrors> {
     let mut top = match tree {
         Value::Mapping(map) => map,
@@ -83,25 +92,56 @@ fn validate_tree(
     let server_value = top.remove("server");
     let providers_value = top.remove("providers");
     let routes_value = top.remove("routes");
+    let mcp_value = top.remove("mcp");
     for (key, _) in top {
         errors.push(
             references::key_name(&key),
-            "unknown key (expected server, providers, routes)",
+            "unknown key (expected server, providers, routes, mcp)",
         );
     }
 
-    let server = server_value
+    let mut server = server_value
         .and_then(|value| typed::<RawServer>(value, "server", &mut errors))
         .unwrap_or_default();
-    let server = validate_server(server, &mut errors);
-    let providers = providers::validate_all(providers_value, &mut errors, expanded);
+    let raw_mcp_server = server.mcp.take();
+    let mut server = validate_server(server, &mut errors);
+    let mut raw_mcp = mcp::raw_section(mcp_value, &mut errors);
+    let imported = mcp::run_imports(&mut raw_mcp, base_dir, &mut errors, expanded);
+    let wants_mcp = raw_mcp
+        .tools
+        .as_ref()
+        .is_some_and(|tools| !tools.is_empty())
+        || !imported.tools.is_empty()
+        || raw_mcp.inbound.is_some();
+    let mut taken: Vec<_> = server.listen.iter().map(|l| l.address).collect();
+    taken.push(server.admin);
+    server.mcp = mcp::listener(raw_mcp_server, wants_mcp, &taken, &mut errors);
+    if server.mcp.is_some()
+        && !server.listen.is_empty()
+        && server.listen.iter().all(|listener| listener.tls.is_some())
+    {
+        errors.push(
+            "server.mcp",
+            "tool calls go through a plain (not TLS) proxy listener on loopback: add one to server.listen, e.g. \"127.0.0.1:8080\"",
+        );
+    }
+    let providers =
+        providers::validate_all(providers_value, imported.providers, &mut errors, expanded);
     let provider_names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
-    let routes = routes::validate_all(routes_value, &provider_names, &server.listen, &mut errors);
+    let routes = routes::validate_all(
+        routes_value,
+        imported.routes,
+        &provider_names,
+        &server.listen,
+        &mut errors,
+    );
+    let mcp = mcp::validate(raw_mcp, imported.tools, &routes, &providers, &mut errors);
 
     errors.into_result(Config {
         server,
         providers,
         routes,
+        mcp,
     })
 }
 
@@ -190,6 +230,7 @@ fn validate_server(raw: RawServer, errors: &mut Errors) -> Server {
         headers_with_underscores,
         admin_token: raw.admin_token,
         store: store::validate(raw.store, errors),
+        mcp: None,
     }
 }
 

@@ -2,6 +2,7 @@
 //! [`super::parse`], so every value here has already been checked.
 
 mod inbound;
+mod mcp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,12 +14,15 @@ use url::Url;
 pub use crate::canonical::{EscapedSlashes, PathPolicy};
 use crate::secret::Secret;
 pub use inbound::*;
+pub use mcp::*;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub server: Server,
     pub providers: Vec<ProviderSpec>,
     pub routes: Vec<Route>,
+    /// Tools on the MCP listener (`server.mcp`), declared and imported.
+    pub mcp: McpSettings,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +41,8 @@ pub struct Server {
     pub admin_token: Option<Secret>,
     /// Fleet mode: the store every replica shares tokens through.
     pub store: Option<StoreSettings>,
+    /// The MCP endpoint; none when no tools are configured and `server.mcp` is absent.
+    pub mcp: Option<McpListener>,
 }
 
 /// `server.store`.

@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::{join, Errors};
 use super::kinds;
+use super::mcp::ImportedProvider;
 use super::model::*;
 use super::raw::*;
 use super::references::{key_name, Expanded};
@@ -16,20 +17,22 @@ use super::values::tls_settings;
 const DEFAULT_PROVIDER_TIMEOUT: Duration = Duration::from_secs(5);
 const PROVIDER_TYPES: &str = "oauth2, bigid, fortanix, bigbucks, bagid, static, http";
 
+/// Validates the `providers` section, then the providers imports add.
 pub(crate) fn validate_all(
     value: Option<Value>,
+    imported: Vec<ImportedProvider>,
     errors: &mut Errors,
     expanded: &Expanded,
 ) -> Vec<ProviderSpec> {
     let map = match value {
-        None | Some(Value::Null) => return Vec::new(),
+        None | Some(Value::Null) => Mapping::new(),
         Some(Value::Mapping(map)) => map,
         Some(_) => {
             errors.push(
                 "providers",
                 "must be a mapping of provider name to settings",
             );
-            return Vec::new();
+            Mapping::new()
         }
     };
     let mut specs = Vec::new();
@@ -44,6 +47,23 @@ pub(crate) fn validate_all(
         }
         if let Some(mut spec) = validate_one(name, value, &path, errors) {
             spec.reference_values = expanded.values_under(&path);
+            specs.push(spec);
+        }
+    }
+    for provider in imported {
+        if specs.iter().any(|spec| spec.name == provider.name) {
+            errors.push(
+                &provider.path,
+                format!(
+                    "becomes provider `{}`, which is already configured; name it in the import's `providers` to use that one",
+                    provider.name
+                ),
+            );
+            continue;
+        }
+        if let Some(mut spec) = validate_one(provider.name, provider.value, &provider.path, errors)
+        {
+            spec.reference_values = provider.secrets;
             specs.push(spec);
         }
     }

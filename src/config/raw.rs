@@ -1,12 +1,14 @@
 //! The YAML as written, before validation. Every struct rejects unknown keys.
 
 mod inbound;
+mod mcp;
 
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
 pub use inbound::*;
+pub use mcp::*;
 
 use crate::secret::Secret;
 
@@ -101,6 +103,7 @@ pub struct RawServer {
     pub headers_with_underscores: Option<RawUnderscoreHeaders>,
     pub admin_token: Option<Secret>,
     pub store: Option<RawStore>,
+    pub mcp: Option<RawMcpServer>,
 }
 
 /// `server.store`: fleet mode.

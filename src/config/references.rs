@@ -38,6 +38,16 @@ impl Expanded {
             .collect()
     }
 
+    /// Records a value that came from outside the file under another reference syntax
+    /// (an import's `{{env.NAME}}` binds), so error text shows `reference` instead.
+    pub(crate) fn record(&mut self, path: &str, value: &str, reference: &str) {
+        self.0.push(Expansion {
+            path: path.to_owned(),
+            value: value.to_owned(),
+            reference: reference.to_owned(),
+        });
+    }
+
     /// Every expanded value in `errors` replaced by the reference that produced it.
     pub(crate) fn redact(&self, mut errors: ConfigErrors) -> ConfigErrors {
         let mut pairs: Vec<(&String, &String)> = self

@@ -14,8 +14,11 @@ const TOKEN_PLACEHOLDER: &str = "{token}";
 const DEFAULT_MAX_REQUEST_BODY: u64 = 10 << 20;
 const TOKEN_TYPE_PLACEHOLDER: &str = "{token_type}";
 
+/// Validates the `routes` section, then the routes an import adds (each with the key path
+/// to report its errors under).
 pub(crate) fn validate_all(
     value: Option<Value>,
+    imported: Vec<(String, Value)>,
     providers: &[&str],
     listeners: &[Listener],
     errors: &mut Errors,
@@ -28,14 +31,18 @@ pub(crate) fn validate_all(
             return Vec::new();
         }
     };
-    if items.is_empty() {
+    if items.is_empty() && imported.is_empty() {
         errors.push("routes", "at least one route is needed");
     }
     let mut names = HashSet::new();
     let mut matches = HashSet::new();
     let mut routes = Vec::new();
-    for (index, item) in items.into_iter().enumerate() {
-        let path = format!("routes[{index}]");
+    let items = items
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| (format!("routes[{index}]"), item))
+        .chain(imported);
+    for (path, item) in items {
         let Some(raw) = typed::<RawRoute>(item, &path, errors) else {
             continue;
         };

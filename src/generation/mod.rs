@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use tokio::runtime::Handle;
 
 use crate::config::Config;
+use crate::mcp::Catalog;
 use crate::metrics::Metrics;
 use crate::providers;
 use crate::routing::{CompiledRoute, RouteBuildError, Router};
@@ -20,6 +21,8 @@ use crate::tokens::TokenManager;
 pub struct Generation {
     pub router: Router<CompiledRoute>,
     pub tokens: Arc<TokenManager>,
+    /// The MCP tools and the MCP endpoint's caller checks of this config.
+    pub mcp: Arc<Catalog>,
 }
 
 /// The generation in force, shared by the proxy, the admin listener, the DNS refresh, the
@@ -42,6 +45,8 @@ pub enum BuildError {
     Provider(#[from] providers::BuildError),
     #[error(transparent)]
     Route(#[from] RouteBuildError),
+    #[error("mcp.inbound: {0}")]
+    Mcp(#[from] crate::inbound::InboundBuildError),
 }
 
 impl Generation {
@@ -82,6 +87,7 @@ impl Generation {
         Ok(Generation {
             router: Router::new(routes),
             tokens,
+            mcp: Arc::new(Catalog::build(&config.mcp, control)?),
         })
     }
 }

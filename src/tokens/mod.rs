@@ -286,6 +286,12 @@ impl TokenManager {
         self.shared.fetch(slot, None).await
     }
 
+    /// The provider's token in the cache, if any, without fetching one: what an MCP tool
+    /// result is cleaned of.
+    pub async fn peek(&self, id: ProviderId) -> Option<Arc<Token>> {
+        self.shared.cache.get(&self.slots[id.0].key).await
+    }
+
     /// The upstream refused `token_id`: drop it, unless a newer token already replaced it,
     /// or the rejection guard says renewing does not help (see `rejection.rs`).
     pub async fn reject(&self, id: ProviderId, token_id: u64) -> Rejection {

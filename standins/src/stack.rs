@@ -77,7 +77,7 @@ fn at<T>(port: u16, started: std::io::Result<T>) -> std::io::Result<T> {
 /// What to try once the demo runs.
 pub fn instructions() -> String {
     [
-        "tollgate demo is running: gateway on http://127.0.0.1:8080, admin on http://127.0.0.1:9901",
+        "tollgate demo is running: gateway on http://127.0.0.1:8080, admin on http://127.0.0.1:9901, MCP on http://127.0.0.1:9090/mcp",
         "stand-ins: OAuth2 :18081, BigID :18082, Fortanix DSM :18083, BigBucks Auth Engine :18084,",
         "           BagID :18085 (attestor :18086), echo upstream :18090",
         "",
@@ -97,6 +97,14 @@ pub fn instructions() -> String {
         "  curl -s localhost:8080/nowhere                  # 404 no_route",
         "  curl -s localhost:9901/status                   # token state and fingerprints, never tokens",
         "  curl -s localhost:9901/metrics | grep tollgate_",
+        "",
+        "MCP endpoint for agents: http://127.0.0.1:9090/mcp (streamable HTTP; tools echo-get, echo-post,",
+        "bigid-create-session). Point an MCP client at it, or speak JSON-RPC with curl:",
+        "  curl -s localhost:9090/mcp -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \\",
+        "    -d '{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}'",
+        "  curl -s localhost:9090/mcp -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \\",
+        "    -d '{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{\"name\":\"echo-get\",\"arguments\":{\"item\":\"42\"}}}'",
+        "  (the echo shows the request the route sent: its Authorization is blanked in the result)",
         "",
         "Ctrl-C stops it.",
     ]

@@ -332,8 +332,14 @@ pub fn https_client(ca_pem: &str) -> reqwest::Client {
 // The Python peers.
 // ---------------------------------------------------------------------------------------
 
+/// The tests' Python environment, which `.ci/deps` makes in `.ci/venv` with grpcio.
 fn python() -> tokio::process::Command {
-    let mut command = tokio::process::Command::new("python3");
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/venv/bin/python");
+    assert!(
+        python.exists(),
+        "the tests' Python environment is missing: run `bash .ci/deps` (it makes .ci/venv with grpcio)"
+    );
+    let mut command = tokio::process::Command::new(python);
     command
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdin(Stdio::null())
@@ -359,9 +365,7 @@ impl GrpcServer {
         }
         // The server stops when its stdin closes, that is when this process is gone.
         command.stdin(Stdio::piped()).stdout(Stdio::piped());
-        let mut child = command
-            .spawn()
-            .expect("python3 (is .ci/deps run? it installs grpcio)");
+        let mut child = command.spawn().expect("python3 in .ci/venv");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
@@ -373,7 +377,7 @@ impl GrpcServer {
             .and_then(|l| l.strip_prefix("PORT "))
             .and_then(|p| p.trim().parse().ok())
             .unwrap_or_else(|| {
-                panic!("the gRPC server said {line:?}, not PORT n (is grpcio installed?)")
+                panic!("the gRPC server said {line:?}, not PORT n (is grpcio installed? run `bash .ci/deps`)")
             });
         GrpcServer {
             _child: child,
