@@ -132,7 +132,8 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     let statuses = state.tokens().status().await;
     let waiting: Vec<String> = statuses
         .iter()
-        .filter(|status| status.seconds_to_expiry.is_none())
+        // A provider that mints a token per caller has none of its own to wait for.
+        .filter(|status| status.per_caller.is_none() && status.seconds_to_expiry.is_none())
         .map(|status| match &status.last_error {
             Some(error) => format!("provider {} has no valid token: {error}", status.provider),
             None => format!("provider {} has no token yet", status.provider),

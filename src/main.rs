@@ -108,7 +108,15 @@ fn check(path: &Path) -> ExitCode {
             );
             println!("  {} provider(s):", config.providers.len());
             for provider in &config.providers {
-                println!("    {} ({})", provider.name, provider.settings.kind());
+                match provider.per_caller {
+                    Some(per_caller) => println!(
+                        "    {} ({}, a token per caller, at most {} cached)",
+                        provider.name,
+                        provider.settings.kind(),
+                        per_caller.max_entries
+                    ),
+                    None => println!("    {} ({})", provider.name, provider.settings.kind()),
+                }
             }
             println!("  {} route(s):", config.routes.len());
             for route in &config.routes {
@@ -189,6 +197,11 @@ fn token(config: Config, name: &str, show: bool) -> anyhow::Result<()> {
         .iter()
         .find(|p| p.name == name)
         .with_context(|| format!("no provider named {name} in the config"))?;
+    if spec.per_caller.is_some() {
+        anyhow::bail!(
+            "provider {name} mints a token per caller, from the token a route's inbound check verified; it has no token of its own to fetch"
+        );
+    }
     let provider = tollgate::providers::build(spec)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -50,6 +50,8 @@ pub struct Metrics {
     /// MCP tool calls, by tool and outcome (see [`crate::mcp::Outcome`]).
     pub mcp_tool_calls: IntCounterVec,
     pub mcp_tool_call_duration: HistogramVec,
+    /// What per-caller providers did for callers (`minted`, `refreshed`, `refused`, `failed`).
+    pub caller_tokens: IntCounterVec,
 }
 
 /// The metrics of fleet mode, registered only when a store is configured (a gauge at 0
@@ -60,6 +62,9 @@ pub struct StoreMetrics {
     pub operations: IntCounterVec,
     pub leases: IntCounterVec,
 }
+
+/// The `outcome` values of `tollgate_caller_tokens_total`.
+pub const CALLER_TOKEN_OUTCOMES: [&str; 4] = ["minted", "refreshed", "refused", "failed"];
 
 /// Pre-resolved counters for one provider's cache lookups, so the hot path does no label
 /// hashing.
@@ -212,6 +217,13 @@ impl Metrics {
             ]),
             &["tool"],
         )?;
+        let caller_tokens = IntCounterVec::new(
+            Opts::new(
+                "caller_tokens_total",
+                "Tokens a per-caller provider minted or refreshed for a caller, and exchanges it refused or that failed, by provider and outcome",
+            ),
+            &["provider", "outcome"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("build_info", "Build of this tollgate"),
             &["version"],
@@ -236,6 +248,7 @@ impl Metrics {
         registry.register(Box::new(websocket_connections.clone()))?;
         registry.register(Box::new(mcp_tool_calls.clone()))?;
         registry.register(Box::new(mcp_tool_call_duration.clone()))?;
+        registry.register(Box::new(caller_tokens.clone()))?;
         for outcome in ["success", "failure"] {
             config_reloads.with_label_values(&[outcome]);
         }
@@ -264,6 +277,7 @@ impl Metrics {
             websocket_connections,
             mcp_tool_calls,
             mcp_tool_call_duration,
+            caller_tokens,
         })
     }
 
@@ -284,6 +298,12 @@ impl Metrics {
             }
         }
         for provider in &config.providers {
+            if provider.per_caller.is_some() {
+                for outcome in CALLER_TOKEN_OUTCOMES {
+                    self.caller_tokens
+                        .with_label_values(&[&provider.name, outcome]);
+                }
+            }
             for kind in ["login", "refresh"] {
                 for outcome in ["success", "failure"] {
                     self.token_requests

@@ -128,10 +128,19 @@ fn validate_tree(
     let providers =
         providers::validate_all(providers_value, imported.providers, &mut errors, expanded);
     let provider_names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
+    let per_caller: Vec<&str> = providers
+        .iter()
+        .filter(|p| p.per_caller.is_some())
+        .map(|p| p.name.as_str())
+        .collect();
+    let known = routes::KnownProviders {
+        all: &provider_names,
+        per_caller: &per_caller,
+    };
     let routes = routes::validate_all(
         routes_value,
         imported.routes,
-        &provider_names,
+        &known,
         &server.listen,
         &mut errors,
     );
@@ -251,5 +260,7 @@ pub(crate) fn socket_addr(
     }
 }
 
+#[cfg(test)]
+mod per_caller_tests;
 #[cfg(test)]
 mod tests;

@@ -171,6 +171,24 @@ pub struct ProviderSpec {
     /// What `${env:...}` and `${file:...}` references in its settings expanded to, in any
     /// key: never echoed in error text.
     pub reference_values: Vec<Secret>,
+    /// Set for a provider that mints a token per caller (see
+    /// [`ProviderSettings::is_per_caller`]): the bound of its cache.
+    pub per_caller: Option<PerCallerSettings>,
+}
+
+/// The cache of a provider that mints a token per caller, from the caller's verified token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PerCallerSettings {
+    /// Callers whose minted token is kept, at most.
+    pub max_entries: u64,
+}
+
+impl Default for PerCallerSettings {
+    fn default() -> Self {
+        PerCallerSettings {
+            max_entries: 100_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -182,9 +200,26 @@ pub enum ProviderSettings {
     BagId(BagIdSettings),
     Static(StaticSettings),
     Http(HttpLoginSettings),
+    TokenExchange(TokenExchangeSettings),
 }
 
 impl ProviderSettings {
+    /// Whether the provider mints a token per caller, from the token the route's inbound
+    /// check verified, rather than holding one token for every request.
+    pub fn is_per_caller(&self) -> bool {
+        match self {
+            ProviderSettings::TokenExchange(_) => true,
+            ProviderSettings::BagId(settings) => matches!(
+                settings.flow,
+                BagIdFlow::Federated {
+                    token: FederatedToken::FromCaller,
+                    ..
+                }
+            ),
+            _ => false,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             ProviderSettings::OAuth2(_) => "oauth2",
@@ -194,6 +229,7 @@ impl ProviderSettings {
             ProviderSettings::BagId(_) => "bagid",
             ProviderSettings::Static(_) => "static",
             ProviderSettings::Http(_) => "http",
+            ProviderSettings::TokenExchange(_) => "token_exchange",
         }
     }
 }
@@ -245,6 +281,36 @@ pub enum OAuth2Grant {
     Password { username: String, password: Secret },
     RefreshToken { refresh_token: Secret },
 }
+
+/// `type: token_exchange`: RFC 8693 token exchange at an OAuth 2.0 token endpoint. The
+/// subject token is the caller's, as the route's inbound check verified it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenExchangeSettings {
+    pub token_url: Url,
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    pub client_auth: ClientAuth,
+    /// The type of the caller's token (RFC 8693 section 3), sent as `subject_token_type`.
+    pub subject_token_type: String,
+    pub requested_token_type: Option<String>,
+    /// Logical names of the target services, each sent as an `audience` parameter.
+    pub audiences: Vec<String>,
+    /// RFC 8707 resource indicators, each sent as a `resource` parameter.
+    pub resources: Vec<String>,
+    pub scopes: Vec<String>,
+    /// The gateway's own token, for delegation (RFC 8693 section 1.1): `actor_token` and
+    /// its `actor_token_type`.
+    pub actor: Option<ActorToken>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActorToken {
+    pub token: Secret,
+    pub token_type: String,
+}
+
+/// RFC 8693 section 3: the token type of an access token issued by the server.
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 /// RFC 6749 §2.3.1: client credentials in a Basic header, or in the form body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -352,6 +418,9 @@ pub enum FederatedToken {
     Value(Secret),
     /// Read at every login, so a rotated (projected) token is picked up.
     File(PathBuf),
+    /// `federated_token: from_caller`: the token the route's inbound check verified, one
+    /// BagID session per caller.
+    FromCaller,
 }
 
 /// Produces the `attestationObject` for a BagID nonce.

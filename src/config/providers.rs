@@ -15,7 +15,10 @@ use super::typed;
 use super::values::tls_settings;
 
 const DEFAULT_PROVIDER_TIMEOUT: Duration = Duration::from_secs(5);
-const PROVIDER_TYPES: &str = "oauth2, bigid, fortanix, bigbucks, bagid, static, http";
+const PROVIDER_TYPES: &str =
+    "oauth2, bigid, fortanix, bigbucks, bagid, static, http, token_exchange";
+/// A bound beyond this is a typo more likely than a plan (each entry holds a token).
+const MAX_PER_CALLER_ENTRIES: u64 = 100_000_000;
 
 /// Validates the `providers` section, then the providers imports add.
 pub(crate) fn validate_all(
@@ -129,6 +132,9 @@ fn validate_one(
         "http" => typed::<RawHttpLogin>(rest, path, errors)
             .and_then(|raw| kinds::http::validate(raw, path, errors))
             .map(ProviderSettings::Http),
+        "token_exchange" => typed::<RawTokenExchange>(rest, path, errors)
+            .and_then(|raw| kinds::token_exchange::validate(raw, path, errors))
+            .map(ProviderSettings::TokenExchange),
         other => {
             errors.push(
                 join(path, "type"),
@@ -143,14 +149,17 @@ fn validate_one(
     if timeout.is_zero() {
         errors.push(join(path, "timeout"), "must be longer than 0s");
     }
+    let settings = settings?;
+    let per_caller = per_caller(common.per_caller, &settings, path, errors);
     Some(ProviderSpec {
         name,
         identity,
-        settings: settings?,
+        settings,
         refresh,
         timeout,
         tls,
         reference_values: Vec::new(),
+        per_caller,
     })
 }
 
@@ -165,6 +174,37 @@ fn identity(kind: &str, settings: &Value) -> [u8; 32] {
         .chain_update(text.as_bytes())
         .finalize()
         .into()
+}
+
+/// The `per_caller` key: the cache bound of a provider that mints a token per caller, and
+/// an error on any other provider.
+fn per_caller(
+    raw: Option<RawPerCaller>,
+    settings: &ProviderSettings,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<PerCallerSettings> {
+    let at = join(path, "per_caller");
+    if !settings.is_per_caller() {
+        if raw.is_some() {
+            errors.push(
+                at,
+                "only a provider that mints a token per caller takes it (type token_exchange, or bagid with federated_token: from_caller)",
+            );
+        }
+        return None;
+    }
+    let defaults = PerCallerSettings::default();
+    let max_entries = raw
+        .and_then(|raw| raw.max_entries)
+        .unwrap_or(defaults.max_entries);
+    if max_entries == 0 || max_entries > MAX_PER_CALLER_ENTRIES {
+        errors.push(
+            join(&at, "max_entries"),
+            format!("must be between 1 and {MAX_PER_CALLER_ENTRIES}"),
+        );
+    }
+    Some(PerCallerSettings { max_entries })
 }
 
 fn take_common(map: &mut Mapping, path: &str, errors: &mut Errors) -> RawProviderCommon {

@@ -164,9 +164,17 @@ pub struct RawProviderCommon {
     pub refresh: Option<RawRefresh>,
     pub timeout: Option<DurationText>,
     pub tls: Option<RawTls>,
+    pub per_caller: Option<RawPerCaller>,
 }
 
-pub const PROVIDER_COMMON_KEYS: [&str; 3] = ["refresh", "timeout", "tls"];
+pub const PROVIDER_COMMON_KEYS: [&str; 4] = ["refresh", "timeout", "tls", "per_caller"];
+
+/// The cache of a provider that mints a token per caller.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawPerCaller {
+    pub max_entries: Option<u64>,
+}
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -213,6 +221,23 @@ pub struct RawOAuth2 {
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub refresh_token: Option<Secret>,
+}
+
+/// `type: token_exchange`: RFC 8693 at an OAuth 2.0 token endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokenExchange {
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    pub client_auth: Option<RawClientAuth>,
+    pub subject_token_type: Option<String>,
+    pub requested_token_type: Option<String>,
+    pub audience: Option<OneOrMany>,
+    pub resource: Option<OneOrMany>,
+    pub scopes: Option<Vec<String>>,
+    pub actor_token: Option<Secret>,
+    pub actor_token_type: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

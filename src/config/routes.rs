@@ -14,12 +14,19 @@ const TOKEN_PLACEHOLDER: &str = "{token}";
 const DEFAULT_MAX_REQUEST_BODY: u64 = 10 << 20;
 const TOKEN_TYPE_PLACEHOLDER: &str = "{token_type}";
 
+/// The providers a route may name.
+pub(crate) struct KnownProviders<'a> {
+    pub all: &'a [&'a str],
+    /// Those that mint a token per caller, from the token the route's inbound check verified.
+    pub per_caller: &'a [&'a str],
+}
+
 /// Validates the `routes` section, then the routes an import adds (each with the key path
 /// to report its errors under).
 pub(crate) fn validate_all(
     value: Option<Value>,
     imported: Vec<(String, Value)>,
-    providers: &[&str],
+    providers: &KnownProviders<'_>,
     listeners: &[Listener],
     errors: &mut Errors,
 ) -> Vec<Route> {
@@ -68,7 +75,7 @@ pub(crate) fn validate_all(
 fn validate_one(
     raw: RawRoute,
     path: &str,
-    providers: &[&str],
+    providers: &KnownProviders<'_>,
     listeners: &[Listener],
     errors: &mut Errors,
 ) -> Option<Route> {
@@ -118,7 +125,7 @@ fn validate_one(
     let backends = backends(raw.upstream, &join(path, "upstream"), errors);
     let credential = raw
         .credential
-        .and_then(|raw| credential(raw, &join(path, "credential"), providers, errors));
+        .and_then(|raw| credential(raw, &join(path, "credential"), providers.all, errors));
     let on_upstream_status = raw.on_upstream_status.unwrap_or_else(|| vec![401]);
     for (index, status) in on_upstream_status.iter().enumerate() {
         if !(100..=599).contains(status) {
@@ -128,6 +135,7 @@ fn validate_one(
             );
         }
     }
+    let inbound_given = raw.inbound.is_some();
     let inbound = raw
         .inbound
         .and_then(|raw| super::inbound::validate(raw, &join(path, "inbound"), errors));
@@ -138,6 +146,17 @@ fn validate_one(
             join(path, "inbound.client_cert"),
             "no listener asks for client certificates: give one a tls.client_ca_file",
         );
+    }
+    if let Some(credential) = &credential {
+        if providers.per_caller.contains(&credential.provider.as_str()) {
+            per_caller_route(
+                &credential.provider,
+                inbound.as_ref(),
+                inbound_given,
+                path,
+                errors,
+            );
+        }
     }
     let defaults = UpstreamTimeouts::default();
     let raw_timeouts = raw.timeouts.unwrap_or_default();
@@ -181,6 +200,59 @@ fn validate_one(
             .map_or(DEFAULT_MAX_REQUEST_BODY, |size| size.0),
         inbound,
     })
+}
+
+/// A route whose provider mints a token per caller exchanges the token its inbound check
+/// verified: it needs a check that verifies a token (jwt, or authorize without fail_open),
+/// and the upstream must never see the caller's own token.
+fn per_caller_route(
+    provider: &str,
+    inbound: Option<&InboundSettings>,
+    inbound_given: bool,
+    path: &str,
+    errors: &mut Errors,
+) {
+    let inbound_path = join(path, "inbound");
+    let Some(inbound) = inbound else {
+        if !inbound_given {
+            errors.push(
+                join(&join(path, "credential"), "provider"),
+                format!(
+                    "provider `{provider}` mints a token per caller from the caller's verified token: the route needs an inbound check (jwt, or authorize)"
+                ),
+            );
+        }
+        return;
+    };
+    if inbound.jwt.is_none() && inbound.authorize.is_none() {
+        errors.push(
+            &inbound_path,
+            format!(
+                "provider `{provider}` exchanges the caller's verified token, and an API key is none: configure jwt or authorize"
+            ),
+        );
+    }
+    if inbound.jwt.is_none()
+        && inbound
+            .authorize
+            .as_ref()
+            .is_some_and(|authorize| authorize.fail_open)
+    {
+        errors.push(
+            join(&join(&inbound_path, "authorize"), "fail_open"),
+            format!(
+                "a fail-open pass has not verified the caller's token, which provider `{provider}` exchanges: remove fail_open or add a jwt check"
+            ),
+        );
+    }
+    if inbound.forward_caller_credential {
+        errors.push(
+            join(&inbound_path, "forward_caller_credential"),
+            format!(
+                "must not be true on a route whose provider `{provider}` mints a token per caller: the upstream gets the minted token, never the caller's own"
+            ),
+        );
+    }
 }
 
 fn backends(raw: RawUpstream, path: &str, errors: &mut Errors) -> Option<Vec<Backend>> {

@@ -127,6 +127,11 @@ impl AuthorizeCheck {
         })
     }
 
+    /// Where the credential is read.
+    pub(crate) fn source(&self) -> &TokenSource {
+        &self.inner.from
+    }
+
     /// Passes (with the `/me` document when `identity_from_me`), or why not.
     pub(crate) async fn check(
         &self,

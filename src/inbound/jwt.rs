@@ -170,6 +170,11 @@ impl JwtCheck {
         })
     }
 
+    /// Where the token is read.
+    pub(crate) fn source(&self) -> &TokenSource {
+        &self.from
+    }
+
     /// The verified claims, or why not.
     pub(crate) async fn check(&self, headers: &HeaderMap) -> Result<Value, Refusal> {
         let token = credential(&self.from, headers).map_err(|p| unauthenticated(&self.from, p))?;

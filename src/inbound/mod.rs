@@ -39,6 +39,7 @@ use serde_json::Value;
 
 use crate::config::inbound::{IdentityHeaderSetting, IdentitySource, InboundSettings, TokenSource};
 use crate::tls::ClientCert;
+use crate::tokens::CallerToken;
 
 /// The `realm` of every challenge tollgate sends.
 const REALM: &str = "tollgate";
@@ -57,6 +58,9 @@ pub struct Inbound {
     identity_from_me: bool,
     strip: Vec<HeaderName>,
     credential_headers: Vec<HeaderName>,
+    /// The route's provider mints a token per caller: a passing caller's verified token is
+    /// kept in its [`Identity`], and its `exp` is checked without leeway.
+    keep_caller_token: bool,
 }
 
 impl fmt::Debug for Inbound {
@@ -69,14 +73,18 @@ impl fmt::Debug for Inbound {
             .field("identity", &self.identity)
             .field("identity_from_me", &self.identity_from_me)
             .field("strip", &self.strip)
+            .field("keep_caller_token", &self.keep_caller_token)
             .finish()
     }
 }
 
-/// What a passing caller is: the identity headers to set on the forwarded request.
+/// What a passing caller is: the identity headers to set on the forwarded request, and,
+/// on a route whose provider mints a token per caller, the token the checks verified.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Identity {
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Never forwarded, logged or shown; only exchanged by the route's provider.
+    pub caller_token: Option<CallerToken>,
 }
 
 /// Why a caller may not pass. No variant carries the caller's credential or a secret.
@@ -214,6 +222,79 @@ impl Inbound {
             identity_from_me,
             strip,
             credential_headers,
+            keep_caller_token: false,
+        })
+    }
+
+    /// The route's provider mints a token per caller: keep the verified token for it, and
+    /// refuse a token whose `exp` has passed, without leeway (`tollgate check` makes sure
+    /// such a route has a jwt or authorize check).
+    pub fn keep_caller_token(&mut self) {
+        self.keep_caller_token = true;
+    }
+
+    /// An expired caller token's answer, for the credential step that finds it so.
+    pub fn expired(&self) -> Refusal {
+        match self.token_source() {
+            Some(source) => invalid(source, "invalid_token", "the token has expired"),
+            None => Refusal::forbidden("the caller's token has expired"),
+        }
+    }
+
+    /// Where the token a per-caller provider exchanges is read: the JWT check's source,
+    /// else the Auth Engine check's.
+    fn token_source(&self) -> Option<&TokenSource> {
+        match (&self.jwt, &self.authorize) {
+            (Some(jwt), _) => Some(jwt.source()),
+            (None, Some(authorize)) => Some(authorize.source()),
+            (None, None) => None,
+        }
+    }
+
+    /// The verified token of a caller who passed, with its `exp` and `sub` (from the
+    /// verified claims, or read from the token the Auth Engine accepted).
+    fn caller_token(
+        &self,
+        headers: &HeaderMap,
+        claims: Option<&Value>,
+    ) -> Result<CallerToken, Refusal> {
+        let Some(source) = self.token_source() else {
+            return Err(Refusal::forbidden(
+                "this route exchanges the caller's token, and no check here reads one",
+            ));
+        };
+        let token = credential(source, headers).map_err(|p| unauthenticated(source, p))?;
+        let unverified;
+        let claims = match claims {
+            Some(claims) => Some(claims),
+            None => {
+                unverified = crate::tokens::jwt_claims(token);
+                unverified.as_ref()
+            }
+        };
+        let expires_at_unix = claims.and_then(|claims| claims.get("exp")).and_then(|exp| {
+            exp.as_u64().or_else(|| {
+                exp.as_f64()
+                    .filter(|exp| exp.is_finite() && *exp >= 0.0)
+                    .map(|exp| exp.floor() as u64)
+            })
+        });
+        if let Some(exp) = expires_at_unix {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if now >= exp {
+                return Err(self.expired());
+            }
+        }
+        let subject = claims
+            .and_then(|claims| claims.get("sub"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        Ok(CallerToken {
+            value: crate::secret::Secret::new(token),
+            expires_at_unix,
+            subject,
         })
     }
 
@@ -250,8 +331,14 @@ impl Inbound {
         } else {
             claims.as_ref()
         };
+        let caller_token = if self.keep_caller_token {
+            Some(self.caller_token(headers, claims.as_ref())?)
+        } else {
+            None
+        };
         Ok(Identity {
             headers: identity_headers(document, client_cert, &self.identity),
+            caller_token,
         })
     }
 

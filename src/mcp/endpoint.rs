@@ -95,9 +95,27 @@ async fn check_caller(
             let metadata = catalog
                 .oauth
                 .then(|| metadata_url(&state.settings, catalog, request.headers()));
-            refuse(&refusal, metadata.as_deref())
+            let mut response = refuse(&refusal, metadata.as_deref());
+            if !drain(request).await {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
         }
     }
+}
+
+/// Reads a refused request's body to its end, so that the connection can carry the
+/// caller's next request (a client that probes, reads the 401 and then fetches the
+/// metadata reuses it; unread body bytes would make the server drop it under the client's
+/// feet). A body too large or too slow is not waited for: the answer then closes the
+/// connection instead.
+async fn drain(request: Request) -> bool {
+    const MAX_DRAINED_BYTES: usize = 64 << 10;
+    const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+    let body = axum::body::to_bytes(request.into_body(), MAX_DRAINED_BYTES);
+    matches!(tokio::time::timeout(DRAIN_TIME, body).await, Ok(Ok(_)))
 }
 
 fn refuse(refusal: &Refusal, metadata: Option<&str>) -> Response {

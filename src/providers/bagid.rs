@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::http::{endpoint, parse_json, Call, ProviderHttp};
-use super::{Grant, Provider, ProviderError};
+use super::{Grant, Provider, ProviderError, PER_CALLER_ONLY};
 use crate::config::{Attestor, BagIdFlow, BagIdSettings, FederatedToken};
 use crate::secret::Secret;
 
@@ -71,7 +71,7 @@ impl BagId {
         match &self.flow {
             BagIdFlow::Federated { app_key, token } => match token {
                 FederatedToken::Value(token) => vec![app_key, token],
-                FederatedToken::File(_) => vec![app_key],
+                FederatedToken::File(_) | FederatedToken::FromCaller => vec![app_key],
             },
             BagIdFlow::B2bSecret {
                 app_key,
@@ -231,6 +231,23 @@ impl BagId {
     }
 }
 
+impl BagId {
+    /// `POST /v2/auth/federated/sessions` with the host app's `token`.
+    async fn federated_login(
+        &self,
+        app_key: &Secret,
+        token: &Secret,
+    ) -> Result<Grant, ProviderError> {
+        let request = self
+            .http
+            .client()
+            .post(endpoint(&self.base_url, "/v2/auth/federated/sessions"))
+            .header(APP_KEY_HEADER, app_key.expose())
+            .json(&json!({"token": token.expose()}));
+        self.post_login(request, &[token]).await
+    }
+}
+
 fn grant_from(reply: LoginResponse) -> Result<Grant, ProviderError> {
     let access_token = reply
         .access_token
@@ -251,6 +268,9 @@ impl Provider for BagId {
         match &self.flow {
             BagIdFlow::Federated { app_key, token } => {
                 let token = match token {
+                    FederatedToken::FromCaller => {
+                        return Err(ProviderError::Unsupported(PER_CALLER_ONLY))
+                    }
                     FederatedToken::Value(value) => value.clone(),
                     FederatedToken::File(path) => std::fs::read_to_string(path)
                         .map(|text| Secret::new(text.trim_end_matches(['\n', '\r'])))
@@ -261,13 +281,7 @@ impl Provider for BagId {
                             ))
                         })?,
                 };
-                let request = self
-                    .http
-                    .client()
-                    .post(endpoint(&self.base_url, "/v2/auth/federated/sessions"))
-                    .header(APP_KEY_HEADER, app_key.expose())
-                    .json(&json!({"token": token.expose()}));
-                self.post_login(request, &[&token]).await
+                self.federated_login(app_key, &token).await
             }
             BagIdFlow::B2bSecret {
                 app_key,
@@ -292,6 +306,29 @@ impl Provider for BagId {
                 self.attested_login(attestor, "/v2/auth/guest/sessions")
                     .await
             }
+        }
+    }
+
+    /// `federated_token: from_caller`: the caller's verified token is the federated token,
+    /// one BagID session per caller. BagID refusing it (400, 401, 403: the seed names no
+    /// error answers, so they cannot be told from a refused app key) refuses that caller.
+    async fn exchange(&self, subject: &Secret) -> Result<Grant, ProviderError> {
+        let BagIdFlow::Federated {
+            app_key,
+            token: FederatedToken::FromCaller,
+        } = &self.flow
+        else {
+            return Err(ProviderError::Unsupported(
+                "only bagid with federated_token: from_caller mints tokens per caller",
+            ));
+        };
+        match self.federated_login(app_key, subject).await {
+            Err(ProviderError::Rejected { status, detail }) => Err(ProviderError::CallerRefused {
+                status,
+                error: None,
+                detail,
+            }),
+            other => other,
         }
     }
 

@@ -11,6 +11,7 @@ mod http;
 mod http_login;
 mod oauth2;
 mod static_value;
+mod token_exchange;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,6 +67,29 @@ pub enum ProviderError {
     MfaRequired,
     #[error("attestor failed: {0}")]
     Attestor(String),
+    /// The provider refused the caller's token it was asked to exchange: an answer about
+    /// that caller, not about the provider or the gateway's own credentials.
+    #[error("provider refused the caller's token (HTTP {status}{}): {detail}", error_code(.error))]
+    CallerRefused {
+        status: u16,
+        /// The OAuth error code (`invalid_grant`...), when the reply had one.
+        error: Option<String>,
+        detail: String,
+    },
+    /// A call the provider has no flow for: a token of its own from a provider that mints
+    /// one per caller, or the reverse.
+    #[error("{0}")]
+    Unsupported(&'static str),
+}
+
+/// Why a provider that mints per caller has no `login`.
+pub const PER_CALLER_ONLY: &str =
+    "this provider mints a token per caller, from the caller's verified token; it has none of its own";
+
+fn error_code(error: &Option<String>) -> String {
+    error
+        .as_deref()
+        .map_or_else(String::new, |code| format!(" {code}"))
 }
 
 impl ProviderError {
@@ -92,6 +116,14 @@ pub trait Provider: Send + Sync {
         self.login().await
     }
 
+    /// Mints a token for the caller whose verified token is `subject` (providers that mint
+    /// per caller). Its refresh token, if any, is traded with [`Provider::refresh`].
+    async fn exchange(&self, _subject: &Secret) -> Result<Grant, ProviderError> {
+        Err(ProviderError::Unsupported(
+            "this provider does not mint tokens per caller",
+        ))
+    }
+
     /// Ends the session the token belongs to, for providers configured to on shutdown.
     async fn end_session(&self, _token: &Secret) -> Result<(), ProviderError> {
         Ok(())
@@ -114,6 +146,9 @@ pub fn build(spec: &ProviderSpec) -> Result<Arc<dyn Provider>, BuildError> {
         ProviderSettings::BagId(settings) => Arc::new(bagid::BagId::new(settings, http)),
         ProviderSettings::Static(settings) => Arc::new(static_value::StaticValue::new(settings)),
         ProviderSettings::Http(settings) => Arc::new(http_login::HttpLogin::new(settings, http)),
+        ProviderSettings::TokenExchange(settings) => {
+            Arc::new(token_exchange::TokenExchange::new(settings, http))
+        }
     })
 }
 

@@ -23,6 +23,7 @@ pub async fn admit(
         tokens,
         identity,
         token,
+        caller_key,
         ..
     } = exchange;
     for step in &route.admission {
@@ -46,7 +47,11 @@ pub async fn admit(
                     .inc();
                 *identity = outcome.map_err(Refusal::Caller)?;
             }
-            Admission::Credential => *token = credential::obtain(tokens, route).await?,
+            Admission::Credential => {
+                let obtained = credential::obtain(tokens, route, identity).await?;
+                *token = obtained.token;
+                *caller_key = obtained.caller_key;
+            }
         }
     }
     Ok(())

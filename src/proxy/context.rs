@@ -12,7 +12,7 @@ use super::refusal::Refusal;
 use crate::inbound::Identity;
 use crate::routing::CompiledRoute;
 use crate::shutdown::InFlightGuard;
-use crate::tokens::{Token, TokenManager};
+use crate::tokens::{CallerKey, Token, TokenManager};
 
 pub struct RequestContext {
     _in_flight: InFlightGuard,
@@ -34,6 +34,8 @@ pub struct Exchange {
     pub identity: Identity,
     /// The route's credential for the current attempt.
     pub token: Option<Arc<Token>>,
+    /// With a per-caller provider: the caller's place in its cache.
+    pub caller_key: Option<CallerKey>,
     pub attempt: Attempt,
     pub retry: AuthRetry,
     /// Body bytes read so far, against the route's `max_request_body`.
@@ -77,6 +79,7 @@ impl Exchange {
             tokens,
             identity: Identity::default(),
             token: None,
+            caller_key: None,
             attempt: Attempt::default(),
             retry: AuthRetry::default(),
             body_bytes: 0,

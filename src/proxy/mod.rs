@@ -148,9 +148,12 @@ impl ProxyHttp for Gateway {
         } = ctx;
         let exchange = exchange.as_mut().ok_or_else(no_exchange)?;
         if exchange.retry.begin_attempt() {
-            exchange.token = credential::obtain(&exchange.tokens, &exchange.route)
-                .await
-                .map_err(|unavailable| refuse(refusal, unavailable))?;
+            let obtained =
+                credential::obtain(&exchange.tokens, &exchange.route, &exchange.identity)
+                    .await
+                    .map_err(|unavailable| refuse(refusal, unavailable))?;
+            exchange.token = obtained.token;
+            exchange.caller_key = obtained.caller_key;
         }
         exchange.next_peer(*started)
     }
@@ -188,7 +191,7 @@ impl ProxyHttp for Gateway {
             access::upgraded(&self.metrics, exchange);
         }
         if !exchange.route.retry_statuses.contains(&status) {
-            credential::accepted(exchange);
+            credential::accepted(exchange).await;
             return Ok(());
         }
         if !credential::rejected(exchange, replayable(session), &self.metrics).await {

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use super::rewrite::X_REQUEST_ID;
 use crate::inbound;
-use crate::tokens::CredentialUnavailable;
+use crate::tokens::{CallerRefused, CredentialUnavailable};
 
 /// Why the gateway answers a request itself.
 #[derive(Debug)]
@@ -33,6 +33,8 @@ pub enum Refusal {
     /// The caller did not pass the route's inbound checks.
     Caller(inbound::Refusal),
     CredentialUnavailable(CredentialUnavailable),
+    /// The route's per-caller provider refused the caller's token.
+    CallerRefused(CallerRefused),
     UpstreamUnreachable,
     UpstreamTimeout,
     Internal,
@@ -131,6 +133,7 @@ impl Refusal {
                 ErrorKind::AuthorizationUnavailable
             }
             Refusal::CredentialUnavailable(_) => ErrorKind::CredentialUnavailable,
+            Refusal::CallerRefused(_) => ErrorKind::Forbidden,
             Refusal::UpstreamUnreachable => ErrorKind::UpstreamUnreachable,
             Refusal::UpstreamTimeout => ErrorKind::UpstreamTimeout,
             Refusal::Internal => ErrorKind::Internal,
@@ -149,6 +152,7 @@ impl Refusal {
                 "no valid credential from provider {}: {}",
                 unavailable.provider, unavailable.reason
             )),
+            Refusal::CallerRefused(refused) => Cow::Borrowed(&refused.detail),
             Refusal::UpstreamUnreachable => Cow::Borrowed("the upstream could not be reached"),
             Refusal::UpstreamTimeout => Cow::Borrowed("the upstream did not answer in time"),
             Refusal::Internal => Cow::Borrowed("the gateway failed to proxy the request"),
@@ -178,7 +182,10 @@ impl Refusal {
     fn closes_connection(&self) -> bool {
         !matches!(
             self,
-            Refusal::NoRoute | Refusal::Caller(_) | Refusal::CredentialUnavailable(_)
+            Refusal::NoRoute
+                | Refusal::Caller(_)
+                | Refusal::CredentialUnavailable(_)
+                | Refusal::CallerRefused(_)
         )
     }
 }

@@ -52,6 +52,8 @@ pub enum Admission {
 pub struct RouteCredential {
     pub provider: ProviderId,
     pub provider_name: String,
+    /// The provider mints a token per caller, from the token the inbound checks verified.
+    pub per_caller: bool,
     pub header: HeaderName,
     pub format: TokenFormat,
 }
@@ -120,17 +122,28 @@ impl CompiledRoute {
                 Some(RouteCredential {
                     provider,
                     provider_name: credential.provider.clone(),
+                    per_caller: tokens.is_per_caller(provider),
                     header: credential.header.clone(),
                     format: credential.format.clone(),
                 })
             }
         };
-        let inbound = route
+        let mut inbound = route
             .inbound
             .as_ref()
             .map(|settings| Inbound::build(settings, control.clone()))
             .transpose()
             .map_err(|e| error(e.to_string()))?;
+        if credential.as_ref().is_some_and(|c| c.per_caller) {
+            // Config validation refuses a per-caller provider on a route without a check.
+            let Some(inbound) = inbound.as_mut() else {
+                return Err(error(
+                    "its provider mints a token per caller and the route has no inbound check"
+                        .to_owned(),
+                ));
+            };
+            inbound.keep_caller_token();
+        }
         let caller_headers = inbound
             .as_ref()
             .map_or_else(CallerHeaders::default, |inbound| CallerHeaders {

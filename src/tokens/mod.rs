@@ -8,6 +8,7 @@
 
 mod backoff;
 mod fetch;
+mod per_caller;
 mod rejection;
 #[cfg(test)]
 mod tests;
@@ -32,6 +33,9 @@ use crate::providers::{BuildError, Provider, ProviderError};
 use crate::secret::Secret;
 use crate::store::{Fleet, SlotKeys};
 
+pub use per_caller::{
+    CallerCredentialError, CallerKey, CallerRefused, CallerToken, ExchangeCounts, PerCallerStatus,
+};
 use rejection::{RejectionGuard, Verdict};
 pub use token::{fingerprint, jwt_claims, jwt_expiry, LifetimeSource, Token};
 
@@ -101,6 +105,9 @@ struct Slot {
     store_keys: Option<SlotKeys>,
     lookups: CacheLookupCounters,
     expiry: Gauge,
+    /// Set for a provider that mints a token per caller: its cache of callers' tokens. Such
+    /// a slot has no token of its own, and no refresher.
+    per_caller: Option<Arc<per_caller::PerCaller>>,
 }
 
 #[derive(Default)]
@@ -141,6 +148,9 @@ pub struct ProviderStatus {
     pub rejection_pause_seconds: Option<u64>,
     pub retry_in_seconds: Option<u64>,
     pub token_fingerprint: Option<String>,
+    /// For a provider that mints a token per caller: counts of callers and outcomes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_caller: Option<PerCallerStatus>,
 }
 
 /// Lets each cache entry live exactly as long as its token is usable.
@@ -226,6 +236,9 @@ impl TokenManager {
             slot.retired.store(true, Ordering::Release);
             slot.wake.notify_one();
             self.shared.cache.invalidate(&slot.key).await;
+            if let Some(per_caller) = &slot.per_caller {
+                per_caller.clear();
+            }
             tracing::info!(provider = %slot.name, "provider removed or changed by reload; its token is dropped");
         }
     }
@@ -257,7 +270,7 @@ impl TokenManager {
     /// a reload keeps its own); each logs in at once.
     pub fn start_refreshers(self: &Arc<Self>) {
         for slot in &self.slots {
-            if slot.refresher_running.swap(true, Ordering::AcqRel) {
+            if slot.per_caller.is_some() || slot.refresher_running.swap(true, Ordering::AcqRel) {
                 continue;
             }
             let shared = Arc::clone(&self.shared);
@@ -393,6 +406,10 @@ impl TokenManager {
     pub async fn status(&self) -> Vec<ProviderStatus> {
         let mut statuses = Vec::with_capacity(self.slots.len());
         for slot in &self.slots {
+            if let Some(per_caller) = &slot.per_caller {
+                statuses.push(per_caller.status().await);
+                continue;
+            }
             let now = Instant::now();
             let token = self
                 .shared
@@ -434,6 +451,7 @@ impl TokenManager {
                 .map(|left| left.as_secs().max(1)),
             retry_in_seconds: retry_in,
             token_fingerprint: token.map(|t| t.fingerprint.clone()),
+            per_caller: None,
         }
     }
 }
@@ -469,7 +487,6 @@ fn new_slot(spec: &ProviderSpec, provider: Arc<dyn Provider>, shared: &Shared) -
         spec: spec.clone(),
         retired: AtomicBool::new(false),
         refresher_running: AtomicBool::new(false),
-        provider,
         policy: spec.refresh,
         fetch_lock: tokio::sync::Mutex::new(()),
         state: Mutex::new(SlotState::default()),
@@ -481,5 +498,14 @@ fn new_slot(spec: &ProviderSpec, provider: Arc<dyn Provider>, shared: &Shared) -
             .map(|fleet| fleet.keys(&spec.name, &spec.identity)),
         lookups: metrics.cache_lookups(&spec.name),
         expiry: metrics.expiry_gauge(&spec.name),
+        per_caller: spec.per_caller.map(|settings| {
+            Arc::new(per_caller::PerCaller::new(
+                spec,
+                settings,
+                Arc::clone(&provider),
+                metrics,
+            ))
+        }),
+        provider,
     })
 }

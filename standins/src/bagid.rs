@@ -24,7 +24,7 @@
 //! | case | status, `error` |
 //! |---|---|
 //! | a mandatory header missing or empty; the body not a JSON object; a mandatory field missing, empty or not a string | 400 `bad_request` |
-//! | unknown app key or B2B secret; unknown B2B user or wrong password; host token not verifying or expired; nonce unknown, expired or already presented; wrong attestation object; refresh token unknown, already used, revoked or expired | 401 `unauthorized` |
+//! | unknown app key or B2B secret; unknown B2B user or wrong password; host token not verifying or expired, or its `sub` in [`BagIdSettings::refused_subjects`]; nonce unknown, expired or already presented; wrong attestation object; refresh token unknown, already used, revoked or expired | 401 `unauthorized` |
 //! | [`BagIdStandIn::set_available`]`(false)` | 503 `service_unavailable` |
 //!
 //! Headers are checked before the body, and presence (400) before values (401). A nonce is
@@ -109,6 +109,8 @@ pub struct BagIdSettings {
     pub nonce_ttl: Duration,
     /// Issue a refresh token with every login and refresh.
     pub issue_refresh_tokens: bool,
+    /// Host-token subjects the federated login refuses (401 `unauthorized`).
+    pub refused_subjects: Vec<String>,
 }
 
 impl Default for BagIdSettings {
@@ -121,6 +123,7 @@ impl Default for BagIdSettings {
             refresh_ttl: Duration::from_secs(3600),
             nonce_ttl: Duration::from_secs(60),
             issue_refresh_tokens: true,
+            refused_subjects: Vec::new(),
         }
     }
 }
@@ -166,6 +169,7 @@ pub struct BagId {
     b2b_secret: String,
     b2b_users: Vec<(String, String)>,
     issue_refresh_tokens: bool,
+    refused_subjects: Vec<String>,
     switches: Switches,
     refresh_ttl: Lifetime,
     nonce_ttl: Lifetime,
@@ -257,6 +261,7 @@ impl Provider for BagId {
             b2b_secret: settings.b2b_secret,
             b2b_users: settings.b2b_users,
             issue_refresh_tokens: settings.issue_refresh_tokens,
+            refused_subjects: settings.refused_subjects,
             switches: Switches::default(),
             refresh_ttl: Lifetime::new(settings.refresh_ttl),
             nonce_ttl: Lifetime::new(settings.nonce_ttl),
@@ -423,6 +428,9 @@ fn federated(shared: &BagId, headers: &HeaderMap, body: &[u8]) -> Response {
         }
         let claims = jwt::verify(token)
             .map_err(|_| unauthorized("the host token is not trusted or has expired"))?;
+        if shared.refused_subjects.contains(&claims.sub) {
+            return Err(unauthorized("this host user may not log in"));
+        }
         Ok(shared.issue(&claims.sub))
     })
 }
@@ -696,6 +704,7 @@ mod tests {
             exp: now - 60,
             jti: "x".into(),
             aud: None,
+            act: None,
         };
         jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),

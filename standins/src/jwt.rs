@@ -28,6 +28,15 @@ pub struct Claims {
     pub jti: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<Audience>,
+    /// RFC 8693 section 4.1: the party acting for the subject, in an exchanged token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Actor>,
+}
+
+/// The `act` claim (RFC 8693 section 4.1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub sub: String,
 }
 
 /// The `aud` claim: one audience, or several (RFC 7519 section 4.1.3).
@@ -87,6 +96,17 @@ pub fn mint_for_audiences(
     audiences: &[String],
     ttl: Duration,
 ) -> String {
+    mint_acting(subject, issuer, audiences, None, ttl)
+}
+
+/// [`mint_for_audiences`] with an `act` claim naming `actor` (RFC 8693 section 4.1).
+pub fn mint_acting(
+    subject: &str,
+    issuer: &str,
+    audiences: &[String],
+    actor: Option<&str>,
+    ttl: Duration,
+) -> String {
     let now = SystemTime::now();
     let iat = unix_seconds(now);
     let exp = unix_seconds(now + ttl);
@@ -97,6 +117,9 @@ pub fn mint_for_audiences(
         exp,
         jti: random_url_safe(16),
         aud: Audience::of(audiences),
+        act: actor.map(|sub| Actor {
+            sub: sub.to_owned(),
+        }),
     };
     // HS256 over a struct of strings and integers: serialization and HMAC cannot fail.
     jsonwebtoken::encode(

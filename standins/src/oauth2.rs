@@ -2,6 +2,19 @@
 //! `password` (§4.3) and `refresh_token` (§6) grants, client authentication by HTTP Basic
 //! or by `client_id`/`client_secret` in the body (§2.3.1), and §5.2 error answers.
 //!
+//! It is also an RFC 8693 token exchange endpoint (grant type
+//! `urn:ietf:params:oauth:grant-type:token-exchange`, section 2.1): a confidential client
+//! sends `subject_token` (a demo JWT, [`jwt::verify`]) with `subject_token_type`
+//! (`...:access_token` or `...:jwt`), and optionally `requested_token_type`, `audience` and
+//! `resource` (each any number of times), `scope`, and `actor_token` with
+//! `actor_token_type`. The reply (section 2.2.1) adds `issued_token_type`; the token's `sub`
+//! is the subject token's, its `aud` the resources and audiences asked for, its `act` the
+//! actor token's `sub`. Errors (section 2.2.2): a subject or actor token that is invalid,
+//! expired or of another type, or a subject in [`OAuth2Settings::refused_subjects`], is
+//! `invalid_request`; an audience outside [`OAuth2Settings::audiences`] or an unknown
+//! resource is `invalid_target`. A subject in [`OAuth2Settings::failing_subjects`] gets
+//! 500 `server_error`, a server failing for that caller only.
+//!
 //! Access tokens are HS256 JWTs from [`crate::jwt`] (or opaque strings), refresh tokens are
 //! opaque and single use: each use returns a new one and retires the old. Down, every
 //! request gets 503 `temporarily_unavailable` (and is still counted).
@@ -23,6 +36,14 @@ use crate::{basic_credentials, header_text, json_response, jwt, lock, strip_sche
 
 /// The path of the token endpoint under the stand-in's base URL.
 pub const TOKEN_PATH: &str = "/oauth/token";
+
+/// RFC 8693 section 2.1: the grant type of a token exchange.
+pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// RFC 8693 section 3: the token types this server takes as subject or actor tokens and
+/// issues (its tokens are JWTs and access tokens both).
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+const TOKEN_TYPES: [&str; 2] = [ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE];
 
 /// The realm in `WWW-Authenticate` on a failed Basic client authentication.
 pub const REALM: &str = "tollgate-demo";
@@ -48,6 +69,12 @@ pub struct OAuth2Settings {
     pub issue_refresh_tokens: bool,
     /// The resources (RFC 8707) tokens may be asked for; empty: any absolute URI.
     pub resources: Vec<String>,
+    /// The audiences (RFC 8693) a token exchange may ask for; empty: any.
+    pub audiences: Vec<String>,
+    /// Subjects whose tokens a token exchange refuses (`invalid_request`).
+    pub refused_subjects: Vec<String>,
+    /// Subjects for whom a token exchange fails (500 `server_error`).
+    pub failing_subjects: Vec<String>,
 }
 
 impl Default for OAuth2Settings {
@@ -60,6 +87,9 @@ impl Default for OAuth2Settings {
             jwt_access_tokens: true,
             issue_refresh_tokens: false,
             resources: Vec::new(),
+            audiences: Vec::new(),
+            refused_subjects: Vec::new(),
+            failing_subjects: Vec::new(),
         }
     }
 }
@@ -94,6 +124,10 @@ pub struct Grant {
     audience: Option<String>,
     /// RFC 8707 resources; they become the token's audience.
     resources: Vec<String>,
+    /// RFC 8693 audiences of a token exchange; they join the token's audience.
+    audiences: Vec<String>,
+    /// RFC 8693: the `sub` of the actor token, the token's `act`.
+    actor: Option<String>,
 }
 
 /// The OAuth 2.0 token endpoint stand-in.
@@ -108,6 +142,9 @@ pub struct OAuth2 {
     jwt_access_tokens: bool,
     issue_refresh_tokens: bool,
     resources: Vec<String>,
+    audiences: Vec<String>,
+    refused_subjects: Vec<String>,
+    failing_subjects: Vec<String>,
     switches: Switches,
     refresh_ttl: Lifetime,
     token_requests: AtomicUsize,
@@ -136,6 +173,9 @@ impl Provider for OAuth2 {
             jwt_access_tokens: settings.jwt_access_tokens,
             issue_refresh_tokens: settings.issue_refresh_tokens,
             resources: settings.resources,
+            audiences: settings.audiences,
+            refused_subjects: settings.refused_subjects,
+            failing_subjects: settings.failing_subjects,
             switches: Switches::default(),
             refresh_ttl: Lifetime::new(DEFAULT_REFRESH_TTL),
             token_requests: AtomicUsize::new(0),
@@ -318,9 +358,18 @@ fn token_request(
     }
 
     // §3.2: no parameter more than once; a parameter without a value counts as omitted.
+    // A token exchange may give `audience` several times (RFC 8693 section 2.1).
+    let exchange = form
+        .iter()
+        .any(|(name, value)| name == "grant_type" && value == TOKEN_EXCHANGE_GRANT);
+    let mut audiences: Vec<String> = Vec::new();
     let mut params: HashMap<&str, &str> = HashMap::new();
     for (name, value) in &form {
         if value.is_empty() || name == "resource" {
+            continue;
+        }
+        if exchange && name == "audience" {
+            audiences.push(value.clone());
             continue;
         }
         if params.insert(name.as_str(), value.as_str()).is_some() {
@@ -342,6 +391,8 @@ fn token_request(
         scope,
         audience,
         resources,
+        audiences: Vec::new(),
+        actor: None,
     };
     let grant = match grant_type {
         "client_credentials" => asked,
@@ -370,6 +421,10 @@ fn token_request(
             };
             use_refresh_token(shared, refresh_token, asked)?
         }
+        TOKEN_EXCHANGE_GRANT => {
+            let (grant, issued_token_type) = token_exchange(shared, &params, audiences, asked)?;
+            return Ok(issue(shared, grant, Some(issued_token_type)));
+        }
         other => {
             return Err(OAuthError::new(
                 StatusCode::BAD_REQUEST,
@@ -378,7 +433,86 @@ fn token_request(
             ))
         }
     };
-    Ok(issue(shared, grant))
+    Ok(issue(shared, grant, None))
+}
+
+/// RFC 8693 section 2.1: check the subject (and actor) token and what is asked for it;
+/// the grant for the subject token's `sub`, and the `issued_token_type`.
+fn token_exchange(
+    shared: &OAuth2,
+    params: &HashMap<&str, &str>,
+    audiences: Vec<String>,
+    asked: Grant,
+) -> Result<(Grant, &'static str), OAuthError> {
+    let Some(subject_token) = params.get("subject_token") else {
+        return Err(invalid_request("subject_token is missing"));
+    };
+    let Some(subject_token_type) = params.get("subject_token_type") else {
+        return Err(invalid_request("subject_token_type is missing"));
+    };
+    let subject = exchanged_token(subject_token, subject_token_type, "subject")?;
+    if shared.refused_subjects.contains(&subject.sub) {
+        return Err(invalid_request("the subject token is not acceptable here"));
+    }
+    if shared.failing_subjects.contains(&subject.sub) {
+        return Err(OAuthError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "the stand-in fails for this subject",
+        ));
+    }
+    let actor = match (params.get("actor_token"), params.get("actor_token_type")) {
+        (None, None) => None,
+        (Some(token), Some(token_type)) => Some(exchanged_token(token, token_type, "actor")?.sub),
+        (Some(_), None) => {
+            return Err(invalid_request(
+                "actor_token_type is required with actor_token",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(invalid_request(
+                "actor_token_type is sent only with actor_token",
+            ))
+        }
+    };
+    let issued_token_type = match params.get("requested_token_type").copied() {
+        None | Some(ACCESS_TOKEN_TYPE) => ACCESS_TOKEN_TYPE,
+        Some(JWT_TOKEN_TYPE) => JWT_TOKEN_TYPE,
+        Some(other) => {
+            return Err(invalid_request(format!(
+                "requested_token_type {other} cannot be issued here"
+            )))
+        }
+    };
+    if let Some(audience) = audiences
+        .iter()
+        .find(|audience| !(shared.audiences.is_empty() || shared.audiences.contains(audience)))
+    {
+        return Err(OAuthError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_target",
+            format!("the audience {audience} is not one this server issues tokens for"),
+        ));
+    }
+    let grant = Grant {
+        subject: subject.sub,
+        audiences,
+        actor,
+        ..asked
+    };
+    Ok((grant, issued_token_type))
+}
+
+/// A subject or actor token: a demo JWT, unexpired, of a type this server takes. Anything
+/// else is `invalid_request` (RFC 8693 section 2.2.2).
+fn exchanged_token(token: &str, token_type: &str, what: &str) -> Result<jwt::Claims, OAuthError> {
+    if !TOKEN_TYPES.contains(&token_type) {
+        return Err(invalid_request(format!(
+            "{what}_token_type {token_type} is not one this server takes"
+        )));
+    }
+    jwt::verify(token)
+        .map_err(|_| invalid_request(format!("the {what} token is invalid or has expired")))
 }
 
 /// §2.3.1: HTTP Basic, or `client_id` + `client_secret` in the body, never both.
@@ -519,8 +653,9 @@ fn use_refresh_token(
     })
 }
 
-/// Mint, record and return the §5.1 success reply.
-fn issue(shared: &OAuth2, grant: Grant) -> Response {
+/// Mint, record and return the §5.1 success reply; for a token exchange, with its
+/// `issued_token_type` (RFC 8693 section 2.2.1).
+fn issue(shared: &OAuth2, grant: Grant, issued_token_type: Option<&str>) -> Response {
     let refresh_ttl = shared
         .issue_refresh_tokens
         .then(|| shared.refresh_ttl.get());
@@ -529,12 +664,20 @@ fn issue(shared: &OAuth2, grant: Grant) -> Response {
             if shared.jwt_access_tokens {
                 // The resources asked for are the audience (RFC 8707 §2); the older,
                 // non-standard `audience` parameter only when none was.
-                let audiences: Vec<String> = if grant.resources.is_empty() {
+                // A token exchange's audiences join them (RFC 8693 section 2.1).
+                let mut audiences: Vec<String> = if grant.resources.is_empty() {
                     grant.audience.iter().cloned().collect()
                 } else {
                     grant.resources.clone()
                 };
-                jwt::mint_for_audiences(&grant.subject, &shared.issuer, &audiences, ttl)
+                audiences.extend(grant.audiences.iter().cloned());
+                jwt::mint_acting(
+                    &grant.subject,
+                    &shared.issuer,
+                    &audiences,
+                    grant.actor.as_deref(),
+                    ttl,
+                )
             } else {
                 jwt::opaque_token()
             }
@@ -545,6 +688,12 @@ fn issue(shared: &OAuth2, grant: Grant) -> Response {
 
     let mut body = Map::new();
     body.insert("access_token".into(), Value::String(pair.access));
+    if let Some(issued_token_type) = issued_token_type {
+        body.insert(
+            "issued_token_type".into(),
+            Value::String(issued_token_type.into()),
+        );
+    }
     body.insert("token_type".into(), Value::String("Bearer".into()));
     if shared.include_expires_in {
         body.insert("expires_in".into(), Value::from(pair.ttl.as_secs()));
@@ -1060,6 +1209,165 @@ mod tests {
     async fn other_methods_are_405() {
         let idp: OAuth2StandIn = started().await;
         assert_only_post(&[idp.token_url()], || idp.token_requests()).await;
+    }
+
+    /// A token exchange form for `subject_token`, with more parameters.
+    fn exchange_form<'a>(
+        subject_token: &'a str,
+        more: &[(&'a str, &'a str)],
+    ) -> Vec<(&'a str, &'a str)> {
+        let mut form = vec![
+            ("grant_type", TOKEN_EXCHANGE_GRANT),
+            ("subject_token", subject_token),
+            ("subject_token_type", ACCESS_TOKEN_TYPE),
+        ];
+        form.extend_from_slice(more);
+        form
+    }
+
+    #[tokio::test]
+    async fn token_exchange_mints_a_token_for_the_subject() {
+        let idp: OAuth2StandIn = started().await;
+        let auth = basic("demo-client", "demo-secret");
+        let alice = jwt::mint("alice", "https://idp.example", Duration::from_secs(60));
+        let form = exchange_form(
+            &alice,
+            &[
+                ("audience", "reports"),
+                ("audience", "audit"),
+                ("resource", "https://reports.example/api"),
+                ("scope", "reports.read"),
+            ],
+        );
+        let (status, headers, body) = post_form(&idp.token_url(), Some(&auth), &form).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(headers["cache-control"], "no-store");
+        assert_eq!(body["issued_token_type"], ACCESS_TOKEN_TYPE);
+        assert_eq!(body["token_type"], "Bearer");
+        assert_eq!(body["expires_in"], 300);
+        assert_eq!(body["scope"], "reports.read");
+        let minted = body["access_token"].as_str().unwrap();
+        assert_ne!(minted, alice);
+        let claims = jwt::verify(minted).unwrap();
+        assert_eq!(claims.sub, "alice");
+        assert_eq!(claims.iss, idp.url());
+        let aud = claims.aud.unwrap();
+        for audience in ["https://reports.example/api", "reports", "audit"] {
+            assert!(aud.contains(audience), "{aud:?}");
+        }
+        assert_eq!(claims.act, None);
+        assert!(idp.is_valid_token(minted));
+        assert_eq!(idp.grant_requests(TOKEN_EXCHANGE_GRANT), 1);
+        let last = idp.last_request().unwrap();
+        assert_eq!(last.param("subject_token"), Some(alice.as_str()));
+
+        // Another subject, another token; a JWT asked for, with an actor.
+        let bob = jwt::mint("bob", "https://idp.example", Duration::from_secs(60));
+        let gateway = jwt::mint("gateway", "https://idp.example", Duration::from_secs(60));
+        let form = exchange_form(
+            &bob,
+            &[
+                ("requested_token_type", JWT_TOKEN_TYPE),
+                ("actor_token", &gateway),
+                ("actor_token_type", JWT_TOKEN_TYPE),
+            ],
+        );
+        let (status, _, body) =
+            post_form(&idp.token_url(), None, &[&form[..], &CC_POST[1..]].concat()).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["issued_token_type"], JWT_TOKEN_TYPE);
+        let claims = jwt::verify(body["access_token"].as_str().unwrap()).unwrap();
+        assert_eq!(claims.sub, "bob");
+        assert_eq!(claims.act.map(|act| act.sub).as_deref(), Some("gateway"));
+    }
+
+    #[tokio::test]
+    async fn token_exchange_errors_follow_rfc_8693() {
+        let idp = start(OAuth2Settings {
+            audiences: vec!["reports".into()],
+            resources: vec!["https://reports.example/api".into()],
+            refused_subjects: vec!["mallory".into()],
+            failing_subjects: vec!["trouble".into()],
+            ..OAuth2Settings::default()
+        })
+        .await;
+        let auth = basic("demo-client", "demo-secret");
+        let iss = "https://idp.example";
+        let alice = jwt::mint("alice", iss, Duration::from_secs(60));
+        let mallory = jwt::mint("mallory", iss, Duration::from_secs(60));
+        let trouble = jwt::mint("trouble", iss, Duration::from_secs(60));
+        let expired = jwt::mint("alice", iss, Duration::ZERO);
+        let untyped = [
+            ("grant_type", TOKEN_EXCHANGE_GRANT),
+            ("subject_token", alice.as_str()),
+        ];
+        let untokened = [
+            ("grant_type", TOKEN_EXCHANGE_GRANT),
+            ("subject_token_type", ACCESS_TOKEN_TYPE),
+        ];
+        let saml = [
+            ("grant_type", TOKEN_EXCHANGE_GRANT),
+            ("subject_token", alice.as_str()),
+            (
+                "subject_token_type",
+                "urn:ietf:params:oauth:token-type:saml2",
+            ),
+        ];
+        let forged = exchange_form("not.a.jwt", &[]);
+        let late = exchange_form(&expired, &[]);
+        let refused = exchange_form(&mallory, &[]);
+        let actor_alone = exchange_form(&alice, &[("actor_token", alice.as_str())]);
+        let type_alone = exchange_form(&alice, &[("actor_token_type", JWT_TOKEN_TYPE)]);
+        let bad_actor = exchange_form(
+            &alice,
+            &[
+                ("actor_token", "forged"),
+                ("actor_token_type", JWT_TOKEN_TYPE),
+            ],
+        );
+        let unissuable = exchange_form(
+            &alice,
+            &[(
+                "requested_token_type",
+                "urn:ietf:params:oauth:token-type:id_token",
+            )],
+        );
+        let elsewhere = exchange_form(&alice, &[("audience", "payroll")]);
+        let unknown_resource = exchange_form(&alice, &[("resource", "https://payroll.example/")]);
+        let twice = [
+            &exchange_form(&alice, &[])[..],
+            &[("subject_token", mallory.as_str())],
+        ]
+        .concat();
+        // Sleep past the expired token's second; jwt::verify has no leeway.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let a = Some(auth.as_str());
+        assert_refused(
+            &idp.token_url(),
+            &[
+                (a, &untyped, 400, "invalid_request"),
+                (a, &untokened, 400, "invalid_request"),
+                (a, &saml, 400, "invalid_request"),
+                (a, &forged, 400, "invalid_request"),
+                (a, &late, 400, "invalid_request"),
+                (a, &refused, 400, "invalid_request"),
+                (a, &actor_alone, 400, "invalid_request"),
+                (a, &type_alone, 400, "invalid_request"),
+                (a, &bad_actor, 400, "invalid_request"),
+                (a, &unissuable, 400, "invalid_request"),
+                (a, &elsewhere, 400, "invalid_target"),
+                (a, &unknown_resource, 400, "invalid_target"),
+                (a, &twice, 400, "invalid_request"),
+                (None, &exchange_form(&alice, &[]), 401, "invalid_client"),
+                (a, &exchange_form(&trouble, &[]), 500, "server_error"),
+            ],
+        )
+        .await;
+        assert!(idp.issued_tokens().is_empty());
+        let good = exchange_form(&alice, &[("audience", "reports")]);
+        let (status, _, body) = post_form(&idp.token_url(), a, &good).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(idp.grant_requests(TOKEN_EXCHANGE_GRANT), 16);
     }
 
     #[test]

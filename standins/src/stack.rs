@@ -74,8 +74,32 @@ fn at<T>(port: u16, started: std::io::Result<T>) -> std::io::Result<T> {
     })
 }
 
-/// What to try once the demo runs.
+/// The issuer of the demo callers' tokens, as the per-caller routes of `config/demo.yaml`
+/// check it.
+pub const CALLER_ISSUER: &str = "https://login.demo";
+
+/// A demo caller's token: a JWT for `subject`, signed with the public demo key, valid for
+/// an hour.
+pub fn caller_token(subject: &str) -> String {
+    crate::jwt::mint(subject, CALLER_ISSUER, Duration::from_secs(3600))
+}
+
+/// What to try once the demo runs; the per-caller lines carry two fresh caller tokens.
 pub fn instructions() -> String {
+    let alice = caller_token("alice");
+    let bob = caller_token("bob");
+    let per_caller = format!(
+        "
+Per caller: the route verifies the caller's JWT, and the upstream gets a token minted for
+that caller (two callers, alice and bob; their tokens are valid for an hour):
+  ALICE={alice}
+  BOB={bob}
+  curl -s -H \"Authorization: Bearer $ALICE\" localhost:8080/per-caller/anything   # RFC 8693 token exchange: a token for alice
+  curl -s -H \"Authorization: Bearer $BOB\" localhost:8080/per-caller/anything     # ...and another one for bob (its JWT's sub)
+  curl -s -H \"Authorization: Bearer $ALICE\" localhost:8080/bagid-user/anything   # bagid federated login as alice
+  curl -si localhost:8080/per-caller/anything                              # 401 without a caller token
+"
+    );
     [
         "tollgate demo is running: gateway on http://127.0.0.1:8080, admin on http://127.0.0.1:9901, MCP on http://127.0.0.1:9090/mcp",
         "stand-ins: OAuth2 :18081, BigID :18082, Fortanix DSM :18083, BigBucks Auth Engine :18084,",
@@ -105,7 +129,7 @@ pub fn instructions() -> String {
         "  curl -s localhost:9090/mcp -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \\",
         "    -d '{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{\"name\":\"echo-get\",\"arguments\":{\"item\":\"42\"}}}'",
         "  (the echo shows the request the route sent: its Authorization is blanked in the result)",
-        "",
+        &per_caller,
         "Ctrl-C stops it.",
     ]
     .join("\n")

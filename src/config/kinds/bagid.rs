@@ -9,6 +9,8 @@ use crate::config::model::*;
 use crate::config::raw::*;
 
 const DEFAULT_ATTESTOR_TIMEOUT: Duration = Duration::from_secs(5);
+/// `federated_token: from_caller`: the caller's verified token is the federated token.
+const FROM_CALLER: &str = "from_caller";
 
 pub(crate) fn validate(raw: RawBagId, path: &str, errors: &mut Errors) -> Option<BagIdSettings> {
     let base_url = http_url(&raw.base_url, &join(path, "base_url"), errors);
@@ -32,6 +34,10 @@ pub(crate) fn validate(raw: RawBagId, path: &str, errors: &mut Errors) -> Option
             unused(raw.attestor.is_some(), "attestor", errors);
             let app_key = require_secret(raw.app_key, &join(path, "app_key"), &needed, errors);
             let token = match (raw.federated_token, raw.federated_token_file) {
+                // Not a token: the caller's verified token, one session per caller.
+                (Some(token), None) if token.expose() == FROM_CALLER => {
+                    Some(FederatedToken::FromCaller)
+                }
                 (Some(token), None) => {
                     require_secret(Some(token), &join(path, "federated_token"), "", errors)
                         .map(FederatedToken::Value)

@@ -585,6 +585,10 @@ fn provider_secrets(spec: &ProviderSpec) -> Vec<Secret> {
                 OAuth2Grant::ClientCredentials => {}
             }
         }
+        ProviderSettings::TokenExchange(settings) => {
+            settings.client_secret.iter().for_each(&mut add);
+            settings.actor.iter().for_each(|actor| add(&actor.token));
+        }
         ProviderSettings::BigId(settings) => match &settings.login {
             BigIdLogin::UserToken(token) => add(token),
             BigIdLogin::Password { password, .. } => add(password),
