@@ -5,11 +5,14 @@
   `namespace:`; any other key is refused) and, when `kubectl` is on PATH, compares the
   result with `kubectl kustomize`.
 - Validates every manifest against the Kubernetes JSON schemas (kubernetes-validate, strict,
-  its newest Kubernetes version) and the ServiceMonitor CRD against
-  deploy/kubernetes/schemas/servicemonitor.json.
+  its newest Kubernetes version), the ServiceMonitor against
+  deploy/kubernetes/schemas/servicemonitor.json and the cert-manager Certificate example
+  against deploy/kubernetes/schemas/certificate.json.
 - Checks the references between manifests: selectors, named ports, probes, ConfigMap and
   Secret references, scrape annotations, and that every ${env:NAME} of an embedded config
-  is set from a Secret that the example Secret provides; every pod meets the "restricted"
+  is set from a Secret that the example Secret provides; the TLS files a listener names
+  are in a Secret volume mounted whole (so renewals reach the pod), a Secret an
+  *.example.yaml shows (or a cert-manager Certificate makes); every pod meets the "restricted"
   Pod Security Standard (which the ingress Namespace enforces), with resource requests and
   limits on every container.
 - `promtool check rules` and `promtool test rules` on deploy/prometheus/.
@@ -17,7 +20,8 @@
   and in the alert rules names only metrics (and labels) that tollgate exports, per the
   README's metrics table (each also defined in src/metrics.rs); the dashboard's queries
   also pass promtool's parser.
-- Every tollgate.yaml embedded in a ConfigMap passes `tollgate check`.
+- Every tollgate.yaml embedded in a ConfigMap passes `tollgate check`, with the files of
+  its Secret mounts (TLS certificates) made by openssl for the check.
 - A real Prometheus (Debian's package) scrapes a tollgate running on loopback, with the
   alert rules loaded; every dashboard query runs against it, and tollgate exports no
   metric that the README's table lacks.
@@ -48,6 +52,11 @@ KUBE = ROOT / "deploy" / "kubernetes"
 PROM = ROOT / "deploy" / "prometheus"
 DASHBOARD = ROOT / "deploy" / "grafana" / "tollgate.json"
 SERVICEMONITOR_SCHEMA = KUBE / "schemas" / "servicemonitor.json"
+# Custom resources the manifests (or their examples) use: API group -> (kind, schema file).
+CUSTOM_SCHEMAS = {
+    "monitoring.coreos.com/": ("ServiceMonitor", SERVICEMONITOR_SCHEMA),
+    "cert-manager.io/": ("Certificate", KUBE / "schemas" / "certificate.json"),
+}
 TOLLGATE_BIN = Path(os.environ.get("TOLLGATE_BIN", ROOT / "target" / "debug" / "tollgate"))
 
 KUSTOMIZATION_KEYS = {"apiVersion", "kind", "resources", "namespace"}
@@ -176,12 +185,14 @@ def check_matches_kubectl(directory: Path, objects: list[dict]) -> None:
 
 # --- schemas ---------------------------------------------------------------------------
 
-def validate_object(obj: dict, where: str, version: str, monitor_schema: dict) -> list[str]:
+def validate_object(obj: dict, where: str, version: str, custom: dict[str, tuple[str, dict]]) -> list[str]:
     label = f"{where}: {object_id(obj)}"
-    if obj["apiVersion"].startswith("monitoring.coreos.com/"):
-        if obj["kind"] != "ServiceMonitor":
+    group = next((g for g in custom if obj["apiVersion"].startswith(g)), None)
+    if group is not None:
+        kind, schema = custom[group]
+        if obj["kind"] != kind:
             return [f"{label}: no schema for {obj['apiVersion']} {obj['kind']}"]
-        validator = jsonschema.Draft202012Validator(monitor_schema)
+        validator = jsonschema.Draft202012Validator(schema)
         return [
             f"{label}: {'/'.join(map(str, error.absolute_path)) or '(top)'}: {error.message}"
             for error in sorted(validator.iter_errors(obj), key=lambda e: str(list(e.absolute_path)))
@@ -198,17 +209,20 @@ def validate_object(obj: dict, where: str, version: str, monitor_schema: dict) -
 
 def check_schemas(rendered: dict[Path, list[dict]]) -> None:
     version = kubernetes_validate.latest_version()
-    monitor_schema = json.loads(SERVICEMONITOR_SCHEMA.read_text())
-    jsonschema.Draft202012Validator.check_schema(monitor_schema)
+    custom = {}
+    for group, (kind, path) in CUSTOM_SCHEMAS.items():
+        schema = json.loads(path.read_text())
+        jsonschema.Draft202012Validator.check_schema(schema)
+        custom[group] = (kind, schema)
     problems: list[str] = []
     count = 0
     for directory, objects in rendered.items():
         for obj in objects:
-            problems += validate_object(obj, rel(directory), version, monitor_schema)
+            problems += validate_object(obj, rel(directory), version, custom)
             count += 1
     for path in sorted(KUBE.rglob("*.example.yaml")):
         for obj in load_docs(path):
-            problems += validate_object(obj, rel(path), version, monitor_schema)
+            problems += validate_object(obj, rel(path), version, custom)
             count += 1
     fail_if(problems)
     print(f"     ({count} objects, Kubernetes {version} schemas, strict)")
@@ -282,6 +296,21 @@ def embedded_config(objects: list[dict], container: dict, pod: dict) -> tuple[st
     raise CheckError(f"container {container['name']}: nothing is mounted at {config_path}")
 
 
+def secret_mounts(pod: dict, container: dict) -> list[str]:
+    """Mount paths of whole Secret volumes (a subPath mount never sees an update)."""
+    volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
+    return [
+        mount["mountPath"].rstrip("/")
+        for mount in container.get("volumeMounts") or []
+        if "secret" in volumes.get(mount["name"], {}) and not mount.get("subPath")
+    ]
+
+
+def secret_mount_of(pod: dict, container: dict, path: str) -> str | None:
+    """The Secret mount `path` is in, if any."""
+    return next((m for m in secret_mounts(pod, container) if path.startswith(m + "/")), None)
+
+
 def find(objects: list[dict], kind: str, name: str) -> dict | None:
     return next(
         (o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name), None
@@ -303,6 +332,10 @@ def check_references(directory: Path, objects: list[dict]) -> None:
         problems.append("no Deployment")
     examples = [o for p in directory.glob("*.example.yaml") for o in load_docs(p)]
     example_secrets = {o["metadata"]["name"]: o for o in examples if o["kind"] == "Secret"}
+    # Secrets a cert-manager Certificate example makes (a TLS Secret: tls.crt, tls.key).
+    certificate_secrets = {
+        o["spec"]["secretName"] for o in examples if o["kind"] == "Certificate"
+    }
     tollgates = 0
     for deployment, pod in deployments:
         name = deployment["metadata"]["name"]
@@ -344,6 +377,12 @@ def check_references(directory: Path, objects: list[dict]) -> None:
         for volume in pod["spec"].get("volumes") or []:
             if "configMap" in volume and not find(objects, "ConfigMap", volume["configMap"]["name"]):
                 problems.append(f"Deployment {name}: ConfigMap {volume['configMap']['name']} is not rendered")
+            secret = (volume.get("secret") or {}).get("secretName")
+            if secret and secret not in example_secrets and secret not in certificate_secrets:
+                problems.append(
+                    f"Deployment {name}: volume {volume['name']} mounts Secret {secret}, which no "
+                    f"*.example.yaml in {rel(directory)} shows (as a Secret or a Certificate's secretName)"
+                )
     if tollgates == 0:
         problems.append("no tollgate container (a container with --config mounted from a ConfigMap)")
 
@@ -457,9 +496,17 @@ def check_tollgate_container(where: str, pod: dict, container: dict, text: str) 
             problems.append(f"{where}: {probe_name} path is {probe.get('path')}, expected {path}")
         if container_port(container, probe["port"]) != port_of(admin):
             problems.append(f"{where}: {probe_name} port is not the admin port {port_of(admin)}")
-    for address in listen:
+    for entry in listen:
+        address = entry["address"] if isinstance(entry, dict) else entry
         if container_port(container, port_of(address)) is None:
             problems.append(f"{where}: listen port {port_of(address)} is not a container port")
+        for key, path in ((entry.get("tls") or {}).items() if isinstance(entry, dict) else []):
+            mount = secret_mount_of(pod, container, path)
+            if mount is None:
+                problems.append(
+                    f"{where}: listener {address}: tls.{key} {path} is not in a Secret volume "
+                    f"(mounted whole, not by subPath, so that renewals reach the pod)"
+                )
     annotations = pod["metadata"].get("annotations") or {}
     if annotations.get("prometheus.io/scrape") != "true":
         problems.append(f"{where}: pod lacks the annotation prometheus.io/scrape: \"true\"")
@@ -479,11 +526,29 @@ def check_tollgate_container(where: str, pod: dict, container: dict, text: str) 
 
 # --- tollgate check --------------------------------------------------------------------
 
+def tls_files(directory: Path) -> None:
+    """What a kubernetes.io/tls Secret holds (tls.crt, tls.key, ca.crt), made now."""
+    result = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-days", "1", "-subj", "/CN=deploy-checks",
+         "-keyout", str(directory / "tls.key"), "-out", str(directory / "tls.crt")],
+        capture_output=True, text=True, timeout=60,
+    )
+    if result.returncode != 0:
+        raise CheckError(f"openssl could not make a test certificate:\n{result.stderr}")
+    shutil.copy(directory / "tls.crt", directory / "ca.crt")
+
+
 def check_tollgate_accepts(directory: Path, objects: list[dict]) -> None:
-    configmaps = [
-        o for o in objects if o["kind"] == "ConfigMap" and "tollgate.yaml" in (o.get("data") or {})
-    ]
-    if not configmaps:
+    """`tollgate check` on each embedded config, with the files of its Secret mounts (the
+    TLS certificates) made for the check."""
+    configs = []
+    for _, pod in pods(objects):
+        for container in pod["spec"]["containers"]:
+            embedded = embedded_config(objects, container, pod)
+            if embedded is not None:
+                configs.append((embedded, secret_mounts(pod, container)))
+    if not configs:
         raise CheckError(f"{rel(directory)}: no ConfigMap holds a tollgate.yaml")
     if not TOLLGATE_BIN.exists():
         raise CheckError(f"{TOLLGATE_BIN} not found (cargo build --bin tollgate)")
@@ -501,12 +566,16 @@ def check_tollgate_accepts(directory: Path, objects: list[dict]) -> None:
                 ref = (entry.get("valueFrom") or {}).get("secretKeyRef")
                 if ref and ref["key"] in examples.get(ref["name"], {}):
                     shown[entry["name"]] = examples[ref["name"]][ref["key"]]
-    for configmap in configmaps:
-        text = configmap["data"]["tollgate.yaml"]
+    for (configmap_name, text), mounts in configs:
         env = dict(os.environ)
         for name in ENV_REF.findall(text):
             env[name] = shown.get(name, "placeholder-value")
         with tempfile.TemporaryDirectory() as temp:
+            for index, mount in enumerate(mounts):
+                files = Path(temp) / str(index)
+                files.mkdir()
+                tls_files(files)
+                text = text.replace(mount + "/", f"{files}/")
             path = Path(temp) / "tollgate.yaml"
             path.write_text(text)
             result = subprocess.run(
@@ -515,7 +584,7 @@ def check_tollgate_accepts(directory: Path, objects: list[dict]) -> None:
             )
         if result.returncode != 0 or ": OK" not in result.stdout:
             problems.append(
-                f"ConfigMap {configmap['metadata']['name']}: tollgate check failed "
+                f"ConfigMap {configmap_name}: tollgate check failed "
                 f"(exit {result.returncode}):\n{result.stdout}{result.stderr}"
             )
     fail_if(problems)
@@ -871,7 +940,7 @@ def main() -> int:
             check_matches_kubectl(directory, rendered[directory])
         check(f"render {rel(directory)}", do_render)
     check("every manifest is in a kustomization or an *.example.yaml", check_every_file_is_used)
-    check("Kubernetes schemas (kubernetes-validate) and the ServiceMonitor schema", check_schemas, rendered)
+    check("Kubernetes schemas (kubernetes-validate), the ServiceMonitor and Certificate schemas", check_schemas, rendered)
     for directory, objects in rendered.items():
         check(f"references in {rel(directory)}", check_references, directory, objects)
         check(f"tollgate check on the ConfigMaps of {rel(directory)}", check_tollgate_accepts, directory, objects)

@@ -93,7 +93,10 @@ fn bench(c: &mut Criterion) {
     exchange
         .next_peer(std::time::Instant::now())
         .expect("a backend");
-    let client = Some(std::net::IpAddr::from([10, 1, 2, 3]));
+    let connection = rewrite::Connection {
+        client: Some(std::net::IpAddr::from([10, 1, 2, 3])),
+        tls: false,
+    };
     c.bench_function("build_upstream_request", |b| {
         b.iter(|| {
             let mut request =
@@ -106,7 +109,7 @@ fn bench(c: &mut Criterion) {
                 .expect("header");
             rewrite::upstream_request(
                 &exchange,
-                client,
+                connection,
                 &http::HeaderValue::from_static("req-1"),
                 &mut request,
             )

@@ -25,6 +25,12 @@ on Ctrl-C or an error):
     tollgate-static  server.threads 1, a `static` provider
     tollgate-oauth2  server.threads 1, an `oauth2` provider (client_credentials) whose token
                      is cached: the cache-hit path
+    nginx-tls        nginx, terminating TLS (1.2 and 1.3) on its listener
+    tollgate-tls     tollgate-static, terminating TLS on its listener
+  The two TLS servers serve one certificate (ECDSA P-256, made with openssl at the start)
+  and are loaded over HTTPS with keep-alive: each connection's handshake happens once, so
+  the rows compare TLS record processing, not handshakes. Their ratios are against
+  nginx-tls, and the closing note gives tollgate-tls against nginx-tls.
   tollgate runs with its defaults except RUST_LOG (--tollgate-log-level, default warn: no
   access lines) and JSON logs written to a file.
 * Loads each with wrk (1 thread, --latency): a 2 s warm-up, then the measured run, for every
@@ -94,6 +100,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -105,7 +112,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = Path(__file__).resolve().parent / "load"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-SERVERS = ["direct", "nginx", "haproxy", "pingora-bare", "tollgate-static", "tollgate-oauth2"]
+SERVERS = ["direct", "nginx", "haproxy", "pingora-bare", "tollgate-static", "tollgate-oauth2",
+           "nginx-tls", "tollgate-tls"]
+# Servers loaded over HTTPS, and the peer each is compared with.
+TLS_SERVERS = {"nginx-tls", "tollgate-tls"}
 STATIC_TOKEN = "static-token"
 
 
@@ -206,8 +216,12 @@ def free_port() -> int:
 
 
 def http_call(port: int, path: str, method: str = "GET", body: bytes | None = None,
-              headers: dict | None = None, timeout: float = 3.0) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+              headers: dict | None = None, timeout: float = 3.0,
+              tls: ssl.SSLContext | None = None) -> tuple[int, bytes]:
+    if tls is not None:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=tls)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
@@ -344,7 +358,7 @@ def git(*args: str) -> str:
 
 
 def ensure_tools(args) -> None:
-    wanted = {"nginx": "nginx-light", "haproxy": "haproxy", "wrk": "wrk"}
+    wanted = {"nginx": "nginx-light", "haproxy": "haproxy", "wrk": "wrk", "openssl": "openssl"}
     if args.instructions:
         wanted.update({"valgrind": "valgrind", "callgrind_control": "valgrind"})
     missing = sorted({pkg for cmd, pkg in wanted.items() if not shutil.which(cmd)})
@@ -383,6 +397,19 @@ def build_tollgate(args) -> Path:
         subprocess.run(["cargo", "build", "--release", "--features", "bench-bare", "--bin",
                         "bare-pingora"], cwd=ROOT, check=True)
     return ROOT / "target" / "release" / "tollgate"
+
+
+def make_certificate(workdir: Path) -> tuple[Path, Path, ssl.SSLContext]:
+    """A self-signed ECDSA P-256 certificate for 127.0.0.1, for both TLS servers."""
+    cert, key = workdir / "tls.crt", workdir / "tls.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj",
+                    "/CN=tollgate-bench", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    os.chmod(key, 0o644)  # nginx's worker reads it after dropping privileges
+    context = ssl.create_default_context(cafile=str(cert))
+    return cert, key, context
 
 
 def bare_binary(tollgate: Path) -> Path:
@@ -440,11 +467,13 @@ class Bench:
         # --instructions: the measured server runs under this (callgrind), the upstream not
         self.wrap: list[str] = []
         self.ready_timeout = 10.0
+        # The TLS servers' certificate and key, and a client context that trusts it.
+        self.cert, self.key, self.client_tls = make_certificate(workdir)
 
     # nginx, with the upstream's config or the proxy's
 
     def start_nginx(self, name: str, template: str, cpu: int | None, measured: bool = True,
-                    **values):
+                    tls: bool = False, **values):
         d = self.workdir / name
         d.mkdir(exist_ok=True)
         os.chmod(d, 0o755)
@@ -459,7 +488,8 @@ class Bench:
         proc = PROCS.start(wrap + argv, cpu, log_path=d / "stdout.log")
 
         def up():
-            status, _ = http_call(port, "/echo-auth", timeout=1)
+            status, _ = http_call(port, "/echo-auth", timeout=1,
+                                  tls=self.client_tls if tls else None)
             return status == 200
 
         wait_for(up, self.ready_timeout if measured else 10, name, proc, errlog)
@@ -482,6 +512,12 @@ class Bench:
             proc, port = self.start_nginx("nginx", "nginx-proxy.conf", cpu,
                                           upstream_port=self.upstream_port,
                                           keepalive=self.args.nginx_keepalive)
+            return proc, port, f"Bearer {STATIC_TOKEN}"
+        if name == "nginx-tls":
+            proc, port = self.start_nginx("nginx-tls", "nginx-proxy-tls.conf", cpu, tls=True,
+                                          upstream_port=self.upstream_port,
+                                          keepalive=self.args.nginx_keepalive,
+                                          cert=self.cert, key=self.key)
             return proc, port, f"Bearer {STATIC_TOKEN}"
         if name == "haproxy":
             d = self.workdir / "haproxy"
@@ -510,12 +546,13 @@ class Bench:
             wait_for(lambda: http_call(port, "/echo-auth", timeout=1)[0] == 200,
                      self.ready_timeout, name, proc, logf)
             return proc, port, f"Bearer {STATIC_TOKEN}"
-        if name in ("tollgate-static", "tollgate-oauth2"):
+        if name in ("tollgate-static", "tollgate-oauth2", "tollgate-tls"):
             kind = name.split("-")[1]
             proc, port = self.start_tollgate(name, f"tollgate-{kind}.yaml",
                                              token_port=self.upstream_port,
-                                             before_expiry="60s")
-            expected = STATIC_TOKEN if kind == "static" else self.bench_token
+                                             before_expiry="60s", cert=self.cert,
+                                             key=self.key)
+            expected = self.bench_token if kind == "oauth2" else STATIC_TOKEN
             return proc, port, f"Bearer {expected}"
         raise BenchError(f"unknown server {name}")
 
@@ -539,24 +576,25 @@ class Bench:
         return proc, port
 
     def verify(self, name: str, port: int, expected: str) -> None:
-        status, body = http_call(port, "/echo-auth")
+        tls = self.client_tls if name in TLS_SERVERS else None
+        status, body = http_call(port, "/echo-auth", tls=tls)
         got = body.decode(errors="replace")
         if status != 200 or got != expected:
             raise BenchError(f"{name}: /echo-auth answered {status} {got!r}, "
                              f"expected 200 {expected!r}")
-        status, body = http_call(port, "/")
+        status, body = http_call(port, "/", tls=tls)
         if status != 200 or body != b"ok":
             raise BenchError(f"{name}: / answered {status} {body[:200]!r}")
 
     # the client
 
     def wrk(self, port: int, connections: int, duration: float, path: str = "/",
-            pace_ms: int = 0) -> dict:
+            pace_ms: int = 0, scheme: str = "http") -> dict:
         out_path = self.workdir / "wrk.out"
         with open(out_path, "wb") as out:
             argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--timeout", "5s",
                     "--latency", "-s", str(TEMPLATES / "report.lua"),
-                    f"http://127.0.0.1:{port}{path}"]
+                    f"{scheme}://127.0.0.1:{port}{path}"]
             env = dict(os.environ, WRK_PACE_MS=str(pace_ms))
             proc = PROCS.start(argv, self.client_cpu, stdout=out, env=env)
             killer = threading.Timer(duration + 30, os.killpg, (proc.pid, signal.SIGKILL))
@@ -587,14 +625,16 @@ class Bench:
                 self.verify(name, port, "")
             pids = server_pids(proc)
             idle_rss = mem_kb(pids, "VmRSS")
+            scheme = "https" if name in TLS_SERVERS else "http"
             if self.args.warmup > 0:
-                self.wrk(port, connections, self.args.warmup, pace_ms=pace_ms)
+                self.wrk(port, connections, self.args.warmup, pace_ms=pace_ms, scheme=scheme)
             pids = server_pids(proc)
             up_pids = server_pids(self.upstream)
             status_before = nginx_status(self.upstream_port)
             before, up_before = cpu_ticks(pids), cpu_ticks(up_pids)
             machine_before = cpu_jiffies()
-            run = self.wrk(port, connections, self.args.duration, pace_ms=pace_ms)
+            run = self.wrk(port, connections, self.args.duration, pace_ms=pace_ms,
+                           scheme=scheme)
             machine_after = cpu_jiffies()
             pids = server_pids(proc)
             after, up_after = cpu_ticks(pids), cpu_ticks(up_pids)
@@ -659,6 +699,11 @@ COLUMNS = [  # key, header, format, ratio wanted
 ]
 
 
+def peer(server: str) -> str:
+    """The server a row's ratios are against: nginx, or nginx-tls for an HTTPS row."""
+    return "nginx-tls" if server in TLS_SERVERS else "nginx"
+
+
 def median_row(rows: list[dict]) -> dict:
     if len(rows) == 1:
         return rows[0]
@@ -675,7 +720,7 @@ def median_row(rows: list[dict]) -> dict:
 
 def print_table(connections: int, rows: list[dict], pinned: bool, title: bool = True) -> bool:
     """Prints one table; returns whether some row's core was shared with other work."""
-    ref = next((r for r in rows if r["server"] == "nginx"), None)
+    by_name = {r["server"]: r for r in rows}
     headers = (["server"] + [h for _, h, _ in COLUMNS]
                + ["core busy", "CPU0/1 busy", "idle RSS MB", "upstream conns", "errors"])
     table = []
@@ -686,6 +731,7 @@ def print_table(connections: int, rows: list[dict], pinned: bool, title: bool = 
         if pinned and row["cpu0_others"] > 0.10:
             cells[0] += " *"
             shared = True
+        ref = by_name.get(peer(row["server"]))
         for key, _, fmt in COLUMNS:
             cell = fmt.format(row[key])
             if ref and ref[key]:
@@ -702,7 +748,8 @@ def print_table(connections: int, rows: list[dict], pinned: bool, title: bool = 
         table.append(cells)
     widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(headers)]
     if title:
-        print(f"\n{connections} connections (ratios against nginx):")
+        print(f"\n{connections} connections (ratios against nginx; HTTPS rows against "
+              f"nginx-tls):")
     else:
         print()
     print("  " + "  ".join(h.ljust(w) if i == 0 else h.rjust(w)
@@ -770,6 +817,17 @@ def comparison(args, bench: Bench, meta: dict) -> dict:
               f"{connections * 1000 / pace:.0f} rps at most):", end="")
         shared |= print_table(connections, rows, args.pin, title=False)
         results["same_load"] = {"connections": connections, "pace_ms": pace, "rows": rows}
+    https = []
+    for connections in args.connections:
+        rows = {r["server"]: r for r in results[str(connections)]["median"]}
+        if "nginx-tls" in rows and "tollgate-tls" in rows:
+            ours, theirs = rows["tollgate-tls"], rows["nginx-tls"]
+            https.append(f"{connections} connections: {ours['rps'] / theirs['rps']:.2f}x its "
+                         f"requests/s at {ours['cpu_us_per_req'] / theirs['cpu_us_per_req']:.2f}x"
+                         f" its CPU per request")
+    if https:
+        print("\nHTTPS, tollgate-tls against nginx-tls (same certificate, keep-alive): "
+              + "; ".join(https) + ".")
     if shared:
         print("\n* other processes took more than 10% of CPU 0, the server's core, during this"
               " run: its figures are skewed; run again on a quieter machine (or --rounds 3).")
@@ -823,10 +881,11 @@ def instructions(args, bench: Bench, meta: dict) -> dict:
         proc, port, expected = bench.start_server(name)
         try:
             bench.verify(name, port, expected)
-            bench.wrk(port, connections, 2)
+            scheme = "https" if name in TLS_SERVERS else "http"
+            bench.wrk(port, connections, 2, scheme=scheme)
             subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True,
                            capture_output=True)
-            run = bench.wrk(port, connections, duration)
+            run = bench.wrk(port, connections, duration, scheme=scheme)
             before = set(d.glob("callgrind.out*"))
             subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True,
                            capture_output=True)

@@ -33,10 +33,22 @@ pub enum StartError {
     Generation(#[from] generation::BuildError),
     #[error("cannot set up the MCP endpoint's client: {0}")]
     McpClient(reqwest::Error),
+    #[error("server.mcp: tool calls go through a plain (not TLS) proxy listener, and server.listen has none")]
+    McpNoPlainListener,
     #[error("cannot listen on {addr}: {error}")]
     Listen {
         addr: std::net::SocketAddr,
         error: std::io::Error,
+    },
+    #[error("listener {addr}: {error}")]
+    Tls {
+        addr: std::net::SocketAddr,
+        error: crate::tls::TlsLoadError,
+    },
+    #[error("listener {addr}: {error}")]
+    Pingora {
+        addr: std::net::SocketAddr,
+        error: Box<pingora::Error>,
     },
 }
 
@@ -99,47 +111,72 @@ impl App {
     pub fn run(self) -> Result<(), StartError> {
         let admin_addr = self.config.server.admin;
         let admin_listener = bind(admin_addr)?;
-        for addr in &self.config.server.listen {
+        for listener in &self.config.server.listen {
             // pingora binds later and cannot report a failure well; try first.
-            drop(bind(*addr)?);
+            drop(bind(listener.address)?);
         }
+        let tls_listeners = load_tls(&self.config.server.listen)?;
         let state = AdminState {
             live: Arc::clone(&self.live),
             metrics: Arc::clone(&self.context.metrics),
             status_access: admin::StatusAccess::for_server(&self.config.server),
         };
-        let proxy_addrs = self.config.server.listen.clone();
-        if let Some(settings) = self.config.server.mcp.clone() {
-            let mcp_listener = bind(settings.listen)?;
-            // Tool calls go through a proxy listener, on loopback.
-            let proxy = loopback(self.config.server.listen[0]);
-            let caller = crate::mcp::call::Caller::new(
-                Arc::clone(&self.live),
-                Arc::clone(&self.context.metrics),
-                proxy,
-                self.config.server.paths,
-            )
-            .map_err(StartError::McpClient)?;
-            let proxy_addrs = proxy_addrs.clone();
-            self.control.spawn(async move {
-                wait_until_accepting(&proxy_addrs).await;
-                match tokio::net::TcpListener::from_std(mcp_listener) {
-                    Ok(listener) => {
-                        crate::mcp::endpoint::serve(listener, settings, Arc::new(caller)).await
-                    }
-                    Err(error) => tracing::error!(%error, "MCP listener failed"),
-                }
-            });
-        }
+        let proxy_listeners = self.config.server.listen.clone();
+        let mcp = match self.config.server.mcp.clone() {
+            None => None,
+            Some(settings) => {
+                let mcp_listener = bind(settings.listen)?;
+                // Tool calls go through a plain proxy listener, on loopback (`tollgate
+                // check` asks for one when MCP is on).
+                let proxy = proxy_listeners
+                    .iter()
+                    .find(|listener| listener.tls.is_none())
+                    .map(|listener| loopback(listener.address))
+                    .ok_or(StartError::McpNoPlainListener)?;
+                let caller = crate::mcp::call::Caller::new(
+                    Arc::clone(&self.live),
+                    Arc::clone(&self.context.metrics),
+                    proxy,
+                    self.config.server.paths,
+                )
+                .map_err(StartError::McpClient)?;
+                Some((mcp_listener, settings, caller))
+            }
+        };
         self.control.spawn(async move {
             // /healthz must not answer before the proxy accepts, so the admin listener
             // (bound already, its backlog holding early probes) serves only from then on.
-            wait_until_accepting(&proxy_addrs).await;
+            // So does the MCP endpoint, whose tool calls go through a proxy listener. One
+            // wait for both: a TLS listener is probed by binding its address, and a second
+            // prober would make a clash with pingora's own bind likelier.
+            wait_until_accepting(&proxy_listeners).await;
+            if let Some((mcp_listener, settings, caller)) = mcp {
+                match tokio::net::TcpListener::from_std(mcp_listener) {
+                    Ok(listener) => {
+                        tokio::spawn(crate::mcp::endpoint::serve(
+                            listener,
+                            settings,
+                            Arc::new(caller),
+                        ));
+                    }
+                    Err(error) => tracing::error!(%error, "MCP listener failed"),
+                }
+            }
             match tokio::net::TcpListener::from_std(admin_listener) {
                 Ok(listener) => admin::serve(listener, state).await,
                 Err(error) => tracing::error!(%error, "admin listener failed"),
             }
         });
+        for (_, tls) in &tls_listeners {
+            self.context.metrics.prepare_listener(&tls.label);
+        }
+        self.control.spawn(crate::tls::watch::run(
+            tls_listeners
+                .iter()
+                .map(|(_, tls)| Arc::clone(tls))
+                .collect(),
+            Arc::clone(&self.context.metrics),
+        ));
         self.live.load().tokens.start_refreshers();
         self.control
             .spawn(generation::dns::run(Arc::clone(&self.live)));
@@ -171,17 +208,24 @@ impl App {
         let mut server = Server::new_with_opt_and_conf(None, conf);
         server.bootstrap();
         let in_flight = Arc::new(InFlight::default());
-        let gateway = Gateway::new(
-            Arc::clone(&self.live),
-            &self.config.server,
-            Arc::clone(&self.context.metrics),
-            Arc::clone(&in_flight),
-        );
-        let mut service = pingora::proxy::http_proxy_service(&server.configuration, gateway);
-        for addr in &self.config.server.listen {
-            service.add_tcp(&addr.to_string());
-        }
+        let gateway = || {
+            Gateway::new(
+                Arc::clone(&self.live),
+                &self.config.server,
+                Arc::clone(&self.context.metrics),
+                Arc::clone(&in_flight),
+            )
+        };
+        let (service, h2c_service) = proxy_services(
+            &server.configuration,
+            &self.config.server.listen,
+            &tls_listeners,
+            gateway,
+        )?;
         server.add_service(service);
+        if let Some(h2c) = h2c_service {
+            server.add_service(h2c);
+        }
         server.add_service(pingora::services::background::background_service(
             "drainer",
             Drainer {
@@ -228,6 +272,72 @@ impl App {
     }
 }
 
+type ProxyService = pingora::services::listening::Service<pingora::proxy::HttpProxy<Gateway>>;
+
+/// pingora's proxy service with every listener: plain ones with `add_tcp`, TLS ones with
+/// their `TlsListener`'s settings. h2c is a setting of a pingora service, not of a
+/// listener, so plain listeners with `http2` go to a second service with it on.
+fn proxy_services(
+    conf: &Arc<ServerConf>,
+    listeners: &[crate::config::Listener],
+    tls_listeners: &[(std::net::SocketAddr, Arc<crate::tls::TlsListener>)],
+    gateway: impl Fn() -> Gateway,
+) -> Result<(ProxyService, Option<ProxyService>), StartError> {
+    let mut service = pingora::proxy::http_proxy_service(conf, gateway());
+    let mut h2c_service: Option<ProxyService> = None;
+    for listener in listeners {
+        let addr = listener.address.to_string();
+        let tls = tls_listeners
+            .iter()
+            .find(|(address, _)| *address == listener.address);
+        if let Some((_, tls)) = tls {
+            let settings = tls
+                .settings(listener.http2)
+                .map_err(|error| StartError::Pingora {
+                    addr: listener.address,
+                    error,
+                })?;
+            service.add_tls_with_settings(&addr, None, settings);
+        } else if listener.http2 {
+            h2c_service
+                .get_or_insert_with(|| {
+                    let mut h2c = pingora::proxy::http_proxy_service_with_name(
+                        conf,
+                        gateway(),
+                        "Pingora HTTP Proxy Service (h2c)",
+                    );
+                    let mut options = pingora::apps::HttpServerOptions::default();
+                    options.h2c = true;
+                    if let Some(proxy) = h2c.app_logic_mut() {
+                        proxy.server_options = Some(options);
+                    }
+                    h2c
+                })
+                .add_tcp(&addr);
+        } else {
+            service.add_tcp(&addr);
+        }
+    }
+    Ok((service, h2c_service))
+}
+
+/// The TLS listeners' certificates and client CAs, read and checked.
+fn load_tls(
+    listeners: &[crate::config::Listener],
+) -> Result<Vec<(std::net::SocketAddr, Arc<crate::tls::TlsListener>)>, StartError> {
+    let mut loaded = Vec::new();
+    for listener in listeners {
+        let tls = crate::tls::TlsListener::load(listener).map_err(|error| StartError::Tls {
+            addr: listener.address,
+            error,
+        })?;
+        if let Some(tls) = tls {
+            loaded.push((listener.address, Arc::new(tls)));
+        }
+    }
+    Ok(loaded)
+}
+
 /// The address to reach a listener on from this host: an unspecified IP becomes loopback.
 fn loopback(mut addr: std::net::SocketAddr) -> std::net::SocketAddr {
     if addr.ip().is_unspecified() {
@@ -240,10 +350,21 @@ fn loopback(mut addr: std::net::SocketAddr) -> std::net::SocketAddr {
 }
 
 /// Returns once every proxy listener accepts connections (pingora binds them itself).
-async fn wait_until_accepting(addrs: &[std::net::SocketAddr]) {
-    for addr in addrs {
-        let probe = loopback(*addr);
-        while tokio::net::TcpStream::connect(probe).await.is_err() {
+/// A plain listener is probed with a connection; a TLS listener by trying to bind its
+/// address, which fails once pingora holds it: a connection that never starts a handshake
+/// would be logged and counted as a failed one.
+async fn wait_until_accepting(listeners: &[crate::config::Listener]) {
+    for listener in listeners {
+        let probe = loopback(listener.address);
+        loop {
+            let listening = if listener.tls.is_some() {
+                std::net::TcpListener::bind(listener.address).is_err()
+            } else {
+                tokio::net::TcpStream::connect(probe).await.is_ok()
+            };
+            if listening {
+                break;
+            }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }

@@ -41,7 +41,10 @@ pub fn init(format: LogFormat) {
             .boxed(),
         LogFormat::Text => output.compact().with_filter(filter).boxed(),
     };
-    let result = tracing_subscriber::registry().with(layer).try_init();
+    let result = tracing_subscriber::registry()
+        .with(layer)
+        .with(crate::tls::failures::layer())
+        .try_init();
     if let Err(error) = result {
         eprintln!("logging was already set up: {error}");
     }

@@ -95,9 +95,16 @@ fn check(path: &Path) -> ExitCode {
     match config::load(path) {
         Ok(config) => {
             println!("{}: OK", path.display());
+            let listen: Vec<String> = config
+                .server
+                .listen
+                .iter()
+                .map(ToString::to_string)
+                .collect();
             println!(
-                "  listen {:?}, admin {}",
-                config.server.listen, config.server.admin
+                "  listen {}, admin {}",
+                listen.join(", "),
+                config.server.admin
             );
             println!("  {} provider(s):", config.providers.len());
             for provider in &config.providers {

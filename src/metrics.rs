@@ -1,11 +1,28 @@
 //! The Prometheus metrics of the DESIGN contract, in one registry served by the admin
 //! listener. No label ever carries a path, a user or a token.
 
+use std::sync::LazyLock;
+
 use crate::config::Config;
 use prometheus::{
     Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+/// `tollgate_tls_handshake_failures_total{reason}`: a process-wide counter, because the
+/// handshake failures are counted from pingora's log line ([`crate::tls::failures`]),
+/// whose layer is installed before any [`Metrics`] exists. Every registry serves it.
+pub static TLS_HANDSHAKE_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    IntCounterVec::new(
+        Opts::new(
+            "tls_handshake_failures_total",
+            "TLS handshakes refused or broken off, by reason",
+        ),
+        &["reason"],
+    )
+    // A fixed, valid name and label: this cannot fail.
+    .expect("valid metric options")
+});
 
 pub struct Metrics {
     registry: Registry,
@@ -24,6 +41,12 @@ pub struct Metrics {
     pub token_rejections: IntCounterVec,
     /// Caller headers removed before routing (`reason="underscore"`).
     pub underscore_headers_dropped: IntCounter,
+    /// The serving certificate of each TLS listener: when it expires, and its reloads.
+    tls_certificate_expiry: GaugeVec,
+    tls_certificate_reloads: IntCounterVec,
+    /// Upgrades (WebSocket) the upstream accepted, and those still open, by route.
+    pub websocket_upgrades: IntCounterVec,
+    pub websocket_connections: IntGaugeVec,
     /// MCP tool calls, by tool and outcome (see [`crate::mcp::Outcome`]).
     pub mcp_tool_calls: IntCounterVec,
     pub mcp_tool_call_duration: HistogramVec,
@@ -149,6 +172,34 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let tls_certificate_expiry = GaugeVec::new(
+            Opts::new(
+                "tls_certificate_expiry_timestamp_seconds",
+                "Unix time at which the certificate a TLS listener serves expires",
+            ),
+            &["listener"],
+        )?;
+        let tls_certificate_reloads = IntCounterVec::new(
+            Opts::new(
+                "tls_certificate_reloads_total",
+                "Changed certificate files of a TLS listener, by outcome (success: serving; failure: the previous pair kept)",
+            ),
+            &["listener", "outcome"],
+        )?;
+        let websocket_upgrades = IntCounterVec::new(
+            Opts::new(
+                "websocket_upgrades_total",
+                "Connection upgrades (WebSocket) the upstream accepted, by route",
+            ),
+            &["route"],
+        )?;
+        let websocket_connections = IntGaugeVec::new(
+            Opts::new(
+                "websocket_connections",
+                "Upgraded connections (WebSocket) open now, by route",
+            ),
+            &["route"],
+        )?;
         let mcp_tool_calls = IntCounterVec::new(
             Opts::new(
                 "mcp_tool_calls_total",
@@ -190,6 +241,11 @@ impl Metrics {
         registry.register(Box::new(inbound_auth.clone()))?;
         registry.register(Box::new(request_headers_dropped.clone()))?;
         registry.register(Box::new(token_rejections.clone()))?;
+        registry.register(Box::new(tls_certificate_expiry.clone()))?;
+        registry.register(Box::new(tls_certificate_reloads.clone()))?;
+        registry.register(Box::new(TLS_HANDSHAKE_FAILURES.clone()))?;
+        registry.register(Box::new(websocket_upgrades.clone()))?;
+        registry.register(Box::new(websocket_connections.clone()))?;
         registry.register(Box::new(mcp_tool_calls.clone()))?;
         registry.register(Box::new(mcp_tool_call_duration.clone()))?;
         registry.register(Box::new(caller_tokens.clone()))?;
@@ -215,6 +271,10 @@ impl Metrics {
             inbound_auth,
             token_rejections,
             underscore_headers_dropped: request_headers_dropped.with_label_values(&["underscore"]),
+            tls_certificate_expiry,
+            tls_certificate_reloads,
+            websocket_upgrades,
+            websocket_connections,
             mcp_tool_calls,
             mcp_tool_call_duration,
             caller_tokens,
@@ -251,6 +311,27 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// Creates the TLS counters a listener's alerts watch, at 0.
+    pub fn prepare_listener(&self, listener: &str) {
+        for outcome in ["success", "failure"] {
+            self.tls_certificate_reloads
+                .with_label_values(&[listener, outcome]);
+        }
+    }
+
+    pub fn tls_certificate_expiry(&self, listener: &str, not_after: i64) {
+        self.tls_certificate_expiry
+            .with_label_values(&[listener])
+            .set(not_after as f64);
+    }
+
+    pub fn tls_certificate_reloaded(&self, listener: &str, success: bool) {
+        let outcome = if success { "success" } else { "failure" };
+        self.tls_certificate_reloads
+            .with_label_values(&[listener, outcome])
+            .inc();
     }
 
     pub fn cache_lookups(&self, provider: &str) -> CacheLookupCounters {

@@ -630,6 +630,7 @@ fn container_ports_probes_and_the_service_match_the_dockerfile_and_the_binary() 
     };
     assert_eq!(by_name("http")["port"].as_u64(), Some(u64::from(proxy)));
     assert_eq!(by_name("http")["targetPort"], "http");
+    assert_eq!(by_name("https")["targetPort"], "https");
     assert_eq!(by_name("metrics")["port"].as_u64(), Some(u64::from(admin)));
     assert_eq!(by_name("metrics")["targetPort"], "admin");
     let monitor = &of_kind(&objects, "ServiceMonitor")[0];
@@ -692,12 +693,55 @@ fn env_references(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The Secret volumes mounted into the container: (mount path, Secret name). Mounted
+/// whole, never by subPath, or a renewed certificate would not reach the pod.
+fn secret_mounts(pod: &Value, container: &Value, mode: &str) -> Vec<(String, String)> {
+    let mut mounts = Vec::new();
+    for mount in container["volumeMounts"].as_sequence().unwrap() {
+        let volume = pod["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .unwrap();
+        if let Some(secret) = volume["secret"]["secretName"].as_str() {
+            assert!(
+                mount["subPath"].is_null(),
+                "{mode}: Secret {secret} is mounted by subPath: its updates would not reach the pod"
+            );
+            let path = mount["mountPath"].as_str().unwrap();
+            mounts.push((path.trim_end_matches('/').to_owned(), secret.to_owned()));
+        }
+    }
+    mounts
+}
+
+/// `text` with every Secret mount path replaced by a directory holding what a
+/// kubernetes.io/tls Secret holds (`tls.crt`, `tls.key`, `ca.crt`), made now.
+fn with_tls_files(text: &str, mounts: &[(String, String)], dir: &Path) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["tollgate.tollgate.svc".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let mut text = text.to_owned();
+    for (index, (path, _)) in mounts.iter().enumerate() {
+        let files = dir.join(index.to_string());
+        std::fs::create_dir_all(&files).unwrap();
+        std::fs::write(files.join("tls.crt"), cert.pem()).unwrap();
+        std::fs::write(files.join("tls.key"), key.serialize_pem()).unwrap();
+        std::fs::write(files.join("ca.crt"), cert.pem()).unwrap();
+        text = text.replace(&format!("{path}/"), &format!("{}/", files.display()));
+    }
+    text
+}
+
 /// The only test here that touches the environment (tests run on parallel threads).
 #[test]
 fn every_configmap_config_parses_and_listens_where_the_manifests_expect() {
     for mode in MODES {
         let objects = rendered(mode);
-        let (_, container) = tollgate_containers(&objects)[0];
+        let (pod, container) = tollgate_containers(&objects)[0];
         let set_from_secrets: BTreeSet<&str> = container["env"]
             .as_sequence()
             .map(|env| {
@@ -721,20 +765,58 @@ fn every_configmap_config_parses_and_listens_where_the_manifests_expect() {
                 .map_or("placeholder-value", String::as_str);
             std::env::set_var(&name, value);
         }
-        let config = tollgate::config::parse(text)
+        // The TLS files the config names are in a Secret mount; tollgate reads them.
+        let mounts = secret_mounts(pod, container, mode);
+        let files = tempfile::tempdir().unwrap();
+        let checked = with_tls_files(text, &mounts, files.path());
+        let config = tollgate::config::parse(&checked)
             .unwrap_or_else(|errors| panic!("{mode}: the ConfigMap's tollgate.yaml:\n{errors}"));
+        for listener in config.server.listen.iter().filter_map(|l| l.tls.as_ref()) {
+            assert!(
+                listener.cert_file.starts_with(files.path())
+                    && listener.key_file.starts_with(files.path()),
+                "{mode}: {listener:?} should be in a Secret mount"
+            );
+        }
         assert_eq!(
             config.server.admin,
             SocketAddr::from(([0, 0, 0, 0], port(DEFAULT_ADMIN))),
             "{mode}: the admin listener must be on the pod IP for the probes and Prometheus"
         );
-        let listen_ports: Vec<u16> = config.server.listen.iter().map(SocketAddr::port).collect();
-        assert_eq!(listen_ports, [port(DEFAULT_LISTEN)], "{mode}");
+        let listen_ports: Vec<u16> = config
+            .server
+            .listen
+            .iter()
+            .map(|listener| listener.address.port())
+            .collect();
+        let expected: Vec<u16> = match mode {
+            // Plain HTTP, and TLS (with HTTP/2) on the port named https.
+            "ingress" => vec![
+                port(DEFAULT_LISTEN),
+                container_port(container, &Value::from("https")).unwrap(),
+            ],
+            _ => vec![port(DEFAULT_LISTEN)],
+        };
+        assert_eq!(listen_ports, expected, "{mode}");
+        let tls: Vec<bool> = config
+            .server
+            .listen
+            .iter()
+            .map(|l| l.tls.is_some())
+            .collect();
+        assert_eq!(
+            tls,
+            expected
+                .iter()
+                .map(|&p| p != port(DEFAULT_LISTEN))
+                .collect::<Vec<_>>(),
+            "{mode}"
+        );
         let loopback = config
             .server
             .listen
             .iter()
-            .all(|addr| addr.ip().is_loopback());
+            .all(|listener| listener.address.ip().is_loopback());
         match mode {
             "sidecar" => assert!(loopback, "the sidecar listens on loopback only"),
             _ => assert!(!loopback, "the ingress listens on the pod IP"),

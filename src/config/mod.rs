@@ -7,6 +7,7 @@
 mod error;
 pub mod inbound;
 mod kinds;
+mod listeners;
 pub(crate) mod mcp;
 mod model;
 mod providers;
@@ -112,9 +113,18 @@ fn validate_tree(
         .is_some_and(|tools| !tools.is_empty())
         || !imported.tools.is_empty()
         || raw_mcp.inbound.is_some();
-    let mut taken = server.listen.clone();
+    let mut taken: Vec<_> = server.listen.iter().map(|l| l.address).collect();
     taken.push(server.admin);
     server.mcp = mcp::listener(raw_mcp_server, wants_mcp, &taken, &mut errors);
+    if server.mcp.is_some()
+        && !server.listen.is_empty()
+        && server.listen.iter().all(|listener| listener.tls.is_some())
+    {
+        errors.push(
+            "server.mcp",
+            "tool calls go through a plain (not TLS) proxy listener on loopback: add one to server.listen, e.g. \"127.0.0.1:8080\"",
+        );
+    }
     let providers =
         providers::validate_all(providers_value, imported.providers, &mut errors, expanded);
     let provider_names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
@@ -127,7 +137,13 @@ fn validate_tree(
         all: &provider_names,
         per_caller: &per_caller,
     };
-    let routes = routes::validate_all(routes_value, imported.routes, &known, &mut errors);
+    let routes = routes::validate_all(
+        routes_value,
+        imported.routes,
+        &known,
+        &server.listen,
+        &mut errors,
+    );
     let mcp = mcp::validate(raw_mcp, imported.tools, &routes, &providers, &mut errors);
 
     errors.into_result(Config {
@@ -160,17 +176,11 @@ pub(crate) fn typed<T: DeserializeOwned>(
 }
 
 fn validate_server(raw: RawServer, errors: &mut Errors) -> Server {
-    let listen_texts = raw
-        .listen
-        .unwrap_or_else(|| vec![DEFAULT_LISTEN.to_owned()]);
-    if listen_texts.is_empty() {
-        errors.push("server.listen", "at least one listen address is needed");
-    }
-    let listen = listen_texts
-        .iter()
-        .enumerate()
-        .filter_map(|(index, text)| socket_addr(text, &format!("server.listen[{index}]"), errors))
-        .collect();
+    let listen = listeners::validate_all(
+        raw.listen
+            .unwrap_or_else(|| vec![Value::String(DEFAULT_LISTEN.to_owned())]),
+        errors,
+    );
     let admin_text = raw.admin.unwrap_or_else(|| DEFAULT_ADMIN.to_owned());
     let admin = socket_addr(&admin_text, "server.admin", errors)
         .unwrap_or_else(|| ([127, 0, 0, 1], 9901).into());
@@ -233,7 +243,11 @@ fn validate_server(raw: RawServer, errors: &mut Errors) -> Server {
     }
 }
 
-fn socket_addr(text: &str, path: &str, errors: &mut Errors) -> Option<std::net::SocketAddr> {
+pub(crate) fn socket_addr(
+    text: &str,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<std::net::SocketAddr> {
     match text.parse() {
         Ok(addr) => Some(addr),
         Err(_) => {

@@ -27,7 +27,7 @@ pub struct Config {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Server {
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<Listener>,
     pub admin: SocketAddr,
     pub threads: usize,
     /// How long requests in flight may run on after SIGTERM/SIGINT.
@@ -85,6 +85,64 @@ impl Server {
     pub fn admin_is_loopback(&self) -> bool {
         self.admin.ip().is_loopback()
     }
+}
+
+/// One proxy listener (`server.listen[i]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub address: SocketAddr,
+    /// TLS termination; without it the listener speaks plain HTTP.
+    pub tls: Option<ListenerTls>,
+    /// HTTP/2 as well as HTTP/1.1: by ALPN on a TLS listener, by prior knowledge (h2c) on
+    /// a plain one.
+    pub http2: bool,
+}
+
+impl Listener {
+    /// A plain HTTP/1.1 listener on `address`.
+    pub fn plain(address: SocketAddr) -> Listener {
+        Listener {
+            address,
+            tls: None,
+            http2: false,
+        }
+    }
+
+    /// Whether it asks for client certificates (mTLS).
+    pub fn mtls(&self) -> bool {
+        self.tls
+            .as_ref()
+            .is_some_and(|tls| tls.client_ca_file.is_some())
+    }
+}
+
+impl std::fmt::Display for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.address)?;
+        let mut traits = Vec::new();
+        if self.tls.is_some() {
+            traits.push(if self.mtls() { "mtls" } else { "tls" });
+        }
+        if self.http2 {
+            traits.push(if self.tls.is_some() { "h2" } else { "h2c" });
+        }
+        if !traits.is_empty() {
+            write!(f, " ({})", traits.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// The files a TLS listener serves from; re-read when they change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// PEM: the certificate, then its chain.
+    pub cert_file: PathBuf,
+    /// PEM: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM: the CAs client certificates must chain to; set, a client certificate is
+    /// required (mTLS).
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// `server.headers_with_underscores`: CGI, WSGI, PHP and Rack upstreams read
@@ -471,6 +529,23 @@ pub struct UpstreamTimeouts {
     /// Deadline for the whole exchange with the upstream, from the request's arrival to
     /// the last byte of the response, retries included.
     pub total: Duration,
+    /// For an upgrade request (WebSocket), in place of `read`: how long the upgraded
+    /// connection may be silent, in either direction, before it is closed.
+    pub upgraded_idle: Duration,
+    /// For an upgrade request (WebSocket), in place of `total`: how long the upgraded
+    /// connection may live.
+    pub upgraded_total: Duration,
+}
+
+impl UpstreamTimeouts {
+    /// `(read, total)` for a request: the upgraded ones for an upgrade request.
+    pub fn read_and_total(&self, upgrade: bool) -> (Duration, Duration) {
+        if upgrade {
+            (self.upgraded_idle, self.upgraded_total)
+        } else {
+            (self.read, self.total)
+        }
+    }
 }
 
 impl Default for UpstreamTimeouts {
@@ -481,6 +556,8 @@ impl Default for UpstreamTimeouts {
             write: Duration::from_secs(60),
             idle: Duration::from_secs(60),
             total: Duration::from_secs(300),
+            upgraded_idle: Duration::from_secs(600),
+            upgraded_total: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -495,6 +572,8 @@ pub struct Backend {
     /// Path of the upstream URL without a trailing slash ("" for the root).
     pub base_path: String,
     pub tls_settings: TlsSettings,
+    /// HTTP/2 to the upstream: by ALPN over TLS, by prior knowledge (h2c) over plain TCP.
+    pub http2: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -93,7 +93,8 @@ impl OneOrMany {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
-    pub listen: Option<Vec<String>>,
+    /// Each entry an address, or a [`RawListener`] mapping: typed one by one.
+    pub listen: Option<Vec<serde_yaml_ng::Value>>,
     pub admin: Option<String>,
     pub threads: Option<usize>,
     pub drain_timeout: Option<DurationText>,
@@ -115,6 +116,23 @@ pub struct RawStore {
     pub encryption_key: Secret,
     pub lease: Option<DurationText>,
     pub timeout: Option<DurationText>,
+}
+
+/// A listener written as a mapping.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub address: String,
+    pub tls: Option<RawListenerTls>,
+    pub http2: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTls {
+    pub cert_file: String,
+    pub key_file: String,
+    pub client_ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -255,6 +273,8 @@ pub struct RawTimeouts {
     pub write: Option<DurationText>,
     pub idle: Option<DurationText>,
     pub total: Option<DurationText>,
+    pub upgraded_idle: Option<DurationText>,
+    pub upgraded_total: Option<DurationText>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -270,6 +290,7 @@ pub struct RawUpstream {
     pub url: Option<String>,
     pub urls: Option<Vec<String>>,
     pub tls: Option<RawTls>,
+    pub http2: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

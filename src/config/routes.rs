@@ -27,6 +27,7 @@ pub(crate) fn validate_all(
     value: Option<Value>,
     imported: Vec<(String, Value)>,
     providers: &KnownProviders<'_>,
+    listeners: &[Listener],
     errors: &mut Errors,
 ) -> Vec<Route> {
     let items = match value {
@@ -58,7 +59,7 @@ pub(crate) fn validate_all(
                 format!("duplicate route name `{}`", raw.name),
             );
         }
-        if let Some(route) = validate_one(raw, &path, providers, errors) {
+        if let Some(route) = validate_one(raw, &path, providers, listeners, errors) {
             if !matches.insert((route.host.clone(), route.path_prefix.clone())) {
                 errors.push(
                     join(&path, "match"),
@@ -75,6 +76,7 @@ fn validate_one(
     raw: RawRoute,
     path: &str,
     providers: &KnownProviders<'_>,
+    listeners: &[Listener],
     errors: &mut Errors,
 ) -> Option<Route> {
     if raw.name.is_empty() || raw.name.chars().any(|c| c.is_control() || c == ' ') {
@@ -137,6 +139,14 @@ fn validate_one(
     let inbound = raw
         .inbound
         .and_then(|raw| super::inbound::validate(raw, &join(path, "inbound"), errors));
+    if inbound.as_ref().is_some_and(|inbound| inbound.client_cert)
+        && !listeners.iter().any(Listener::mtls)
+    {
+        errors.push(
+            join(path, "inbound.client_cert"),
+            "no listener asks for client certificates: give one a tls.client_ca_file",
+        );
+    }
     if let Some(credential) = &credential {
         if providers.per_caller.contains(&credential.provider.as_str()) {
             per_caller_route(
@@ -156,12 +166,20 @@ fn validate_one(
         write: raw_timeouts.write.map_or(defaults.write, |d| d.0),
         idle: raw_timeouts.idle.map_or(defaults.idle, |d| d.0),
         total: raw_timeouts.total.map_or(defaults.total, |d| d.0),
+        upgraded_idle: raw_timeouts
+            .upgraded_idle
+            .map_or(defaults.upgraded_idle, |d| d.0),
+        upgraded_total: raw_timeouts
+            .upgraded_total
+            .map_or(defaults.upgraded_total, |d| d.0),
     };
     for (key, value) in [
         ("connect", timeouts.connect),
         ("read", timeouts.read),
         ("write", timeouts.write),
         ("total", timeouts.total),
+        ("upgraded_idle", timeouts.upgraded_idle),
+        ("upgraded_total", timeouts.upgraded_total),
     ] {
         if value.is_zero() {
             errors.push(join(&join(path, "timeouts"), key), "must be longer than 0s");
@@ -239,6 +257,7 @@ fn per_caller_route(
 
 fn backends(raw: RawUpstream, path: &str, errors: &mut Errors) -> Option<Vec<Backend>> {
     let tls_settings = tls_settings(raw.tls.unwrap_or_default(), &join(path, "tls"), errors);
+    let http2 = raw.http2.unwrap_or(false);
     let urls: Vec<(String, String)> = match (raw.url, raw.urls) {
         (Some(url), None) => vec![(join(path, "url"), url)],
         (None, Some(urls)) if !urls.is_empty() => urls
@@ -290,6 +309,7 @@ fn backends(raw: RawUpstream, path: &str, errors: &mut Errors) -> Option<Vec<Bac
             authority,
             base_path: url.path().trim_end_matches('/').to_owned(),
             tls_settings: tls_settings.clone(),
+            http2,
         });
     }
     (!backends.is_empty()).then_some(backends)

@@ -2,8 +2,11 @@
 //! its own credential and forwards.
 //!
 //! A route's `inbound:` section ([`crate::config::inbound::InboundSettings`]) turns into one
-//! [`Inbound`] at startup. Three checks exist, one file each:
+//! [`Inbound`] at startup. Four checks exist:
 //!
+//! - `client_cert`: the connection came with a client certificate that an mTLS listener
+//!   verified ([`crate::tls::ClientCert`]); the listener did the cryptography, so the check
+//!   is only that there is one;
 //! - [`api_key`]: a key in a header, compared (as SHA-256 hashes, in constant time) with the
 //!   configured set;
 //! - [`jwt`]: a JWT verified with jsonwebtoken against a shared secret, a PEM public key, or a
@@ -13,7 +16,8 @@
 //!
 //! When several are configured **all** must pass, in that order (cheapest first). On
 //! success the identity headers are read from the JWT claims, or from the `/me` reply when
-//! `authorize.identity_from_me` is set.
+//! `authorize.identity_from_me` is set, and `client_cert.subject` and `client_cert.sans`
+//! from the client certificate.
 //!
 //! Every HTTP call (JWKS, authorize, /me) runs on the control runtime (`Handle::spawn`, the
 //! request task awaits the `JoinHandle`), so connection pools stay on one runtime and a call
@@ -33,7 +37,8 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde_json::Value;
 
-use crate::config::inbound::{IdentityHeaderSetting, InboundSettings, TokenSource};
+use crate::config::inbound::{IdentityHeaderSetting, IdentitySource, InboundSettings, TokenSource};
+use crate::tls::ClientCert;
 use crate::tokens::CallerToken;
 
 /// The `realm` of every challenge tollgate sends.
@@ -45,6 +50,7 @@ const MAX_IDENTITY_VALUE_BYTES: usize = 4 * 1024;
 
 /// A route's compiled inbound checks.
 pub struct Inbound {
+    client_cert: bool,
     api_keys: Option<api_key::ApiKeyCheck>,
     jwt: Option<jwt::JwtCheck>,
     authorize: Option<authorize::AuthorizeCheck>,
@@ -60,6 +66,7 @@ pub struct Inbound {
 impl fmt::Debug for Inbound {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Inbound")
+            .field("client_cert", &self.client_cert)
             .field("api_keys", &self.api_keys)
             .field("jwt", &self.jwt)
             .field("authorize", &self.authorize)
@@ -219,6 +226,7 @@ impl Inbound {
             }
         }
         Ok(Inbound {
+            client_cert: settings.client_cert,
             api_keys,
             jwt,
             authorize,
@@ -299,11 +307,23 @@ impl Inbound {
         })
     }
 
-    /// Decides whether the request may pass. Never panics on any input.
+    /// Decides whether the request may pass. Never panics on any input. `client_cert` is
+    /// the certificate the connection's mTLS handshake verified, if any.
     ///
-    /// API keys are checked first, then the JWT, then the remote decision; the first refusal
-    /// is the answer.
-    pub async fn check(&self, method: &Method, headers: &HeaderMap) -> Result<Identity, Refusal> {
+    /// The client certificate is checked first, then API keys, then the JWT, then the
+    /// remote decision; the first refusal is the answer.
+    pub async fn check(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        client_cert: Option<&ClientCert>,
+    ) -> Result<Identity, Refusal> {
+        if self.client_cert && client_cert.is_none() {
+            return Err(Refusal::Unauthenticated {
+                detail: "a client certificate is required: connect to a listener with client_ca_file and present one".to_owned(),
+                www_authenticate: format!("Certificate realm=\"{REALM}\""),
+            });
+        }
         if let Some(api_keys) = &self.api_keys {
             api_keys.check(headers)?;
         }
@@ -326,9 +346,7 @@ impl Inbound {
             None
         };
         Ok(Identity {
-            headers: document.map_or_else(Vec::new, |document| {
-                identity_headers(document, &self.identity)
-            }),
+            headers: identity_headers(document, client_cert, &self.identity),
             caller_token,
         })
     }
@@ -348,35 +366,24 @@ impl Inbound {
     }
 }
 
-/// The identity headers read from `document` (JWT claims or the `/me` reply). A missing
-/// field, an object, or a value a header cannot carry leaves its header unset.
+/// The identity headers read from `document` (JWT claims or the `/me` reply) and from the
+/// client certificate. A missing field, an object, or a value a header cannot carry
+/// leaves its header unset.
 fn identity_headers(
-    document: &Value,
+    document: Option<&Value>,
+    client_cert: Option<&ClientCert>,
     settings: &[IdentityHeaderSetting],
 ) -> Vec<(HeaderName, HeaderValue)> {
     settings
         .iter()
         .filter_map(|setting| {
-            let value = field(document, &setting.field)?;
-            let text = match value {
-                Value::String(text) => text.clone(),
-                Value::Number(number) => number.to_string(),
-                Value::Bool(flag) => flag.to_string(),
-                Value::Array(items) => {
-                    let parts: Option<Vec<String>> = items
-                        .iter()
-                        .map(|item| match item {
-                            Value::String(text) if !text.contains(',') => Some(text.clone()),
-                            Value::Number(number) => Some(number.to_string()),
-                            Value::Bool(flag) => Some(flag.to_string()),
-                            _ => None,
-                        })
-                        .collect();
-                    parts?.join(",")
-                }
-                Value::Null | Value::Object(_) => return None,
+            let text = match &setting.source {
+                IdentitySource::Field(name) => document_text(field(document?, name)?)?,
+                IdentitySource::ClientCertSubject => client_cert?.subject.clone(),
+                IdentitySource::ClientCertSans => client_cert?.sans_text(),
             };
-            if text.len() > MAX_IDENTITY_VALUE_BYTES
+            if text.is_empty()
+                || text.len() > MAX_IDENTITY_VALUE_BYTES
                 || text.bytes().any(|b| b < 0x20 || b == 0x7f)
             {
                 tracing::debug!(header = %setting.header, "identity value cannot be a header value; not set");
@@ -386,6 +393,28 @@ fn identity_headers(
             Some((setting.header.clone(), value))
         })
         .collect()
+}
+
+/// A claim or field as header text: scalars as they print, a list of them joined by `,`.
+fn document_text(value: &Value) -> Option<String> {
+    Some(match value {
+        Value::String(text) => text.clone(),
+        Value::Number(number) => number.to_string(),
+        Value::Bool(flag) => flag.to_string(),
+        Value::Array(items) => {
+            let parts: Option<Vec<String>> = items
+                .iter()
+                .map(|item| match item {
+                    Value::String(text) if !text.contains(',') => Some(text.clone()),
+                    Value::Number(number) => Some(number.to_string()),
+                    Value::Bool(flag) => Some(flag.to_string()),
+                    _ => None,
+                })
+                .collect();
+            parts?.join(",")
+        }
+        Value::Null | Value::Object(_) => return None,
+    })
 }
 
 /// `name` as a top-level member, or `/a/b` as a JSON pointer.

@@ -38,7 +38,7 @@ async fn identity_headers_come_from_the_claims_and_spoofed_copies_are_stripped()
     let token = mint(Algorithm::HS256, HMAC_SECRET.as_bytes(), None, &claims);
     let mut headers = bearer(&token);
     headers.insert("x-auth-subject", HeaderValue::from_static("root"));
-    let identity = inbound.check(&Method::GET, &headers).await.unwrap();
+    let identity = inbound.check(&Method::GET, &headers, None).await.unwrap();
     let got: Vec<(&str, &str)> = identity
         .headers
         .iter()
@@ -86,7 +86,7 @@ async fn several_checks_must_all_pass() {
     let token = mint(Algorithm::HS256, HMAC_SECRET.as_bytes(), None, &claims());
 
     let only_token = bearer(&token);
-    let result = inbound.check(&Method::GET, &only_token).await;
+    let result = inbound.check(&Method::GET, &only_token, None).await;
     assert_eq!(outcome_label(&result), "unauthenticated");
     let Err(Refusal::Unauthenticated {
         www_authenticate, ..
@@ -101,7 +101,7 @@ async fn several_checks_must_all_pass() {
 
     let mut only_key = HeaderMap::new();
     only_key.insert("x-api-key", HeaderValue::from_static(KEY_A));
-    let result = inbound.check(&Method::GET, &only_key).await;
+    let result = inbound.check(&Method::GET, &only_key, None).await;
     let Err(Refusal::Unauthenticated {
         www_authenticate, ..
     }) = &result
@@ -112,7 +112,7 @@ async fn several_checks_must_all_pass() {
 
     let mut both = bearer(&token);
     both.insert("x-api-key", HeaderValue::from_static(KEY_A));
-    let result = inbound.check(&Method::GET, &both).await;
+    let result = inbound.check(&Method::GET, &both, None).await;
     assert_eq!(outcome_label(&result), "allowed");
     assert_eq!(result.unwrap().headers.len(), 1);
 
@@ -135,7 +135,7 @@ async fn the_auth_engine_decides_and_me_names_the_caller() {
     let mut headers = HeaderMap::new();
     headers.insert("x-auth", HeaderValue::from_str(&token).unwrap());
     headers.insert("x-auth-email", HeaderValue::from_static("spoof@evil.test"));
-    let identity = inbound.check(&Method::GET, &headers).await.unwrap();
+    let identity = inbound.check(&Method::GET, &headers, None).await.unwrap();
     assert_eq!(
         identity.headers,
         [
@@ -153,13 +153,13 @@ async fn the_auth_engine_decides_and_me_names_the_caller() {
         names(inbound.headers_to_strip()),
         ["x-auth-email", "x-auth-subject", "x-auth"]
     );
-    let result = inbound.check(&Method::POST, &headers).await;
+    let result = inbound.check(&Method::POST, &headers, None).await;
     assert_eq!(outcome_label(&result), "forbidden");
     engine.set_available(false);
-    let result = inbound.check(&Method::PUT, &headers).await;
+    let result = inbound.check(&Method::PUT, &headers, None).await;
     assert_eq!(outcome_label(&result), "forbidden", "not in the method map");
     // A fresh route (nothing cached) while the engine is down: 503.
-    let result = build(&yaml).check(&Method::GET, &headers).await;
+    let result = build(&yaml).check(&Method::GET, &headers, None).await;
     assert_eq!(outcome_label(&result), "unavailable");
     assert_eq!(result.unwrap_err().status(), 503);
 }
@@ -180,7 +180,7 @@ async fn jwt_and_authorize_together() {
     let token = signin(&engine, "svc-reporting", "engine-password").await;
     let mut headers = HeaderMap::new();
     headers.insert("x-auth", HeaderValue::from_str(&token).unwrap());
-    let identity = inbound.check(&Method::GET, &headers).await.unwrap();
+    let identity = inbound.check(&Method::GET, &headers, None).await.unwrap();
     assert_eq!(identity.headers[0].1, "svc-reporting");
     assert_eq!(engine.authorize_requests(), 1);
     // A forged token is stopped by the JWT check; the engine is not asked.
@@ -191,7 +191,7 @@ async fn jwt_and_authorize_together() {
         &json!({"sub": "svc-reporting", "iss": engine.url(), "exp": now() + 60}),
     );
     headers.insert("x-auth", HeaderValue::from_str(&forged).unwrap());
-    let result = inbound.check(&Method::GET, &headers).await;
+    let result = inbound.check(&Method::GET, &headers, None).await;
     assert_eq!(outcome_label(&result), "unauthenticated");
     assert_eq!(engine.authorize_requests(), 1);
 }
@@ -235,5 +235,48 @@ fn challenges_never_carry_quotes_from_details() {
     assert_eq!(
         challenge(&source, Some(("invalid_token", "a \"quoted\"\r\n text"))),
         "Bearer realm=\"tollgate\", error=\"invalid_token\", error_description=\"a quoted text\""
+    );
+}
+
+#[tokio::test]
+async fn a_client_certificate_is_required_and_names_the_caller() {
+    let inbound = build(
+        "client_cert: {}\nidentity_headers:\n  X-Client-Subject: client_cert.subject\n  X-Client-Sans: client_cert.sans\n",
+    );
+    let refusal = inbound
+        .check(&Method::GET, &HeaderMap::new(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(refusal.status(), 401);
+    assert!(
+        refusal.detail().contains("client certificate"),
+        "{refusal:?}"
+    );
+
+    let cert = ClientCert {
+        subject: "CN=reporting,O=Example".into(),
+        sans: vec!["DNS:reports.example".into(), "URI:spiffe://c/ns/r".into()],
+    };
+    let mut spoofed = HeaderMap::new();
+    spoofed.insert("x-client-subject", HeaderValue::from_static("CN=admin"));
+    let identity = inbound
+        .check(&Method::GET, &spoofed, Some(&cert))
+        .await
+        .unwrap();
+    let got: Vec<(&str, &str)> = identity
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.to_str().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("x-client-sans", "DNS:reports.example,URI:spiffe://c/ns/r"),
+            ("x-client-subject", "CN=reporting,O=Example"),
+        ]
+    );
+    assert_eq!(
+        names(inbound.headers_to_strip()),
+        ["x-client-sans", "x-client-subject"]
     );
 }

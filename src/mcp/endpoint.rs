@@ -84,7 +84,12 @@ async fn check_caller(
     let Some(inbound) = &catalog.inbound else {
         return next.run(request).await;
     };
-    match inbound.check(request.method(), request.headers()).await {
+    // The MCP listener is plain HTTP: there is never a client certificate (`tollgate
+    // check` refuses `mcp.inbound.client_cert`).
+    match inbound
+        .check(request.method(), request.headers(), None)
+        .await
+    {
         Ok(_) => next.run(request).await,
         Err(refusal) => {
             let metadata = catalog

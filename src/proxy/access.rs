@@ -3,17 +3,34 @@
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource};
 
-use super::context::{RequestContext, REFUSED};
+use super::context::{Exchange, RequestContext, REFUSED};
 use super::request_id;
 use crate::metrics::Metrics;
 
 /// Route label of requests that matched no route.
 const NO_ROUTE_LABEL: &str = "none";
 
+/// The upstream accepted an upgrade (WebSocket): counted, and open until [`record`].
+pub fn upgraded(metrics: &Metrics, exchange: &mut Exchange) {
+    let route = exchange.route.name.as_str();
+    metrics.websocket_upgrades.with_label_values(&[route]).inc();
+    metrics
+        .websocket_connections
+        .with_label_values(&[route])
+        .inc();
+    exchange.upgraded = true;
+}
+
 pub fn record(metrics: &Metrics, session: &Session, error: Option<&Error>, ctx: &RequestContext) {
     let status = session.response_written().map_or(0, |r| r.status.as_u16());
     let exchange = ctx.exchange.as_ref();
     let route = exchange.map_or(NO_ROUTE_LABEL, |e| e.route.name.as_str());
+    if exchange.is_some_and(|e| e.upgraded) {
+        metrics
+            .websocket_connections
+            .with_label_values(&[route])
+            .dec();
+    }
     let elapsed = ctx.started.elapsed();
     metrics
         .requests

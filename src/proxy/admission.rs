@@ -9,10 +9,13 @@ use super::refusal::Refusal;
 use crate::inbound::outcome_label;
 use crate::metrics::Metrics;
 use crate::routing::Admission;
+use crate::tls::ClientCert;
 
+/// `client_cert` is the certificate the connection's mTLS handshake verified, if any.
 pub async fn admit(
     exchange: &mut Exchange,
     request: &RequestHeader,
+    client_cert: Option<&ClientCert>,
     metrics: &Metrics,
 ) -> Result<(), Refusal> {
     let Exchange {
@@ -35,7 +38,9 @@ pub async fn admit(
                 }
             }
             Admission::Inbound(inbound) => {
-                let outcome = inbound.check(&request.method, &request.headers).await;
+                let outcome = inbound
+                    .check(&request.method, &request.headers, client_cert)
+                    .await;
                 metrics
                     .inbound_auth
                     .with_label_values(&[&route.name, outcome_label(&outcome)])

@@ -40,6 +40,11 @@ pub struct Exchange {
     pub retry: AuthRetry,
     /// Body bytes read so far, against the route's `max_request_body`.
     pub body_bytes: u64,
+    /// The request asks for an upgrade (WebSocket): the route's `upgraded_idle` and
+    /// `upgraded_total` apply in place of `read` and `total`.
+    pub upgrade: bool,
+    /// The upstream accepted the upgrade (101); the connection is counted as open.
+    pub upgraded: bool,
 }
 
 impl RequestContext {
@@ -78,7 +83,14 @@ impl Exchange {
             attempt: Attempt::default(),
             retry: AuthRetry::default(),
             body_bytes: 0,
+            upgrade: false,
+            upgraded: false,
         }
+    }
+
+    /// The deadline for the whole exchange: `total`, or `upgraded_total` for an upgrade.
+    pub fn total_timeout(&self) -> std::time::Duration {
+        self.route.timeouts.read_and_total(self.upgrade).1
     }
 
     /// Counts a piece of the request body; false once the body is over the route's limit.
@@ -93,14 +105,15 @@ impl Exchange {
         let route = &self.route;
         let index = route.pick_backend(self.attempt.failed_backend());
         self.attempt.backend = Some(index);
-        let left = route.timeouts.total.saturating_sub(started.elapsed());
+        let (read, total) = route.timeouts.read_and_total(self.upgrade);
+        let left = total.saturating_sub(started.elapsed());
         if left.is_zero() {
             return Err(total_timeout());
         }
         let mut peer = HttpPeer::clone(&route.backends[index].peer.load());
         peer.options.connection_timeout = Some(route.timeouts.connect.min(left));
         peer.options.total_connection_timeout = Some(route.timeouts.connect.min(left));
-        peer.options.read_timeout = Some(route.timeouts.read.min(left));
+        peer.options.read_timeout = Some(read.min(left));
         peer.options.write_timeout = Some(route.timeouts.write.min(left));
         Ok(Box::new(peer))
     }

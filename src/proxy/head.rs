@@ -1,7 +1,8 @@
 //! The caller's request head made canonical before anything decides on it: one `Host`, an
 //! origin-form target whose path is canonical ([`super::canonical`]), and no header whose
 //! name an upstream could read as another's. The router, the inbound checks and the
-//! upstream all see this one request.
+//! upstream all see this one request, whether it came as HTTP/1.1 or HTTP/2 (whose
+//! `:authority` becomes the `Host`).
 
 use pingora::http::RequestHeader;
 
@@ -36,10 +37,35 @@ pub fn make_canonical(
     {
         return Err("the request has more than one Host header");
     }
+    authority_as_host(request)?;
     canonical_target(request, policy)?;
     Ok(Changes {
         underscore_headers_dropped: underscore_headers(request, policy.underscores)?,
     })
+}
+
+/// HTTP/2 names the authority in `:authority` (RFC 9113 section 8.3.1) and may leave
+/// `Host` out: the authority becomes the `Host`, as a proxy forwarding it as HTTP/1.1 must
+/// do, and the target its path and query. pingora already refused the two differing.
+fn authority_as_host(request: &mut RequestHeader) -> Result<(), &'static str> {
+    if request.version != http::Version::HTTP_2 {
+        return Ok(());
+    }
+    let Some(authority) = request.uri.authority().map(|a| a.as_str().to_owned()) else {
+        return Ok(());
+    };
+    if !request.headers.contains_key(http::header::HOST) {
+        request
+            .insert_header(http::header::HOST, authority)
+            .map_err(|_| "the request authority is not a valid Host")?;
+    }
+    let origin = request
+        .uri
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+    request
+        .set_raw_path(origin.as_bytes())
+        .map_err(|_| "the request target is not a valid URI")
 }
 
 /// The target in origin form with its path canonical; the query travels as it came. An
@@ -151,6 +177,22 @@ mod tests {
         }
         let mut request = head(b"/", &[("host", "a"), ("host", "b")]);
         assert!(make_canonical(&mut request, &HeadPolicy::default()).is_err());
+    }
+
+    #[test]
+    fn an_http2_authority_becomes_the_host() {
+        let parts = http::Request::builder()
+            .version(http::Version::HTTP_2)
+            .uri("https://api.example:8443/a/./b?q=1")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let mut request = RequestHeader::from(parts);
+        make_canonical(&mut request, &HeadPolicy::default()).unwrap();
+        assert_eq!(request.headers.get("host").unwrap(), "api.example:8443");
+        assert_eq!(request.raw_path(), b"/a/b?q=1");
+        assert_eq!(request.uri.authority(), None);
     }
 
     #[test]

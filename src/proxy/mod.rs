@@ -103,11 +103,17 @@ impl ProxyHttp for Gateway {
         else {
             return Err(refuse(&mut ctx.refusal, Refusal::NoRoute));
         };
-        let exchange = Exchange::new(Arc::clone(route), Arc::clone(&generation.tokens));
+        let mut exchange = Exchange::new(Arc::clone(route), Arc::clone(&generation.tokens));
+        exchange.upgrade = session.is_upgrade_req();
         let exchange = ctx.exchange.insert(exchange);
-        admission::admit(exchange, request, &self.metrics)
+        let client_cert = crate::tls::client_cert_of(session.digest());
+        admission::admit(exchange, request, client_cert, &self.metrics)
             .await
             .map_err(|refusal| refuse(&mut ctx.refusal, refusal))?;
+        if exchange.upgrade {
+            // The caller's side of an upgraded connection may be as quiet as the route allows.
+            session.set_read_timeout(Some(exchange.route.timeouts.upgraded_idle));
+        }
         Ok(false)
     }
 
@@ -159,11 +165,16 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestContext,
     ) -> pingora::Result<()> {
         let exchange = ctx.exchange.as_ref().ok_or_else(no_exchange)?;
-        let client = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        rewrite::upstream_request(exchange, client, &ctx.request_id, upstream_request)
+        let connection = rewrite::Connection {
+            client: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+            tls: session
+                .digest()
+                .is_some_and(|digest| digest.ssl_digest.is_some()),
+        };
+        rewrite::upstream_request(exchange, connection, &ctx.request_id, upstream_request)
     }
 
     async fn upstream_response_filter(
@@ -176,6 +187,9 @@ impl ProxyHttp for Gateway {
         let Some(exchange) = ctx.exchange.as_mut() else {
             return Ok(());
         };
+        if status == 101 && exchange.upgrade {
+            access::upgraded(&self.metrics, exchange);
+        }
         if !exchange.route.retry_statuses.contains(&status) {
             credential::accepted(exchange).await;
             return Ok(());
@@ -213,7 +227,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestContext,
     ) -> pingora::Result<Option<std::time::Duration>> {
         match &ctx.exchange {
-            Some(e) if ctx.started.elapsed() > e.route.timeouts.total => Err(total_timeout()),
+            Some(e) if ctx.started.elapsed() > e.total_timeout() => Err(total_timeout()),
             _ => Ok(None),
         }
     }

@@ -1,11 +1,18 @@
 //! The answers tollgate gives itself: every reason it refuses or fails a request, mapped in
-//! one place to its status, error kind, text and headers; always JSON, never with a
-//! secret in them.
+//! one place to its status, error kind, text and headers; JSON, or for a gRPC request a
+//! gRPC status; never with a secret in them.
+//!
+//! A request whose `content-type` is `application/grpc` (or `application/grpc+proto`...)
+//! gets what a gRPC client reads: HTTP 200 with `content-type: application/grpc` and
+//! `grpc-status`/`grpc-message` in one header block that ends the stream (a
+//! "Trailers-Only" response), the status mapped from the error kind
+//! ([`ErrorKind::grpc_status`]).
 
 use std::borrow::Cow;
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
+use pingora::protocols::http::HttpTask;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType};
 use serde::Serialize;
@@ -61,6 +68,22 @@ impl ErrorKind {
             ErrorKind::Forbidden => 403,
             ErrorKind::AuthorizationUnavailable => 503,
             ErrorKind::Internal => 500,
+        }
+    }
+
+    /// The gRPC status code a gRPC caller gets instead of the HTTP status.
+    pub fn grpc_status(self) -> u8 {
+        match self {
+            ErrorKind::BadRequest => 3,      // INVALID_ARGUMENT
+            ErrorKind::UpstreamTimeout => 4, // DEADLINE_EXCEEDED
+            ErrorKind::NoRoute => 5,         // NOT_FOUND
+            ErrorKind::Forbidden => 7,       // PERMISSION_DENIED
+            ErrorKind::PayloadTooLarge => 8, // RESOURCE_EXHAUSTED
+            ErrorKind::Internal => 13,       // INTERNAL
+            ErrorKind::CredentialUnavailable
+            | ErrorKind::UpstreamUnreachable
+            | ErrorKind::AuthorizationUnavailable => 14, // UNAVAILABLE
+            ErrorKind::Unauthenticated => 16, // UNAUTHENTICATED
         }
     }
 
@@ -184,8 +207,8 @@ pub struct Place<'a> {
     pub upstream_tried: bool,
 }
 
-/// Writes the JSON answer for `refusal`; returns its status and whether the connection may
-/// serve another request.
+/// Writes the answer for `refusal` (JSON, or a gRPC status for a gRPC request); returns
+/// the HTTP status and whether the connection may serve another request.
 pub async fn send(
     session: &mut Session,
     refusal: &Refusal,
@@ -208,10 +231,89 @@ pub async fn send(
     // pingora does not reuse a downstream connection once a request failed past upstream
     // selection, and an unread body would be taken for the next request.
     let reuse = !refusal.closes_connection() && !place.upstream_tried && session.is_body_empty();
-    if let Err(error) = write(session, refusal, &body, reuse, request_id).await {
-        tracing::debug!(%error, "could not send the error response");
+    let written = if is_grpc(session) {
+        write_grpc(session, refusal, &body, reuse, request_id)
+            .await
+            .map(|()| GRPC_HTTP_STATUS)
+    } else {
+        write(session, refusal, &body, reuse, request_id)
+            .await
+            .map(|()| kind.status())
+    };
+    match written {
+        Ok(status) => (status, reuse),
+        Err(error) => {
+            tracing::debug!(%error, "could not send the error response");
+            (kind.status(), reuse)
+        }
     }
-    (kind.status(), reuse)
+}
+
+/// gRPC carries its status in trailers; the HTTP status of any gRPC answer is 200.
+const GRPC_HTTP_STATUS: u16 = 200;
+
+/// A gRPC request: `content-type` is `application/grpc`, alone or with a `+codec` or
+/// `;parameters` suffix (gRPC-Web's `application/grpc-web` is not gRPC on the wire).
+fn is_grpc(session: &Session) -> bool {
+    session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.get(..16).map(|head| (head, &text[16..])))
+        .is_some_and(|(head, rest)| {
+            head.eq_ignore_ascii_case("application/grpc")
+                && (rest.is_empty() || rest.starts_with('+') || rest.starts_with(';'))
+        })
+}
+
+/// The gRPC "Trailers-Only" answer: status and message in the one header block, which
+/// ends the stream.
+async fn write_grpc(
+    session: &mut Session,
+    refusal: &Refusal,
+    body: &ErrorBody<'_>,
+    reuse: bool,
+    request_id: &http::HeaderValue,
+) -> pingora::Result<()> {
+    let mut header = ResponseHeader::build(GRPC_HTTP_STATUS, Some(7))?;
+    header.insert_header(http::header::CONTENT_TYPE, "application/grpc")?;
+    header.insert_header("grpc-status", body.error.grpc_status().to_string())?;
+    let message = format!("{}: {}", body.error.as_str(), body.detail);
+    header.insert_header("grpc-message", grpc_message(&message))?;
+    header.insert_header(X_REQUEST_ID, request_id.clone())?;
+    if let Some(seconds) = refusal.retry_after_seconds() {
+        header.insert_header(http::header::RETRY_AFTER, seconds.to_string())?;
+    }
+    if let Some(challenge) = refusal.www_authenticate() {
+        header.insert_header(http::header::WWW_AUTHENTICATE, challenge)?;
+    }
+    if session.req_header().version != http::Version::HTTP_2 {
+        // HTTP/1.1 has no trailers-only frame: an empty body keeps the framing clear.
+        header.insert_header(http::header::CONTENT_LENGTH, "0")?;
+    }
+    if !reuse {
+        session.set_keepalive(None);
+    }
+    // As a task: pingora's `write_response_header` never ends an HTTP/2 stream.
+    session
+        .as_mut()
+        .response_duplex_vec(vec![HttpTask::Header(Box::new(header), true)])
+        .await
+        .map(|_| ())
+}
+
+/// `grpc-message` is percent-encoded: every byte outside printable ASCII, and `%`.
+fn grpc_message(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if (0x20..=0x7e).contains(&byte) && byte != b'%' {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 async fn write(
@@ -242,4 +344,25 @@ async fn write(
     session
         .write_response_body(Some(Bytes::from(json)), true)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_statuses_follow_the_error_kinds() {
+        assert_eq!(ErrorKind::Unauthenticated.grpc_status(), 16);
+        assert_eq!(ErrorKind::Forbidden.grpc_status(), 7);
+        assert_eq!(ErrorKind::CredentialUnavailable.grpc_status(), 14);
+        assert_eq!(ErrorKind::AuthorizationUnavailable.grpc_status(), 14);
+        assert_eq!(ErrorKind::UpstreamUnreachable.grpc_status(), 14);
+        assert_eq!(ErrorKind::NoRoute.grpc_status(), 5);
+        assert_eq!(ErrorKind::UpstreamTimeout.grpc_status(), 4);
+    }
+
+    #[test]
+    fn grpc_messages_are_percent_encoded() {
+        assert_eq!(grpc_message("no route: 100% é"), "no route: 100%25 %C3%A9");
+    }
 }

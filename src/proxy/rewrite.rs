@@ -21,9 +21,17 @@ pub const X_FORWARDED_FOR: &str = "X-Forwarded-For";
 pub const X_FORWARDED_PROTO: &str = "X-Forwarded-Proto";
 pub const X_REQUEST_ID: &str = "X-Request-Id";
 
+/// The downstream connection, as the forwarding headers tell it.
+#[derive(Debug, Clone, Copy)]
+pub struct Connection {
+    pub client: Option<IpAddr>,
+    /// The request came over TLS (`X-Forwarded-Proto: https`).
+    pub tls: bool,
+}
+
 pub fn upstream_request(
     exchange: &Exchange,
-    client: Option<IpAddr>,
+    connection: Connection,
     request_id: &HeaderValue,
     request: &mut RequestHeader,
 ) -> pingora::Result<()> {
@@ -44,11 +52,12 @@ pub fn upstream_request(
     }
     caller_headers(exchange, request)?;
     credential(route, exchange.token.as_deref(), request)?;
-    if let Some(client) = client {
+    if let Some(client) = connection.client {
         let value = forwarded_for(request.headers.get(X_FORWARDED_FOR), client);
         request.insert_header(X_FORWARDED_FOR, value)?;
     }
-    request.insert_header(X_FORWARDED_PROTO, HeaderValue::from_static("http"))?;
+    let proto = if connection.tls { "https" } else { "http" };
+    request.insert_header(X_FORWARDED_PROTO, HeaderValue::from_static(proto))?;
     request.insert_header(X_REQUEST_ID, request_id.clone())?;
     Ok(())
 }
@@ -192,7 +201,11 @@ mod tests {
         exchange.next_peer(std::time::Instant::now()).unwrap();
         let mut request = RequestHeader::build("GET", target, None).unwrap();
         let id = HeaderValue::from_static("id-1");
-        upstream_request(&exchange, None, &id, &mut request).unwrap();
+        let connection = Connection {
+            client: None,
+            tls: false,
+        };
+        upstream_request(&exchange, connection, &id, &mut request).unwrap();
         request
     }
 

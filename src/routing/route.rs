@@ -16,6 +16,10 @@ use crate::config::{Backend, Route, TokenFormat, UpstreamTimeouts};
 use crate::inbound::Inbound;
 use crate::tokens::{ProviderId, TokenManager};
 
+/// Concurrent requests one HTTP/2 upstream connection carries before another is opened
+/// (pingora's default is 1, which would make HTTP/2 one connection per request).
+const H2_STREAMS_PER_CONNECTION: usize = 100;
+
 pub struct CompiledRoute {
     pub name: String,
     host: Option<String>,
@@ -224,6 +228,11 @@ fn upstream_backend(
     // Connect, read and write timeouts are set per attempt, capped by what is left of the
     // route's total.
     peer.options.idle_timeout = Some(timeouts.idle);
+    if backend.http2 {
+        // HTTP/2 only: ALPN `h2` over TLS, prior knowledge (h2c) over plain TCP.
+        peer.options.set_http_version(2, 2);
+        peer.options.max_h2_streams = H2_STREAMS_PER_CONNECTION;
+    }
     if backend.tls_settings.insecure_skip_verify {
         peer.options.verify_cert = false;
         peer.options.verify_hostname = false;

@@ -12,6 +12,8 @@ use crate::{jwt, lock};
 #[derive(Debug, Default)]
 pub struct Delay {
     millis: AtomicU64,
+    /// Answers held back so far (a delay above zero was in force when they were ready).
+    held: AtomicU64,
 }
 
 impl Delay {
@@ -24,8 +26,14 @@ impl Delay {
     pub(crate) async fn sleep(&self) {
         let millis = self.millis.load(Ordering::SeqCst);
         if millis > 0 {
+            self.held.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(millis)).await;
         }
+    }
+
+    /// How many answers were held back so far.
+    pub(crate) fn held(&self) -> u64 {
+        self.held.load(Ordering::SeqCst)
     }
 }
 

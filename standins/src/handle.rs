@@ -92,6 +92,11 @@ impl<S: Switched> StandIn<S> {
     pub fn set_delay(&self, delay: Duration) {
         self.state.switches().delay.set(delay);
     }
+
+    /// How many answers a delay has held back so far.
+    pub fn delayed_answers(&self) -> u64 {
+        self.state.switches().delay.held()
+    }
 }
 
 /// A provider stand-in: made from its settings, it issues tokens and keeps their book.

@@ -1,5 +1,7 @@
 //! Every example in config/ passes `tollgate check`, with each `${env:NAME}` it names set
-//! to a placeholder, the way a deployment would provide it.
+//! to a placeholder, the way a deployment would provide it, and the TLS files it names
+//! under `/etc/tls/` (a Kubernetes TLS Secret's mount) made for the check. Each is checked
+//! as a copy beside those files, with config/'s folders linked in for its relative imports.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,6 +20,39 @@ fn examples() -> Vec<PathBuf> {
     files
 }
 
+/// Where the examples mount a TLS Secret (`tls.crt`, `tls.key`, `ca.crt`).
+const TLS_MOUNT: &str = "/etc/tls/";
+
+/// `text` with the TLS mount replaced by a directory holding a certificate, its key and
+/// its CA (the certificate itself), made now.
+fn with_tls_files(text: &str, dir: &Path) -> String {
+    if !text.contains(TLS_MOUNT) {
+        return text.to_owned();
+    }
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["gateway.example".to_owned()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("certificate");
+    std::fs::write(dir.join("tls.crt"), cert.pem()).expect("tls.crt");
+    std::fs::write(dir.join("tls.key"), key.serialize_pem()).expect("tls.key");
+    std::fs::write(dir.join("ca.crt"), cert.pem()).expect("ca.crt");
+    text.replace(TLS_MOUNT, &format!("{}/", dir.display()))
+}
+
+/// Links each folder of config/ into `dir`, so that the files an example names relative to
+/// itself (`mcp.import`: capabilities/, openapi/) are found from its copy there.
+fn link_config_folders(dir: &Path) {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    for entry in std::fs::read_dir(&config).expect("config/ exists") {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            let name = path.file_name().expect("a folder has a name");
+            std::os::unix::fs::symlink(&path, dir.join(name)).expect("link a config folder");
+        }
+    }
+}
+
 fn env_references(text: &str) -> Vec<String> {
     text.split("${env:")
         .skip(1)
@@ -34,8 +69,12 @@ fn every_example_config_passes_check() {
     );
     for file in files {
         let text = std::fs::read_to_string(&file).expect("readable example");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let checked = dir.path().join("tollgate.yaml");
+        std::fs::write(&checked, with_tls_files(&text, dir.path())).expect("write config");
+        link_config_folders(dir.path());
         let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-        command.arg("check").arg("--config").arg(&file);
+        command.arg("check").arg("--config").arg(&checked);
         for name in env_references(&text) {
             // Each variable gets a value of the shape its key wants: a store URL, a store
             // key (32 bytes, base64), another URL (a Naftiko capability's base URI).

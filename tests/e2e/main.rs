@@ -26,6 +26,9 @@ mod per_caller;
 // The MCP endpoint, driven by the official MCP Python SDK (mcp/client.py).
 mod mcp;
 
+// Listeners: TLS, mTLS, HTTP/2, gRPC (a grpcio peer, listeners/) and WebSocket.
+mod listeners;
+
 // Inbound checks and the attacker's view.
 mod abuse;
 mod authorization_boundary;

@@ -70,7 +70,7 @@ async fn expiring_tokens_are_refreshed_ahead_with_no_failed_request() {
     let idp = start_oauth2(OAuth2Settings::default()).await;
     idp.set_token_ttl(ttl);
     let refresh = "refresh: { before_expiry: 500ms, min_backoff: 200ms, max_backoff: 1s }";
-    let (echo, gateway) = reports_gateway(&idp, refresh).await;
+    let (_echo, gateway) = reports_gateway(&idp, refresh).await;
     gateway.wait_ready().await;
     assert_eq!(idp.token_requests(), 1);
 
@@ -125,7 +125,7 @@ async fn provider_down_with_a_valid_token_keeps_serving_it() {
     let idp = start_oauth2(OAuth2Settings::default()).await;
     idp.set_token_ttl(Duration::from_secs(6));
     let refresh = "refresh: { before_expiry: 3s, min_backoff: 200ms, max_backoff: 400ms }";
-    let (echo, gateway) = reports_gateway(&idp, refresh).await;
+    let (_echo, gateway) = reports_gateway(&idp, refresh).await;
     gateway.wait_ready().await;
     idp.set_available(false);
     let token = idp.issued_tokens()[0].clone();

@@ -1,6 +1,6 @@
-//! A route's `inbound:` section: who may pass before tollgate forwards (JWT verification,
-//! a remote decision by the Auth Engine, API keys), and the identity headers set for the
-//! upstream. Validation: the raw types (`raw/inbound.rs`) in, the validated model
+//! A route's `inbound:` section: who may pass before tollgate forwards (a client
+//! certificate verified by an mTLS listener, JWT verification, a remote decision by the
+//! Auth Engine, API keys), and the identity headers set for the upstream. Validation: the raw types (`raw/inbound.rs`) in, the validated model
 //! (`model/inbound.rs`) out, one file per check.
 //!
 //! When several checks are configured, **all** must pass (API keys first, then the JWT,
@@ -26,8 +26,8 @@ use super::raw::RawInbound;
 /// The validated model (`model/inbound.rs`), also named here, where the inbound checks
 /// have always imported it from.
 pub use super::model::{
-    ApiKeySettings, AuthorizeAction, AuthorizeSettings, IdentityHeaderSetting, InboundSettings,
-    JwksSettings, JwtKeySettings, JwtSettings, TokenSource,
+    ApiKeySettings, AuthorizeAction, AuthorizeSettings, IdentityHeaderSetting, IdentitySource,
+    InboundSettings, JwksSettings, JwtKeySettings, JwtSettings, TokenSource,
 };
 
 /// JWKS cached this long unless `jwks_refresh` says otherwise.
@@ -48,13 +48,18 @@ pub(crate) fn validate(
     path: &str,
     errors: &mut Errors,
 ) -> Option<InboundSettings> {
-    if raw.jwt.is_none() && raw.authorize.is_none() && raw.api_keys.is_none() {
+    if raw.client_cert.is_none()
+        && raw.jwt.is_none()
+        && raw.authorize.is_none()
+        && raw.api_keys.is_none()
+    {
         errors.push(
             path,
-            "no check configured: give at least one of jwt, authorize, api_keys",
+            "no check configured: give at least one of client_cert, jwt, authorize, api_keys",
         );
         return None;
     }
+    let client_cert = raw.client_cert.is_some();
     let jwt_given = raw.jwt.is_some();
     let me_given = raw
         .authorize
@@ -83,12 +88,22 @@ pub(crate) fn validate(
         errors,
     );
     if let Some(identity_headers) = &identity_headers {
-        if !identity_headers.is_empty() && !jwt_given && !me_given {
+        let from_documents = identity_headers.iter().any(|h| !h.source.is_client_cert());
+        if from_documents && !jwt_given && !me_given {
             errors.push(
                 &identity_path,
                 "identity headers are read from JWT claims or from /me: configure jwt, or authorize with identity_from_me: true",
             );
             ok = false;
+        }
+        for identity in identity_headers {
+            if identity.source.is_client_cert() && !client_cert {
+                errors.push(
+                    join(&identity_path, identity.header.as_str()),
+                    "reads the client certificate: configure client_cert: {} in this inbound section",
+                );
+                ok = false;
+            }
         }
         let mut sources: Vec<HeaderName> = Vec::new();
         sources.extend(jwt.as_ref().map(|jwt| jwt.from.header_name()));
@@ -108,6 +123,7 @@ pub(crate) fn validate(
         return None;
     }
     Some(InboundSettings {
+        client_cert,
         jwt,
         authorize,
         api_keys,

@@ -182,7 +182,7 @@ fn unknown_keys_are_named_with_their_path() {
 fn at_least_one_check() {
     assert_eq!(
         errors_of("forward_caller_credential: true"),
-        ["routes[0].inbound: no check configured: give at least one of jwt, authorize, api_keys"]
+        ["routes[0].inbound: no check configured: give at least one of client_cert, jwt, authorize, api_keys"]
     );
     assert_error(
         "identity_headers: { X-User: sub }",

@@ -216,6 +216,12 @@ pub(crate) fn validate(
                 "the MCP caller's credential is never passed upstream",
             );
         }
+        if settings.client_cert {
+            errors.push(
+                "mcp.inbound.client_cert",
+                "the MCP listener is plain HTTP: no client certificate reaches it",
+            );
+        }
         Some(settings)
     });
     let resource_metadata = resource_metadata(raw.resource_metadata, inbound.as_ref(), errors);
@@ -535,6 +541,16 @@ fn through_route(
                 join(path, "route"),
                 format!(
                     "route `{}` forwards the caller's credential upstream (forward_caller_credential), which a tool never does",
+                    route.name
+                ),
+            );
+            return None;
+        }
+        if inbound.client_cert {
+            errors.push(
+                join(path, "route"),
+                format!(
+                    "route `{}` checks the caller's client certificate (inbound.client_cert), which a tool call, made on a plain proxy listener, never has",
                     route.name
                 ),
             );

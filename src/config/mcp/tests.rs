@@ -405,3 +405,54 @@ mcp:
         "{errors}"
     );
 }
+
+#[test]
+fn tools_need_a_plain_listener_and_no_client_certificate() {
+    let ca = crate::tls::testing::TestCa::new("Test CA");
+    let (crt, key) = ca.leaf("server", "localhost", vec![]);
+    let client_ca = ca.write_ca("ca.crt");
+    let mtls = format!(
+        "{{ address: \"127.0.0.1:18443\", tls: {{ cert_file: {}, key_file: {}, client_ca_file: {} }} }}",
+        crt.display(),
+        key.display(),
+        client_ca.display()
+    );
+    let tool = "    - { name: t, route: checked, path: /x }\n";
+
+    // Only TLS listeners: a tool call has no plain listener to go through.
+    let text = with_tools(tool).replace(
+        "listen: [\"127.0.0.1:18080\"]",
+        &format!("listen: [{mtls}]"),
+    );
+    let errors = errors_of(&text);
+    assert!(
+        errors.contains("server.mcp: tool calls go through a plain (not TLS) proxy listener"),
+        "{errors}"
+    );
+
+    // Beside a plain one, the mTLS listener is fine, but a route that wants the client
+    // certificate cannot be a tool, and the MCP endpoint itself cannot ask for one.
+    let both = format!("listen: [\"127.0.0.1:18080\", {mtls}]");
+    let text = with_tools(tool)
+        .replace("listen: [\"127.0.0.1:18080\"]", &both)
+        .replace(
+            "inbound: { api_keys:",
+            "inbound: { client_cert: {}, api_keys:",
+        );
+    let errors = errors_of(&text);
+    assert!(
+        errors
+            .contains("mcp.tools[0].route: route `checked` checks the caller's client certificate"),
+        "{errors}"
+    );
+    assert!(!errors.contains("server.mcp:"), "{errors}");
+    let text = format!(
+        "{}mcp:\n  inbound: {{ client_cert: {{}} }}\n",
+        ROUTES.replace("listen: [\"127.0.0.1:18080\"]", &both)
+    );
+    let errors = errors_of(&text);
+    assert!(
+        errors.contains("mcp.inbound.client_cert: the MCP listener is plain HTTP"),
+        "{errors}"
+    );
+}

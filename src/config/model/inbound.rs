@@ -15,6 +15,8 @@ use crate::secret::Secret;
 /// A route's validated `inbound:` section.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InboundSettings {
+    /// A verified client certificate (mTLS listener) is required.
+    pub client_cert: bool,
     pub jwt: Option<JwtSettings>,
     pub authorize: Option<AuthorizeSettings>,
     pub api_keys: Option<ApiKeySettings>,
@@ -128,10 +130,28 @@ impl fmt::Debug for ApiKeySettings {
     }
 }
 
-/// One identity header: its name, and the claim or `/me` field it is read from.
+/// One identity header: its name, and what it is read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityHeaderSetting {
     pub header: HeaderName,
-    /// A top-level name (`sub`) or a JSON pointer (`/profile/email`).
-    pub field: String,
+    pub source: IdentitySource,
+}
+
+/// Where an identity header's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentitySource {
+    /// A JWT claim or `/me` field: a top-level name (`sub`) or a JSON pointer
+    /// (`/profile/email`).
+    Field(String),
+    /// `client_cert.subject`: the client certificate's subject, RFC 4514.
+    ClientCertSubject,
+    /// `client_cert.sans`: its subject alternative names, `DNS:...,URI:...`.
+    ClientCertSans,
+}
+
+impl IdentitySource {
+    /// Read from the verified client certificate rather than a JWT or `/me`.
+    pub fn is_client_cert(&self) -> bool {
+        !matches!(self, IdentitySource::Field(_))
+    }
 }

@@ -10,12 +10,19 @@ use crate::secret::Secret;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawInbound {
+    pub client_cert: Option<RawClientCert>,
     pub jwt: Option<RawJwt>,
     pub authorize: Option<RawAuthorize>,
     pub api_keys: Option<RawApiKeys>,
     pub identity_headers: Option<BTreeMap<String, String>>,
     pub forward_caller_credential: Option<bool>,
 }
+
+/// `client_cert: {}`: no keys yet; the certificate chain is checked by the listener's
+/// `client_ca_file`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientCert {}
 
 /// Where the caller's credential is read: `{ header: Authorization, scheme: Bearer }`,
 /// `{ header: X-Auth }` or `{ cookie: session }`.
