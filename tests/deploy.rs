@@ -719,18 +719,12 @@ fn secret_mounts(pod: &Value, container: &Value, mode: &str) -> Vec<(String, Str
 /// `text` with every Secret mount path replaced by a directory holding what a
 /// kubernetes.io/tls Secret holds (`tls.crt`, `tls.key`, `ca.crt`), made now.
 fn with_tls_files(text: &str, mounts: &[(String, String)], dir: &Path) -> String {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["tollgate.tollgate.svc".to_owned()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
+    let pki = tollgate_standins::pki::Pki::new("deploy test CA");
     let mut text = text.to_owned();
     for (index, (path, _)) in mounts.iter().enumerate() {
         let files = dir.join(index.to_string());
         std::fs::create_dir_all(&files).unwrap();
-        std::fs::write(files.join("tls.crt"), cert.pem()).unwrap();
-        std::fs::write(files.join("tls.key"), key.serialize_pem()).unwrap();
-        std::fs::write(files.join("ca.crt"), cert.pem()).unwrap();
+        pki.write_tls_secret(&files);
         text = text.replace(&format!("{path}/"), &format!("{}/", files.display()));
     }
     text

@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use tollgate_standins::pki::Pki;
+
 fn examples() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -24,19 +26,12 @@ fn examples() -> Vec<PathBuf> {
 const TLS_MOUNT: &str = "/etc/tls/";
 
 /// `text` with the TLS mount replaced by a directory holding a certificate, its key and
-/// its CA (the certificate itself), made now.
+/// its CA, made now.
 fn with_tls_files(text: &str, dir: &Path) -> String {
     if !text.contains(TLS_MOUNT) {
         return text.to_owned();
     }
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = rcgen::CertificateParams::new(vec!["gateway.example".to_owned()])
-        .expect("params")
-        .self_signed(&key)
-        .expect("certificate");
-    std::fs::write(dir.join("tls.crt"), cert.pem()).expect("tls.crt");
-    std::fs::write(dir.join("tls.key"), key.serialize_pem()).expect("tls.key");
-    std::fs::write(dir.join("ca.crt"), cert.pem()).expect("ca.crt");
+    Pki::new("example CA").write_tls_secret(dir);
     text.replace(TLS_MOUNT, &format!("{}/", dir.display()))
 }
 

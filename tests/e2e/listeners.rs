@@ -5,7 +5,7 @@
 //! a real gRPC server (grpcio) with tollgate's own refusals as gRPC statuses, and a
 //! WebSocket echo with the credential on the upgrade request.
 //!
-//! Certificates are made at test time (rcgen). The gRPC and TLS 1.1 peers are Python
+//! Certificates are made at test time (`tollgate_standins::pki`). The gRPC and TLS 1.1 peers are Python
 //! (grpcio, OpenSSL), installed by `.ci/deps`.
 
 mod support;
@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use rcgen::SanType;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::handshake::{self, server::Callback};
 use tokio_tungstenite::tungstenite::Message;
@@ -313,7 +312,7 @@ async fn mtls_requires_a_client_certificate_and_names_the_caller() {
     let recorded = echo.last_request().unwrap();
     assert_eq!(
         recorded.header_values("x-client-subject"),
-        ["CN=reporting,O=Example"]
+        ["CN=reporting,O=Example\\, Inc"]
     );
     assert_eq!(
         recorded.header("x-client-sans"),

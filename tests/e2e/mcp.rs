@@ -6,7 +6,7 @@
 //! the endpoint into an OAuth resource server, and seed 000's Naftiko capability, loaded
 //! unchanged, serves its REST and its MCP adapter.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::common::*;
@@ -20,18 +20,9 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn python() -> PathBuf {
-    let python = repo().join(".ci/venv/bin/python");
-    assert!(
-        python.exists(),
-        "the MCP Python SDK is not installed: run `bash .ci/deps` (it makes .ci/venv)"
-    );
-    python
-}
-
 /// Runs tests/e2e/mcp/client.py with `script` and returns one JSON value per printed line.
 async fn mcp_client(script: Value) -> Vec<Value> {
-    let run = tokio::process::Command::new(python())
+    let run = tokio::process::Command::new(venv_python())
         .arg(repo().join("tests/e2e/mcp/client.py"))
         .arg(script.to_string())
         .kill_on_drop(true)

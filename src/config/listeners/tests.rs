@@ -1,5 +1,5 @@
 use crate::config::{parse, Listener};
-use crate::tls::testing::TestCa;
+use tollgate_standins::pki::Pki;
 
 const REST: &str = "providers: {}\nroutes:\n  - { name: api, match: { path_prefix: / }, upstream: { url: \"http://127.0.0.1:9\" } }\n";
 
@@ -24,9 +24,9 @@ fn assert_error(text: &str, expected: &str) {
 
 #[test]
 fn strings_and_mappings_both_make_listeners() {
-    let ca = TestCa::new("Test CA");
-    let (crt, key) = ca.leaf("server", "localhost", vec![]);
-    let client_ca = ca.write_ca("ca.crt");
+    let ca = Pki::new("Test CA");
+    let (crt, key) = ca.write("server", &ca.client("localhost", vec![]));
+    let client_ca = ca.ca_file();
     let text = listen(&format!(
         "    - \"127.0.0.1:8080\"\n    - {{ address: \"127.0.0.1:8081\", http2: true }}\n    - address: \"127.0.0.1:8443\"\n      tls: {{ cert_file: {}, key_file: {}, client_ca_file: {} }}\n      http2: true\n",
         crt.display(),
@@ -51,9 +51,9 @@ fn strings_and_mappings_both_make_listeners() {
 
 #[test]
 fn every_listener_problem_names_its_key() {
-    let ca = TestCa::new("Test CA");
-    let (crt, key) = ca.leaf("server", "localhost", vec![]);
-    let (_, other_key) = ca.leaf("other", "other", vec![]);
+    let ca = Pki::new("Test CA");
+    let (crt, key) = ca.write("server", &ca.client("localhost", vec![]));
+    let (_, other_key) = ca.write("other", &ca.client("other", vec![]));
     let missing = ca.path("missing.pem");
     std::fs::write(ca.path("garbage.pem"), "not pem at all").unwrap();
     let garbage = ca.path("garbage.pem");

@@ -40,6 +40,17 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 /// the demo test binds while the other tests run.
 const DEMO_PORTS: std::ops::RangeInclusive<u16> = 18_080..=18_099;
 
+/// The Python of the tests' peers (the MCP SDK client, grpcio, an OpenSSL client), in the
+/// `.ci/venv` that `.ci/deps` makes.
+pub fn venv_python() -> PathBuf {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/venv/bin/python");
+    assert!(
+        python.exists(),
+        "the tests' Python environment is missing: run `bash .ci/deps` (it makes .ci/venv with the MCP SDK and grpcio)"
+    );
+    python
+}
+
 /// A free loopback port for the gateway to listen on. It is drawn below the kernel's
 /// ephemeral range, so that the stand-ins of concurrent tests (which bind port 0) and
 /// outgoing connections cannot take it between this check and the gateway's bind, and

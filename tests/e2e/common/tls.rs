@@ -1,115 +1,31 @@
-//! TLS: a throwaway CA and a relay that terminates TLS in front of a plain server, for the
-//! certificate checks.
+//! TLS: a relay that terminates TLS in front of a plain server, with a certificate of the
+//! tests' PKI (`tollgate_standins::pki`), for the certificate checks.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
+use tollgate_standins::pki::Leaf;
+pub use tollgate_standins::pki::Pki;
 
 use super::raw::serve_raw;
 use super::Gateway;
 
-/// A CA certificate and a server certificate it signed for `127.0.0.1` and `localhost`.
-pub struct TestPki {
-    /// Holds the files until the PKI is dropped.
-    _dir: tempfile::TempDir,
-    pub ca_cert: PathBuf,
-    pub server_cert: PathBuf,
-    pub server_key: PathBuf,
-}
-
-/// Makes a CA and a server certificate with the `openssl` command; `None` when there is
-/// no `openssl`.
-pub fn test_pki() -> Option<TestPki> {
-    let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name);
-    let openssl = |args: &[&str]| -> Option<()> {
-        let output = Command::new("openssl")
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .ok()?;
-        assert!(
-            output.status.success(),
-            "openssl {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Some(())
-    };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-    openssl(
-        &[
-            &[
-                "req",
-                "-x509",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=tollgate test CA",
-            ][..],
-            &ec[..],
-            &["-keyout", "ca.key", "-out", "ca.pem"][..],
-        ]
-        .concat(),
-    )?;
-    openssl(
-        &[
-            &["req", "-nodes", "-subj", "/CN=127.0.0.1"][..],
-            &ec[..],
-            &["-keyout", "server.key", "-out", "server.csr"][..],
-        ]
-        .concat(),
-    )?;
-    std::fs::write(
-        path("server.ext"),
-        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-        "-out",
-        "server.pem",
-    ])?;
-    Some(TestPki {
-        ca_cert: path("ca.pem"),
-        server_cert: path("server.pem"),
-        server_key: path("server.key"),
-        _dir: dir,
-    })
-}
-
-/// Terminates TLS with the test server certificate and relays the plain bytes to `target`.
+/// Terminates TLS with a server certificate (for 127.0.0.1) and relays the plain bytes to
+/// `target`.
 pub struct TlsRelay {
     addr: SocketAddr,
     task: JoinHandle<()>,
 }
 
 impl TlsRelay {
-    pub async fn start(pki: &TestPki, target: SocketAddr) -> TlsRelay {
+    pub async fn start(server: &Leaf, target: SocketAddr) -> TlsRelay {
         use rustls_pki_types::pem::PemObject;
         use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&pki.server_cert)
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let key = PrivateKeyDer::from_pem_file(&pki.server_key).unwrap();
+        let certs = vec![CertificateDer::from(server.der.clone())];
+        let key = PrivateKeyDer::from_pem_slice(server.key_pem.as_bytes()).unwrap();
         let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
             tokio_rustls::rustls::crypto::ring::default_provider(),
         ))

@@ -1,8 +1,9 @@
-//! Support for the `listeners` tests: certificates made at test time (rcgen), a Secret
-//! mount laid out as Kubernetes does it (files behind a `..data` symlink that a rotation
-//! swaps), TLS, HTTP/1.1 and HTTP/2 clients, and the real peers in this directory run by
-//! Python: a gRPC server and client (grpcio, `grpc_peer.py`) and a TLS client pinned to
-//! one protocol version (OpenSSL, `tls_version.py`). `.ci/deps` installs grpcio.
+//! Support for the `listeners` tests: certificates made at test time (the stand-ins'
+//! PKI), a Secret mount laid out as Kubernetes does it (files behind a `..data` symlink
+//! that a rotation swaps), TLS, HTTP/1.1 and HTTP/2 clients, and the real peers in this
+//! directory run by Python: a gRPC server and client (grpcio, `grpc_peer.py`) and a TLS
+//! client pinned to one protocol version (OpenSSL, `tls_version.py`). `.ci/deps` installs
+//! grpcio.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,9 +11,6 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, SanType,
-};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -21,102 +19,18 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
+use crate::common::venv_python;
+
 /// The directory of the Python peers.
 fn support_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/listeners")
 }
 
 // ---------------------------------------------------------------------------------------
-// Certificates.
+// Certificates: the tests' PKI ([`Pki`]), and what a test reads back from them.
 // ---------------------------------------------------------------------------------------
 
-/// A CA that signs server and client certificates.
-pub struct Pki {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-    dir: tempfile::TempDir,
-}
-
-/// A certificate and its key, PEM, and the certificate's DER.
-#[derive(Clone)]
-pub struct Leaf {
-    pub cert_pem: String,
-    pub key_pem: String,
-    pub der: Vec<u8>,
-}
-
-impl Pki {
-    pub fn new(name: &str) -> Pki {
-        let key = KeyPair::generate().expect("CA key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, name);
-        let cert = params.self_signed(&key).expect("CA certificate");
-        Pki {
-            cert,
-            key,
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    pub fn ca_pem(&self) -> String {
-        self.cert.pem()
-    }
-
-    /// The CA certificate in a PEM file.
-    pub fn ca_file(&self) -> PathBuf {
-        let path = self.dir.path().join("ca.crt");
-        std::fs::write(&path, self.ca_pem()).expect("write CA");
-        path
-    }
-
-    /// A server certificate for `localhost` and 127.0.0.1, with `common_name` to tell
-    /// certificates apart, valid until `not_after_year`.
-    pub fn server(&self, common_name: &str, not_after_year: i32) -> Leaf {
-        self.leaf(
-            common_name,
-            vec![
-                SanType::DnsName("localhost".try_into().expect("DNS name")),
-                SanType::IpAddress([127, 0, 0, 1].into()),
-            ],
-            not_after_year,
-        )
-    }
-
-    /// A client certificate.
-    pub fn client(&self, common_name: &str, sans: Vec<SanType>) -> Leaf {
-        self.leaf(common_name, sans, 2040)
-    }
-
-    fn leaf(&self, common_name: &str, sans: Vec<SanType>, not_after_year: i32) -> Leaf {
-        let key = KeyPair::generate().expect("leaf key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("leaf params");
-        params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, "Example");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        params.subject_alt_names = sans;
-        params.not_before = rcgen::date_time_ymd(2024, 1, 1);
-        params.not_after = rcgen::date_time_ymd(not_after_year, 1, 1);
-        let cert = params
-            .signed_by(&key, &self.cert, &self.key)
-            .expect("leaf certificate");
-        Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            der: cert.der().to_vec(),
-        }
-    }
-}
-
-/// Unix time of 1 January of `year`, as certificates made here carry it in `notAfter`.
-pub fn new_year(year: i32) -> i64 {
-    rcgen::date_time_ymd(year, 1, 1).unix_timestamp()
-}
+pub use tollgate_standins::pki::{new_year, Leaf, Pki, SanType};
 
 /// The common name of a certificate.
 pub fn common_name(der: &[u8]) -> String {
@@ -331,14 +245,9 @@ pub fn https_client(ca_pem: &str) -> reqwest::Client {
 // The Python peers.
 // ---------------------------------------------------------------------------------------
 
-/// The tests' Python environment, which `.ci/deps` makes in `.ci/venv` with grpcio.
+/// A command of the tests' Python ([`venv_python`]), killed when dropped.
 fn python() -> tokio::process::Command {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/venv/bin/python");
-    assert!(
-        python.exists(),
-        "the tests' Python environment is missing: run `bash .ci/deps` (it makes .ci/venv with grpcio)"
-    );
-    let mut command = tokio::process::Command::new(python);
+    let mut command = tokio::process::Command::new(venv_python());
     command
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdin(Stdio::null())
