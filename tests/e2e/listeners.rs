@@ -11,13 +11,17 @@
 mod support;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tokio_tungstenite::tungstenite::handshake::{self, server::Callback};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::ClientConfig;
+use tokio_tungstenite::tungstenite::handshake::{self, client, server::Callback};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::common::*;
 use support::*;
@@ -41,11 +45,6 @@ fn idp_provider(idp: &OAuth2StandIn) -> String {
     oauth2("idp", &idp.token_url(), "grant: client_credentials")
 }
 
-/// A provider with a fixed key: no network, never unavailable.
-fn static_provider(name: &str) -> String {
-    format!("  {name}:\n    type: static\n    value: static-key-0123456789\n")
-}
-
 /// A config whose `listen` holds the harness's plain `{listen}` and `extra` entries
 /// (YAML list items, each starting with `    - `).
 fn config_with_listeners(extra: &str, providers: &[String], routes: &[String]) -> String {
@@ -56,25 +55,52 @@ fn config_with_listeners(extra: &str, providers: &[String], routes: &[String]) -
     )
 }
 
-/// A TLS listener entry on `port` serving `cert`/`key` (files), with a client CA and
-/// HTTP/2 when given.
-fn tls_listener(
-    port: u16,
-    cert: &std::path::Path,
-    key: &std::path::Path,
-    client_ca: Option<&std::path::Path>,
-    http2: bool,
-) -> String {
+/// A TLS listener entry on `port` serving the certificate and key of `mount` (`tls.crt`,
+/// `tls.key`), with a client CA and HTTP/2 when given.
+fn tls_listener(port: u16, mount: &SecretMount, client_ca: Option<&Path>, http2: bool) -> String {
     let ca = client_ca.map_or(String::new(), |ca| {
         format!(", client_ca_file: \"{}\"", ca.display())
     });
     format!(
         "    - address: \"127.0.0.1:{port}\"\n      tls: {{ cert_file: \"{}\", key_file: \"{}\"{ca} }}\n      http2: {http2}\n",
-        cert.display(),
-        key.display()
+        mount.path("tls.crt").display(),
+        mount.path("tls.key").display()
     )
 }
 
+/// A gateway whose listeners are the plain one and a TLS one on `port` serving `mount`
+/// (HTTP/2 when `http2`), with the route `/` to `echo` and a static key: for the tests of
+/// the TLS layer alone.
+async fn keyed_tls_gateway(
+    port: u16,
+    mount: &SecretMount,
+    echo: &EchoUpstream,
+    http2: bool,
+) -> Gateway {
+    let yaml = config_with_listeners(
+        &tls_listener(port, mount, None, http2),
+        &[static_provider("key")],
+        &[route("api", "/", &echo.url(), "key", "strip_prefix: false")],
+    );
+    Gateway::start(&yaml).await
+}
+
+/// The identity provider, the echo upstream and a CA: what most listener tests start with.
+async fn idp_echo_pki() -> (OAuth2StandIn, EchoUpstream, Pki) {
+    let echo = EchoUpstream::start().await.expect("echo upstream");
+    (idp().await, echo, Pki::new("CA"))
+}
+
+/// `GET path` over a new TLS connection made with `config`: the answer, or why the
+/// handshake or the request failed.
+async fn get_over_tls(
+    port: u16,
+    config: Arc<ClientConfig>,
+    path: &str,
+) -> std::io::Result<(u16, String)> {
+    let mut stream = tls_connect(addr(port), config).await?;
+    http1_get(&mut stream, path).await
+}
 /// The certificate and key of `leaf` as files in a fresh Secret mount.
 fn mounted(leaf: &Leaf) -> SecretMount {
     SecretMount::new(&[("tls.crt", &leaf.cert_pem), ("tls.key", &leaf.key_pem)])
@@ -103,21 +129,11 @@ async fn metric_reaches(gateway: &Gateway, query: &str, at_least: f64) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn https_carries_the_injected_credential_to_the_upstream() {
-    let (idp, echo, pki) = (
-        idp().await,
-        EchoUpstream::start().await.unwrap(),
-        Pki::new("CA"),
-    );
+    let (idp, echo, pki) = idp_echo_pki().await;
     let mount = mounted(&pki.server("gateway", 2035));
     let port = free_port();
     let yaml = config_with_listeners(
-        &tls_listener(
-            port,
-            &mount.path("tls.crt"),
-            &mount.path("tls.key"),
-            None,
-            false,
-        ),
+        &tls_listener(port, &mount, None, false),
         &[idp_provider(&idp)],
         &[route("reports", "/reports/", &echo.url(), "idp", "")],
     );
@@ -158,18 +174,7 @@ async fn tls_below_1_2_is_refused() {
     let (echo, pki) = (EchoUpstream::start().await.unwrap(), Pki::new("CA"));
     let mount = mounted(&pki.server("gateway", 2035));
     let port = free_port();
-    let yaml = config_with_listeners(
-        &tls_listener(
-            port,
-            &mount.path("tls.crt"),
-            &mount.path("tls.key"),
-            None,
-            true,
-        ),
-        &[static_provider("key")],
-        &[route("api", "/", &echo.url(), "key", "strip_prefix: false")],
-    );
-    let gateway = Gateway::start(&yaml).await;
+    let gateway = keyed_tls_gateway(port, &mount, &echo, true).await;
     let ca = pki.ca_file();
 
     // The same OpenSSL client, pinned to one version each time: only the version differs.
@@ -193,29 +198,13 @@ async fn tls_below_1_2_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn http2_is_negotiated_by_alpn_and_spoken_as_h2c_on_a_plain_listener() {
-    let (idp, echo, pki) = (
-        idp().await,
-        EchoUpstream::start().await.unwrap(),
-        Pki::new("CA"),
-    );
+    let (idp, echo, pki) = idp_echo_pki().await;
     let mount = mounted(&pki.server("gateway", 2035));
     let (h2_port, h1_port, h2c_port) = (free_port(), free_port(), free_port());
     let listeners = format!(
         "{}{}    - {{ address: \"127.0.0.1:{h2c_port}\", http2: true }}\n",
-        tls_listener(
-            h2_port,
-            &mount.path("tls.crt"),
-            &mount.path("tls.key"),
-            None,
-            true
-        ),
-        tls_listener(
-            h1_port,
-            &mount.path("tls.crt"),
-            &mount.path("tls.key"),
-            None,
-            false
-        ),
+        tls_listener(h2_port, &mount, None, true),
+        tls_listener(h1_port, &mount, None, false),
     );
     let yaml = config_with_listeners(
         &listeners,
@@ -263,23 +252,13 @@ async fn http2_is_negotiated_by_alpn_and_spoken_as_h2c_on_a_plain_listener() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mtls_requires_a_client_certificate_and_names_the_caller() {
-    let (idp, echo, pki) = (
-        idp().await,
-        EchoUpstream::start().await.unwrap(),
-        Pki::new("CA"),
-    );
+    let (idp, echo, pki) = idp_echo_pki().await;
     let mount = mounted(&pki.server("gateway", 2035));
     let client_ca = pki.ca_file();
     let port = free_port();
     let inbound = "inbound:\n  client_cert: {}\n  identity_headers: { X-Client-Subject: client_cert.subject, X-Client-Sans: client_cert.sans }";
     let yaml = config_with_listeners(
-        &tls_listener(
-            port,
-            &mount.path("tls.crt"),
-            &mount.path("tls.key"),
-            Some(&client_ca),
-            false,
-        ),
+        &tls_listener(port, &mount, Some(&client_ca), false),
         &[idp_provider(&idp)],
         &[route("internal", "/internal/", &echo.url(), "idp", inbound)],
     );
@@ -323,11 +302,7 @@ async fn mtls_requires_a_client_certificate_and_names_the_caller() {
 
     // No certificate: the handshake is refused (TLS 1.3 tells the client on its first
     // read), counted, and nothing reaches the upstream.
-    let config = tls_config(&pki.ca_pem(), None, &[]);
-    let refused = match tls_connect(addr(port), config).await {
-        Err(error) => Err(error),
-        Ok(mut stream) => http1_get(&mut stream, "/internal/x").await,
-    };
+    let refused = get_over_tls(port, tls_config(&pki.ca_pem(), None, &[]), "/internal/x").await;
     assert!(
         refused.is_err(),
         "without a client certificate: {refused:?}"
@@ -342,10 +317,7 @@ async fn mtls_requires_a_client_certificate_and_names_the_caller() {
     // A certificate from another CA: refused too.
     let stranger = Pki::new("Other CA").client("stranger", vec![]);
     let config = tls_config(&pki.ca_pem(), Some(&stranger), &[]);
-    let refused = match tls_connect(addr(port), config).await {
-        Err(error) => Err(error),
-        Ok(mut stream) => http1_get(&mut stream, "/internal/x").await,
-    };
+    let refused = get_over_tls(port, config, "/internal/x").await;
     assert!(refused.is_err(), "with a foreign certificate: {refused:?}");
     metric_reaches(
         &gateway,
@@ -369,18 +341,7 @@ async fn rotated_certificate_files_serve_new_handshakes_while_open_connections_l
     let first = pki.server("first", 2031);
     let mut mount = mounted(&first);
     let port = free_port();
-    let yaml = config_with_listeners(
-        &tls_listener(
-            port,
-            &mount.path("tls.crt"),
-            &mount.path("tls.key"),
-            None,
-            false,
-        ),
-        &[static_provider("key")],
-        &[route("api", "/", &echo.url(), "key", "strip_prefix: false")],
-    );
-    let gateway = Gateway::start(&yaml).await;
+    let gateway = keyed_tls_gateway(port, &mount, &echo, false).await;
     let listener = format!("listener=\"127.0.0.1:{port}\"");
     let expiry = format!("tollgate_tls_certificate_expiry_timestamp_seconds{{{listener}}}");
     let config = tls_config(&pki.ca_pem(), None, &[]);
@@ -468,7 +429,7 @@ async fn a_grpc_call_goes_through_with_the_credential_in_its_metadata() {
     let ca = pki.ca_file();
     let port = free_port();
     let yaml = config_with_listeners(
-        &tls_listener(port, &mount.path("tls.crt"), &mount.path("tls.key"), None, true),
+        &tls_listener(port, &mount, None, true),
         &[idp_provider(&idp)],
         &[
             format!(
@@ -487,12 +448,7 @@ async fn a_grpc_call_goes_through_with_the_credential_in_its_metadata() {
     let ca_text = ca.to_str().unwrap();
     let target = format!("127.0.0.1:{port}");
 
-    let call = grpc_call(
-        &target,
-        "/echo.v1.Echo/Unary",
-        &["--ca", ca_text, "--name", "localhost"],
-    )
-    .await;
+    let call = grpc_tls_call(&target, "/echo.v1.Echo/Unary", ca_text, &[]).await;
     assert_eq!(call["code"], "OK", "{call}");
     let reply: Value = serde_json::from_str(call["reply"].as_str().unwrap()).unwrap();
     let authorization = reply["metadata"]["authorization"]
@@ -503,35 +459,20 @@ async fn a_grpc_call_goes_through_with_the_credential_in_its_metadata() {
     assert_eq!(call["trailing"]["x-echo-trailer"], "kept", "{call}");
 
     // The upstream's own status and trailers pass through.
-    let call = grpc_call(
-        &target,
-        "/echo.v1.Echo/Fail",
-        &["--ca", ca_text, "--name", "localhost"],
-    )
-    .await;
+    let call = grpc_tls_call(&target, "/echo.v1.Echo/Fail", ca_text, &[]).await;
     assert_eq!(call["code"], "NOT_FOUND", "{call}");
     assert_eq!(call["details"], "the upstream has no such thing");
     assert_eq!(call["trailing"]["x-echo-trailer"], "kept", "{call}");
 
     // Caller metadata travels as it came.
-    let call = grpc_call(
-        &target,
-        "/echo.v1.Echo/Unary",
-        &[
-            "--ca",
-            ca_text,
-            "--name",
-            "localhost",
-            "--metadata",
-            "x-caller=1",
-        ],
-    )
-    .await;
+    let metadata = ["--metadata", "x-caller=1"];
+    let call = grpc_tls_call(&target, "/echo.v1.Echo/Unary", ca_text, &metadata).await;
     assert_eq!(call["code"], "OK", "{call}");
     let reply: Value = serde_json::from_str(call["reply"].as_str().unwrap()).unwrap();
     assert_eq!(reply["metadata"]["x-caller"], "1", "{reply}");
     // HTTP/2 over TLS to the upstream (ALPN h2), on the route the :authority chose.
-    let call = grpc_call_with_authority(&target, ca_text, "secure.example").await;
+    let authority = ["--authority", "secure.example"];
+    let call = grpc_tls_call(&target, "/echo.v1.Echo/Unary", ca_text, &authority).await;
     assert_eq!(call["code"], "OK", "{call}");
     let reply: Value = serde_json::from_str(call["reply"].as_str().unwrap()).unwrap();
     assert!(reply["metadata"]["authorization"]
@@ -539,14 +480,12 @@ async fn a_grpc_call_goes_through_with_the_credential_in_its_metadata() {
         .is_some_and(|value| value.starts_with("Bearer ")));
 }
 
-/// A call whose :authority is `authority`, over a TLS channel to `target`.
-async fn grpc_call_with_authority(target: &str, ca: &str, authority: &str) -> Value {
-    grpc_call(
-        target,
-        "/echo.v1.Echo/Unary",
-        &["--ca", ca, "--name", "localhost", "--authority", authority],
-    )
-    .await
+/// A call of `method` over a TLS channel to `target` (the name `localhost`, trusting the
+/// CA file `ca`), with more `args`.
+async fn grpc_tls_call(target: &str, method: &str, ca: &str, args: &[&str]) -> Value {
+    let mut all = vec!["--ca", ca, "--name", "localhost"];
+    all.extend_from_slice(args);
+    grpc_call(target, method, &all).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -665,32 +604,47 @@ async fn websocket_echo() -> (SocketAddr, Arc<Mutex<Vec<http::HeaderMap>>>) {
     (address, upgrades)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_websocket_echo_carries_the_credential_on_the_upgrade() {
-    let idp = idp().await;
-    let (upstream, upgrades) = websocket_echo().await;
+type WebSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A ready gateway with the route `/ws/` to the WebSocket server at `upstream`, with
+/// `timeouts`, and a WebSocket opened through it on `/ws/{path}` (with the upgrade's answer).
+async fn websocket_through(
+    idp: &OAuth2StandIn,
+    upstream: SocketAddr,
+    timeouts: &str,
+    path: &str,
+) -> (Gateway, WebSocket, client::Response) {
     let yaml = config_with_listeners(
         "",
-        &[idp_provider(&idp)],
+        &[idp_provider(idp)],
         &[route(
             "ws",
             "/ws/",
             &format!("http://{upstream}"),
             "idp",
-            "timeouts: { read: 1s, upgraded_idle: 10s }",
+            &format!("timeouts: {timeouts}"),
         )],
     );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
+    let gateway = Gateway::start_ready(&yaml).await;
+    let url = format!("ws://{}/ws/{path}", gateway.proxy_addr());
+    let (socket, response) = tokio_tungstenite::connect_async(url).await.unwrap();
+    (gateway, socket, response)
+}
 
-    let url = format!("ws://{}/ws/chat", gateway.proxy_addr());
-    let (mut socket, response) = tokio_tungstenite::connect_async(url).await.unwrap();
+/// Sends `text` and expects it back.
+async fn assert_echoed(socket: &mut WebSocket, text: &str) {
+    socket.send(Message::text(text)).await.unwrap();
+    assert_eq!(socket.next().await.unwrap().unwrap(), Message::text(text));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_websocket_echo_carries_the_credential_on_the_upgrade() {
+    let idp = idp().await;
+    let (upstream, upgrades) = websocket_echo().await;
+    let timeouts = "{ read: 1s, upgraded_idle: 10s }";
+    let (gateway, mut socket, response) = websocket_through(&idp, upstream, timeouts, "chat").await;
     assert_eq!(response.status(), 101);
-    socket.send(Message::text("hello")).await.unwrap();
-    assert_eq!(
-        socket.next().await.unwrap().unwrap(),
-        Message::text("hello")
-    );
+    assert_echoed(&mut socket, "hello").await;
     {
         let upgrades = upgrades.lock().unwrap();
         assert_eq!(upgrades.len(), 1);
@@ -715,11 +669,7 @@ async fn a_websocket_echo_carries_the_credential_on_the_upgrade() {
 
     // Quiet for longer than the route's read timeout: the upgraded connection lives on.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    socket.send(Message::text("again")).await.unwrap();
-    assert_eq!(
-        socket.next().await.unwrap().unwrap(),
-        Message::text("again")
-    );
+    assert_echoed(&mut socket, "again").await;
 
     socket.close(None).await.unwrap();
     let closed = eventually(WAIT, || async {
@@ -736,26 +686,9 @@ async fn a_websocket_echo_carries_the_credential_on_the_upgrade() {
 async fn an_idle_websocket_is_closed_after_upgraded_idle() {
     let idp = idp().await;
     let (upstream, _) = websocket_echo().await;
-    let yaml = config_with_listeners(
-        "",
-        &[idp_provider(&idp)],
-        &[route(
-            "ws",
-            "/ws/",
-            &format!("http://{upstream}"),
-            "idp",
-            "timeouts: { upgraded_idle: 1s }",
-        )],
-    );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
-    let url = format!("ws://{}/ws/chat", gateway.proxy_addr());
-    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    socket.send(Message::text("hello")).await.unwrap();
-    assert_eq!(
-        socket.next().await.unwrap().unwrap(),
-        Message::text("hello")
-    );
+    let (_gateway, mut socket, _) =
+        websocket_through(&idp, upstream, "{ upgraded_idle: 1s }", "chat").await;
+    assert_echoed(&mut socket, "hello").await;
     let quiet = Instant::now();
     // The next thing the client sees is the end of the connection.
     let end = tokio::time::timeout(WAIT, async {
@@ -787,17 +720,14 @@ async fn tollgate_check_names_the_listener_keys_it_cannot_use() {
     let mount = SecretMount::new(&[("tls.crt", &cert.cert_pem), ("tls.key", &other.key_pem)]);
     let yaml = format!(
         "server:\n  listen:\n    - \"{{listen}}\"\n{}    - {{ address: \"127.0.0.1:1\", tls: {{ cert_file: /nonexistent/tls.crt, key_file: /nonexistent/tls.key }} }}\n  admin: \"{{admin}}\"\nproviders: {{}}\nroutes:\n  - {{ name: api, match: {{ path_prefix: / }}, upstream: {{ url: \"http://127.0.0.1:9\" }} }}\n",
-        tls_listener(2, &mount.path("tls.crt"), &mount.path("tls.key"), None, true)
+        tls_listener(2, &mount, None, true)
     );
-    let (code, _, stderr) = run_check(&yaml);
-    assert_eq!(code, Some(1), "{stderr}");
-    assert!(
-        stderr.contains("server.listen[1].tls: the private key in"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("server.listen[2].tls.cert_file: cannot read /nonexistent/tls.crt"),
-        "{stderr}"
+    check_refuses(
+        &yaml,
+        &[
+            "server.listen[1].tls: the private key in",
+            "server.listen[2].tls.cert_file: cannot read /nonexistent/tls.crt",
+        ],
     );
 }
 
@@ -819,21 +749,8 @@ async fn a_websocket_where_only_the_server_talks_is_not_idle() {
             });
         }
     });
-    let yaml = config_with_listeners(
-        "",
-        &[idp_provider(&idp)],
-        &[route(
-            "ws",
-            "/ws/",
-            &format!("http://{upstream}"),
-            "idp",
-            "timeouts: { upgraded_idle: 1s }",
-        )],
-    );
-    let gateway = Gateway::start(&yaml).await;
-    gateway.wait_ready().await;
-    let url = format!("ws://{}/ws/feed", gateway.proxy_addr());
-    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let (_gateway, mut socket, _) =
+        websocket_through(&idp, upstream, "{ upgraded_idle: 1s }", "feed").await;
     // The client stays silent for three times upgraded_idle; the pushes keep coming.
     let listening = Instant::now();
     let mut ticks = 0;
