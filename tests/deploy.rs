@@ -566,12 +566,7 @@ fn the_manifests_use_the_dockerfile_config_path_and_mount_it_from_a_configmap() 
                 mount["subPath"].is_null(),
                 "{mode}: mount the directory, not a subPath, so ConfigMap updates reach the pod"
             );
-            let volume = pod["volumes"]
-                .as_sequence()
-                .unwrap()
-                .iter()
-                .find(|v| v["name"] == mount["name"])
-                .unwrap();
+            let volume = volume_of(pod, mount);
             let configmap = named(
                 &objects,
                 "ConfigMap",
@@ -693,17 +688,22 @@ fn env_references(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The pod's volume that `mount` (a container's volume mount) names.
+fn volume_of<'a>(pod: &'a Value, mount: &Value) -> &'a Value {
+    pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap_or_else(|| panic!("no volume {:?} in the pod", mount["name"]))
+}
+
 /// The Secret volumes mounted into the container: (mount path, Secret name). Mounted
 /// whole, never by subPath, or a renewed certificate would not reach the pod.
 fn secret_mounts(pod: &Value, container: &Value, mode: &str) -> Vec<(String, String)> {
     let mut mounts = Vec::new();
     for mount in container["volumeMounts"].as_sequence().unwrap() {
-        let volume = pod["volumes"]
-            .as_sequence()
-            .unwrap()
-            .iter()
-            .find(|v| v["name"] == mount["name"])
-            .unwrap();
+        let volume = volume_of(pod, mount);
         if let Some(secret) = volume["secret"]["secretName"].as_str() {
             assert!(
                 mount["subPath"].is_null(),

@@ -187,9 +187,7 @@ async fn admin_and_proxy_listeners_are_separate() {
     let (_idp, echo, yaml) = setup().await;
     let gateway = Gateway::start_ready(&yaml).await;
     // The admin paths are not served on the proxy listener.
-    let (status, _, body) = gateway.get_json("/metrics").await;
-    assert_eq!(status, 404, "{body}");
-    assert_error_body(&body, "no_route");
+    gateway.refused("/metrics", 404, "no_route").await;
     // And proxy routes are not on the admin listener.
     let reply = gateway.admin_get("/reports/x").await;
     assert_ne!(reply.status(), 200);

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::common::*;
 use tollgate_standins::bigid::{BigIdSettings, BigIdStandIn};
+use tollgate_standins::echo::EchoUpstream;
 use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
 
 // ----- static --------------------------------------------------------------------------
@@ -95,23 +96,27 @@ async fn static_value_and_basic_replace_the_client_copy() {
 
 // ----- http (declarative) --------------------------------------------------------------
 
-fn oauth2_basic_header() -> String {
-    format!("Basic {}", basic_pair("demo-client", "demo-secret"))
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn http_declared_bigid_password_login() {
+/// The BigID stand-in, the echo upstream, and a config whose `http` provider
+/// `bigid-declared` has the keys `keys` (where `{bigid}` is the stand-in's URL), on the
+/// route `/bigid/`.
+async fn declared_bigid(keys: &str) -> (BigIdStandIn, EchoUpstream, String) {
     let bigid: BigIdStandIn = start_standin(BigIdSettings::default()).await;
     let echo = start_echo().await;
-    let keys = format!(
-        "login:\n  method: POST\n  url: {}/api/v1/sessions\n  headers: {{ Accept: application/json }}\n  json: {{ username: bigid-admin, password: bigid-password }}\ntoken_pointer: /auth_token",
-        bigid.url()
-    );
+    let keys = keys.replace("{bigid}", &bigid.url());
     let yaml = single_route(
         provider("bigid-declared", "http", &keys),
         "/bigid/",
         &echo.url(),
     );
+    (bigid, echo, yaml)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http_declared_bigid_password_login() {
+    let (bigid, _echo, yaml) = declared_bigid(
+        "login:\n  method: POST\n  url: {bigid}/api/v1/sessions\n  headers: { Accept: application/json }\n  json: { username: bigid-admin, password: bigid-password }\ntoken_pointer: /auth_token",
+    )
+    .await;
     assert!(!yaml.contains("type: bigid\n"), "no bigid provider");
     let gateway = Gateway::start_ready(&yaml).await;
     let token = gateway.bearer_upstream("/bigid/x").await;
@@ -209,17 +214,10 @@ async fn http_refresh_request_uses_the_refresh_value() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn http_wrong_token_pointer_names_the_pointer() {
-    let bigid: BigIdStandIn = start_standin(BigIdSettings::default()).await;
-    let echo = start_echo().await;
-    let keys = format!(
-        "login:\n  url: {}/api/v1/sessions\n  json: {{ username: bigid-admin, password: bigid-password }}\ntoken_pointer: /data/session_token",
-        bigid.url()
-    );
-    let yaml = single_route(
-        provider("bigid-declared", "http", &keys),
-        "/bigid/",
-        &echo.url(),
-    );
+    let (bigid, echo, yaml) = declared_bigid(
+        "login:\n  url: {bigid}/api/v1/sessions\n  json: { username: bigid-admin, password: bigid-password }\ntoken_pointer: /data/session_token",
+    )
+    .await;
     let gateway = Gateway::start(&yaml).await;
     let status = gateway.wait_failed("bigid-declared").await;
     assert!(

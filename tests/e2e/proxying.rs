@@ -152,10 +152,8 @@ async fn post_body_and_method_are_forwarded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_route_is_404_json() {
     let (_idp, echo, gateway) = simple_gateway().await;
-    let (status, headers, body) = gateway.get_json("/nowhere/else").await;
-    assert_eq!(status, 404, "{body}");
-    assert_error_body(&body, "no_route");
-    assert_json_content_type(&headers);
+    let reply = gateway.refused("/nowhere/else", 404, "no_route").await;
+    assert_json_content_type(&reply.headers);
     assert_eq!(echo.request_count(), 0);
 }
 
@@ -275,11 +273,11 @@ async fn round_robin_over_upstreams() {
 async fn unreachable_upstream_is_502_json() {
     let idp = start_oauth2(OAuth2Settings::default()).await;
     let gateway = Gateway::start_ready(&simple_config(&idp, &closed_port_url())).await;
-    let (status, headers, body) = gateway.get_json("/reports/x").await;
-    assert_eq!(status, 502, "{body}");
-    assert_error_body(&body, "upstream_unreachable");
-    assert_eq!(body["route"], "reports");
-    assert_json_content_type(&headers);
+    let reply = gateway
+        .refused("/reports/x", 502, "upstream_unreachable")
+        .await;
+    assert_eq!(reply.body["route"], "reports");
+    assert_json_content_type(&reply.headers);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -97,6 +97,11 @@ pub fn oauth2(name: &str, token_url: &str, extra: &str) -> String {
     provider(name, "oauth2", &keys)
 }
 
+/// The `Authorization` value of the OAuth2 stand-in's default client in Basic form.
+pub fn oauth2_basic_header() -> String {
+    format!("Basic {}", super::basic_pair("demo-client", "demo-secret"))
+}
+
 /// A bigid provider block logging in with a user token.
 pub fn bigid_user_token(name: &str, base_url: &str, user_token: &str, extra: &str) -> String {
     provider(

@@ -433,6 +433,14 @@ impl Gateway {
         value.to_owned()
     }
 
+    /// `GET path` must be answered `status` with the gateway's own error body `error`.
+    pub async fn refused(&self, path: &str, status: u16, error: &str) -> Reply {
+        let reply = self.get_with(path, &[]).await;
+        assert_eq!(reply.status, status, "GET {path}: {}", reply.text);
+        assert_error_body(&reply.body, error);
+        reply
+    }
+
     /// The token of the `Authorization: Bearer <token>` the upstream received on `GET path`
     /// (which must answer 200 from the echo upstream).
     pub async fn bearer_upstream(&self, path: &str) -> String {
