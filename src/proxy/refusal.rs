@@ -281,13 +281,7 @@ async fn write_grpc(
     header.insert_header("grpc-status", body.error.grpc_status().to_string())?;
     let message = format!("{}: {}", body.error.as_str(), body.detail);
     header.insert_header("grpc-message", grpc_message(&message))?;
-    header.insert_header(X_REQUEST_ID, request_id.clone())?;
-    if let Some(seconds) = refusal.retry_after_seconds() {
-        header.insert_header(http::header::RETRY_AFTER, seconds.to_string())?;
-    }
-    if let Some(challenge) = refusal.www_authenticate() {
-        header.insert_header(http::header::WWW_AUTHENTICATE, challenge)?;
-    }
+    insert_refusal_headers(&mut header, refusal, request_id)?;
     if session.req_header().version != http::Version::HTTP_2 {
         // HTTP/1.1 has no trailers-only frame: an empty body keeps the framing clear.
         header.insert_header(http::header::CONTENT_LENGTH, "0")?;
@@ -301,6 +295,23 @@ async fn write_grpc(
         .response_duplex_vec(vec![HttpTask::Header(Box::new(header), true)])
         .await
         .map(|_| ())
+}
+
+/// What every refusal's answer carries: the request id, and `Retry-After` and
+/// `WWW-Authenticate` when the refusal has them.
+fn insert_refusal_headers(
+    header: &mut ResponseHeader,
+    refusal: &Refusal,
+    request_id: &http::HeaderValue,
+) -> pingora::Result<()> {
+    header.insert_header(X_REQUEST_ID, request_id.clone())?;
+    if let Some(seconds) = refusal.retry_after_seconds() {
+        header.insert_header(http::header::RETRY_AFTER, seconds.to_string())?;
+    }
+    if let Some(challenge) = refusal.www_authenticate() {
+        header.insert_header(http::header::WWW_AUTHENTICATE, challenge)?;
+    }
+    Ok(())
 }
 
 /// `grpc-message` is percent-encoded: every byte outside printable ASCII, and `%`.
@@ -328,13 +339,7 @@ async fn write(
     header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     header.insert_header(http::header::CONTENT_LENGTH, json.len().to_string())?;
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    header.insert_header(X_REQUEST_ID, request_id.clone())?;
-    if let Some(seconds) = refusal.retry_after_seconds() {
-        header.insert_header(http::header::RETRY_AFTER, seconds.to_string())?;
-    }
-    if let Some(challenge) = refusal.www_authenticate() {
-        header.insert_header(http::header::WWW_AUTHENTICATE, challenge)?;
-    }
+    insert_refusal_headers(&mut header, refusal, request_id)?;
     if !reuse {
         session.set_keepalive(None);
     }
