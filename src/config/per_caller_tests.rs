@@ -27,6 +27,14 @@ const STS: &str = r#"  sts:
     client_id: gateway
     client_secret: s3cret"#;
 
+/// A `bagid` provider `sts` with the federated flow and `federated_token: token`, caching
+/// at most 7 callers.
+fn bagid_federated(token: &str) -> String {
+    format!(
+        "  sts:\n    type: bagid\n    flow: federated\n    base_url: https://api.bagid.example\n    app_key: key\n    federated_token: {token}\n    per_caller: {{ max_entries: 7 }}"
+    )
+}
+
 fn errors_of(text: &str) -> Vec<String> {
     match parse(text) {
         Ok(_) => panic!("config unexpectedly valid:\n{text}"),
@@ -131,14 +139,8 @@ fn token_exchange_errors_name_their_keys() {
 
 #[test]
 fn bagid_federated_from_caller_is_per_caller() {
-    let providers = r#"  sts:
-    type: bagid
-    flow: federated
-    base_url: https://api.bagid.example
-    app_key: key
-    federated_token: from_caller
-    per_caller: { max_entries: 7 }"#;
-    let config = parse(&config(providers, &format!("    {JWT_CHECK}"))).unwrap();
+    let providers = bagid_federated("from_caller");
+    let config = parse(&config(&providers, &format!("    {JWT_CHECK}"))).unwrap();
     let spec = &config.providers[0];
     assert!(spec.settings.is_per_caller());
     assert_eq!(spec.per_caller.unwrap().max_entries, 7);
@@ -156,14 +158,7 @@ fn bagid_federated_from_caller_is_per_caller() {
 
 #[test]
 fn per_caller_is_refused_on_a_provider_with_a_token_of_its_own() {
-    let providers = r#"  sts:
-    type: bagid
-    flow: federated
-    base_url: https://api.bagid.example
-    app_key: key
-    federated_token: a-fixed-host-token
-    per_caller: { max_entries: 7 }"#;
-    let errors = errors_of(&config(providers, ""));
+    let errors = errors_of(&config(&bagid_federated("a-fixed-host-token"), ""));
     has(
         &errors,
         "providers.sts.per_caller: only a provider that mints a token per caller takes it",
