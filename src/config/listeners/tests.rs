@@ -1,3 +1,4 @@
+use crate::config::tests::{assert_reported, errors_of};
 use crate::config::{parse, Listener};
 use tollgate_standins::pki::Pki;
 
@@ -7,19 +8,8 @@ fn listen(entries: &str) -> String {
     format!("server:\n  listen:\n{entries}{REST}")
 }
 
-fn errors_of(text: &str) -> Vec<String> {
-    match parse(text) {
-        Ok(_) => panic!("config unexpectedly valid"),
-        Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
-    }
-}
-
 fn assert_error(text: &str, expected: &str) {
-    let errors = errors_of(text);
-    assert!(
-        errors.iter().any(|e| e.starts_with(expected)),
-        "no error starting with `{expected}` in {errors:#?}"
-    );
+    assert_reported(&errors_of(text), expected);
 }
 
 #[test]
