@@ -269,6 +269,14 @@ fn manager(providers: &[(&ProviderSpec, &Arc<Fake>)]) -> Arc<TokenManager> {
     TokenManager::new(providers, Handle::current(), metrics, None)
 }
 
+/// A manager of `fakes`, each under its own name with the default refresh policy.
+fn manager_of(fakes: &[&Arc<Fake>]) -> Arc<TokenManager> {
+    let specs: Vec<ProviderSpec> = fakes.iter().map(|fake| spec(&fake.name)).collect();
+    let providers: Vec<(&ProviderSpec, &Arc<Fake>)> =
+        specs.iter().zip(fakes.iter().copied()).collect();
+    manager(&providers)
+}
+
 fn id(manager: &TokenManager, name: &str) -> ProviderId {
     manager.provider_id(name).expect("provider configured")
 }
@@ -896,12 +904,7 @@ async fn a_reload_keeps_unchanged_providers_and_rebuilds_the_others() {
         Fake::open("changed"),
         Fake::open("removed"),
     );
-    let old_specs = [spec("kept"), spec("changed"), spec("removed")];
-    let old = manager(&[
-        (&old_specs[0], &kept),
-        (&old_specs[1], &changed),
-        (&old_specs[2], &removed),
-    ]);
+    let old = manager_of(&[&kept, &changed, &removed]);
     let mut tokens = HashMap::new();
     for name in ["kept", "changed", "removed"] {
         let token = old.credential(id(&old, name)).await.unwrap();
@@ -962,10 +965,12 @@ async fn a_reload_keeps_unchanged_providers_and_rebuilds_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_whose_provider_cannot_be_built_changes_nothing() {
-    let fake = Fake::open("api");
-    let old_spec = spec("api");
-    let old = manager(&[(&old_spec, &fake)]);
-    let token = old.credential(id(&old, "api")).await.unwrap();
+    let One {
+        fake,
+        manager: old,
+        api,
+    } = One::new(Fake::open("api"));
+    let token = old.credential(api).await.unwrap();
 
     let error = old
         .successor(&[changed_spec("api")], |spec| {
@@ -979,15 +984,15 @@ async fn a_reload_whose_provider_cannot_be_built_changes_nothing() {
 
     assert_eq!(error.provider, "api");
     assert!(!slot(&old, "api").retired.load(Ordering::Acquire));
-    assert_eq!(old.credential(id(&old, "api")).await.unwrap().id, token.id);
+    assert_eq!(old.credential(api).await.unwrap().id, token.id);
     assert_eq!(fake.logins(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retiring_a_replaced_provider_stops_its_refresher() {
-    let fake = Fake::open("api");
-    let old_spec = spec("api");
-    let old = manager(&[(&old_spec, &fake)]);
+    let One {
+        fake, manager: old, ..
+    } = One::new(Fake::open("api"));
     started(&old, &fake, "api").await;
 
     let rebuilt = Fake::open("api");
@@ -1026,8 +1031,7 @@ async fn retiring_a_replaced_provider_stops_its_refresher() {
 async fn a_replaced_manager_is_freed_while_a_kept_provider_refreshes_on() {
     let kept = Fake::open("kept");
     let replaced = Fake::open("api");
-    let specs = [spec("kept"), spec("api")];
-    let old = manager(&[(&specs[0], &kept), (&specs[1], &replaced)]);
+    let old = manager_of(&[&kept, &replaced]);
     old.start_refreshers();
     until_cached(&old, "kept", "the kept provider's token", |_| true).await;
     until_cached(&old, "api", "the replaced provider's token", |_| true).await;
@@ -1098,8 +1102,7 @@ async fn an_accepted_token_ends_the_pause() {
 async fn end_sessions_ends_the_current_session_and_drops_its_token() {
     let ending = Fake::ending_sessions("ending");
     let plain = Fake::open("plain");
-    let specs = [spec("ending"), spec("plain")];
-    let manager = manager(&[(&specs[0], &ending), (&specs[1], &plain)]);
+    let manager = manager_of(&[&ending, &plain]);
     let token = manager.credential(id(&manager, "ending")).await.unwrap();
     let plain_token = manager.credential(id(&manager, "plain")).await.unwrap();
 
