@@ -309,6 +309,16 @@ async fn first_login(manager: &Arc<TokenManager>, api: ProviderId, fake: &Fake) 
     first
 }
 
+/// Rejects `token` as an upstream 401 would, then asks again: the next request's token.
+async fn reject_and_ask_again(
+    manager: &Arc<TokenManager>,
+    api: ProviderId,
+    token: &Token,
+) -> Arc<Token> {
+    manager.reject(api, token.id).await;
+    manager.credential(api).await.unwrap()
+}
+
 /// Starts the refreshers and waits for the token of their first login.
 async fn started(manager: &Arc<TokenManager>, fake: &Fake, name: &str) -> Arc<Token> {
     manager.start_refreshers();
@@ -513,8 +523,7 @@ async fn rejecting_the_current_token_purges_it_and_the_next_request_logs_in_once
 async fn rejecting_an_older_token_keeps_the_newer_one() {
     let One { fake, manager, api } = One::new(Fake::open("api"));
     let old = manager.credential(api).await.unwrap();
-    manager.reject(api, old.id).await;
-    let newer = manager.credential(api).await.unwrap();
+    let newer = reject_and_ask_again(&manager, api, &old).await;
     assert_eq!(fake.logins(), 2);
 
     // A late 401 for a request that was sent with the old token.
@@ -632,14 +641,12 @@ async fn a_held_refresh_token_is_used_and_replaced_by_the_one_the_refresh_return
     let One { fake, manager, api } = One::new(fake);
 
     let first = first_login(&manager, api, &fake).await;
-    manager.reject(api, first.id).await;
-    let second = manager.credential(api).await.unwrap();
+    let second = reject_and_ask_again(&manager, api, &first).await;
     assert_eq!(fake.next_call().await.call, Call::Refresh("r1".to_owned()));
     // The upstream took the second token for a while before it rejected it too (a second
     // revocation, not an upstream that refuses every token).
     manager.accepted(api);
-    manager.reject(api, second.id).await;
-    let third = manager.credential(api).await.unwrap();
+    let third = reject_and_ask_again(&manager, api, &second).await;
     assert_eq!(fake.next_call().await.call, Call::Refresh("r2".to_owned()));
 
     assert_eq!(
@@ -667,8 +674,7 @@ async fn an_expired_refresh_token_is_not_used() {
     let One { fake, manager, api } = One::new(fake);
     let first = first_login(&manager, api, &fake).await;
 
-    manager.reject(api, first.id).await;
-    manager.credential(api).await.unwrap();
+    reject_and_ask_again(&manager, api, &first).await;
 
     assert_eq!(fake.next_call().await.call, Call::Login);
     assert_eq!((fake.logins(), fake.refreshes()), (2, 0));
@@ -698,8 +704,7 @@ async fn a_refused_refresh_token_costs_exactly_one_login() {
 
     // The refused refresh token is gone: the next renewal logs in, it does not retry it.
     manager.accepted(api);
-    manager.reject(api, second.id).await;
-    manager.credential(api).await.unwrap();
+    reject_and_ask_again(&manager, api, &second).await;
     assert_eq!(fake.next_call().await.call, Call::Login);
     assert_eq!((fake.logins(), fake.refreshes()), (3, 1));
 }
@@ -1084,8 +1089,7 @@ async fn an_upstream_rejecting_every_token_costs_one_renewal_then_a_pause() {
 async fn an_accepted_token_ends_the_pause() {
     let One { fake, manager, api } = One::new(Fake::open("api"));
     let first = manager.credential(api).await.unwrap();
-    manager.reject(api, first.id).await;
-    let second = manager.credential(api).await.unwrap();
+    let second = reject_and_ask_again(&manager, api, &first).await;
     assert_eq!(manager.reject(api, second.id).await, Rejection::Paused);
     manager.accepted(api);
     assert_eq!(manager.status().await[0].rejection_pause_seconds, None);
