@@ -242,6 +242,15 @@ fn backoff(min_backoff: Duration, max_backoff: Duration) -> RefreshPolicy {
     }
 }
 
+/// The fake `api` whose first token comes with the refresh token `r1`, which it then
+/// refuses; the test scripts what follows.
+fn refusing_its_refresh_token() -> Arc<Fake> {
+    let fake = Fake::open("api");
+    fake.then(grant_with_refresh("first", HOUR, "r1"))
+        .then(refresh_refused());
+    fake
+}
+
 /// Backoffs longer than any test: a failure is the last call the test sees.
 fn long_backoff() -> RefreshPolicy {
     backoff(Duration::from_secs(60), Duration::from_secs(120))
@@ -682,10 +691,8 @@ async fn an_expired_refresh_token_is_not_used() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_refresh_token_costs_exactly_one_login() {
-    let fake = Fake::open("api");
-    fake.then(grant_with_refresh("first", HOUR, "r1"))
-        .then(refresh_refused())
-        .then(grant("second", HOUR));
+    let fake = refusing_its_refresh_token();
+    fake.then(grant("second", HOUR));
     let One { fake, manager, api } = One::new(fake);
     let first = first_login(&manager, api, &fake).await;
 
@@ -711,10 +718,8 @@ async fn a_refused_refresh_token_costs_exactly_one_login() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_refresh_token_is_not_tried_again_when_the_login_after_it_fails() {
-    let fake = Fake::open("api");
-    fake.then(grant_with_refresh("first", HOUR, "r1"))
-        .then(refresh_refused())
-        .then(unreachable("login endpoint down"))
+    let fake = refusing_its_refresh_token();
+    fake.then(unreachable("login endpoint down"))
         .then(grant("second", HOUR));
     let One { fake, manager, api } = One::with_policy(fake, short_backoff());
     let first = first_login(&manager, api, &fake).await;
