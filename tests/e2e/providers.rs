@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::common::*;
 use tollgate_standins::bigid::{BigIdSettings, BigIdStandIn};
 use tollgate_standins::echo::EchoUpstream;
-use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn};
+use tollgate_standins::oauth2::{OAuth2Settings, OAuth2StandIn, RecordedTokenRequest};
 
 /// A ready gateway with `provider` (one block) and the route `/api/` to a new echo
 /// upstream, one request through it, and the bearer token the upstream received.
@@ -15,6 +15,22 @@ async fn token_through(provider: String) -> (Gateway, EchoUpstream, String) {
     let gateway = Gateway::start_ready(&single_route(provider, "/api/", &echo.url())).await;
     let token = upstream_token(&gateway, &echo).await;
     (gateway, echo, token)
+}
+
+/// The default OAuth2 stand-in and, through its provider `idp` with `extra` keys, the
+/// token the upstream received ([`token_through`]); the gateway and echo run on until the
+/// last value is dropped.
+async fn oauth2_token(extra: &str) -> (OAuth2StandIn, String, (Gateway, EchoUpstream)) {
+    let idp = start_oauth2(OAuth2Settings::default()).await;
+    let (gateway, echo, token) = token_through(oauth2("idp", &idp.token_url(), extra)).await;
+    (idp, token, (gateway, echo))
+}
+
+/// The token request's form holds each `(name, value)` of `params`.
+fn assert_params(request: &RecordedTokenRequest, params: &[(&str, &str)]) {
+    for (name, value) in params {
+        assert_eq!(request.param(name), Some(*value), "{name}");
+    }
 }
 
 /// One request through `/api/`, which reaches the upstream once; the bearer token it got.
@@ -110,9 +126,8 @@ async fn bigid_wrong_password_is_503_without_the_password() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn oauth2_client_auth_basic() {
-    let idp = start_oauth2(OAuth2Settings::default()).await;
-    let extra = "grant: client_credentials\nclient_auth: basic";
-    let (_gateway, _echo, token) = token_through(oauth2("idp", &idp.token_url(), extra)).await;
+    let (idp, token, _running) =
+        oauth2_token("grant: client_credentials\nclient_auth: basic").await;
     assert!(idp.is_valid_token(&token));
     let last = idp.last_request().unwrap();
     // The client id and secret, in Basic form (canonical base64 of `id:secret`).
@@ -144,38 +159,44 @@ async fn oauth2_client_auth_basic_encodes_special_characters() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn oauth2_client_auth_post() {
-    let idp = start_oauth2(OAuth2Settings::default()).await;
-    let extra = "grant: client_credentials\nclient_auth: post";
-    let (_gateway, _echo, token) = token_through(oauth2("idp", &idp.token_url(), extra)).await;
+    let (idp, token, _running) = oauth2_token("grant: client_credentials\nclient_auth: post").await;
     assert!(idp.is_valid_token(&token));
     let last = idp.last_request().unwrap();
     assert_eq!(last.authorization, None);
-    assert_eq!(last.param("client_id"), Some("demo-client"));
-    assert_eq!(last.param("client_secret"), Some("demo-secret"));
-    assert_eq!(last.param("grant_type"), Some("client_credentials"));
+    assert_params(
+        &last,
+        &[
+            ("client_id", "demo-client"),
+            ("client_secret", "demo-secret"),
+            ("grant_type", "client_credentials"),
+        ],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn oauth2_password_grant() {
-    let idp = start_oauth2(OAuth2Settings::default()).await;
-    let extra = "grant: password\nusername: demo-user\npassword: demo-password";
-    let (_gateway, _echo, token) = token_through(oauth2("idp", &idp.token_url(), extra)).await;
+    let (idp, token, _running) =
+        oauth2_token("grant: password\nusername: demo-user\npassword: demo-password").await;
     assert!(idp.is_valid_token(&token));
     assert_eq!(subject(&token), "demo-user");
     assert_eq!(idp.grant_requests("password"), 1);
     let last = idp.last_request().unwrap();
-    assert_eq!(last.param("username"), Some("demo-user"));
-    assert_eq!(last.param("password"), Some("demo-password"));
+    assert_params(
+        &last,
+        &[("username", "demo-user"), ("password", "demo-password")],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn oauth2_scopes_and_audience_are_sent() {
-    let idp = start_oauth2(OAuth2Settings::default()).await;
-    let extra = "scopes: [reports.read, reports.write]\naudience: https://api.example";
-    let (_gateway, _echo, token) = token_through(oauth2("idp", &idp.token_url(), extra)).await;
+    let (idp, token, _running) =
+        oauth2_token("scopes: [reports.read, reports.write]\naudience: https://api.example").await;
     let last = idp.last_request().unwrap();
-    assert_eq!(last.param("scope"), Some("reports.read reports.write"));
-    assert_eq!(last.param("audience"), Some("https://api.example"));
+    let sent = [
+        ("scope", "reports.read reports.write"),
+        ("audience", "https://api.example"),
+    ];
+    assert_params(&last, &sent);
     let claims = tollgate_standins::jwt::verify(&token).unwrap();
     assert_eq!(
         claims.aud.as_ref().and_then(|a| a.as_one()),
