@@ -17,6 +17,8 @@ use tollgate::routing::{CompiledRoute, Router};
 use tollgate::secret::Secret;
 use tollgate::tokens::TokenManager;
 
+mod support;
+
 /// A provider that answers at once, so the bench measures the gateway, not a network.
 struct InstantProvider;
 
@@ -48,11 +50,7 @@ fn config_text(routes: usize) -> String {
 }
 
 fn bench(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = support::runtime();
     let config = config::parse(&config_text(100)).expect("bench config is valid");
     let metrics = Arc::new(Metrics::new().expect("metrics"));
     let provider: Arc<dyn Provider> = Arc::new(InstantProvider);

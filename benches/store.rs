@@ -3,7 +3,6 @@
 //! sealed token, and measures `Fleet::decide` (one GET and the unsealing) against the moka
 //! hit it replaces. Run: `cargo bench --bench store`.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,44 +12,15 @@ use tollgate::config::{StoreEndpoint, StoreSettings};
 use tollgate::metrics::Metrics;
 use tollgate::secret::Secret;
 use tollgate::store::{unix_ms, Decision, Fleet, Record, RedisStore};
+use tollgate_standins::redis::RedisServer;
 
-struct Redis(Child);
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("address").port()
-}
+mod support;
 
 fn bench(c: &mut Criterion) {
-    let port = free_port();
-    let redis = Redis(
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (bash .ci/deps installs it)"),
-    );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = support::runtime();
+    let redis = runtime.block_on(RedisServer::start());
     let settings = StoreSettings {
-        endpoint: StoreEndpoint::Direct(Secret::new(format!("redis://127.0.0.1:{port}/0"))),
+        endpoint: StoreEndpoint::Direct(Secret::new(redis.url())),
         key_prefix: "bench/".into(),
         encryption_key: Secret::new("bm90LWEtcmVhbC1rZXktanVzdC1mb3ItdGhlLWJlbmM="),
         lease: Duration::from_secs(10),
@@ -74,16 +44,6 @@ fn bench(c: &mut Criterion) {
         refresh_expires_at_ms: None,
     };
     runtime.block_on(async {
-        // The server needs a moment before it accepts.
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
         fleet.publish(&keys, &record).await;
     });
 

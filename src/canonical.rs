@@ -276,6 +276,20 @@ fn hex_value(digit: u8) -> Option<u8> {
     }
 }
 
+/// `text` with every byte but the unreserved ones (RFC 3986 section 2.3) as `%XX`: a value
+/// that stays one path segment, or data anywhere in a URL.
+pub fn escape_all(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for &byte in text.as_bytes() {
+        if is_unreserved(byte) {
+            out.push(char::from(byte));
+        } else {
+            push_escape(&mut out, byte);
+        }
+    }
+    out
+}
+
 fn push_escape(out: &mut String, byte: u8) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     out.push('%');

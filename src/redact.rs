@@ -89,7 +89,7 @@ fn plain_forms(secret: &str) -> Vec<String> {
     forms.push(ascii_json);
     forms.push(json);
     forms.push(url::form_urlencoded::byte_serialize(secret.as_bytes()).collect());
-    forms.push(percent_encode_all(secret));
+    forms.push(crate::canonical::escape_all(secret));
     forms.sort();
     forms.dedup();
     forms
@@ -105,19 +105,6 @@ fn base64_forms(secret: &str) -> Vec<String> {
     forms.sort();
     forms.dedup();
     forms
-}
-
-/// Every byte but the unreserved ones as `%XX`.
-fn percent_encode_all(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 3);
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 /// Replaces `form` in `text`; where the form holds `%XX` escapes, their hex digits match

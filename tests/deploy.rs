@@ -566,12 +566,7 @@ fn the_manifests_use_the_dockerfile_config_path_and_mount_it_from_a_configmap() 
                 mount["subPath"].is_null(),
                 "{mode}: mount the directory, not a subPath, so ConfigMap updates reach the pod"
             );
-            let volume = pod["volumes"]
-                .as_sequence()
-                .unwrap()
-                .iter()
-                .find(|v| v["name"] == mount["name"])
-                .unwrap();
+            let volume = volume_of(pod, mount);
             let configmap = named(
                 &objects,
                 "ConfigMap",
@@ -693,17 +688,22 @@ fn env_references(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The pod's volume that `mount` (a container's volume mount) names.
+fn volume_of<'a>(pod: &'a Value, mount: &Value) -> &'a Value {
+    pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap_or_else(|| panic!("no volume {:?} in the pod", mount["name"]))
+}
+
 /// The Secret volumes mounted into the container: (mount path, Secret name). Mounted
 /// whole, never by subPath, or a renewed certificate would not reach the pod.
 fn secret_mounts(pod: &Value, container: &Value, mode: &str) -> Vec<(String, String)> {
     let mut mounts = Vec::new();
     for mount in container["volumeMounts"].as_sequence().unwrap() {
-        let volume = pod["volumes"]
-            .as_sequence()
-            .unwrap()
-            .iter()
-            .find(|v| v["name"] == mount["name"])
-            .unwrap();
+        let volume = volume_of(pod, mount);
         if let Some(secret) = volume["secret"]["secretName"].as_str() {
             assert!(
                 mount["subPath"].is_null(),
@@ -719,18 +719,12 @@ fn secret_mounts(pod: &Value, container: &Value, mode: &str) -> Vec<(String, Str
 /// `text` with every Secret mount path replaced by a directory holding what a
 /// kubernetes.io/tls Secret holds (`tls.crt`, `tls.key`, `ca.crt`), made now.
 fn with_tls_files(text: &str, mounts: &[(String, String)], dir: &Path) -> String {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["tollgate.tollgate.svc".to_owned()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
+    let pki = tollgate_standins::pki::Pki::new("deploy test CA");
     let mut text = text.to_owned();
     for (index, (path, _)) in mounts.iter().enumerate() {
         let files = dir.join(index.to_string());
         std::fs::create_dir_all(&files).unwrap();
-        std::fs::write(files.join("tls.crt"), cert.pem()).unwrap();
-        std::fs::write(files.join("tls.key"), key.serialize_pem()).unwrap();
-        std::fs::write(files.join("ca.crt"), cert.pem()).unwrap();
+        pki.write_tls_secret(&files);
         text = text.replace(&format!("{path}/"), &format!("{}/", files.display()));
     }
     text

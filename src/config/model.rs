@@ -263,11 +263,8 @@ pub struct TlsSettings {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct OAuth2Settings {
-    pub token_url: Url,
+    pub client: TokenClient,
     pub grant: OAuth2Grant,
-    pub client_id: String,
-    pub client_secret: Option<Secret>,
-    pub client_auth: ClientAuth,
     pub scopes: Vec<String>,
     /// A non-standard parameter some servers (Auth0, say) read for the audience.
     pub audience: Option<String>,
@@ -286,10 +283,7 @@ pub enum OAuth2Grant {
 /// subject token is the caller's, as the route's inbound check verified it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenExchangeSettings {
-    pub token_url: Url,
-    pub client_id: String,
-    pub client_secret: Option<Secret>,
-    pub client_auth: ClientAuth,
+    pub client: TokenClient,
     /// The type of the caller's token (RFC 8693 section 3), sent as `subject_token_type`.
     pub subject_token_type: String,
     pub requested_token_type: Option<String>,
@@ -311,6 +305,16 @@ pub struct ActorToken {
 
 /// RFC 8693 section 3: the token type of an access token issued by the server.
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// An OAuth 2.0 token endpoint and the client that authenticates at it (`oauth2` and
+/// `token_exchange` alike).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenClient {
+    pub token_url: Url,
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    pub client_auth: ClientAuth,
+}
 
 /// RFC 6749 §2.3.1: client credentials in a Basic header, or in the form body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! Config of per-caller providers: `type: token_exchange`, BagID's
 //! `federated_token: from_caller`, the `per_caller` key, and the routes that may use them.
 
+use super::tests::{assert_reported, errors_of};
 use super::*;
 
 const JWT_CHECK: &str =
@@ -27,18 +28,12 @@ const STS: &str = r#"  sts:
     client_id: gateway
     client_secret: s3cret"#;
 
-fn errors_of(text: &str) -> Vec<String> {
-    match parse(text) {
-        Ok(_) => panic!("config unexpectedly valid:\n{text}"),
-        Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
-    }
-}
-
-fn has(errors: &[String], prefix: &str) {
-    assert!(
-        errors.iter().any(|e| e.starts_with(prefix)),
-        "missing {prefix:?} in {errors:?}"
-    );
+/// A `bagid` provider `sts` with the federated flow and `federated_token: token`, caching
+/// at most 7 callers.
+fn bagid_federated(token: &str) -> String {
+    format!(
+        "  sts:\n    type: bagid\n    flow: federated\n    base_url: https://api.bagid.example\n    app_key: key\n    federated_token: {token}\n    per_caller: {{ max_entries: 7 }}"
+    )
 }
 
 #[test]
@@ -55,7 +50,7 @@ fn a_token_exchange_provider_with_its_defaults() {
         panic!("not token_exchange: {:?}", spec.settings);
     };
     assert_eq!(settings.subject_token_type, ACCESS_TOKEN_TYPE);
-    assert_eq!(settings.client_auth, ClientAuth::Basic);
+    assert_eq!(settings.client.client_auth, ClientAuth::Basic);
     assert!(settings.audiences.is_empty() && settings.resources.is_empty());
     assert!(settings.actor.is_none());
     assert_eq!(spec.settings.kind(), "token_exchange");
@@ -114,16 +109,16 @@ fn token_exchange_errors_name_their_keys() {
         "providers.sts.scopes[0]: a scope is one non-empty word",
         "providers.sts.actor_token_type: is sent only with an actor_token",
     ] {
-        has(&errors, prefix);
+        assert_reported(&errors, prefix);
     }
     let valid_otherwise = format!("{STS}\n    per_caller: {{ max_entries: 0 }}");
     let errors = errors_of(&config(&valid_otherwise, &format!("    {JWT_CHECK}")));
-    has(
+    assert_reported(
         &errors,
         "providers.sts.per_caller.max_entries: must be between 1 and",
     );
     let typo = format!("{STS}\n    per_caller: {{ max_entry: 5 }}");
-    has(
+    assert_reported(
         &errors_of(&config(&typo, &format!("    {JWT_CHECK}"))),
         "providers.sts.per_caller.max_entry: unknown field",
     );
@@ -131,14 +126,8 @@ fn token_exchange_errors_name_their_keys() {
 
 #[test]
 fn bagid_federated_from_caller_is_per_caller() {
-    let providers = r#"  sts:
-    type: bagid
-    flow: federated
-    base_url: https://api.bagid.example
-    app_key: key
-    federated_token: from_caller
-    per_caller: { max_entries: 7 }"#;
-    let config = parse(&config(providers, &format!("    {JWT_CHECK}"))).unwrap();
+    let providers = bagid_federated("from_caller");
+    let config = parse(&config(&providers, &format!("    {JWT_CHECK}"))).unwrap();
     let spec = &config.providers[0];
     assert!(spec.settings.is_per_caller());
     assert_eq!(spec.per_caller.unwrap().max_entries, 7);
@@ -156,15 +145,8 @@ fn bagid_federated_from_caller_is_per_caller() {
 
 #[test]
 fn per_caller_is_refused_on_a_provider_with_a_token_of_its_own() {
-    let providers = r#"  sts:
-    type: bagid
-    flow: federated
-    base_url: https://api.bagid.example
-    app_key: key
-    federated_token: a-fixed-host-token
-    per_caller: { max_entries: 7 }"#;
-    let errors = errors_of(&config(providers, ""));
-    has(
+    let errors = errors_of(&config(&bagid_federated("a-fixed-host-token"), ""));
+    assert_reported(
         &errors,
         "providers.sts.per_caller: only a provider that mints a token per caller takes it",
     );
@@ -173,7 +155,7 @@ fn per_caller_is_refused_on_a_provider_with_a_token_of_its_own() {
 #[test]
 fn a_per_caller_provider_needs_a_route_check_that_verifies_a_token() {
     let without = errors_of(&config(STS, ""));
-    has(
+    assert_reported(
         &without,
         "routes[0].credential.provider: provider `sts` mints a token per caller from the caller's verified token: the route needs an inbound check",
     );
@@ -181,12 +163,12 @@ fn a_per_caller_provider_needs_a_route_check_that_verifies_a_token() {
         STS,
         "    inbound: { api_keys: { header: X-Api-Key, keys: [caller-key-0123456789] } }",
     ));
-    has(&keys_only, "routes[0].inbound: provider `sts` exchanges the caller's verified token, and an API key is none");
+    assert_reported(&keys_only, "routes[0].inbound: provider `sts` exchanges the caller's verified token, and an API key is none");
     let fail_open = errors_of(&config(
         STS,
         "    inbound: { authorize: { url: http://127.0.0.1:8000/api/v1, resource: r, scope: s, action: read, fail_open: true } }",
     ));
-    has(&fail_open, "routes[0].inbound.authorize.fail_open: a fail-open pass has not verified the caller's token");
+    assert_reported(&fail_open, "routes[0].inbound.authorize.fail_open: a fail-open pass has not verified the caller's token");
     // With a JWT check beside it, the JWT's token is exchanged: fail_open is no matter.
     let both = config(
         STS,
@@ -206,7 +188,7 @@ fn a_per_caller_route_never_forwards_the_callers_own_token() {
         STS,
         "    inbound: { jwt: { secret: an-hmac-secret-of-at-least-32-bytes, algorithms: [HS256] }, forward_caller_credential: true }",
     ));
-    has(
+    assert_reported(
         &errors,
         "routes[0].inbound.forward_caller_credential: must not be true on a route whose provider `sts` mints a token per caller",
     );

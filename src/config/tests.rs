@@ -29,11 +29,20 @@ routes:
     credential: { provider: idp }
 "#;
 
-fn errors_of(text: &str) -> Vec<String> {
+/// The errors `parse` reports for `text`, one string each (panics when it is valid).
+pub(crate) fn errors_of(text: &str) -> Vec<String> {
     match parse(text) {
-        Ok(_) => panic!("config unexpectedly valid"),
+        Ok(_) => panic!("config unexpectedly valid:\n{text}"),
         Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
     }
+}
+
+/// One of `errors` starts with `prefix`.
+pub(crate) fn assert_reported(errors: &[String], prefix: &str) {
+    assert!(
+        errors.iter().any(|e| e.starts_with(prefix)),
+        "missing {prefix:?} in {errors:#?}"
+    );
 }
 
 /// A config whose misplaced secret references land in keys whose errors quote the value.
@@ -185,10 +194,7 @@ fn every_error_is_reported_in_one_run() {
         "providers.bigid.user_token: env TOLLGATE_TEST_UNSET_VARIABLE is not set",
     ];
     for prefix in expect {
-        assert!(
-            errors.iter().any(|e| e.starts_with(prefix)),
-            "missing {prefix:?} in {errors:?}"
-        );
+        assert_reported(&errors, prefix);
     }
 }
 

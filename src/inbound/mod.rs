@@ -132,6 +132,18 @@ impl Refusal {
         }
     }
 
+    /// The detail and `Retry-After` of a 503; panics on another refusal.
+    #[cfg(test)]
+    pub(crate) fn expect_unavailable(&self) -> (&str, Duration) {
+        match self {
+            Refusal::Unavailable {
+                detail,
+                retry_after,
+            } => (detail, *retry_after),
+            other => panic!("not a 503: {other:?}"),
+        }
+    }
+
     fn forbidden(detail: impl Into<String>) -> Refusal {
         Refusal::Forbidden {
             detail: detail.into(),
@@ -280,10 +292,7 @@ impl Inbound {
             })
         });
         if let Some(exp) = expires_at_unix {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            if now >= exp {
+            if crate::clock::unix_now() >= exp {
                 return Err(self.expired());
             }
         }

@@ -1,6 +1,6 @@
 //! The inbound unit tests' kit: `tollgate_standins::inbound` (the fixed test keys, token
 //! minting, JWKS documents and server, sign-in on the Auth Engine stand-in), which
-//! `tests/inbound.rs` uses too, plus the settings built from tollgate's own config types,
+//! `tests/e2e/inbound.rs` uses too, plus the settings built from tollgate's own config types,
 //! which the stand-ins crate cannot name.
 
 use std::time::Duration;

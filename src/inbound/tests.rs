@@ -27,6 +27,15 @@ fn names(list: &[HeaderName]) -> Vec<&str> {
     list.iter().map(HeaderName::as_str).collect()
 }
 
+/// The identity headers as (name, value) pairs, in order.
+fn header_pairs(identity: &Identity) -> Vec<(&str, &str)> {
+    identity
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.to_str().unwrap()))
+        .collect()
+}
+
 #[tokio::test]
 async fn identity_headers_come_from_the_claims_and_spoofed_copies_are_stripped() {
     let inbound = build(&hmac_yaml(
@@ -39,11 +48,7 @@ async fn identity_headers_come_from_the_claims_and_spoofed_copies_are_stripped()
     let mut headers = bearer(&token);
     headers.insert("x-auth-subject", HeaderValue::from_static("root"));
     let identity = inbound.check(&Method::GET, &headers, None).await.unwrap();
-    let got: Vec<(&str, &str)> = identity
-        .headers
-        .iter()
-        .map(|(name, value)| (name.as_str(), value.to_str().unwrap()))
-        .collect();
+    let got = header_pairs(&identity);
     assert_eq!(
         got,
         [
@@ -263,11 +268,7 @@ async fn a_client_certificate_is_required_and_names_the_caller() {
         .check(&Method::GET, &spoofed, Some(&cert))
         .await
         .unwrap();
-    let got: Vec<(&str, &str)> = identity
-        .headers
-        .iter()
-        .map(|(name, value)| (name.as_str(), value.to_str().unwrap()))
-        .collect();
+    let got = header_pairs(&identity);
     assert_eq!(
         got,
         [

@@ -6,7 +6,7 @@
 
 use serde_json::{Map, Value as Json};
 
-use crate::canonical::{canonical_path, PathPolicy};
+use crate::canonical::{canonical_path, escape_all, PathPolicy};
 use crate::config::{PathTemplate, TemplatePart};
 
 /// Why the arguments cannot make a request; the text is shown to the MCP caller (it names
@@ -53,7 +53,7 @@ pub fn expand(
                         "argument `{name}` must not contain control characters"
                     )));
                 }
-                path.push_str(&encode(&text));
+                path.push_str(&escape_all(&text));
             }
         }
     }
@@ -147,19 +147,6 @@ fn scalar(value: &Json) -> Option<String> {
         Json::Bool(flag) => Some(flag.to_string()),
         _ => None,
     }
-}
-
-/// Every byte but the unreserved ones (RFC 3986) as `%XX`.
-fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

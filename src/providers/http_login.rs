@@ -152,9 +152,7 @@ fn lifetime(reply: &Value, expiry: &ExpiryField) -> Result<Duration, ProviderErr
                 ))
             })
     };
-    let now_unix = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now_unix = crate::clock::unix_now();
     let seconds = match expiry.format {
         ExpiryFormat::Seconds => number()?,
         ExpiryFormat::Epoch => number()?.saturating_sub(now_unix),
@@ -204,6 +202,7 @@ impl Provider for HttpLogin {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::unix_now;
     use serde_json::json;
 
     fn field(pointer: &str, format: ExpiryFormat) -> ExpiryField {
@@ -213,16 +212,9 @@ mod tests {
         }
     }
 
-    fn now_unix() -> u64 {
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-    }
-
     #[test]
     fn lifetime_in_each_format() {
-        let reply = json!({"a": 600, "b": "600", "c": now_unix() + 600, "d": humantime::format_rfc3339(SystemTime::now() + Duration::from_secs(600)).to_string()});
+        let reply = json!({"a": 600, "b": "600", "c": unix_now() + 600, "d": humantime::format_rfc3339(SystemTime::now() + Duration::from_secs(600)).to_string()});
         let near = |d: Duration| d.as_secs().abs_diff(600) <= 2;
         assert!(near(
             lifetime(&reply, &field("/a", ExpiryFormat::Seconds)).unwrap()
@@ -240,7 +232,7 @@ mod tests {
 
     #[test]
     fn missing_garbled_or_past_lifetimes_are_errors() {
-        let reply = json!({"past": now_unix() - 5, "word": "soon"});
+        let reply = json!({"past": unix_now() - 5, "word": "soon"});
         let missing = lifetime(&reply, &field("/nope", ExpiryFormat::Seconds)).unwrap_err();
         assert!(
             missing.to_string().contains("no lifetime at `/nope`"),

@@ -11,6 +11,7 @@ mod http;
 mod http_login;
 mod oauth2;
 mod static_value;
+mod token_endpoint;
 mod token_exchange;
 
 use std::sync::Arc;

@@ -231,14 +231,16 @@ pub async fn send(
     // pingora does not reuse a downstream connection once a request failed past upstream
     // selection, and an unread body would be taken for the next request.
     let reuse = !refusal.closes_connection() && !place.upstream_tried && session.is_body_empty();
+    let answer = Answer {
+        refusal,
+        body,
+        reuse,
+        request_id,
+    };
     let written = if is_grpc(session) {
-        write_grpc(session, refusal, &body, reuse, request_id)
-            .await
-            .map(|()| GRPC_HTTP_STATUS)
+        answer.write_grpc(session).await.map(|()| GRPC_HTTP_STATUS)
     } else {
-        write(session, refusal, &body, reuse, request_id)
-            .await
-            .map(|()| kind.status())
+        answer.write_json(session).await.map(|()| kind.status())
     };
     match written {
         Ok(status) => (status, reuse),
@@ -267,40 +269,75 @@ fn is_grpc(session: &Session) -> bool {
         })
 }
 
-/// The gRPC "Trailers-Only" answer: status and message in the one header block, which
-/// ends the stream.
-async fn write_grpc(
-    session: &mut Session,
-    refusal: &Refusal,
-    body: &ErrorBody<'_>,
+/// One refusal's answer, as [`send`] decided it: what it says, and whether the connection
+/// stays open for another request.
+struct Answer<'a> {
+    refusal: &'a Refusal,
+    body: ErrorBody<'a>,
     reuse: bool,
-    request_id: &http::HeaderValue,
-) -> pingora::Result<()> {
-    let mut header = ResponseHeader::build(GRPC_HTTP_STATUS, Some(7))?;
-    header.insert_header(http::header::CONTENT_TYPE, "application/grpc")?;
-    header.insert_header("grpc-status", body.error.grpc_status().to_string())?;
-    let message = format!("{}: {}", body.error.as_str(), body.detail);
-    header.insert_header("grpc-message", grpc_message(&message))?;
-    header.insert_header(X_REQUEST_ID, request_id.clone())?;
-    if let Some(seconds) = refusal.retry_after_seconds() {
-        header.insert_header(http::header::RETRY_AFTER, seconds.to_string())?;
+    request_id: &'a http::HeaderValue,
+}
+
+impl Answer<'_> {
+    /// The gRPC "Trailers-Only" answer: status and message in the one header block, which
+    /// ends the stream.
+    async fn write_grpc(&self, session: &mut Session) -> pingora::Result<()> {
+        let body = &self.body;
+        let mut header = ResponseHeader::build(GRPC_HTTP_STATUS, Some(7))?;
+        header.insert_header(http::header::CONTENT_TYPE, "application/grpc")?;
+        header.insert_header("grpc-status", body.error.grpc_status().to_string())?;
+        let message = format!("{}: {}", body.error.as_str(), body.detail);
+        header.insert_header("grpc-message", grpc_message(&message))?;
+        self.insert_common_headers(&mut header)?;
+        if session.req_header().version != http::Version::HTTP_2 {
+            // HTTP/1.1 has no trailers-only frame: an empty body keeps the framing clear.
+            header.insert_header(http::header::CONTENT_LENGTH, "0")?;
+        }
+        self.keep_alive_or_close(session);
+        // As a task: pingora's `write_response_header` never ends an HTTP/2 stream.
+        session
+            .as_mut()
+            .response_duplex_vec(vec![HttpTask::Header(Box::new(header), true)])
+            .await
+            .map(|_| ())
     }
-    if let Some(challenge) = refusal.www_authenticate() {
-        header.insert_header(http::header::WWW_AUTHENTICATE, challenge)?;
+
+    /// The JSON answer.
+    async fn write_json(&self, session: &mut Session) -> pingora::Result<()> {
+        let json =
+            serde_json::to_vec(&self.body).unwrap_or_else(|_| b"{\"error\":\"internal\"}".to_vec());
+        let mut header = ResponseHeader::build(self.body.error.status(), Some(5))?;
+        header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+        header.insert_header(http::header::CONTENT_LENGTH, json.len().to_string())?;
+        header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+        self.insert_common_headers(&mut header)?;
+        self.keep_alive_or_close(session);
+        session
+            .write_response_header(Box::new(header), false)
+            .await?;
+        session
+            .write_response_body(Some(Bytes::from(json)), true)
+            .await
     }
-    if session.req_header().version != http::Version::HTTP_2 {
-        // HTTP/1.1 has no trailers-only frame: an empty body keeps the framing clear.
-        header.insert_header(http::header::CONTENT_LENGTH, "0")?;
+
+    /// What every refusal's answer carries: the request id, and `Retry-After` and
+    /// `WWW-Authenticate` when the refusal has them.
+    fn insert_common_headers(&self, header: &mut ResponseHeader) -> pingora::Result<()> {
+        header.insert_header(X_REQUEST_ID, self.request_id.clone())?;
+        if let Some(seconds) = self.refusal.retry_after_seconds() {
+            header.insert_header(http::header::RETRY_AFTER, seconds.to_string())?;
+        }
+        if let Some(challenge) = self.refusal.www_authenticate() {
+            header.insert_header(http::header::WWW_AUTHENTICATE, challenge)?;
+        }
+        Ok(())
     }
-    if !reuse {
-        session.set_keepalive(None);
+
+    fn keep_alive_or_close(&self, session: &mut Session) {
+        if !self.reuse {
+            session.set_keepalive(None);
+        }
     }
-    // As a task: pingora's `write_response_header` never ends an HTTP/2 stream.
-    session
-        .as_mut()
-        .response_duplex_vec(vec![HttpTask::Header(Box::new(header), true)])
-        .await
-        .map(|_| ())
 }
 
 /// `grpc-message` is percent-encoded: every byte outside printable ASCII, and `%`.
@@ -314,36 +351,6 @@ fn grpc_message(text: &str) -> String {
         }
     }
     out
-}
-
-async fn write(
-    session: &mut Session,
-    refusal: &Refusal,
-    body: &ErrorBody<'_>,
-    reuse: bool,
-    request_id: &http::HeaderValue,
-) -> pingora::Result<()> {
-    let json = serde_json::to_vec(body).unwrap_or_else(|_| b"{\"error\":\"internal\"}".to_vec());
-    let mut header = ResponseHeader::build(body.error.status(), Some(5))?;
-    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-    header.insert_header(http::header::CONTENT_LENGTH, json.len().to_string())?;
-    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    header.insert_header(X_REQUEST_ID, request_id.clone())?;
-    if let Some(seconds) = refusal.retry_after_seconds() {
-        header.insert_header(http::header::RETRY_AFTER, seconds.to_string())?;
-    }
-    if let Some(challenge) = refusal.www_authenticate() {
-        header.insert_header(http::header::WWW_AUTHENTICATE, challenge)?;
-    }
-    if !reuse {
-        session.set_keepalive(None);
-    }
-    session
-        .write_response_header(Box::new(header), false)
-        .await?;
-    session
-        .write_response_body(Some(Bytes::from(json)), true)
-        .await
 }
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ fn form_and_percent_encoded_secrets_are_blanked_in_any_hex_case() {
         "client_secret={}",
         encoded.to_ascii_lowercase().replace("p%40", "P%40")
     )));
-    let all = percent_encode_all(SECRET);
+    let all = crate::canonical::escape_all(SECRET);
     assert_no_trace(&cleaned(&format!("echo: {all}")));
     assert_no_trace(&cleaned(&format!("echo: {}", all.replace("%2F", "%2f"))));
 }

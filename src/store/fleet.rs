@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Record, Sealer, StoreError, TokenStore};
+use crate::clock::unix_ms;
 use crate::config::StoreSettings;
 use crate::metrics::StoreMetrics;
 use crate::secret::Secret;
@@ -278,12 +279,6 @@ fn clone_record(record: &Record) -> Record {
         refresh_token: None,
         refresh_expires_at_ms: None,
     }
-}
-
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

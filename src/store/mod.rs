@@ -25,7 +25,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use fleet::{unix_ms, Decision, Fleet, SlotKeys};
+pub use crate::clock::unix_ms;
+pub use fleet::{Decision, Fleet, SlotKeys};
 pub use redis_store::RedisStore;
 pub use sealed::{Record, SealError, Sealer};
 

@@ -165,11 +165,9 @@ mod tests {
 
     #[test]
     fn subject_and_sans_are_read_from_the_certificate() {
-        use crate::tls::testing::{der_of, TestCa};
-        use rcgen::SanType;
-        let ca = TestCa::new("Test CA");
-        let (crt, _) = ca.leaf(
-            "client",
+        use tollgate_standins::pki::{Pki, SanType};
+        let ca = Pki::new("Test CA");
+        let leaf = ca.client(
             "reporting",
             vec![
                 SanType::DnsName("reports.example".try_into().unwrap()),
@@ -178,7 +176,7 @@ mod tests {
                 SanType::Rfc822Name("ops@example.com".try_into().unwrap()),
             ],
         );
-        let cert = ClientCert::from_der(&der_of(&crt)).unwrap();
+        let cert = ClientCert::from_der(&leaf.der).unwrap();
         assert_eq!(cert.subject, "CN=reporting,O=Example\\, Inc");
         assert_eq!(
             cert.sans_text(),

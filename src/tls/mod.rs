@@ -13,8 +13,6 @@ pub mod client_cert;
 pub mod failures;
 pub mod listener;
 pub mod pair;
-#[cfg(test)]
-pub(crate) mod testing;
 pub mod watch;
 
 pub use client_cert::ClientCert;

@@ -22,16 +22,22 @@ pub fn delay(policy: &RefreshPolicy, failures: u32) -> Duration {
     rand::rng().random_range(floor..=ceiling)
 }
 
+/// Backoffs from 1 s to 8 s: the policy of the backoff and rejection guard tests.
+#[cfg(test)]
+pub(super) fn test_policy() -> RefreshPolicy {
+    RefreshPolicy {
+        min_backoff: Duration::from_secs(1),
+        max_backoff: Duration::from_secs(8),
+        ..RefreshPolicy::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn policy() -> RefreshPolicy {
-        RefreshPolicy {
-            min_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(8),
-            ..RefreshPolicy::default()
-        }
+        test_policy()
     }
 
     #[test]

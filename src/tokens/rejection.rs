@@ -98,11 +98,7 @@ mod tests {
     use super::*;
 
     fn policy() -> RefreshPolicy {
-        RefreshPolicy {
-            min_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(8),
-            ..RefreshPolicy::default()
-        }
+        backoff::test_policy()
     }
 
     #[test]

@@ -67,6 +67,14 @@ fn unreachable(detail: &str) -> Reply {
     Reply::Fail(ProviderError::Unreachable(detail.to_owned()))
 }
 
+/// The endpoint refuses the refresh token it was sent (RFC 6749 `invalid_grant`).
+fn refresh_refused() -> Reply {
+    Reply::Fail(ProviderError::RefreshRejected {
+        status: 400,
+        detail: "invalid_grant".to_owned(),
+    })
+}
+
 /// What the test sees of a provider; the manager gets a [`FakeProvider`] pointing at it.
 struct Fake {
     name: String,
@@ -234,6 +242,32 @@ fn backoff(min_backoff: Duration, max_backoff: Duration) -> RefreshPolicy {
     }
 }
 
+/// The fake `api` whose first token comes with the refresh token `r1`, which it then
+/// refuses; the test scripts what follows.
+fn refusing_its_refresh_token() -> Arc<Fake> {
+    let fake = Fake::open("api");
+    fake.then(grant_with_refresh("first", HOUR, "r1"))
+        .then(refresh_refused());
+    fake
+}
+
+/// Backoffs longer than any test: a failure is the last call the test sees.
+fn long_backoff() -> RefreshPolicy {
+    backoff(Duration::from_secs(60), Duration::from_secs(120))
+}
+
+/// Short backoffs: the test polls through them (the count of provider calls is exact).
+fn short_backoff() -> RefreshPolicy {
+    backoff(Duration::from_millis(20), Duration::from_millis(40))
+}
+
+/// `name` as a reload changes it: another refresh policy, so the provider is rebuilt.
+fn changed_spec(name: &str) -> ProviderSpec {
+    let mut changed = spec(name);
+    changed.refresh.before_expiry = Duration::from_secs(30);
+    changed
+}
+
 /// A manager on the test's runtime, as the app builds it (refreshers not started).
 fn manager(providers: &[(&ProviderSpec, &Arc<Fake>)]) -> Arc<TokenManager> {
     let providers = providers
@@ -244,8 +278,79 @@ fn manager(providers: &[(&ProviderSpec, &Arc<Fake>)]) -> Arc<TokenManager> {
     TokenManager::new(providers, Handle::current(), metrics, None)
 }
 
+/// A manager of `fakes`, each under its own name with the default refresh policy.
+fn manager_of(fakes: &[&Arc<Fake>]) -> Arc<TokenManager> {
+    let specs: Vec<ProviderSpec> = fakes.iter().map(|fake| spec(&fake.name)).collect();
+    let providers: Vec<(&ProviderSpec, &Arc<Fake>)> =
+        specs.iter().zip(fakes.iter().copied()).collect();
+    manager(&providers)
+}
+
 fn id(manager: &TokenManager, name: &str) -> ProviderId {
     manager.provider_id(name).expect("provider configured")
+}
+
+/// One provider, `api`, behind its fake: the set-up of most tests.
+struct One {
+    fake: Arc<Fake>,
+    manager: Arc<TokenManager>,
+    api: ProviderId,
+}
+
+impl One {
+    /// `api` with the default refresh policy, answered by `fake` (scripted or held).
+    fn new(fake: Arc<Fake>) -> One {
+        One::with_policy(fake, RefreshPolicy::default())
+    }
+
+    fn with_policy(fake: Arc<Fake>, policy: RefreshPolicy) -> One {
+        let spec = spec_with("api", policy);
+        let manager = manager(&[(&spec, &fake)]);
+        let api = id(&manager, "api");
+        One { fake, manager, api }
+    }
+}
+
+/// The first request's token, from the login the fake saw.
+async fn first_login(manager: &Arc<TokenManager>, api: ProviderId, fake: &Fake) -> Arc<Token> {
+    let first = manager.credential(api).await.unwrap();
+    assert_eq!(fake.next_call().await.call, Call::Login);
+    first
+}
+
+/// Rejects `token` as an upstream 401 would, then asks again: the next request's token.
+async fn reject_and_ask_again(
+    manager: &Arc<TokenManager>,
+    api: ProviderId,
+    token: &Token,
+) -> Arc<Token> {
+    manager.reject(api, token.id).await;
+    manager.credential(api).await.unwrap()
+}
+
+/// Starts the refreshers and waits for the token of their first login.
+async fn started(manager: &Arc<TokenManager>, fake: &Fake, name: &str) -> Arc<Token> {
+    manager.start_refreshers();
+    assert_eq!(fake.next_call().await.call, Call::Login);
+    until_cached(manager, name, "the startup token", |_| true).await
+}
+
+/// Asks for a token until one comes (through backoffs short enough to poll through).
+async fn until_token(manager: &Arc<TokenManager>, api: ProviderId, what: &str) -> Arc<Token> {
+    within(what, async {
+        loop {
+            match manager.credential(api).await {
+                Ok(token) => return token,
+                Err(_) => tokio::time::sleep(POLL).await,
+            }
+        }
+    })
+    .await
+}
+
+/// The error's reason names `words`.
+fn assert_reason(error: &CredentialUnavailable, words: &str) {
+    assert!(error.reason.contains(words), "{}", error.reason);
 }
 
 fn slot(manager: &TokenManager, name: &str) -> Arc<Slot> {
@@ -333,15 +438,24 @@ async fn join_all<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
     results
 }
 
+/// The tokens of credential calls that must all have got one.
+async fn join_tokens(
+    tasks: Vec<tokio::task::JoinHandle<Result<Arc<Token>, CredentialUnavailable>>>,
+) -> Vec<Arc<Token>> {
+    join_all(tasks)
+        .await
+        .into_iter()
+        .map(|result| result.expect("a token"))
+        .collect()
+}
+
 // ---------------------------------------------------------------------------------------
 // Single flight
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_misses_join_the_one_held_call() {
     const CALLERS: usize = 50;
-    let fake = Fake::held("api");
-    let spec = spec("api");
-    let manager = manager(&[(&spec, &fake)]);
+    let One { fake, manager, api } = One::new(Fake::held("api"));
 
     let tasks = spawn_credentials(&manager, "api", CALLERS);
     assert_eq!(fake.next_call().await.call, Call::Login);
@@ -349,11 +463,7 @@ async fn concurrent_misses_join_the_one_held_call() {
     until_misses(&manager, "api", CALLERS as u64).await;
     // Permits for all: a manager that called again per caller fails the count, not a hang.
     fake.open_gate();
-    let tokens: Vec<Arc<Token>> = join_all(tasks)
-        .await
-        .into_iter()
-        .map(|result| result.expect("a token"))
-        .collect();
+    let tokens = join_tokens(tasks).await;
 
     assert_eq!(fake.logins(), 1, "one provider call for {CALLERS} misses");
     assert_eq!(fake.refreshes(), 0);
@@ -362,17 +472,14 @@ async fn concurrent_misses_join_the_one_held_call() {
         .iter()
         .all(|token| token.value.expose() == "api-token-1"));
     // Later requests are cache hits.
-    let again = manager.credential(id(&manager, "api")).await.unwrap();
+    let again = manager.credential(api).await.unwrap();
     assert_eq!(again.id, tokens[0].id);
     assert_eq!(fake.logins(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replacing_fetch_calls_the_provider_while_requests_keep_the_old_token() {
-    let fake = Fake::held("api");
-    let spec = spec("api");
-    let manager = manager(&[(&spec, &fake)]);
-    let api = id(&manager, "api");
+    let One { fake, manager, api } = One::new(Fake::held("api"));
     fake.release(1);
     let old = manager.credential(api).await.unwrap();
     assert_eq!(fake.next_call().await.call, Call::Login);
@@ -407,10 +514,7 @@ async fn a_replacing_fetch_calls_the_provider_while_requests_keep_the_old_token(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejecting_the_current_token_purges_it_and_the_next_request_logs_in_once() {
-    let fake = Fake::open("api");
-    let spec = spec("api");
-    let manager = manager(&[(&spec, &fake)]);
-    let api = id(&manager, "api");
+    let One { fake, manager, api } = One::new(Fake::open("api"));
     let first = manager.credential(api).await.unwrap();
 
     manager.reject(api, first.id).await;
@@ -426,13 +530,9 @@ async fn rejecting_the_current_token_purges_it_and_the_next_request_logs_in_once
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejecting_an_older_token_keeps_the_newer_one() {
-    let fake = Fake::open("api");
-    let spec = spec("api");
-    let manager = manager(&[(&spec, &fake)]);
-    let api = id(&manager, "api");
+    let One { fake, manager, api } = One::new(Fake::open("api"));
     let old = manager.credential(api).await.unwrap();
-    manager.reject(api, old.id).await;
-    let newer = manager.credential(api).await.unwrap();
+    let newer = reject_and_ask_again(&manager, api, &old).await;
     assert_eq!(fake.logins(), 2);
 
     // A late 401 for a request that was sent with the old token.
@@ -446,10 +546,7 @@ async fn rejecting_an_older_token_keeps_the_newer_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_rejections_of_one_token_make_one_login() {
     const REQUESTS: usize = 20;
-    let fake = Fake::held("api");
-    let spec = spec("api");
-    let manager = manager(&[(&spec, &fake)]);
-    let api = id(&manager, "api");
+    let One { fake, manager, api } = One::new(Fake::held("api"));
     fake.release(1);
     let old = manager.credential(api).await.unwrap();
     assert_eq!(fake.next_call().await.call, Call::Login);
@@ -467,11 +564,7 @@ async fn concurrent_rejections_of_one_token_make_one_login() {
     assert_eq!(fake.next_call().await.call, Call::Login);
     until_misses(&manager, "api", 1 + REQUESTS as u64).await;
     fake.open_gate();
-    let tokens: Vec<Arc<Token>> = join_all(tasks)
-        .await
-        .into_iter()
-        .map(|result| result.expect("a token"))
-        .collect();
+    let tokens = join_tokens(tasks).await;
     let new = &tokens[0];
     assert_ne!(new.id, old.id);
     assert!(tokens.iter().all(|token| token.id == new.id));
@@ -490,18 +583,11 @@ async fn concurrent_rejections_of_one_token_make_one_login() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_refresher_logs_in_at_start_without_a_request() {
-    let fake = Fake::open("api");
-    let spec = spec("api");
-    let manager = manager(&[(&spec, &fake)]);
+    let One { fake, manager, api } = One::new(Fake::open("api"));
 
-    manager.start_refreshers();
-    assert_eq!(fake.next_call().await.call, Call::Login);
-    let token = until_cached(&manager, "api", "the startup token", |_| true).await;
+    let token = started(&manager, &fake, "api").await;
 
-    assert_eq!(
-        manager.credential(id(&manager, "api")).await.unwrap().id,
-        token.id
-    );
+    assert_eq!(manager.credential(api).await.unwrap().id, token.id);
     assert_eq!(fake.logins(), 1);
     assert_eq!(misses(&manager, "api"), 0, "no request had to wait");
 }
@@ -512,16 +598,14 @@ async fn the_refresher_renews_ahead_of_expiry_with_the_refresh_token() {
     let fake = Fake::open("api");
     fake.then(grant_with_refresh("first", Duration::from_secs(4), "r1"))
         .then(grant_with_refresh("second", HOUR, "r2"));
-    let spec = spec_with(
-        "api",
+    let One { fake, manager, api } = One::with_policy(
+        fake,
         RefreshPolicy {
             before_expiry: Duration::from_secs(2),
             ..RefreshPolicy::default()
         },
     );
-    let manager = manager(&[(&spec, &fake)]);
-    let first = manager.credential(id(&manager, "api")).await.unwrap();
-    assert_eq!(fake.next_call().await.call, Call::Login);
+    let first = first_login(&manager, api, &fake).await;
 
     manager.start_refreshers();
     let renewal = fake.next_call().await;
@@ -544,15 +628,11 @@ async fn the_refresher_renews_ahead_of_expiry_with_the_refresh_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_wakes_the_refresher_which_fetches_the_successor() {
-    let fake = Fake::open("api");
-    let spec = spec("api");
-    let manager = manager(&[(&spec, &fake)]);
-    manager.start_refreshers();
-    assert_eq!(fake.next_call().await.call, Call::Login);
-    let first = until_cached(&manager, "api", "the startup token", |_| true).await;
+    let One { fake, manager, api } = One::new(Fake::open("api"));
+    let first = started(&manager, &fake, "api").await;
 
     // The token is good for an hour: only the purge can make the refresher call now.
-    manager.reject(id(&manager, "api"), first.id).await;
+    manager.reject(api, first.id).await;
     assert_eq!(fake.next_call().await.call, Call::Login);
     let second = until_cached(&manager, "api", "the successor", |t| t.id != first.id).await;
 
@@ -567,20 +647,15 @@ async fn a_held_refresh_token_is_used_and_replaced_by_the_one_the_refresh_return
     fake.then(grant_with_refresh("first", HOUR, "r1"))
         .then(grant_with_refresh("second", HOUR, "r2"))
         .then(grant("third", HOUR));
-    let spec = spec("api");
-    let manager = manager(&[(&spec, &fake)]);
-    let api = id(&manager, "api");
+    let One { fake, manager, api } = One::new(fake);
 
-    let first = manager.credential(api).await.unwrap();
-    assert_eq!(fake.next_call().await.call, Call::Login);
-    manager.reject(api, first.id).await;
-    let second = manager.credential(api).await.unwrap();
+    let first = first_login(&manager, api, &fake).await;
+    let second = reject_and_ask_again(&manager, api, &first).await;
     assert_eq!(fake.next_call().await.call, Call::Refresh("r1".to_owned()));
     // The upstream took the second token for a while before it rejected it too (a second
     // revocation, not an upstream that refuses every token).
     manager.accepted(api);
-    manager.reject(api, second.id).await;
-    let third = manager.credential(api).await.unwrap();
+    let third = reject_and_ask_again(&manager, api, &second).await;
     assert_eq!(fake.next_call().await.call, Call::Refresh("r2".to_owned()));
 
     assert_eq!(
@@ -605,14 +680,10 @@ async fn an_expired_refresh_token_is_not_used() {
         // Expires the instant it is received.
         refresh_token: Some(("r1".to_owned(), Some(Duration::ZERO))),
     });
-    let spec = spec("api");
-    let manager = manager(&[(&spec, &fake)]);
-    let api = id(&manager, "api");
-    let first = manager.credential(api).await.unwrap();
-    assert_eq!(fake.next_call().await.call, Call::Login);
+    let One { fake, manager, api } = One::new(fake);
+    let first = first_login(&manager, api, &fake).await;
 
-    manager.reject(api, first.id).await;
-    manager.credential(api).await.unwrap();
+    reject_and_ask_again(&manager, api, &first).await;
 
     assert_eq!(fake.next_call().await.call, Call::Login);
     assert_eq!((fake.logins(), fake.refreshes()), (2, 0));
@@ -620,18 +691,10 @@ async fn an_expired_refresh_token_is_not_used() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_refresh_token_costs_exactly_one_login() {
-    let fake = Fake::open("api");
-    fake.then(grant_with_refresh("first", HOUR, "r1"))
-        .then(Reply::Fail(ProviderError::RefreshRejected {
-            status: 400,
-            detail: "invalid_grant".to_owned(),
-        }))
-        .then(grant("second", HOUR));
-    let spec = spec("api");
-    let manager = manager(&[(&spec, &fake)]);
-    let api = id(&manager, "api");
-    let first = manager.credential(api).await.unwrap();
-    assert_eq!(fake.next_call().await.call, Call::Login);
+    let fake = refusing_its_refresh_token();
+    fake.then(grant("second", HOUR));
+    let One { fake, manager, api } = One::new(fake);
+    let first = first_login(&manager, api, &fake).await;
 
     manager.reject(api, first.id).await;
     let second = manager
@@ -648,48 +711,25 @@ async fn a_refused_refresh_token_costs_exactly_one_login() {
 
     // The refused refresh token is gone: the next renewal logs in, it does not retry it.
     manager.accepted(api);
-    manager.reject(api, second.id).await;
-    manager.credential(api).await.unwrap();
+    reject_and_ask_again(&manager, api, &second).await;
     assert_eq!(fake.next_call().await.call, Call::Login);
     assert_eq!((fake.logins(), fake.refreshes()), (3, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_refresh_token_is_not_tried_again_when_the_login_after_it_fails() {
-    // Short backoffs: the test polls through them (the count of provider calls is exact).
-    let policy = backoff(Duration::from_millis(20), Duration::from_millis(40));
-    let fake = Fake::open("api");
-    fake.then(grant_with_refresh("first", HOUR, "r1"))
-        .then(Reply::Fail(ProviderError::RefreshRejected {
-            status: 400,
-            detail: "invalid_grant".to_owned(),
-        }))
-        .then(unreachable("login endpoint down"))
+    let fake = refusing_its_refresh_token();
+    fake.then(unreachable("login endpoint down"))
         .then(grant("second", HOUR));
-    let spec = spec_with("api", policy);
-    let manager = manager(&[(&spec, &fake)]);
-    let api = id(&manager, "api");
-    let first = manager.credential(api).await.unwrap();
-    assert_eq!(fake.next_call().await.call, Call::Login);
+    let One { fake, manager, api } = One::with_policy(fake, short_backoff());
+    let first = first_login(&manager, api, &fake).await;
 
     manager.reject(api, first.id).await;
     let error = manager.credential(api).await.unwrap_err();
-    assert!(
-        error.reason.contains("login endpoint down"),
-        "{}",
-        error.reason
-    );
+    assert_reason(&error, "login endpoint down");
     assert_eq!(fake.next_call().await.call, Call::Refresh("r1".to_owned()));
     assert_eq!(fake.next_call().await.call, Call::Login);
-    let second = within("a token once the login works again", async {
-        loop {
-            match manager.credential(api).await {
-                Ok(token) => return token,
-                Err(_) => tokio::time::sleep(POLL).await,
-            }
-        }
-    })
-    .await;
+    let second = until_token(&manager, api, "a token once the login works again").await;
 
     assert_eq!(second.value.expose(), "second");
     assert_eq!(
@@ -707,21 +747,12 @@ async fn a_refused_refresh_token_is_not_tried_again_when_the_login_after_it_fail
 async fn within_the_backoff_requests_fail_fast_without_a_provider_call() {
     let fake = Fake::open("api");
     fake.then(unreachable("connection refused"));
-    let spec = spec_with(
-        "api",
-        backoff(Duration::from_secs(60), Duration::from_secs(120)),
-    );
-    let manager = manager(&[(&spec, &fake)]);
-    let api = id(&manager, "api");
+    let One { fake, manager, api } = One::with_policy(fake, long_backoff());
 
     let first = manager.credential(api).await.unwrap_err();
     assert_eq!(first.provider, "api");
     assert_eq!(first.retry_after, Duration::from_secs(60), "min_backoff");
-    assert!(
-        first.reason.contains("connection refused"),
-        "{}",
-        first.reason
-    );
+    assert_reason(&first, "connection refused");
 
     for _ in 0..5 {
         let again = manager.credential(api).await.unwrap_err();
@@ -730,16 +761,8 @@ async fn within_the_backoff_requests_fail_fast_without_a_provider_call() {
             "{:?}",
             again.retry_after
         );
-        assert!(
-            again.reason.contains("connection refused"),
-            "{}",
-            again.reason
-        );
-        assert!(
-            again.reason.contains("after 1 failed attempts"),
-            "{}",
-            again.reason
-        );
+        assert_reason(&again, "connection refused");
+        assert_reason(&again, "after 1 failed attempts");
     }
     assert_eq!(fake.logins(), 1, "no call while backing off");
 }
@@ -749,11 +772,7 @@ async fn callers_queued_behind_a_failed_call_take_its_backoff() {
     const CALLERS: usize = 20;
     let fake = Fake::held("api");
     fake.then(unreachable("connection refused"));
-    let spec = spec_with(
-        "api",
-        backoff(Duration::from_secs(60), Duration::from_secs(120)),
-    );
-    let manager = manager(&[(&spec, &fake)]);
+    let One { fake, manager, .. } = One::with_policy(fake, long_backoff());
 
     let tasks = spawn_credentials(&manager, "api", CALLERS);
     assert_eq!(fake.next_call().await.call, Call::Login);
@@ -762,11 +781,7 @@ async fn callers_queued_behind_a_failed_call_take_its_backoff() {
 
     for result in join_all(tasks).await {
         let error = result.expect_err("no token");
-        assert!(
-            error.reason.contains("connection refused"),
-            "{}",
-            error.reason
-        );
+        assert_reason(&error, "connection refused");
         assert!(error.retry_after > Duration::ZERO);
     }
     assert_eq!(fake.logins(), 1, "the queued callers did not call again");
@@ -784,7 +799,7 @@ async fn a_permanent_error_waits_max_backoff() {
 
     let error = manager.credential(id(&manager, "mfa")).await.unwrap_err();
     assert_eq!(error.retry_after, HOUR, "max_backoff");
-    assert!(error.reason.contains("multi-factor"), "{}", error.reason);
+    assert_reason(&error, "multi-factor");
     let again = manager.credential(id(&manager, "mfa")).await.unwrap_err();
     assert!(again.retry_after > Duration::from_secs(3000));
     assert_eq!(mfa.logins(), 1);
@@ -795,27 +810,15 @@ async fn a_permanent_error_waits_max_backoff() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn success_resets_the_failure_state() {
-    // Short backoffs: the test polls through them (the count of provider calls is exact).
-    let policy = backoff(Duration::from_millis(20), Duration::from_millis(40));
     let fake = Fake::open("api");
     fake.then(unreachable("first outage"))
         .then(Reply::Fail(ProviderError::Timeout(Duration::from_secs(5))))
         .then(grant("good", HOUR))
         .then(unreachable("second outage"));
-    let spec = spec_with("api", policy);
-    let manager = manager(&[(&spec, &fake)]);
-    let api = id(&manager, "api");
+    let One { fake, manager, api } = One::with_policy(fake, short_backoff());
 
     manager.credential(api).await.unwrap_err();
-    let token = within("a token after two failures", async {
-        loop {
-            match manager.credential(api).await {
-                Ok(token) => return token,
-                Err(_) => tokio::time::sleep(POLL).await,
-            }
-        }
-    })
-    .await;
+    let token = until_token(&manager, api, "a token after two failures").await;
     assert_eq!(token.value.expose(), "good");
     assert_eq!(fake.logins(), 3);
     let status = status_of(&manager, "api").await;
@@ -827,13 +830,9 @@ async fn success_resets_the_failure_state() {
     // The next failure counts from one again and backs off min_backoff, not the third step.
     manager.reject(api, token.id).await;
     let error = manager.credential(api).await.unwrap_err();
-    assert!(error.reason.contains("second outage"), "{}", error.reason);
-    assert!(
-        error.reason.contains("after 1 failed attempts"),
-        "{}",
-        error.reason
-    );
-    assert_eq!(error.retry_after, policy.min_backoff);
+    assert_reason(&error, "second outage");
+    assert_reason(&error, "after 1 failed attempts");
+    assert_eq!(error.retry_after, short_backoff().min_backoff);
     assert_eq!(fake.logins(), 4);
 }
 
@@ -842,7 +841,7 @@ async fn success_resets_the_failure_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_reports_each_state_and_fingerprints_never_the_token() {
-    let policy = backoff(Duration::from_secs(60), Duration::from_secs(120));
+    let policy = long_backoff();
     let idle = Fake::open("idle");
     let down = Fake::open("down");
     down.then(unreachable("no route to host"));
@@ -915,21 +914,14 @@ async fn a_reload_keeps_unchanged_providers_and_rebuilds_the_others() {
         Fake::open("changed"),
         Fake::open("removed"),
     );
-    let old_specs = [spec("kept"), spec("changed"), spec("removed")];
-    let old = manager(&[
-        (&old_specs[0], &kept),
-        (&old_specs[1], &changed),
-        (&old_specs[2], &removed),
-    ]);
+    let old = manager_of(&[&kept, &changed, &removed]);
     let mut tokens = HashMap::new();
     for name in ["kept", "changed", "removed"] {
         let token = old.credential(id(&old, name)).await.unwrap();
         tokens.insert(name, token);
     }
 
-    let mut changed_spec = spec("changed");
-    changed_spec.refresh.before_expiry = Duration::from_secs(30);
-    let new_specs = [spec("kept"), changed_spec, spec("added")];
+    let new_specs = [spec("kept"), changed_spec("changed"), spec("added")];
     let (rebuilt, added) = (Fake::open("changed"), Fake::open("added"));
     let mut built = Vec::new();
     let new = old
@@ -983,15 +975,15 @@ async fn a_reload_keeps_unchanged_providers_and_rebuilds_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_whose_provider_cannot_be_built_changes_nothing() {
-    let fake = Fake::open("api");
-    let old_spec = spec("api");
-    let old = manager(&[(&old_spec, &fake)]);
-    let token = old.credential(id(&old, "api")).await.unwrap();
-    let mut changed = spec("api");
-    changed.refresh.before_expiry = Duration::from_secs(30);
+    let One {
+        fake,
+        manager: old,
+        api,
+    } = One::new(Fake::open("api"));
+    let token = old.credential(api).await.unwrap();
 
     let error = old
-        .successor(&[changed], |spec| {
+        .successor(&[changed_spec("api")], |spec| {
             Err(BuildError {
                 provider: spec.name.clone(),
                 reason: "bad CA file".to_owned(),
@@ -1002,24 +994,20 @@ async fn a_reload_whose_provider_cannot_be_built_changes_nothing() {
 
     assert_eq!(error.provider, "api");
     assert!(!slot(&old, "api").retired.load(Ordering::Acquire));
-    assert_eq!(old.credential(id(&old, "api")).await.unwrap().id, token.id);
+    assert_eq!(old.credential(api).await.unwrap().id, token.id);
     assert_eq!(fake.logins(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retiring_a_replaced_provider_stops_its_refresher() {
-    let fake = Fake::open("api");
-    let old_spec = spec("api");
-    let old = manager(&[(&old_spec, &fake)]);
-    old.start_refreshers();
-    assert_eq!(fake.next_call().await.call, Call::Login);
-    until_cached(&old, "api", "the startup token", |_| true).await;
+    let One {
+        fake, manager: old, ..
+    } = One::new(Fake::open("api"));
+    started(&old, &fake, "api").await;
 
-    let mut changed = spec("api");
-    changed.refresh.before_expiry = Duration::from_secs(30);
     let rebuilt = Fake::open("api");
     let new = old
-        .successor(&[changed], |_| Ok(rebuilt.provider()))
+        .successor(&[changed_spec("api")], |_| Ok(rebuilt.provider()))
         .unwrap();
     new.start_refreshers();
     assert_eq!(rebuilt.next_call().await.call, Call::Login);
@@ -1053,17 +1041,16 @@ async fn retiring_a_replaced_provider_stops_its_refresher() {
 async fn a_replaced_manager_is_freed_while_a_kept_provider_refreshes_on() {
     let kept = Fake::open("kept");
     let replaced = Fake::open("api");
-    let specs = [spec("kept"), spec("api")];
-    let old = manager(&[(&specs[0], &kept), (&specs[1], &replaced)]);
+    let old = manager_of(&[&kept, &replaced]);
     old.start_refreshers();
     until_cached(&old, "kept", "the kept provider's token", |_| true).await;
     until_cached(&old, "api", "the replaced provider's token", |_| true).await;
 
-    let mut changed = spec("api");
-    changed.refresh.before_expiry = Duration::from_secs(30);
     let rebuilt = Fake::open("api");
     let new = old
-        .successor(&[spec("kept"), changed], |_| Ok(rebuilt.provider()))
+        .successor(&[spec("kept"), changed_spec("api")], |_| {
+            Ok(rebuilt.provider())
+        })
         .unwrap();
     new.start_refreshers();
     let replaced_provider = Arc::downgrade(&slot(&old, "api").provider);
@@ -1085,10 +1072,7 @@ async fn a_replaced_manager_is_freed_while_a_kept_provider_refreshes_on() {
 /// pauses renewals on rejection; a thousand more rejections make no provider call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_rejecting_every_token_costs_one_renewal_then_a_pause() {
-    let fake = Fake::open("api");
-    let spec = spec("api");
-    let manager = manager(&[(&spec, &fake)]);
-    let api = id(&manager, "api");
+    let One { fake, manager, api } = One::new(Fake::open("api"));
     let first = manager.credential(api).await.unwrap();
     assert_eq!(manager.reject(api, first.id).await, Rejection::Renewing);
     let second = manager.credential(api).await.unwrap();
@@ -1108,13 +1092,9 @@ async fn an_upstream_rejecting_every_token_costs_one_renewal_then_a_pause() {
 /// A genuine revocation after the upstream took the token is renewed at once, paused or not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_accepted_token_ends_the_pause() {
-    let fake = Fake::open("api");
-    let spec = spec("api");
-    let manager = manager(&[(&spec, &fake)]);
-    let api = id(&manager, "api");
+    let One { fake, manager, api } = One::new(Fake::open("api"));
     let first = manager.credential(api).await.unwrap();
-    manager.reject(api, first.id).await;
-    let second = manager.credential(api).await.unwrap();
+    let second = reject_and_ask_again(&manager, api, &first).await;
     assert_eq!(manager.reject(api, second.id).await, Rejection::Paused);
     manager.accepted(api);
     assert_eq!(manager.status().await[0].rejection_pause_seconds, None);
@@ -1131,8 +1111,7 @@ async fn an_accepted_token_ends_the_pause() {
 async fn end_sessions_ends_the_current_session_and_drops_its_token() {
     let ending = Fake::ending_sessions("ending");
     let plain = Fake::open("plain");
-    let specs = [spec("ending"), spec("plain")];
-    let manager = manager(&[(&specs[0], &ending), (&specs[1], &plain)]);
+    let manager = manager_of(&[&ending, &plain]);
     let token = manager.credential(id(&manager, "ending")).await.unwrap();
     let plain_token = manager.credential(id(&manager, "plain")).await.unwrap();
 

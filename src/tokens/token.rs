@@ -140,9 +140,7 @@ impl Timing {
         lifetime: Duration,
         policy: &RefreshPolicy,
     ) -> Option<Timing> {
-        let now_ms = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now_ms = crate::clock::unix_ms();
         let remaining = Duration::from_millis(expires_at_unix_ms.checked_sub(now_ms)?);
         let timing = Timing::new(
             lifetime.min(MAX_LIFETIME),
@@ -184,9 +182,7 @@ fn lifetime(
     }
     match jwt_expiry(grant.access_token.expose()) {
         Some(exp) => {
-            let now_unix = now
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            let now_unix = crate::clock::unix_seconds(now);
             if exp <= now_unix {
                 return Err(ProviderError::BadReply(format!(
                     "token is already expired (JWT exp is {}s in the past; check clocks)",
@@ -235,16 +231,9 @@ mod tests {
         )
     }
 
-    fn now_unix() -> u64 {
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-    }
-
     #[test]
     fn expires_in_wins_over_jwt_exp() {
-        let mut grant = Grant::bare(Secret::new(jwt_with_exp(now_unix() + 1000)));
+        let mut grant = Grant::bare(Secret::new(jwt_with_exp(crate::clock::unix_now() + 1000)));
         grant.expires_in = Some(Duration::from_secs(60));
         let token = Token::from_grant(1, &grant, &RefreshPolicy::default()).unwrap();
         assert_eq!(token.lifetime_source, LifetimeSource::ExpiresIn);
@@ -257,7 +246,7 @@ mod tests {
 
     #[test]
     fn jwt_exp_is_read_without_a_key() {
-        let grant = Grant::bare(Secret::new(jwt_with_exp(now_unix() + 600)));
+        let grant = Grant::bare(Secret::new(jwt_with_exp(crate::clock::unix_now() + 600)));
         let token = Token::from_grant(1, &grant, &RefreshPolicy::default()).unwrap();
         assert_eq!(token.lifetime_source, LifetimeSource::JwtExp);
         let until_refresh = token.refresh_at - Instant::now();
@@ -275,7 +264,7 @@ mod tests {
 
     #[test]
     fn an_expired_jwt_is_refused() {
-        let grant = Grant::bare(Secret::new(jwt_with_exp(now_unix() - 30)));
+        let grant = Grant::bare(Secret::new(jwt_with_exp(crate::clock::unix_now() - 30)));
         let error = Token::from_grant(1, &grant, &RefreshPolicy::default()).unwrap_err();
         assert!(error.to_string().contains("already expired"), "{error}");
     }

@@ -1,4 +1,4 @@
-//! The kit of tollgate's inbound tests, its unit tests and `tests/inbound.rs` alike: the
+//! The kit of tollgate's inbound tests, its unit tests and `tests/e2e/inbound.rs` alike: the
 //! fixed keys of `testdata/` (made once with openssl), JWT minting with jsonwebtoken, JWKS
 //! documents, a JWKS server whose key set can be swapped (rotation) and whose fetches are
 //! counted, and sign-in on the Auth Engine stand-in.

@@ -19,6 +19,9 @@ pub mod handle;
 pub mod inbound;
 pub mod jwt;
 pub mod oauth2;
+#[cfg(feature = "pki")]
+pub mod pki;
+pub mod redis;
 pub mod resource;
 pub mod scripted;
 mod server;

@@ -1,15 +1,20 @@
 //! `type: oauth2`: an RFC 6749 token endpoint.
 
-use super::{http_url, require_secret};
+use super::require_secret;
+use super::token_endpoint;
 use crate::config::error::{join, Errors};
 use crate::config::model::*;
 use crate::config::raw::*;
 
 pub(crate) fn validate(raw: RawOAuth2, path: &str, errors: &mut Errors) -> Option<OAuth2Settings> {
-    let token_url = http_url(&raw.token_url, &join(path, "token_url"), errors);
-    if raw.client_id.is_empty() {
-        errors.push(join(path, "client_id"), "is empty");
-    }
+    let client = token_endpoint::client(
+        &raw.token_url,
+        raw.client_id,
+        raw.client_secret,
+        raw.client_auth,
+        path,
+        errors,
+    );
     let grant = match raw.grant.unwrap_or(RawGrant::ClientCredentials) {
         RawGrant::ClientCredentials => Some(OAuth2Grant::ClientCredentials),
         RawGrant::Password => {
@@ -38,40 +43,11 @@ pub(crate) fn validate(raw: RawOAuth2, path: &str, errors: &mut Errors) -> Optio
         )
         .map(|refresh_token| OAuth2Grant::RefreshToken { refresh_token }),
     };
-    let client_auth = match raw.client_auth.unwrap_or(RawClientAuth::Basic) {
-        RawClientAuth::Basic => ClientAuth::Basic,
-        RawClientAuth::Post => ClientAuth::Post,
-    };
-    let scopes = raw.scopes.unwrap_or_default();
-    for (index, scope) in scopes.iter().enumerate() {
-        if scope.is_empty() || scope.contains(' ') {
-            errors.push(
-                join(path, &format!("scopes[{index}]")),
-                "a scope is one non-empty word without spaces",
-            );
-        }
-    }
-    let resources = raw.resource.map(OneOrMany::into_vec).unwrap_or_default();
-    for (index, resource) in resources.iter().enumerate() {
-        let at = match resources.len() {
-            1 => join(path, "resource"),
-            _ => join(path, &format!("resource[{index}]")),
-        };
-        match url::Url::parse(resource) {
-            Ok(url) if url.fragment().is_none() => {}
-            Ok(_) => errors.push(at, "a resource indicator has no fragment (RFC 8707)"),
-            Err(_) => errors.push(
-                at,
-                format!("`{resource}` is not an absolute URI (RFC 8707 resource indicator)"),
-            ),
-        }
-    }
+    let scopes = token_endpoint::scopes(raw.scopes, path, errors);
+    let resources = token_endpoint::resources(raw.resource, path, errors);
     Some(OAuth2Settings {
-        token_url: token_url?,
+        client: client?,
         grant: grant?,
-        client_id: raw.client_id,
-        client_secret: raw.client_secret.filter(|s| !s.is_empty()),
-        client_auth,
         scopes,
         audience: raw.audience,
         resources,

@@ -1,7 +1,8 @@
 //! `type: token_exchange`: RFC 8693 token exchange at an OAuth 2.0 token endpoint. The
 //! subject token is the caller's; the keys here say what is asked for it.
 
-use super::{http_url, require_secret};
+use super::require_secret;
+use super::token_endpoint::{self, listed};
 use crate::config::error::{join, Errors};
 use crate::config::model::*;
 use crate::config::raw::*;
@@ -11,14 +12,14 @@ pub(crate) fn validate(
     path: &str,
     errors: &mut Errors,
 ) -> Option<TokenExchangeSettings> {
-    let token_url = http_url(&raw.token_url, &join(path, "token_url"), errors);
-    if raw.client_id.is_empty() {
-        errors.push(join(path, "client_id"), "is empty");
-    }
-    let client_auth = match raw.client_auth.unwrap_or(RawClientAuth::Basic) {
-        RawClientAuth::Basic => ClientAuth::Basic,
-        RawClientAuth::Post => ClientAuth::Post,
-    };
+    let client = token_endpoint::client(
+        &raw.token_url,
+        raw.client_id,
+        raw.client_secret,
+        raw.client_auth,
+        path,
+        errors,
+    );
     let subject_token_type = raw
         .subject_token_type
         .unwrap_or_else(|| ACCESS_TOKEN_TYPE.to_owned());
@@ -39,27 +40,8 @@ pub(crate) fn validate(
             );
         }
     }
-    let resources = raw.resource.map(OneOrMany::into_vec).unwrap_or_default();
-    for (index, resource) in resources.iter().enumerate() {
-        let at = listed(path, "resource", index, resources.len());
-        match url::Url::parse(resource) {
-            Ok(url) if url.fragment().is_none() => {}
-            Ok(_) => errors.push(at, "a resource indicator has no fragment (RFC 8707)"),
-            Err(_) => errors.push(
-                at,
-                format!("`{resource}` is not an absolute URI (RFC 8707 resource indicator)"),
-            ),
-        }
-    }
-    let scopes = raw.scopes.unwrap_or_default();
-    for (index, scope) in scopes.iter().enumerate() {
-        if scope.is_empty() || scope.contains(' ') {
-            errors.push(
-                join(path, &format!("scopes[{index}]")),
-                "a scope is one non-empty word without spaces",
-            );
-        }
-    }
+    let resources = token_endpoint::resources(raw.resource, path, errors);
+    let scopes = token_endpoint::scopes(raw.scopes, path, errors);
     let actor = match (raw.actor_token, raw.actor_token_type) {
         (None, None) => None,
         (None, Some(_)) => {
@@ -81,10 +63,7 @@ pub(crate) fn validate(
         }
     };
     Some(TokenExchangeSettings {
-        token_url: token_url?,
-        client_id: raw.client_id,
-        client_secret: raw.client_secret.filter(|s| !s.is_empty()),
-        client_auth,
+        client: client?,
         subject_token_type,
         requested_token_type: raw.requested_token_type,
         audiences,
@@ -104,13 +83,5 @@ fn token_type(text: &str, path: &str, errors: &mut Errors) {
                 "`{text}` is not a token type URI (RFC 8693 section 3, e.g. {ACCESS_TOKEN_TYPE})"
             ),
         );
-    }
-}
-
-/// `path.key` for a value written alone, `path.key[index]` for one of a list.
-fn listed(path: &str, key: &str, index: usize, count: usize) -> String {
-    match count {
-        1 => join(path, key),
-        _ => join(path, &format!("{key}[{index}]")),
     }
 }

@@ -1,5 +1,6 @@
+use crate::config::tests::{assert_reported, errors_of};
 use crate::config::{parse, Listener};
-use crate::tls::testing::TestCa;
+use tollgate_standins::pki::Pki;
 
 const REST: &str = "providers: {}\nroutes:\n  - { name: api, match: { path_prefix: / }, upstream: { url: \"http://127.0.0.1:9\" } }\n";
 
@@ -7,26 +8,15 @@ fn listen(entries: &str) -> String {
     format!("server:\n  listen:\n{entries}{REST}")
 }
 
-fn errors_of(text: &str) -> Vec<String> {
-    match parse(text) {
-        Ok(_) => panic!("config unexpectedly valid"),
-        Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
-    }
-}
-
 fn assert_error(text: &str, expected: &str) {
-    let errors = errors_of(text);
-    assert!(
-        errors.iter().any(|e| e.starts_with(expected)),
-        "no error starting with `{expected}` in {errors:#?}"
-    );
+    assert_reported(&errors_of(text), expected);
 }
 
 #[test]
 fn strings_and_mappings_both_make_listeners() {
-    let ca = TestCa::new("Test CA");
-    let (crt, key) = ca.leaf("server", "localhost", vec![]);
-    let client_ca = ca.write_ca("ca.crt");
+    let ca = Pki::new("Test CA");
+    let (crt, key) = ca.write("server", &ca.client("localhost", vec![]));
+    let client_ca = ca.ca_file();
     let text = listen(&format!(
         "    - \"127.0.0.1:8080\"\n    - {{ address: \"127.0.0.1:8081\", http2: true }}\n    - address: \"127.0.0.1:8443\"\n      tls: {{ cert_file: {}, key_file: {}, client_ca_file: {} }}\n      http2: true\n",
         crt.display(),
@@ -51,9 +41,9 @@ fn strings_and_mappings_both_make_listeners() {
 
 #[test]
 fn every_listener_problem_names_its_key() {
-    let ca = TestCa::new("Test CA");
-    let (crt, key) = ca.leaf("server", "localhost", vec![]);
-    let (_, other_key) = ca.leaf("other", "other", vec![]);
+    let ca = Pki::new("Test CA");
+    let (crt, key) = ca.write("server", &ca.client("localhost", vec![]));
+    let (_, other_key) = ca.write("other", &ca.client("other", vec![]));
     let missing = ca.path("missing.pem");
     std::fs::write(ca.path("garbage.pem"), "not pem at all").unwrap();
     let garbage = ca.path("garbage.pem");

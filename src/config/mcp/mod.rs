@@ -578,7 +578,7 @@ fn provider_secrets(spec: &ProviderSpec) -> Vec<Secret> {
     let mut add = |secret: &Secret| secrets.push(secret.clone());
     match &spec.settings {
         ProviderSettings::OAuth2(settings) => {
-            settings.client_secret.iter().for_each(&mut add);
+            settings.client.client_secret.iter().for_each(&mut add);
             match &settings.grant {
                 OAuth2Grant::Password { password, .. } => add(password),
                 OAuth2Grant::RefreshToken { refresh_token } => add(refresh_token),
@@ -586,7 +586,7 @@ fn provider_secrets(spec: &ProviderSpec) -> Vec<Secret> {
             }
         }
         ProviderSettings::TokenExchange(settings) => {
-            settings.client_secret.iter().for_each(&mut add);
+            settings.client.client_secret.iter().for_each(&mut add);
             settings.actor.iter().for_each(|actor| add(&actor.token));
         }
         ProviderSettings::BigId(settings) => match &settings.login {

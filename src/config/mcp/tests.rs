@@ -408,9 +408,9 @@ mcp:
 
 #[test]
 fn tools_need_a_plain_listener_and_no_client_certificate() {
-    let ca = crate::tls::testing::TestCa::new("Test CA");
-    let (crt, key) = ca.leaf("server", "localhost", vec![]);
-    let client_ca = ca.write_ca("ca.crt");
+    let ca = tollgate_standins::pki::Pki::new("Test CA");
+    let (crt, key) = ca.write("server", &ca.client("localhost", vec![]));
+    let client_ca = ca.ca_file();
     let mtls = format!(
         "{{ address: \"127.0.0.1:18443\", tls: {{ cert_file: {}, key_file: {}, client_ca_file: {} }} }}",
         crt.display(),

@@ -38,6 +38,36 @@ fn x_auth(token: &str) -> HeaderMap {
     headers
 }
 
+/// The engine with its default user, and that user's token.
+async fn engine_and_token() -> (BigBucksStandIn, String) {
+    let engine = BigBucksStandIn::start(BigBucksSettings::default())
+        .await
+        .unwrap();
+    let token = signin(&engine, "svc-reporting", "engine-password").await;
+    (engine, token)
+}
+
+/// The refusal of a `method` request with `token`.
+async fn refused(check: &AuthorizeCheck, method: Method, token: &str) -> Refusal {
+    check.check(&method, &x_auth(token)).await.unwrap_err()
+}
+
+/// `key` of the body of the last question the engine was asked.
+fn last_question(engine: &BigBucksStandIn, key: &str) -> serde_json::Value {
+    let body = engine
+        .last_authorize_request()
+        .unwrap()
+        .body_json()
+        .unwrap();
+    body[key].clone()
+}
+
+/// A 503 whose detail says `words`.
+fn assert_unavailable(refusal: &Refusal, words: &str) {
+    assert_eq!(refusal.status(), 503);
+    assert!(refusal.detail().contains(words), "{}", refusal.detail());
+}
+
 async fn engine_with_auditor() -> BigBucksStandIn {
     let mut settings = BigBucksSettings::default();
     settings
@@ -60,24 +90,16 @@ async fn the_engine_decides_and_the_question_is_the_routes() {
     );
 
     let denied = signin(&engine, "auditor", "audit-pw").await;
-    let refusal = check
-        .check(&Method::GET, &x_auth(&denied))
-        .await
-        .unwrap_err();
     assert_eq!(
-        refusal,
+        refused(&check, Method::GET, &denied).await,
         Refusal::Forbidden {
             detail: "the authorization server denies `read` on `reports`".into()
         }
     );
 
     // A token the engine does not know: 401 from the engine, 401 here.
-    let refusal = check
-        .check(&Method::GET, &x_auth("not-a-token-the-engine-issued"))
-        .await
-        .unwrap_err();
     assert_eq!(
-        refusal,
+        refused(&check, Method::GET, "not-a-token-the-engine-issued").await,
         Refusal::Unauthenticated {
             detail: "the authorization server did not accept the credential".into(),
             www_authenticate: "Token realm=\"tollgate\", header=\"x-auth\", error=\"invalid_token\", error_description=\"the authorization server did not accept the credential\"".into(),
@@ -96,14 +118,7 @@ async fn the_engine_decides_and_the_question_is_the_routes() {
     with_org.org_id = Some(7);
     let check = build(&with_org);
     assert!(check.check(&Method::GET, &x_auth(&allowed)).await.is_ok());
-    assert_eq!(
-        engine
-            .last_authorize_request()
-            .unwrap()
-            .body_json()
-            .unwrap()["orgID"],
-        7
-    );
+    assert_eq!(last_question(&engine, "orgID"), 7);
 }
 
 #[tokio::test]
@@ -125,20 +140,10 @@ async fn decisions_are_cached_per_token_and_question() {
     assert_eq!(engine.authorize_requests(), 1);
     assert_eq!(check.calls(), 1);
     // Another action is another question (and svc-reporting may not write).
-    let refusal = check
-        .check(&Method::POST, &x_auth(&token))
-        .await
-        .unwrap_err();
+    let refusal = refused(&check, Method::POST, &token).await;
     assert_eq!(refusal.status(), 403);
     assert_eq!(engine.authorize_requests(), 2);
-    assert_eq!(
-        engine
-            .last_authorize_request()
-            .unwrap()
-            .body_json()
-            .unwrap()["action"],
-        "write"
-    );
+    assert_eq!(last_question(&engine, "action"), "write");
     // Denials are cached too.
     assert!(check.check(&Method::POST, &x_auth(&token)).await.is_err());
     assert_eq!(engine.authorize_requests(), 2);
@@ -146,12 +151,8 @@ async fn decisions_are_cached_per_token_and_question() {
     assert!(check.check(&Method::GET, &x_auth(&other)).await.is_err());
     assert_eq!(engine.authorize_requests(), 3);
     // A method outside the map is refused without asking.
-    let refusal = check
-        .check(&Method::DELETE, &x_auth(&token))
-        .await
-        .unwrap_err();
     assert_eq!(
-        refusal,
+        refused(&check, Method::DELETE, &token).await,
         Refusal::Forbidden {
             detail: "DELETE requests are not allowed on this route".into()
         }
@@ -161,13 +162,8 @@ async fn decisions_are_cached_per_token_and_question() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_identical_questions_share_one_call() {
-    let engine = BigBucksStandIn::start(BigBucksSettings::default())
-        .await
-        .unwrap();
-    engine.set_delay(Duration::from_millis(200));
+    let (engine, token) = engine_and_token().await;
     let check = std::sync::Arc::new(build(&settings(&engine.base_url())));
-    engine.set_delay(Duration::ZERO);
-    let token = signin(&engine, "svc-reporting", "engine-password").await;
     engine.set_delay(Duration::from_millis(200));
     let mut tasks = Vec::new();
     for _ in 0..16 {
@@ -185,28 +181,16 @@ async fn concurrent_identical_questions_share_one_call() {
 
 #[tokio::test]
 async fn a_down_engine_fails_closed_unless_fail_open() {
-    let engine = BigBucksStandIn::start(BigBucksSettings::default())
-        .await
-        .unwrap();
-    let token = signin(&engine, "svc-reporting", "engine-password").await;
+    let (engine, token) = engine_and_token().await;
     let check = build(&settings(&engine.base_url()));
     engine.set_available(false);
-    let refusal = check
-        .check(&Method::GET, &x_auth(&token))
-        .await
-        .unwrap_err();
-    let Refusal::Unavailable {
-        detail,
-        retry_after,
-    } = &refusal
-    else {
-        panic!("not a 503: {refusal:?}");
-    };
+    let refusal = refused(&check, Method::GET, &token).await;
+    let (detail, retry_after) = refusal.expect_unavailable();
     assert_eq!(
         detail,
         "the authorization server is unavailable: answered 500"
     );
-    assert_eq!(*retry_after, HOLD_DOWN);
+    assert_eq!(retry_after, HOLD_DOWN);
     assert!(!format!("{refusal:?}").contains(&token));
     assert_eq!(engine.authorize_requests(), 1);
     // Within the hold-down the engine is not asked again.
@@ -233,47 +217,25 @@ async fn a_down_engine_fails_closed_unless_fail_open() {
     let base = engine.base_url();
     engine.stop().await;
     let check = build(&settings(&base));
-    let refusal = check
-        .check(&Method::GET, &x_auth(&token))
-        .await
-        .unwrap_err();
-    assert_eq!(refusal.status(), 503);
-    assert!(
-        refusal.detail().contains("connection failed"),
-        "{}",
-        refusal.detail()
-    );
+    let refusal = refused(&check, Method::GET, &token).await;
+    assert_unavailable(&refusal, "connection failed");
     assert!(!refusal.detail().contains(&base));
 }
 
 #[tokio::test]
 async fn a_slow_engine_times_out_as_unavailable() {
-    let engine = BigBucksStandIn::start(BigBucksSettings::default())
-        .await
-        .unwrap();
-    let token = signin(&engine, "svc-reporting", "engine-password").await;
+    let (engine, token) = engine_and_token().await;
     let mut slow = settings(&engine.base_url());
     slow.timeout = Duration::from_millis(200);
     let check = build(&slow);
     engine.set_delay(Duration::from_millis(600));
-    let refusal = check
-        .check(&Method::GET, &x_auth(&token))
-        .await
-        .unwrap_err();
-    assert_eq!(refusal.status(), 503);
-    assert!(
-        refusal.detail().contains("did not answer within 200ms"),
-        "{}",
-        refusal.detail()
-    );
+    let refusal = refused(&check, Method::GET, &token).await;
+    assert_unavailable(&refusal, "did not answer within 200ms");
 }
 
 #[tokio::test]
 async fn me_supplies_the_identity_document() {
-    let engine = BigBucksStandIn::start(BigBucksSettings::default())
-        .await
-        .unwrap();
-    let token = signin(&engine, "svc-reporting", "engine-password").await;
+    let (engine, token) = engine_and_token().await;
     let mut with_me = settings(&engine.base_url());
     with_me.identity_from_me = true;
     let check = build(&with_me);

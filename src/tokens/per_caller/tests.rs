@@ -172,18 +172,11 @@ fn per_caller(fake: &Arc<Fake>, max_entries: u64) -> Arc<PerCaller> {
     ))
 }
 
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 /// A caller token `value` for subject `sub`, expiring in `ttl` seconds.
 fn caller(value: &str, sub: &str, ttl: u64) -> CallerToken {
     CallerToken {
         value: Secret::new(value),
-        expires_at_unix: Some(now_unix() + ttl),
+        expires_at_unix: Some(crate::clock::unix_now() + ttl),
         subject: Some(sub.to_owned()),
     }
 }
@@ -232,12 +225,12 @@ fn the_key_hashes_provider_and_caller_token_and_shows_neither() {
 fn a_caller_token_is_usable_only_before_its_exp() {
     let now = Instant::now();
     let past = CallerToken {
-        expires_at_unix: Some(now_unix() - 1),
+        expires_at_unix: Some(crate::clock::unix_now() - 1),
         ..caller("t", "s", 0)
     };
     assert_eq!(past.usable_until(now), None);
     let this_second = CallerToken {
-        expires_at_unix: Some(now_unix()),
+        expires_at_unix: Some(crate::clock::unix_now()),
         ..caller("t", "s", 0)
     };
     assert_eq!(
@@ -353,7 +346,7 @@ async fn an_expired_caller_token_gets_nothing() {
     let fake = Fake::new(OPEN);
     let pc = per_caller(&fake, 100);
     let expired = CallerToken {
-        expires_at_unix: Some(now_unix() - 5),
+        expires_at_unix: Some(crate::clock::unix_now() - 5),
         ..caller("old-token", "old", 0)
     };
     assert!(matches!(
