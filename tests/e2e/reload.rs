@@ -67,7 +67,11 @@ async fn refused_naming(gateway: &Gateway, yaml: &str, nth: usize, key: &str) {
     gateway.rewrite_config(yaml);
     wait_reloads(gateway, "failure", nth as f64, POLL_SEEN).await;
     let errors: Vec<String> = gateway
-        .log_events("config reload refused; the previous config keeps serving")
+        .log_events_once(
+            "config reload refused; the previous config keeps serving",
+            nth,
+        )
+        .await
         .iter()
         .map(|e| e["error"].as_str().unwrap_or_default().to_owned())
         .collect();
@@ -209,7 +213,7 @@ async fn sighup_reloads_at_once() {
     // The file is unchanged, so only the signal can cause this reload.
     gateway.signal("HUP");
     wait_reloads(&gateway, "success", 1.0, Duration::from_secs(3)).await;
-    let reloads = gateway.log_events("config reloaded");
+    let reloads = gateway.log_events_once("config reloaded", 1).await;
     assert_eq!(reloads.len(), 1, "{reloads:?}");
     assert_eq!(reloads[0]["trigger"], "SIGHUP", "{}", reloads[0]);
 
@@ -224,7 +228,7 @@ async fn sighup_reloads_at_once() {
     .await;
     assert!(applied, "route b not served within 3 s of SIGHUP");
     eprintln!("route b served {:?} after SIGHUP", signalled.elapsed());
-    let reloads = gateway.log_events("config reloaded");
+    let reloads = gateway.log_events_once("config reloaded", 2).await;
     assert!(
         reloads.iter().filter(|e| e["trigger"] == "SIGHUP").count() >= 2,
         "{reloads:?}"
@@ -339,7 +343,7 @@ async fn unchanged_providers_keep_their_token_changed_ones_log_in_removed_ones_g
         1,
         "an unchanged provider logged in again"
     );
-    let summary = gateway.log_events("config reloaded")[0]["summary"].clone();
+    let summary = gateway.log_events_once("config reloaded", 1).await[0]["summary"].clone();
     assert!(
         summary.as_str().is_some_and(|s| s.contains("2 kept")),
         "reload summary: {summary}"

@@ -634,6 +634,27 @@ impl Gateway {
         }
     }
 
+    /// Waits until `count` JSON log lines have `message` as theirs, and returns them all.
+    /// Log lines are written after the counters they go with are raised, so a test that saw
+    /// a counter move waits here for the line. Panics after 10 s.
+    pub async fn log_events_once(&self, message: &str, count: usize) -> Vec<Value> {
+        let started = Instant::now();
+        loop {
+            let events = self.log_events(message);
+            if events.len() >= count {
+                return events;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                panic!(
+                    "{} log lines `{message}` after 10 s, expected {count}:\n{}",
+                    events.len(),
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The JSON log lines whose message is `message`.
     pub fn log_events(&self, message: &str) -> Vec<Value> {
         self.log_lines()
