@@ -14,7 +14,8 @@ on Ctrl-C or an error):
   `cargo build --release --bin tollgate` (skipped with --binary PATH).
 * Starts the upstream: nginx with one worker answering `200 ok` from memory, plus a token
   endpoint (POST /oauth/token) for the oauth2 case and /echo-auth, which answers with the
-  Authorization header it got. Each proxy is checked through /echo-auth before it is loaded.
+  Authorization header it got; and, on a second listener, the same over TLS for the TLS
+  upstream rows. Each proxy is checked through /echo-auth before it is loaded.
 * Then, one after another, each with one worker/thread and no access log, in front of that
   upstream, each injecting `Authorization: Bearer <token>`:
     direct           the client straight at a fresh nginx with the upstream's config (the limit)
@@ -27,10 +28,23 @@ on Ctrl-C or an error):
                      is cached: the cache-hit path
     nginx-tls        nginx, terminating TLS (1.2 and 1.3) on its listener
     tollgate-tls     tollgate-static, terminating TLS on its listener
-  The two TLS servers serve one certificate (ECDSA P-256, made with openssl at the start)
-  and are loaded over HTTPS with keep-alive: each connection's handshake happens once, so
-  the rows compare TLS record processing, not handshakes. Their ratios are against
-  nginx-tls, and the closing note gives tollgate-tls against nginx-tls.
+    nginx-tls-upstream
+                     nginx, proxying to the upstream's TLS listener: proxy_ssl_verify on
+                     against the bench CA, proxy_ssl_session_reuse on, keepalive as nginx
+    tollgate-tls-upstream
+                     tollgate-static, its route's upstream https:// to that listener,
+                     trusting the bench CA (upstream.tls.ca_file)
+  Every TLS listener serves one certificate (ECDSA P-256, for 127.0.0.1 and localhost,
+  issued by a bench CA; both made with openssl at the start). The two TLS servers are
+  loaded over HTTPS with keep-alive: each connection's handshake happens once, so the rows
+  compare TLS record processing, not handshakes. Their ratios are against nginx-tls, and a
+  closing line gives tollgate-tls against nginx-tls. The two TLS upstream rows are loaded
+  over plain HTTP and keep their upstream connections (TLS 1.2 or 1.3) in a pool, so they
+  compare TLS on the upstream leg; their ratios are against nginx-tls-upstream, and a
+  closing line gives tollgate-tls-upstream against it. The upstream's TLS listener adds an
+  X-Upstream-TLS header (protocol and cipher) to /echo-auth, which the check before load
+  requires of those two rows and refuses from all others: a row that reached the upstream
+  the wrong way fails instead of being measured.
   tollgate runs with its defaults except RUST_LOG (--tollgate-log-level, default warn: no
   access lines) and JSON logs written to a file.
 * Loads each with wrk (1 thread, --latency): a 2 s warm-up, then the measured run, for every
@@ -71,14 +85,16 @@ ahead makes lifetime / (lifetime - lead)), calls that overlapped, the intervals 
 failed requests (wrk's non-2xx and errors, and the probe's) and the p99 latency.
 JSON: target/bench/storm-<commit>-<time>.json.
 
---instructions: nginx, HAProxy and both tollgates each run under valgrind's callgrind
-(installed from Debian's `valgrind` when missing), loaded by wrk at --instr-connections (16)
-for --instr-duration (8 s) after a 2 s warm-up; callgrind is zeroed before and dumped after
-the measured run. Reports instructions per request for the whole process, the share in
+--instructions: every server of --servers but direct runs under valgrind's callgrind
+(installed from Debian's `valgrind` when missing; the upstream runs outside it), loaded by
+wrk at --instr-connections (16) for --instr-duration (8 s) after a 2 s warm-up; callgrind is
+zeroed before and dumped after the measured run. Reports instructions per request for the
+whole process (ratios against the same peer as in the comparison), the share in
 memcpy/memmove, and, for tollgate, the inclusive instructions of each ProxyHttp phase it
 implements (its own request handling). Instruction counts do not drift with the machine's
 load as CPU time does, so they compare commits exactly. JSON:
-target/bench/instructions-<commit>-<time>.json.
+target/bench/instructions-<commit>-<time>.json; each server's callgrind dump:
+target/bench/callgrind-<commit>-<server>.out (read it with callgrind_annotate).
 
 Options (see --help): --connections, --duration, --warmup, --rounds (repeat the whole
 sequence, report medians), --servers (a subset), --binary, --json, --pin/--no-pin,
@@ -113,10 +129,119 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = Path(__file__).resolve().parent / "load"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVERS = ["direct", "nginx", "haproxy", "pingora-bare", "tollgate-static", "tollgate-oauth2",
-           "nginx-tls", "tollgate-tls"]
-# Servers loaded over HTTPS, and the peer each is compared with.
+           "nginx-tls", "tollgate-tls", "nginx-tls-upstream", "tollgate-tls-upstream"]
+# Servers loaded over HTTPS (they terminate TLS); their ratios are against nginx-tls.
 TLS_SERVERS = {"nginx-tls", "tollgate-tls"}
+# Servers loaded over plain HTTP that reach the upstream over HTTPS, at its TLS listener;
+# their ratios are against nginx-tls-upstream.
+TLS_UPSTREAM_SERVERS = {"nginx-tls-upstream", "tollgate-tls-upstream"}
+# The pairs a closing line compares: (title, ours, theirs).
+PAIRS = [("HTTPS, tollgate-tls against nginx-tls (same certificate, keep-alive)",
+          "tollgate-tls", "nginx-tls"),
+         ("TLS upstream, tollgate-tls-upstream against nginx-tls-upstream (plain HTTP in, "
+          "HTTPS to the upstream with its certificate verified, pooled connections)",
+          "tollgate-tls-upstream", "nginx-tls-upstream")]
+# Set by the upstream's TLS listener on /echo-auth only: proof that a proxy reached it over
+# TLS (a proxy sending plain HTTP to that port gets a 400, one that went to the plain port
+# gets no such header). `/` answers as on the plain listener, so the loaded responses are
+# the same bytes for every row.
+UPSTREAM_TLS_HEADER = "X-Upstream-TLS"
 STATIC_TOKEN = "static-token"
+
+# Templates held here rather than in benches/load/; render() looks here first.
+INLINE_TEMPLATES = {
+    # The shared upstream's TLS listener, added to nginx-upstream.conf's http block (the
+    # `direct` row, a copy of the upstream, goes without it).
+    "nginx-upstream-tls-server.conf": """
+    # The TLS listener of the TLS upstream rows: the bench certificate (for 127.0.0.1 and
+    # localhost), TLS 1.2 and 1.3. Session tickets are on by default, for
+    # proxy_ssl_session_reuse.
+    server {
+        listen 127.0.0.1:{{tls_port}} ssl;
+        ssl_certificate {{cert}};
+        ssl_certificate_key {{key}};
+        ssl_protocols TLSv1.2 TLSv1.3;
+
+        location /echo-auth {
+            default_type text/plain;
+            add_header """ + UPSTREAM_TLS_HEADER + """ "$ssl_protocol $ssl_cipher" always;
+            return 200 "$http_authorization";
+        }
+
+        location / {
+            default_type text/plain;
+            return 200 "ok";
+        }
+    }
+""",
+    "nginx-proxy-tls-upstream.conf": """\
+# nginx as the TLS upstream peer: nginx-proxy.conf (plain HTTP in, the same keep-alive pool),
+# but to the upstream's TLS listener, verifying its certificate against the bench CA, with
+# TLS sessions reused. Rendered by benches/load.py; not for use on its own.
+worker_processes 1;
+daemon off;
+pid {{dir}}/nginx.pid;
+error_log {{dir}}/error.log warn;
+worker_rlimit_nofile 10000;
+
+events {
+    worker_connections 4096;
+}
+
+http {
+    access_log off;
+    client_body_temp_path {{dir}}/client_body;
+    proxy_temp_path {{dir}}/proxy;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+
+    upstream bench_upstream_tls {
+        server 127.0.0.1:{{upstream_tls_port}};
+        keepalive {{keepalive}};
+        keepalive_requests 1000000;
+        keepalive_timeout 300s;
+    }
+
+    server {
+        listen 127.0.0.1:{{port}};
+
+        location / {
+            proxy_pass https://bench_upstream_tls;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Authorization "Bearer static-token";
+            proxy_ssl_protocols TLSv1.2 TLSv1.3;
+            proxy_ssl_verify on;
+            proxy_ssl_trusted_certificate {{ca}};
+            # nginx matches the name against the certificate's DNS names only (not its IP
+            # address), so `localhost`, which the certificate names beside 127.0.0.1. No
+            # SNI (proxy_ssl_server_name off), as tollgate sends none to an IP address.
+            proxy_ssl_name localhost;
+            proxy_ssl_session_reuse on;
+        }
+    }
+}
+""",
+    "tollgate-tls-upstream.yaml": """\
+# tollgate-static, its route's upstream the upstream's TLS listener, whose certificate is
+# verified against the bench CA. Rendered by benches/load.py.
+server:
+  listen: ["127.0.0.1:{{port}}"]
+  admin: "127.0.0.1:{{admin_port}}"
+  threads: 1
+
+providers:
+  bench:
+    type: static
+    value: static-token
+
+routes:
+  - name: bench
+    match: { path_prefix: / }
+    upstream: { url: "https://127.0.0.1:{{upstream_tls_port}}", tls: { ca_file: "{{ca}}" } }
+    credential: { provider: bench, header: Authorization, format: "Bearer {token}" }
+""",
+}
 
 
 def log(message: str) -> None:
@@ -196,8 +321,12 @@ def on_signal(signum, _frame):
 # --- small helpers ---------------------------------------------------------------------------
 
 
-def render(template: str, out: Path, **values) -> Path:
-    text = (TEMPLATES / template).read_text()
+def fill(template: str, **values) -> str:
+    """The template (INLINE_TEMPLATES' or benches/load/'s) with its {{key}}s filled in."""
+    if template in INLINE_TEMPLATES:
+        text = INLINE_TEMPLATES[template]
+    else:
+        text = (TEMPLATES / template).read_text()
 
     def sub(match):
         key = match.group(1)
@@ -205,7 +334,11 @@ def render(template: str, out: Path, **values) -> Path:
             raise BenchError(f"{template}: no value for {{{{{key}}}}}")
         return str(values[key])
 
-    out.write_text(re.sub(r"\{\{(\w+)\}\}", sub, text))
+    return re.sub(r"\{\{(\w+)\}\}", sub, text)
+
+
+def render(template: str, out: Path, **values) -> Path:
+    out.write_text(fill(template, **values))
     return out
 
 
@@ -215,9 +348,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http_call(port: int, path: str, method: str = "GET", body: bytes | None = None,
-              headers: dict | None = None, timeout: float = 3.0,
-              tls: ssl.SSLContext | None = None) -> tuple[int, bytes]:
+def http_exchange(port: int, path: str, method: str = "GET", body: bytes | None = None,
+                  headers: dict | None = None, timeout: float = 3.0,
+                  tls: ssl.SSLContext | None = None) -> tuple[int, http.client.HTTPMessage,
+                                                              bytes]:
+    """One request; the response's status, headers and body."""
     if tls is not None:
         conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=tls)
     else:
@@ -225,9 +360,14 @@ def http_call(port: int, path: str, method: str = "GET", body: bytes | None = No
     try:
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
-        return resp.status, resp.read()
+        return resp.status, resp.headers, resp.read()
     finally:
         conn.close()
+
+
+def http_call(port: int, path: str, **options) -> tuple[int, bytes]:
+    status, _, body = http_exchange(port, path, **options)
+    return status, body
 
 
 def wait_for(check, timeout: float, what: str, proc: subprocess.Popen | None = None,
@@ -399,17 +539,32 @@ def build_tollgate(args) -> Path:
     return ROOT / "target" / "release" / "tollgate"
 
 
-def make_certificate(workdir: Path) -> tuple[Path, Path, ssl.SSLContext]:
-    """A self-signed ECDSA P-256 certificate for 127.0.0.1, for both TLS servers."""
+def make_certificate(workdir: Path) -> tuple[Path, Path, Path, ssl.SSLContext]:
+    """A bench CA and an ECDSA P-256 server certificate it issued, for 127.0.0.1 and
+    localhost, which every TLS listener serves (the TLS servers' and the upstream's); and a
+    client context that trusts the CA. A CA and a leaf, not one self-signed certificate:
+    rustls (tollgate's upstream leg) refuses a CA certificate as a server's, and openssl
+    marks a self-signed one CA:TRUE. localhost is for nginx's proxy_ssl_verify, which
+    matches DNS names only; tollgate verifies 127.0.0.1."""
+    ca, ca_key = workdir / "ca.crt", workdir / "ca.key"
     cert, key = workdir / "tls.crt", workdir / "tls.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj",
-                    "/CN=tollgate-bench", "-addext", "subjectAltName=IP:127.0.0.1",
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2"]
+    subprocess.run(["openssl", "req", "-x509", *ec, "-subj", "/CN=tollgate-bench CA",
+                    "-addext", "basicConstraints=critical,CA:TRUE",
+                    "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+                    "-keyout", str(ca_key), "-out", str(ca)],
+                   check=True, capture_output=True)
+    subprocess.run(["openssl", "req", "-x509", "-CA", str(ca), "-CAkey", str(ca_key), *ec,
+                    "-subj", "/CN=tollgate-bench",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                    "-addext", "basicConstraints=critical,CA:FALSE",
+                    "-addext", "keyUsage=critical,digitalSignature",
+                    "-addext", "extendedKeyUsage=serverAuth",
                     "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True)
     os.chmod(key, 0o644)  # nginx's worker reads it after dropping privileges
-    context = ssl.create_default_context(cafile=str(cert))
-    return cert, key, context
+    context = ssl.create_default_context(cafile=str(ca))
+    return ca, cert, key, context
 
 
 def bare_binary(tollgate: Path) -> Path:
@@ -463,22 +618,31 @@ class Bench:
         self.client_cpu = 1 if self.pin else None
         self.bench_token = f"bench-token-{secrets.token_hex(8)}"
         self.upstream_port = 0
+        self.upstream_tls_port = 0  # the upstream's TLS listener, for the TLS upstream rows
         self.upstream: subprocess.Popen | None = None
         # --instructions: the measured server runs under this (callgrind), the upstream not
         self.wrap: list[str] = []
         self.ready_timeout = 10.0
-        # The TLS servers' certificate and key, and a client context that trusts it.
-        self.cert, self.key, self.client_tls = make_certificate(workdir)
+        # The bench CA, the TLS listeners' certificate and key, and a client context that
+        # trusts the CA.
+        self.ca, self.cert, self.key, self.client_tls = make_certificate(workdir)
 
     # nginx, with the upstream's config or the proxy's
 
     def start_nginx(self, name: str, template: str, cpu: int | None, measured: bool = True,
-                    tls: bool = False, **values):
+                    tls: bool = False, extra_server: str | None = None, **values):
+        """nginx with `template`, plus the server block of the template `extra_server` (filled
+        with the same values) in its http block."""
         d = self.workdir / name
         d.mkdir(exist_ok=True)
         os.chmod(d, 0o755)
         port = free_port()
         conf = render(template, d / "nginx.conf", dir=d, port=port, **values)
+        if extra_server:
+            text = conf.read_text().rstrip()
+            if not text.endswith("}"):
+                raise BenchError(f"{template}: does not end with its http block's `}}`")
+            conf.write_text(text[:-1] + fill(extra_server, dir=d, port=port, **values) + "}\n")
         errlog = d / "error.log"
         argv = ["nginx", "-p", str(d), "-c", str(conf), "-e", str(errlog)]
         wrap = self.wrap if measured else []
@@ -496,10 +660,22 @@ class Bench:
         return proc, port
 
     def start_upstream(self) -> None:
+        self.upstream_tls_port = free_port()
         self.upstream, self.upstream_port = self.start_nginx(
             "upstream", "nginx-upstream.conf", self.client_cpu, measured=False,
-            token=self.bench_token)
-        log(f"upstream nginx on 127.0.0.1:{self.upstream_port}")
+            extra_server="nginx-upstream-tls-server.conf", token=self.bench_token,
+            tls_port=self.upstream_tls_port, cert=self.cert, key=self.key)
+        # Both listeners are bound before nginx answers on the first; this checks that the
+        # TLS one answers with the bench certificate and sets the header verify() requires.
+        status, headers, body = http_exchange(self.upstream_tls_port, "/echo-auth",
+                                              headers={"Authorization": "probe"},
+                                              tls=self.client_tls)
+        if status != 200 or body != b"probe" or not headers.get(UPSTREAM_TLS_HEADER):
+            raise BenchError(f"upstream TLS listener: /echo-auth answered {status} "
+                             f"{body[:100]!r} with {UPSTREAM_TLS_HEADER} "
+                             f"{headers.get(UPSTREAM_TLS_HEADER)!r}")
+        log(f"upstream nginx on 127.0.0.1:{self.upstream_port}, TLS on "
+            f"127.0.0.1:{self.upstream_tls_port} ({headers[UPSTREAM_TLS_HEADER]})")
 
     def start_server(self, name: str):
         """Starts one measured server; returns (proc, port, expected Authorization)."""
@@ -518,6 +694,11 @@ class Bench:
                                           upstream_port=self.upstream_port,
                                           keepalive=self.args.nginx_keepalive,
                                           cert=self.cert, key=self.key)
+            return proc, port, f"Bearer {STATIC_TOKEN}"
+        if name == "nginx-tls-upstream":
+            proc, port = self.start_nginx(name, "nginx-proxy-tls-upstream.conf", cpu,
+                                          upstream_tls_port=self.upstream_tls_port,
+                                          keepalive=self.args.nginx_keepalive, ca=self.ca)
             return proc, port, f"Bearer {STATIC_TOKEN}"
         if name == "haproxy":
             d = self.workdir / "haproxy"
@@ -554,6 +735,11 @@ class Bench:
                                              key=self.key)
             expected = self.bench_token if kind == "oauth2" else STATIC_TOKEN
             return proc, port, f"Bearer {expected}"
+        if name == "tollgate-tls-upstream":
+            proc, port = self.start_tollgate(name, "tollgate-tls-upstream.yaml",
+                                             upstream_tls_port=self.upstream_tls_port,
+                                             ca=self.ca)
+            return proc, port, f"Bearer {STATIC_TOKEN}"
         raise BenchError(f"unknown server {name}")
 
     def start_tollgate(self, name: str, template: str, **values):
@@ -575,16 +761,29 @@ class Bench:
                  max(20.0, self.ready_timeout), f"{name} /readyz", proc, logf)
         return proc, port
 
-    def verify(self, name: str, port: int, expected: str) -> None:
+    def verify(self, name: str, port: int, expected: str) -> str:
+        """Checks what the upstream got through the server; returns the TLS version and
+        cipher of its upstream leg ("" when plain). A TLS upstream row must have reached the
+        upstream's TLS listener and every other row its plain one, told apart by the header
+        only the TLS listener's /echo-auth sets: a misconfigured row fails here rather than
+        measure the other leg."""
         tls = self.client_tls if name in TLS_SERVERS else None
-        status, body = http_call(port, "/echo-auth", tls=tls)
+        status, headers, body = http_exchange(port, "/echo-auth", tls=tls)
         got = body.decode(errors="replace")
         if status != 200 or got != expected:
             raise BenchError(f"{name}: /echo-auth answered {status} {got!r}, "
                              f"expected 200 {expected!r}")
+        upstream_tls = headers.get(UPSTREAM_TLS_HEADER, "")
+        if name in TLS_UPSTREAM_SERVERS and not upstream_tls.startswith("TLSv1."):
+            raise BenchError(f"{name}: /echo-auth did not come from the upstream's TLS "
+                             f"listener (no {UPSTREAM_TLS_HEADER} in the response)")
+        if name not in TLS_UPSTREAM_SERVERS and upstream_tls:
+            raise BenchError(f"{name}: /echo-auth came from the upstream's TLS listener "
+                             f"({UPSTREAM_TLS_HEADER}: {upstream_tls}), not the plain one")
         status, body = http_call(port, "/", tls=tls)
         if status != 200 or body != b"ok":
             raise BenchError(f"{name}: / answered {status} {body[:200]!r}")
+        return upstream_tls
 
     # the client
 
@@ -619,10 +818,7 @@ class Bench:
     def measure(self, name: str, connections: int, pace_ms: int = 0) -> dict:
         proc, port, expected = self.start_server(name)
         try:
-            if name != "direct":
-                self.verify(name, port, expected)
-            else:
-                self.verify(name, port, "")
+            upstream_tls = self.verify(name, port, expected)
             pids = server_pids(proc)
             idle_rss = mem_kb(pids, "VmRSS")
             scheme = "https" if name in TLS_SERVERS else "http"
@@ -653,6 +849,8 @@ class Bench:
             "server": name,
             "connections": connections,
             "pace_ms": pace_ms,
+            # the upstream leg's TLS version and cipher ("": plain HTTP), as verify() saw
+            "upstream_tls": upstream_tls,
             "processes": len(pids),
             "rps": run["rps"],
             "requests": run["requests"],
@@ -700,8 +898,13 @@ COLUMNS = [  # key, header, format, ratio wanted
 
 
 def peer(server: str) -> str:
-    """The server a row's ratios are against: nginx, or nginx-tls for an HTTPS row."""
-    return "nginx-tls" if server in TLS_SERVERS else "nginx"
+    """The server a row's ratios are against: nginx, nginx-tls for an HTTPS row, or
+    nginx-tls-upstream for a TLS upstream row."""
+    if server in TLS_SERVERS:
+        return "nginx-tls"
+    if server in TLS_UPSTREAM_SERVERS:
+        return "nginx-tls-upstream"
+    return "nginx"
 
 
 def median_row(rows: list[dict]) -> dict:
@@ -749,7 +952,7 @@ def print_table(connections: int, rows: list[dict], pinned: bool, title: bool = 
     widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(headers)]
     if title:
         print(f"\n{connections} connections (ratios against nginx; HTTPS rows against "
-              f"nginx-tls):")
+              f"nginx-tls; TLS upstream rows against nginx-tls-upstream):")
     else:
         print()
     print("  " + "  ".join(h.ljust(w) if i == 0 else h.rjust(w)
@@ -800,7 +1003,8 @@ def comparison(args, bench: Bench, meta: dict) -> dict:
             if row["server"] != "direct" and churn > 0.01:
                 hint = (f" (its keepalive pool, --nginx-keepalive {args.nginx_keepalive}, is"
                         f" smaller than {connections} connections)"
-                        if row["server"] == "nginx" and args.nginx_keepalive < connections
+                        if row["server"] in ("nginx", "nginx-tls", "nginx-tls-upstream")
+                        and args.nginx_keepalive < connections
                         else "")
                 print(f"  note: {row['server']} opened a new upstream connection for "
                       f"{churn:.1%} of its requests{hint}")
@@ -817,17 +1021,18 @@ def comparison(args, bench: Bench, meta: dict) -> dict:
               f"{connections * 1000 / pace:.0f} rps at most):", end="")
         shared |= print_table(connections, rows, args.pin, title=False)
         results["same_load"] = {"connections": connections, "pace_ms": pace, "rows": rows}
-    https = []
-    for connections in args.connections:
-        rows = {r["server"]: r for r in results[str(connections)]["median"]}
-        if "nginx-tls" in rows and "tollgate-tls" in rows:
-            ours, theirs = rows["tollgate-tls"], rows["nginx-tls"]
-            https.append(f"{connections} connections: {ours['rps'] / theirs['rps']:.2f}x its "
-                         f"requests/s at {ours['cpu_us_per_req'] / theirs['cpu_us_per_req']:.2f}x"
-                         f" its CPU per request")
-    if https:
-        print("\nHTTPS, tollgate-tls against nginx-tls (same certificate, keep-alive): "
-              + "; ".join(https) + ".")
+    for title, ours_name, theirs_name in PAIRS:
+        lines = []
+        for connections in args.connections:
+            rows = {r["server"]: r for r in results[str(connections)]["median"]}
+            if ours_name in rows and theirs_name in rows:
+                ours, theirs = rows[ours_name], rows[theirs_name]
+                lines.append(f"{connections} connections: {ours['rps'] / theirs['rps']:.2f}x "
+                             f"its requests/s at "
+                             f"{ours['cpu_us_per_req'] / theirs['cpu_us_per_req']:.2f}x its CPU"
+                             f" per request")
+        if lines:
+            print(f"\n{title}: " + "; ".join(lines) + ".")
     if shared:
         print("\n* other processes took more than 10% of CPU 0, the server's core, during this"
               " run: its figures are skewed; run again on a quieter machine (or --rounds 3).")
@@ -880,7 +1085,7 @@ def instructions(args, bench: Bench, meta: dict) -> dict:
         log(f"{name} under callgrind: {connections} connections, {duration:g} s")
         proc, port, expected = bench.start_server(name)
         try:
-            bench.verify(name, port, expected)
+            upstream_tls = bench.verify(name, port, expected)
             scheme = "https" if name in TLS_SERVERS else "http"
             bench.wrk(port, connections, 2, scheme=scheme)
             subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True,
@@ -893,6 +1098,9 @@ def instructions(args, bench: Bench, meta: dict) -> dict:
                      f"{name} callgrind dump")
             dump = max(set(d.glob("callgrind.out.*")) - before, key=lambda p: p.stat().st_mtime)
             time.sleep(0.5)  # the dump is written in one go, but let it land
+            kept = ROOT / "target" / "bench" / f"callgrind-{meta['commit']}-{name}.out"
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(dump, kept)  # for callgrind_annotate after the run
         finally:
             PROCS.stop(proc)
             bench.wrap = []
@@ -903,6 +1111,7 @@ def instructions(args, bench: Bench, meta: dict) -> dict:
         own = sum(parts["phases"].values())
         rows.append({
             "server": name,
+            "upstream_tls": upstream_tls,
             "requests": run["requests"],
             "non2xx": run["non2xx"] + run["socket_errors"],
             "instructions_per_req": total / requests,
@@ -911,19 +1120,22 @@ def instructions(args, bench: Bench, meta: dict) -> dict:
             "own_phases": {k: v / requests for k, v in sorted(parts["phases"].items())},
         })
         log(f"  {total / requests:,.0f} instructions per request ({run['requests']} requests)")
-    ref = next((r for r in rows if r["server"] == "nginx"), None)
+    by_name = {r["server"]: r for r in rows}
+    width = max([len("server")] + [len(r["server"]) for r in rows])
     print()
     print(f"instructions per request under callgrind (valgrind), {connections} connections, "
           f"{duration:g} s; tollgate {meta['commit']}{' (dirty tree)' if meta['dirty'] else ''}"
-          f"; ratios against nginx")
-    print(f"  {'server':<16} {'instr/req':>18} {'of which memcpy':>16} "
+          f"; ratios against nginx (HTTPS rows against nginx-tls, TLS upstream rows against "
+          f"nginx-tls-upstream)")
+    print(f"  {'server':<{width}} {'instr/req':>18} {'of which memcpy':>16} "
           f"{'in tollgate phases':>19}")
     for row in rows:
+        ref = by_name.get(peer(row["server"]))
         ratio = (f" ({row['instructions_per_req'] / ref['instructions_per_req']:.2f}x)"
                  if ref else "")
         own = (f"{row['own_phases_per_req']:,.0f}" if row["server"].startswith("tollgate")
                else "-")
-        print(f"  {row['server']:<16} {row['instructions_per_req']:>10,.0f}{ratio:>8} "
+        print(f"  {row['server']:<{width}} {row['instructions_per_req']:>10,.0f}{ratio:>8} "
               f"{row['memcpy_per_req']:>16,.0f} {own:>19}")
         if row["non2xx"]:
             print(f"    note: {row['non2xx']} failed requests")
