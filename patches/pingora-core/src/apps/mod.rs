@@ -229,6 +229,26 @@ pub trait HttpServerApp {
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream>;
 
+    /// [`Self::process_new_http`] for the HTTP/1 keep-alive loop, as a future that is not
+    /// boxed.
+    ///
+    /// `#[async_trait]` boxes every call of `process_new_http`: the whole request future is
+    /// moved into a new heap allocation per request. A proxy's request future is large
+    /// (about 13 KB for pingora-proxy's `HttpProxy`), and that move was a `memcpy` of its full
+    /// size on every request. The connection loop awaits this future in place instead, so the
+    /// request state lives inside the connection's own future. The default boxes as before;
+    /// an app overrides it to return its request future directly.
+    fn process_new_http_in_place<'a>(
+        self: &'a Arc<Self>,
+        session: ServerSession,
+        shutdown: &'a ShutdownWatch,
+    ) -> impl std::future::Future<Output = Option<ReusedHttpStream>> + Send + 'a
+    where
+        Self: Sized + Sync,
+    {
+        self.process_new_http(session, shutdown)
+    }
+
     /// Provide options on how HTTP/2 connection should be established. This function will be called
     /// every time a new HTTP/2 **connection** needs to be established.
     ///
@@ -357,14 +377,14 @@ where
                     .and_then(|opts| opts.keepalive_request_limit),
             );
 
-            let mut result = self.process_new_http(session, shutdown).await;
+            let mut result = self.process_new_http_in_place(session, shutdown).await;
             while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
                 let mut session = ServerSession::new_http1(stream);
                 if let Some(persistent_settings) = persistent_settings {
                     persistent_settings.apply_to_session(&mut session);
                 }
 
-                result = self.process_new_http(session, shutdown).await;
+                result = self.process_new_http_in_place(session, shutdown).await;
             }
         }
         None

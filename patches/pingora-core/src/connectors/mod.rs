@@ -261,7 +261,7 @@ impl TransportConnector {
                         // test_reusable_stream: we assume server would never actively send data
                         // first on an idle stream.
                         #[cfg(unix)]
-                        if peer.matches_fd(stream.id())
+                        if peer_matches_stream(peer, &stream)
                             && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
                         {
                             Some(stream)
@@ -360,7 +360,10 @@ impl TransportConnector {
         if let Some(s) = reused_stream {
             Ok((s, true))
         } else {
-            let s = self.new_stream(peer).await?;
+            // Connecting (a TLS handshake included) is a future of about 8 KB. Boxed, it
+            // is allocated only when a connection is made, instead of making every caller's
+            // future (a proxied request's, on every request) that much larger to move around.
+            let s = Box::pin(self.new_stream(peer)).await?;
             Ok((s, false))
         }
     }
@@ -470,6 +473,23 @@ impl PreferredHttpVersion {
 
 use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
+
+/// Whether a pooled stream is connected to `peer`.
+///
+/// The address a stream was connected to is recorded in its socket digest at connect time,
+/// so an exact match there answers without a `getpeername(2)` per reuse (one system call
+/// per proxied request on a warm pool). Anything else (a proxied peer, no recorded address,
+/// a different spelling of the address such as 0.0.0.0) takes the original check on the fd.
+#[cfg(unix)]
+fn peer_matches_stream<P: Peer>(peer: &P, stream: &Stream) -> bool {
+    let recorded = stream
+        .get_socket_digest()
+        .and_then(|digest| digest.peer_addr.get().cloned().flatten());
+    if peer.get_proxy().is_none() && recorded.as_ref() == Some(peer.address()) {
+        return true;
+    }
+    peer.matches_fd(stream.id())
+}
 
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {

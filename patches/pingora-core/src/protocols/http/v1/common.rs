@@ -27,6 +27,11 @@ use crate::utils::KVRef;
 pub(super) const MAX_HEADERS: usize = 256;
 
 pub(super) const INIT_HEADER_BUF_SIZE: usize = 4096;
+/// Room left in a parsed header's maps for headers added after parsing. A header is built
+/// with capacity for exactly the headers it arrived with, so the first header a proxy adds
+/// (forwarding headers, a credential, `Connection` on the way out) grew and rehashed both
+/// the value map and the case map, once or twice per request.
+pub(super) const ADDED_HEADERS_ROOM: usize = 8;
 pub(super) const MAX_HEADER_SIZE: usize = 1048575;
 
 pub(crate) const BODY_BUF_LIMIT: usize = 1024 * 64;
