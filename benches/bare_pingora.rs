@@ -55,6 +55,8 @@ fn main() -> anyhow::Result<()> {
     let upstream: SocketAddr = upstream.parse()?;
     let conf = ServerConf {
         threads: 1,
+        // The same runtime layout as tollgate with one thread.
+        work_stealing: false,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
