@@ -7,8 +7,11 @@
 //! every target outside tollgate's own is capped at `info`, whatever `RUST_LOG` asks for:
 //! `RUST_LOG=trace` makes tollgate itself verbose, never a library's dump of the wire.
 
+mod access_json;
+
 use tracing::{Level, Metadata};
 use tracing_subscriber::filter::{filter_fn, EnvFilter, FilterExt, LevelFilter};
+use tracing_subscriber::fmt::format::JsonFields;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
@@ -34,9 +37,8 @@ pub fn init(format: LogFormat) {
     let output = tracing_subscriber::fmt::layer().with_writer(std::io::stdout);
     let layer = match format {
         LogFormat::Json => output
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
+            .event_format(access_json::AccessJson::new())
+            .fmt_fields(JsonFields::new())
             .with_filter(filter)
             .boxed(),
         LogFormat::Text => output.compact().with_filter(filter).boxed(),
@@ -61,7 +63,7 @@ fn within_ceiling(metadata: &Metadata<'_>) -> bool {
 }
 
 fn is_own_target(target: &str) -> bool {
-    target == "access"
+    target == access_json::ACCESS_TARGET
         || target == "mcp"
         || target == "tollgate"
         || target.starts_with("tollgate::")
