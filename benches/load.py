@@ -5,6 +5,7 @@
     python3 benches/load.py --quick              # smoke run: 64 connections, 3 s
     python3 benches/load.py --expiry-storm       # tokens expiring every 4 s under steady load
     python3 benches/load.py --instructions       # instructions per request, under callgrind
+    python3 benches/load.py --footprint          # RSS idle, under load and after; what it is
 
 What it does (everything on loopback, every process it starts is stopped at the end, also
 on Ctrl-C or an error):
@@ -96,9 +97,28 @@ load as CPU time does, so they compare commits exactly. JSON:
 target/bench/instructions-<commit>-<time>.json; each server's callgrind dump:
 target/bench/callgrind-<commit>-<server>.out (read it with callgrind_annotate).
 
+--footprint: memory, for nginx (the comparison's proxy, for reference) and tollgate-static
+scaled to --footprint-providers (10) static providers and --footprint-routes (100) routes
+(threads 1; route rN at /rN/ with provider pN%10's token; r0 strips its prefix, so the check
+before load goes through /r0/echo-auth and the load through /r0/). Each server is started
+fresh (pinned) for each of --connections (default here 64,256) and checked; 7 s later (tollgate
+lets go of its start-up code 5 s after start) its idle
+RSS is read (VmRSS, RssAnon, RssFile, Threads from /proc/PID/status) and parted by
+/proc/PID/smaps: the binary's and the libraries' file pages, the pages written in their
+mappings (data), [heap], thread stacks (found by each thread's stack pointer and by the
+guard page below), the other anonymous mappings (the allocator's), shared memory, with the
+transparent huge pages among them. Then the comparison's warm-up and measured run (so the
+peak, VmHWM, is the comparison's peak RSS), sampling VmRSS every 0.2 s and the parts half way
+through; then VmRSS right after wrk exits and each second for 10 s (tollgate returns freed
+memory to the OS every 5 s). Reports one table (idle RSS, anon/file, threads; per connection
+count the peak, RSS right after and 10 s after; tollgate's ratios to nginx), what each MB is
+(idle, half way through the largest run, 10 s after it), the growth per connection, and the
+issue's targets (idle at most 16 MB, at most 40 MB at 256 connections). RSS is summed over a
+server's processes, as in the comparison. JSON: target/bench/footprint-<commit>-<time>.json.
+
 Options (see --help): --connections, --duration, --warmup, --rounds (repeat the whole
 sequence, report medians), --servers (a subset), --binary, --json, --pin/--no-pin,
---tollgate-log-level, --nginx-keepalive, --quick.
+--tollgate-log-level, --nginx-keepalive, --quick, --footprint-providers, --footprint-routes.
 """
 
 from __future__ import annotations
@@ -761,17 +781,18 @@ class Bench:
                  max(20.0, self.ready_timeout), f"{name} /readyz", proc, logf)
         return proc, port
 
-    def verify(self, name: str, port: int, expected: str) -> str:
+    def verify(self, name: str, port: int, expected: str, prefix: str = "") -> str:
         """Checks what the upstream got through the server; returns the TLS version and
         cipher of its upstream leg ("" when plain). A TLS upstream row must have reached the
         upstream's TLS listener and every other row its plain one, told apart by the header
         only the TLS listener's /echo-auth sets: a misconfigured row fails here rather than
-        measure the other leg."""
+        measure the other leg. `prefix` goes before both paths checked (/echo-auth and /),
+        for a route that strips it (--footprint's /r0/)."""
         tls = self.client_tls if name in TLS_SERVERS else None
-        status, headers, body = http_exchange(port, "/echo-auth", tls=tls)
+        status, headers, body = http_exchange(port, f"{prefix}/echo-auth", tls=tls)
         got = body.decode(errors="replace")
         if status != 200 or got != expected:
-            raise BenchError(f"{name}: /echo-auth answered {status} {got!r}, "
+            raise BenchError(f"{name}: {prefix}/echo-auth answered {status} {got!r}, "
                              f"expected 200 {expected!r}")
         upstream_tls = headers.get(UPSTREAM_TLS_HEADER, "")
         if name in TLS_UPSTREAM_SERVERS and not upstream_tls.startswith("TLSv1."):
@@ -780,9 +801,9 @@ class Bench:
         if name not in TLS_UPSTREAM_SERVERS and upstream_tls:
             raise BenchError(f"{name}: /echo-auth came from the upstream's TLS listener "
                              f"({UPSTREAM_TLS_HEADER}: {upstream_tls}), not the plain one")
-        status, body = http_call(port, "/", tls=tls)
+        status, body = http_call(port, f"{prefix}/", tls=tls)
         if status != 200 or body != b"ok":
-            raise BenchError(f"{name}: / answered {status} {body[:200]!r}")
+            raise BenchError(f"{name}: {prefix}/ answered {status} {body[:200]!r}")
         return upstream_tls
 
     # the client
@@ -1150,6 +1171,374 @@ def instructions(args, bench: Bench, meta: dict) -> dict:
     return {"connections": connections, "duration_s": duration, "rows": rows}
 
 
+# --- footprint (RSS, and what it is) ---------------------------------------------------------
+
+# The issue's targets for tollgate with FOOTPRINT_PROVIDERS providers and FOOTPRINT_ROUTES
+# routes: idle RSS, and RSS at a connection count.
+FOOTPRINT_PROVIDERS, FOOTPRINT_ROUTES = 10, 100
+FOOTPRINT_IDLE_TARGET_MB = 16
+FOOTPRINT_LOAD_TARGET = (256, 40)  # connections, MB
+# Seconds between the check through the proxy and the idle reading: the startup work and
+# the first requests' allocations (readiness probes, the check) are done by then. Idle means
+# settled: tollgate lets go of its start-up code pages 5 s after start
+# (src/memory.rs), so its idle RSS is read after that, and nginx's at the same moment.
+FOOTPRINT_IDLE_WAIT_S = 7.0
+# Seconds RSS is followed after the load stops. tollgate returns freed memory to the OS
+# every 5 s, so this spans two of its purges.
+FOOTPRINT_AFTER_S = 10
+# The parts of RSS that footprint_snapshot() tells apart, in the order they are printed.
+FOOTPRINT_PARTS = [
+    ("binary", "binary"),          # file pages of the executable: code, read-only data
+    ("libraries", "libraries"),    # file pages of shared libraries and other mapped files
+    ("data", "data"),              # anonymous pages of the binary's and libraries' mappings
+                                   # and their .bss: relocations, statics
+    ("heap", "[heap]"),            # brk (glibc malloc's main arena: nginx's allocations)
+    ("stacks", "stacks"),          # thread stacks and the main [stack]
+    ("anon", "anon mappings"),     # every other anonymous mapping: allocator memory
+                                   # (mimalloc's arena in tollgate), large malloc chunks
+    ("shared", "shared memory"),   # /dev/zero, SysV, memfd (nginx's shared zones)
+    ("other", "other"),            # [vdso], [vvar] and the like
+]
+SMAPS_HEADER = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)$")
+
+
+def footprint_template(providers: int, routes: int) -> str:
+    """tollgate-static's config scaled up: `providers` static providers and `routes` routes,
+    route rN (/rN/) to the shared upstream with provider p(N % providers)'s token. Route r0
+    strips its prefix, so /r0/echo-auth reaches the upstream's /echo-auth for the check
+    before load, and /r0/, the path loaded, its / (the same `ok` as in the comparison); the
+    others keep their paths, as a gateway's routes mostly do."""
+    out = ["# tollgate-static scaled: generated by benches/load.py --footprint.\n"
+           "server:\n"
+           '  listen: ["127.0.0.1:{{port}}"]\n'
+           '  admin: "127.0.0.1:{{admin_port}}"\n'
+           "  threads: 1\n\nproviders:\n"]
+    for p in range(providers):
+        out.append(f"  p{p}:\n    type: static\n    value: {STATIC_TOKEN}-{p}\n")
+    out.append("\nroutes:\n")
+    for r in range(routes):
+        out.append(f"  - name: r{r}\n    match: {{ path_prefix: /r{r}/ }}\n"
+                   + ("    strip_prefix: true\n" if r == 0 else "")
+                   + '    upstream: { url: "http://127.0.0.1:{{upstream_port}}" }\n'
+                   f"    credential: {{ provider: p{r % providers}, header: Authorization, "
+                   f'format: "Bearer {{token}}" }}\n')
+    return "".join(out)
+
+
+def read_smaps(pid: int) -> list[dict]:
+    """/proc/PID/smaps: each mapping's start, end, permissions, name and kB fields."""
+    maps: list[dict] = []
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            header = SMAPS_HEADER.match(line)
+            if header:
+                maps.append({"start": int(header[1], 16), "end": int(header[2], 16),
+                             "perm": header[3], "name": header[4].strip(), "kb": {}})
+            elif maps and line.rstrip().endswith(" kB"):
+                key, value = line.split(":", 1)
+                maps[-1]["kb"][key] = int(value.split()[0])
+    return maps
+
+
+def stack_pointers(pid: int) -> set[int]:
+    """Each thread's stack pointer, from /proc/PID/task/TID/syscall (`nr args... sp pc` for a
+    thread in a syscall, `running` for one on a CPU, which gives none)."""
+    sps = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            fields = Path(f"/proc/{pid}/task/{tid}/syscall").read_text().split()
+        except OSError:
+            continue
+        if len(fields) >= 3 and fields[-2].startswith("0x"):
+            sps.add(int(fields[-2], 16))
+    return sps
+
+
+def footprint_snapshot(pids: list[int]) -> dict:
+    """RSS of the processes `pids`, summed, from /proc/PID/status (VmRSS, RssAnon, RssFile,
+    RssShmem, Threads) and parted by /proc/PID/smaps into FOOTPRINT_PARTS (kB), with the
+    transparent huge pages among the anonymous ones (AnonHugePages) and PSS (which splits
+    the pages nginx's master and worker share). Summed like the comparison's RSS, so a page
+    two processes share counts twice."""
+    out = {"rss_kb": mem_kb(pids, "VmRSS"), "anon_kb": mem_kb(pids, "RssAnon"),
+           "file_kb": mem_kb(pids, "RssFile"), "shmem_kb": mem_kb(pids, "RssShmem"),
+           "threads": mem_kb(pids, "Threads"), "processes": len(pids),
+           "pss_kb": 0, "thp_kb": 0, "smaps_rss_kb": 0,
+           "parts_kb": {key: 0 for key, _ in FOOTPRINT_PARTS}}
+    parts = out["parts_kb"]
+    for pid in pids:
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe")
+            sps = stack_pointers(pid)
+            maps = read_smaps(pid)
+        except OSError:
+            continue  # gone (an nginx worker between tree() and here): counted by no one
+        prev = None
+        for m in maps:
+            rss, anon = m["kb"].get("Rss", 0), m["kb"].get("Anonymous", 0)
+            name = m["name"]
+            out["pss_kb"] += m["kb"].get("Pss", 0)
+            out["thp_kb"] += m["kb"].get("AnonHugePages", 0)
+            out["smaps_rss_kb"] += rss
+            if name.startswith(("/dev/zero", "/SYSV", "/memfd:")) or m["perm"][3] == "s":
+                parts["shared"] += rss
+            elif name.startswith("/"):
+                # A file mapping's pages are the file's until written (relocations,
+                # .data): those are anonymous copies, the process's own.
+                parts["binary" if name == exe else "libraries"] += rss - anon
+                parts["data"] += anon
+            elif name == "[heap]":
+                parts["heap"] += rss
+            elif name == "[stack]" or any(m["start"] <= sp < m["end"] for sp in sps) or (
+                    # A thread stack glibc mapped: one guard page (---p) right below it.
+                    # This finds the stacks of threads on a CPU (no stack pointer above).
+                    prev is not None and not prev["name"] and prev["perm"] == "---p"
+                    and prev["end"] == m["start"] and prev["end"] - prev["start"] <= 65536
+                    and m["perm"].startswith("rw") and m["end"] - m["start"] <= 16 << 20):
+                parts["stacks"] += rss
+            elif name.startswith("["):
+                parts["other"] += rss
+            elif (prev is not None and prev["name"].startswith("/") and prev["perm"] == "rw-p"
+                  and prev["end"] == m["start"] and m["end"] - m["start"] <= 16 << 20):
+                # An unnamed mapping right after a file's writable one: its .bss.
+                parts["data"] += rss
+            else:
+                parts["anon"] += rss
+            prev = m
+    return out
+
+
+def snapshot_mb(snap: dict) -> dict:
+    """A footprint_snapshot() in MB (kB / 1024, as the comparison's RSS), for the JSON."""
+    mb = {k.removesuffix("_kb") + "_mb": v / 1024 for k, v in snap.items() if k.endswith("_kb")
+          and k != "parts_kb"}
+    mb["parts_mb"] = {k: v / 1024 for k, v in snap["parts_kb"].items()}
+    mb["threads"], mb["processes"] = snap["threads"], snap["processes"]
+    return mb
+
+
+class RssSampler:
+    """VmRSS of `pids` every `interval` while a run goes on (its maximum bounds the peak of
+    the measured run alone, where VmHWM includes the warm-up), and one footprint_snapshot()
+    half way through: what the RSS under load is made of."""
+
+    def __init__(self, pids: list[int], middle: float, interval: float = 0.2) -> None:
+        self.pids = pids
+        self.middle = middle
+        self.interval = interval
+        self.samples: list[tuple[float, int]] = []  # seconds since start, kB
+        self.mid: dict | None = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        start = time.monotonic()
+        while not self.stop.is_set():
+            now = time.monotonic() - start
+            self.samples.append((now, mem_kb(self.pids, "VmRSS")))
+            if self.mid is None and now >= self.middle:
+                self.mid = footprint_snapshot(self.pids)
+            self.stop.wait(self.interval)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_):
+        self.stop.set()
+        self.thread.join(10)
+
+
+def footprint_run(args, bench: Bench, name: str, connections: int) -> dict:
+    """One fresh server: idle RSS and its parts, then the comparison's warm-up and measured
+    run at `connections`, then RSS right after and for FOOTPRINT_AFTER_S after."""
+    if name == "nginx":
+        proc, port, expected = bench.start_server(name)
+        prefix = ""
+    else:
+        proc, port = bench.start_tollgate(name, "tollgate-footprint.yaml")
+        expected, prefix = f"Bearer {STATIC_TOKEN}-0", "/r0"
+    try:
+        bench.verify(name, port, expected, prefix=prefix)
+        time.sleep(FOOTPRINT_IDLE_WAIT_S)
+        pids = server_pids(proc)
+        idle = footprint_snapshot(pids)
+        path = f"{prefix}/"
+        # As Bench.measure does it, so the peak RSS is the comparison's.
+        if args.warmup > 0:
+            bench.wrk(port, connections, args.warmup, path=path)
+        pids = server_pids(proc)
+        with RssSampler(pids, args.duration / 2) as sampler:
+            run = bench.wrk(port, connections, args.duration, path=path)
+        stopped = time.monotonic()
+        peak = mem_kb(pids, "VmHWM")
+        right_after = mem_kb(pids, "VmRSS")
+        after = footprint_snapshot(pids)
+        series = [(0.0, right_after)]
+        for second in range(1, FOOTPRINT_AFTER_S + 1):
+            time.sleep(max(0.0, stopped + second - time.monotonic()))
+            series.append((time.monotonic() - stopped, mem_kb(pids, "VmRSS")))
+        later = footprint_snapshot(pids)
+        if proc.poll() is not None:
+            raise BenchError(f"{name} exited during the run ({proc.returncode})")
+    finally:
+        PROCS.stop(proc)
+    return {
+        "server": name,
+        "connections": connections,
+        "path": path,
+        "rps": run["rps"],
+        "requests": run["requests"],
+        "non2xx": run["non2xx"],
+        "socket_errors": run["socket_errors"],
+        "idle_rss_mb": idle["rss_kb"] / 1024,
+        "threads_idle": idle["threads"],
+        # VmHWM after the measured run (warm-up included), as the comparison's peak RSS
+        "peak_rss_mb": peak / 1024,
+        "sampled_max_rss_mb": max((kb for _, kb in sampler.samples), default=0) / 1024,
+        "sampled_max_at_s": max(sampler.samples, key=lambda s: s[1], default=(0.0, 0))[0],
+        "sampled_rss_series_mb": [(round(t, 2), kb / 1024) for t, kb in sampler.samples],
+        "rss_after_mb": right_after / 1024,
+        f"rss_{FOOTPRINT_AFTER_S}s_after_mb": later["rss_kb"] / 1024,
+        "rss_after_series_mb": [(round(t, 2), kb / 1024) for t, kb in series],
+        "kb_per_connection": (peak - idle["rss_kb"]) / connections,
+        "idle": snapshot_mb(idle),
+        "mid_run": snapshot_mb(sampler.mid) if sampler.mid else None,
+        "right_after": snapshot_mb(after),
+        f"{FOOTPRINT_AFTER_S}s_after": snapshot_mb(later),
+    }
+
+
+def parts_line(snap: dict) -> str:
+    """`binary 8.1, libraries 2.3, ...` in MB, the non-zero parts of a snapshot_mb()."""
+    parts = [f"{label} {snap['parts_mb'][key]:.1f}" for key, label in FOOTPRINT_PARTS
+             if snap["parts_mb"][key] >= 0.05]
+    thp = f" (THP {snap['thp_mb']:.1f})" if snap["thp_mb"] >= 0.05 else ""
+    return (", ".join(parts) + f" = {snap['smaps_rss_mb']:.1f} MB; anonymous "
+            f"{snap['anon_mb']:.1f}{thp}, file {snap['file_mb']:.1f}, PSS {snap['pss_mb']:.1f}, "
+            f"{snap['threads']} threads in {snap['processes']} process"
+            + ("es" if snap["processes"] != 1 else ""))
+
+
+def footprint(args, bench: Bench, meta: dict) -> dict:
+    """nginx (for reference) and tollgate with `--footprint-providers` static providers and
+    `--footprint-routes` routes: idle RSS and what it is, and RSS under load, right after it
+    and FOOTPRINT_AFTER_S later, each server fresh for each connection count."""
+    providers, routes = args.footprint_providers, args.footprint_routes
+    # fill() looks here: start_tollgate() renders and checks it like the other configs.
+    INLINE_TEMPLATES["tollgate-footprint.yaml"] = footprint_template(providers, routes)
+    tollgate = "tollgate-static"
+    servers = ["nginx", tollgate]
+    runs: dict[str, dict[int, dict]] = {s: {} for s in servers}
+    for connections in args.connections:
+        for name in servers:
+            log(f"footprint, {name}, {connections} connections: {FOOTPRINT_IDLE_WAIT_S:g} s "
+                f"idle, {args.warmup:g} s warm-up + {args.duration:g} s, "
+                f"{FOOTPRINT_AFTER_S} s after")
+            row = footprint_run(args, bench, name, connections)
+            runs[name][connections] = row
+            log(f"  idle {row['idle_rss_mb']:.1f} MB, peak {row['peak_rss_mb']:.1f} MB, "
+                f"after {row['rss_after_mb']:.1f} MB, "
+                f"{FOOTPRINT_AFTER_S} s later "
+                f"{row[f'rss_{FOOTPRINT_AFTER_S}s_after_mb']:.1f} MB; {row['rps']:.0f} rps")
+    later = f"rss_{FOOTPRINT_AFTER_S}s_after_mb"
+    first = args.connections[0]
+    headers = ["server", "idle RSS", "anon/file", "threads"]
+    for c in args.connections:
+        headers += [f"{c}c peak", f"{c}c after", f"{c}c +{FOOTPRINT_AFTER_S}s"]
+
+    def cell(value: float, ref_value: float | None) -> str:
+        return f"{value:.1f}" + (f" ({value / ref_value:.2f}x)" if ref_value else "")
+
+    table = []
+    for name in servers:
+        ref = runs["nginx"] if name != "nginx" else None
+        # The idle columns are the first start's (every start has its own, in the JSON).
+        idle = runs[name][first]["idle"]
+        cells = [name, cell(idle["rss_mb"], ref[first]["idle"]["rss_mb"] if ref else None),
+                 f"{idle['anon_mb']:.1f}/{idle['file_mb']:.1f}", str(idle["threads"])]
+        for c in args.connections:
+            row = runs[name][c]
+            for key in ("peak_rss_mb", "rss_after_mb", later):
+                cells.append(cell(row[key], ref[c][key] if ref else None))
+        table.append(cells)
+    widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(headers)]
+    print()
+    print(f"footprint: tollgate {meta['commit']}{' (dirty tree)' if meta['dirty'] else ''} "
+          f"({tollgate}: {providers} static providers, {routes} routes, threads 1, loaded "
+          f"through /r0/) vs nginx {meta['versions']['nginx']} (the comparison's proxy, one "
+          f"worker); wrk -t1, {args.duration:g} s runs after {args.warmup:g} s warm-up, "
+          f"each server fresh for each connection count")
+    if args.binary:
+        print(f"binary: {meta['binary']} (given; the commit above is the work tree's HEAD)")
+    print(f"pinning: {meta['pinning']}; load average at start: {meta['loadavg_at_start']}")
+    print("  " + "  ".join(h.ljust(w) if i == 0 else h.rjust(w)
+                           for i, (h, w) in enumerate(zip(headers, widths))))
+    for cells in table:
+        print("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                               for i, (c, w) in enumerate(zip(cells, widths))))
+    print(f"\nRSS in MB (kB / 1024), summed over a server's processes (nginx: master and "
+          f"worker); ratios against nginx. idle: {FOOTPRINT_IDLE_WAIT_S:g} s after the check "
+          f"through the proxy; peak: VmHWM after the measured run (warm-up included, as the "
+          f"comparison's peak RSS); after: VmRSS as wrk exits; +{FOOTPRINT_AFTER_S}s: VmRSS "
+          f"{FOOTPRINT_AFTER_S} s later.")
+    print("\nwhat each MB is (/proc/PID/smaps, MB):")
+    for name in servers:
+        print(f"  {name}, idle: {parts_line(runs[name][first]['idle'])}")
+    last = args.connections[-1]
+    for name in servers:
+        row = runs[name][last]
+        if row["mid_run"]:
+            print(f"  {name}, half way through the run at {last} connections: "
+                  f"{parts_line(row['mid_run'])}")
+        print(f"  {name}, {FOOTPRINT_AFTER_S} s after {last} connections: "
+              f"{parts_line(row[f'{FOOTPRINT_AFTER_S}s_after'])}")
+    print("\nunder load and after (MB):")
+    for name in servers:
+        for c in args.connections:
+            row = runs[name][c]
+            print(f"  {name} at {c} connections: (peak - idle) / connections "
+                  f"{row['kb_per_connection']:.0f} kB; VmRSS sampled in the measured run: "
+                  f"max {row['sampled_max_rss_mb']:.1f} at {row['sampled_max_at_s']:.1f} s"
+                  + (f", half way {row['mid_run']['rss_mb']:.1f}" if row["mid_run"] else "")
+                  + "; after it, by the second: "
+                  + " ".join(f"{mb:.1f}" for _, mb in row["rss_after_series_mb"]))
+    targets = []
+    if providers == FOOTPRINT_PROVIDERS and routes == FOOTPRINT_ROUTES:
+        idle_mb = runs[tollgate][first]["idle_rss_mb"]
+        targets.append(f"idle RSS at most {FOOTPRINT_IDLE_TARGET_MB} MB: {idle_mb:.1f} MB, "
+                       + ("met" if idle_mb <= FOOTPRINT_IDLE_TARGET_MB else "not met"))
+        at, limit = FOOTPRINT_LOAD_TARGET
+        if at in runs[tollgate]:
+            peak_mb = runs[tollgate][at]["peak_rss_mb"]
+            targets.append(f"at most {limit} MB at {at} connections: peak {peak_mb:.1f} MB, "
+                           + ("met" if peak_mb <= limit else "not met"))
+        print(f"\nthe issue's targets ({providers} providers, {routes} routes): "
+              + "; ".join(targets) + ".")
+    failed = {f"{n} at {c}": r["non2xx"] + r["socket_errors"]
+              for n in servers for c, r in runs[n].items() if r["non2xx"] + r["socket_errors"]}
+    if failed:
+        print(f"\nnote: failed requests (wrk non-2xx and socket errors): {failed}")
+    print("\nParts: binary and libraries are their file pages (shared with the page cache); "
+          "data the pages written in their mappings (relocations, statics, .bss); [heap] "
+          "brk; stacks the threads'; anon mappings the rest of the anonymous memory (the "
+          "allocator's: mimalloc in tollgate); THP the transparent huge pages among the "
+          "anonymous ones.")
+    return {
+        "providers": providers,
+        "routes": routes,
+        "threads": 1,
+        "idle_wait_s": FOOTPRINT_IDLE_WAIT_S,
+        "after_s": FOOTPRINT_AFTER_S,
+        "config": INLINE_TEMPLATES["tollgate-footprint.yaml"],
+        "targets": {"idle_mb": FOOTPRINT_IDLE_TARGET_MB,
+                    "load": {"connections": FOOTPRINT_LOAD_TARGET[0],
+                             "mb": FOOTPRINT_LOAD_TARGET[1]},
+                    "results": targets},
+        "runs": {name: {str(c): row for c, row in by_c.items()} for name, by_c in runs.items()},
+    }
+
+
 # --- the expiry storm ------------------------------------------------------------------------
 
 
@@ -1368,8 +1757,9 @@ def parse_args(argv=None):
         description=__doc__.split("\n\n")[0],
         epilog=__doc__.split("\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     ints = lambda s: [int(x) for x in s.split(",") if x.strip()]  # noqa: E731
-    parser.add_argument("--connections", type=ints, default=[16, 64, 256],
-                        help="wrk connection counts, comma-separated (default 16,64,256)")
+    parser.add_argument("--connections", type=ints, default=None,
+                        help="wrk connection counts, comma-separated (default 16,64,256; "
+                        "--footprint: 64,256)")
     parser.add_argument("--duration", type=float, default=10, help="seconds per measured run "
                         "(default 10)")
     parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up before "
@@ -1382,7 +1772,8 @@ def parse_args(argv=None):
                         "runs, 1 s warm-up (expiry storm: 10 s)")
     parser.add_argument("--binary", help="a tollgate binary to use instead of building one")
     parser.add_argument("--json", help="where to write the results (default "
-                        "target/bench/load-<commit>-<time>.json, storm-<commit>-<time>.json)")
+                        "target/bench/load-<commit>-<time>.json; storm-, instructions-, "
+                        "footprint-<commit>-<time>.json for those modes)")
     parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=None,
                         help="pin the measured server to CPU 0, wrk and the upstream to CPU 1 "
                         "(default: on with 2+ CPUs and taskset)")
@@ -1401,6 +1792,16 @@ def parse_args(argv=None):
     parser.add_argument("--instructions", action="store_true",
                         help="count instructions per request under callgrind instead of the "
                         "comparison (installs valgrind when missing)")
+    parser.add_argument("--footprint", action="store_true",
+                        help="measure RSS (idle, under load, after) and what it is made of, "
+                        "nginx and tollgate with many providers and routes, instead of the "
+                        "comparison")
+    parser.add_argument("--footprint-providers", type=int, default=FOOTPRINT_PROVIDERS,
+                        help=f"static providers in --footprint's tollgate config (default "
+                        f"{FOOTPRINT_PROVIDERS})")
+    parser.add_argument("--footprint-routes", type=int, default=FOOTPRINT_ROUTES,
+                        help=f"routes in --footprint's tollgate config (default "
+                        f"{FOOTPRINT_ROUTES})")
     parser.add_argument("--instr-connections", type=int, default=16,
                         help="wrk connections under callgrind (default 16)")
     parser.add_argument("--instr-duration", type=float, default=8,
@@ -1419,6 +1820,11 @@ def parse_args(argv=None):
     parser.add_argument("--probe-interval", type=float, default=0.01,
                         help="seconds between the storm probe's requests (default 0.01)")
     args = parser.parse_args(argv)
+    if sum((args.expiry_storm, args.instructions, args.footprint)) > 1:
+        parser.error("--expiry-storm, --instructions and --footprint are separate runs: "
+                     "choose one")
+    if args.connections is None:
+        args.connections = [64, 256] if args.footprint else [16, 64, 256]
     if args.quick:
         args.same_load_rps = 0
         args.connections = [64]
@@ -1429,6 +1835,12 @@ def parse_args(argv=None):
     unknown = [s for s in args.servers if s not in SERVERS]
     if unknown:
         parser.error(f"unknown servers {unknown}; choose from {SERVERS}")
+    if args.footprint:
+        # What it runs, whatever --servers says; so no bare pingora proxy is built or needed
+        # beside --binary either.
+        args.servers = ["nginx", "tollgate-static"]
+        if args.footprint_providers < 1 or args.footprint_routes < 1:
+            parser.error("--footprint-providers and --footprint-routes need 1 or more")
     if not args.connections or min(args.connections) < 1:
         parser.error("--connections needs positive counts")
     can_pin = len(os.sched_getaffinity(0)) >= 2 and shutil.which("taskset") is not None
@@ -1472,6 +1884,9 @@ def main(argv=None) -> int:
         if args.expiry_storm:
             meta["storm"] = expiry_storm(args, bench)
             default = ROOT / "target" / "bench" / f"storm-{commit}-{stamp}.json"
+        elif args.footprint:
+            meta["footprint"] = footprint(args, bench, meta)
+            default = ROOT / "target" / "bench" / f"footprint-{commit}-{stamp}.json"
         elif args.instructions:
             meta["instructions"] = instructions(args, bench, meta)
             default = ROOT / "target" / "bench" / f"instructions-{commit}-{stamp}.json"
