@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use pingora::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use tokio::runtime::Runtime;
@@ -301,7 +302,11 @@ fn proxy_services(
                     addr: listener.address,
                     error,
                 })?;
-            service.add_tls_with_settings(&addr, None, settings);
+            service.add_listener(
+                ListenerConfig::tcp(&addr)
+                    .tls(settings)
+                    .l4_buffer(l4_buffer(TLS_READ_BUFFER)),
+            );
         } else if listener.http2 {
             h2c_service
                 .get_or_insert_with(|| {
@@ -317,12 +322,24 @@ fn proxy_services(
                     }
                     h2c
                 })
-                .add_tcp(&addr);
+                .add_listener(ListenerConfig::tcp(&addr).l4_buffer(l4_buffer(0)));
         } else {
-            service.add_tcp(&addr);
+            service.add_listener(ListenerConfig::tcp(&addr).l4_buffer(l4_buffer(0)));
         }
     }
     Ok((service, h2c_service))
+}
+
+/// What a TLS listener reads at a time: one TLS record at most.
+const TLS_READ_BUFFER: usize = 16 * 1024;
+
+/// pingora puts a 64 KiB read buffer in front of every accepted connection by default, and
+/// once that memory has been used before, all of it is resident: up to 16 MB at 256
+/// connections (docs/PERFORMANCE.md, "Memory"). The HTTP/1 parser reads into its own
+/// buffer, so a plain listener reads straight from the socket; a TLS one reads a record at
+/// a time. Writes keep pingora's default buffer.
+fn l4_buffer(read: usize) -> L4BufferSettings {
+    L4BufferSettings::new(read, DEFAULT_L4_WRITE_BUFFER_SIZE)
 }
 
 /// The TLS listeners' certificates and client CAs, read and checked.

@@ -10,6 +10,7 @@ pub mod inbound;
 pub mod keys;
 pub mod logging;
 pub mod mcp;
+pub mod memory;
 pub mod metrics;
 pub mod outbound;
 pub mod providers;

@@ -57,6 +57,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => {
             logging::init(cli.log_format.unwrap_or(LogFormat::Json));
+            tollgate::memory::keep_resident_set_small();
             load(&config).and_then(|loaded| run(loaded, config))
         }
         Command::Check { config } => return check(&config),
