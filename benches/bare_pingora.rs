@@ -55,8 +55,10 @@ fn main() -> anyhow::Result<()> {
     let upstream: SocketAddr = upstream.parse()?;
     let conf = ServerConf {
         threads: 1,
-        // The same runtime layout as tollgate with one thread.
+        // The same runtime layout and upstream pool as tollgate with one thread: with
+        // pingora's pool of 128, 256 callers reopened upstream connections all the time.
         work_stealing: false,
+        upstream_keepalive_pool_size: 1024,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);

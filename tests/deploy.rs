@@ -179,6 +179,15 @@ fn the_dockerfile_builds_tollgate_in_one_stage_and_runs_it_in_another() {
         cargo.contains("--no-default-features"),
         "the image ships no stand-in code: build without the default `demo` feature: {cargo}"
     );
+    assert!(
+        cargo.contains("--features small-heap"),
+        "the image keeps the default build's allocator setting: {cargo}"
+    );
+    let copies = build.all("COPY");
+    assert!(
+        copies.iter().any(|copy| copy.starts_with("patches ")),
+        "the build stage needs the patched pingora crates [patch.crates-io] points at: {copies:?}"
+    );
 
     let workdir = build.last("WORKDIR").expect("the build stage sets WORKDIR");
     let built = format!("{}/target/release/tollgate", workdir.trim_end_matches('/'));
