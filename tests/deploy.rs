@@ -185,7 +185,7 @@ fn the_dockerfile_builds_tollgate_in_one_stage_and_runs_it_in_another() {
     );
     let copies = build.all("COPY");
     assert!(
-        copies.iter().any(|copy| copy.starts_with("patches ")),
+        copies.iter().any(|copy| copy.starts_with("vendor ")),
         "the build stage needs the patched pingora crates [patch.crates-io] points at: {copies:?}"
     );
 
