@@ -198,7 +198,7 @@ impl App {
             threads: self.config.server.threads,
             // One thread has no one to steal from: pingora then runs it as tokio's
             // current-thread scheduler, which hands tasks over without the multi-thread
-            // scheduler's atomics and queues (docs/PERFORMANCE.md: "Runtime layout").
+            // scheduler's atomics and queues (docs/PERFORMANCE.md, "What changed, and what each did").
             work_stealing: self.config.server.threads > 1,
             upstream_keepalive_pool_size: self.config.server.upstream_pool_size,
             // A fallback only: the drainer ends the process at the drain time, after it has

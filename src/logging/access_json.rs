@@ -2,8 +2,8 @@
 //!
 //! tracing-subscriber's JSON format goes through serde_json's generic map serializer and
 //! formats a fresh timestamp per event: about 18,000 instructions for one access line,
-//! more than all of tollgate's request phases together (docs/PERFORMANCE.md, "The access
-//! line"). Access lines are written once per request, so they get this formatter; every
+//! more than all of tollgate's request phases together (docs/PERFORMANCE.md, "What changed,
+//! and what each did"). Access lines are written once per request, so they get this formatter; every
 //! other event, and an access event inside a span, keeps the stock JSON format. The output
 //! is the same JSON object, keys in the same order (a test holds the two side by side).
 
@@ -47,8 +47,10 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let metadata = event.metadata();
-        let in_span = event.parent().is_some() || ctx.lookup_current().is_some();
-        if metadata.target() != ACCESS_TARGET || in_span {
+        if metadata.target() != ACCESS_TARGET
+            || event.parent().is_some()
+            || ctx.lookup_current().is_some()
+        {
             return self.stock.format_event(ctx, writer, event);
         }
         writer.write_str("{\"timestamp\":\"")?;
